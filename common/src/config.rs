@@ -1,0 +1,286 @@
+//! Configuration, in two stages: layered sources into [`RawConfig`], then
+//! validation into the types the services use.
+//!
+//! Layers, later winning: the embedded `defaults.toml` ← a `testfleet.toml` ←
+//! `TESTFLEET_SECTION__KEY` environment variables ← command-line flags. Unknown keys
+//! and values of the wrong type are errors that name the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat, Value};
+use serde::Deserialize;
+
+use crate::topology::Topology;
+use crate::wire::{ContainerLimits, RetryPolicy, RunSpec};
+
+const DEFAULTS: &str = include_str!("defaults.toml");
+/// The file read from the working directory when no `--config` is given.
+pub const DEFAULT_FILE: &str = "testfleet.toml";
+const ENV_PREFIX: &str = "TESTFLEET";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: `{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub broker: BrokerConfig,
+    pub run: RunConfig,
+    pub worker: WorkerConfig,
+    pub aggregator: AggregatorConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub url: String,
+    pub prefix: String,
+    pub delivery_limit: u32,
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub suite: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub timeout_secs: f64,
+    pub deadline_secs: u64,
+    pub output_cap_bytes: u64,
+    pub retry_threshold: f64,
+    pub max_rounds: u32,
+    pub network: String,
+    pub tmpfs: Vec<String>,
+    pub memory_bytes: Option<i64>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub concurrency: u32,
+    pub id: String,
+    pub docker_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorConfig {
+    pub report_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// A command-line flag that overrides a configuration key.
+pub type Override = (&'static str, Value);
+
+/// Builds the raw configuration from every layer.
+///
+/// `file` is a path given on the command line (it must exist); without one,
+/// `testfleet.toml` in the working directory is read if present.
+pub fn load(file: Option<&Path>, overrides: Vec<Override>) -> Result<RawConfig, ConfigError> {
+    load_with_env(file, overrides, std::env::vars())
+}
+
+/// [`load`] with the environment given, so tests need not touch the process's.
+pub fn load_with_env(
+    file: Option<&Path>,
+    overrides: Vec<Override>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<RawConfig, ConfigError> {
+    let file_source = match file {
+        Some(path) => File::from(path).required(true),
+        None => File::with_name(DEFAULT_FILE).required(false),
+    };
+    let mut builder = Config::builder()
+        .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+        .add_source(file_source.format(FileFormat::Toml))
+        .add_source(environment(env));
+    for (key, value) in overrides {
+        builder = builder.set_override(key, value)?;
+    }
+    Ok(builder.build()?.try_deserialize()?)
+}
+
+/// Only `TESTFLEET_<SECTION>__<KEY>` variables are configuration; others with the
+/// prefix (such as `TESTFLEET_RUN_ID`, which workers give to tests) are not.
+fn environment(env: impl IntoIterator<Item = (String, String)>) -> Environment {
+    let prefix = format!("{ENV_PREFIX}_");
+    let ours: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(key, _)| key.strip_prefix(&prefix).is_some_and(|k| k.contains("__")))
+        .collect();
+    Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("_")
+        .separator("__")
+        .try_parsing(true)
+        .source(Some(ours))
+}
+
+impl BrokerConfig {
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.prefix, self.delivery_limit)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
+            return invalid("broker.url", "must start with amqp:// or amqps://");
+        }
+        if self.prefix.is_empty() {
+            return invalid("broker.prefix", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+impl RunConfig {
+    /// Validates the run settings into the spec that travels with every job.
+    pub fn to_spec(&self) -> Result<RunSpec, ConfigError> {
+        if self.image.trim().is_empty() {
+            return invalid("run.image", "must name an image");
+        }
+        if self.command.is_empty() {
+            return invalid("run.command", "must have at least the program to run");
+        }
+        if !(self.timeout_secs.is_finite() && self.timeout_secs > 0.0) {
+            return invalid("run.timeout_secs", "must be a positive number of seconds");
+        }
+        if !(0.0..=1.0).contains(&self.retry_threshold) {
+            return invalid("run.retry_threshold", "must be a ratio between 0 and 1");
+        }
+        if self.max_rounds == 0 {
+            return invalid("run.max_rounds", "must be at least 1");
+        }
+        if self.deadline_secs == 0 {
+            return invalid("run.deadline_secs", "must be at least 1");
+        }
+        let nano_cpus = match self.cpus {
+            Some(cpus) if !(cpus.is_finite() && cpus > 0.0) => {
+                return invalid("run.cpus", "must be a positive number of CPUs")
+            }
+            Some(cpus) => Some((cpus * 1e9) as i64),
+            None => None,
+        };
+        Ok(RunSpec {
+            image: self.image.clone(),
+            command: self.command.clone(),
+            env: self.env.clone(),
+            timeout_ms: (self.timeout_secs * 1000.0).ceil() as u64,
+            output_cap_bytes: self.output_cap_bytes,
+            retry: RetryPolicy {
+                threshold: self.retry_threshold,
+                max_rounds: self.max_rounds,
+            },
+            container: ContainerLimits {
+                network: self.network.clone(),
+                tmpfs: self.tmpfs.clone(),
+                memory_bytes: self.memory_bytes,
+                nano_cpus,
+                pids_limit: self.pids_limit,
+            },
+        })
+    }
+}
+
+impl WorkerConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.concurrency == 0 {
+            return invalid("worker.concurrency", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn invalid<T>(key: &'static str, problem: &str) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid {
+        key,
+        problem: problem.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_file(toml: &str, env: Vec<(&str, &str)>) -> Result<RawConfig, ConfigError> {
+        let mut file = tempfile_in_target();
+        file.1.write_all(toml.as_bytes()).unwrap();
+        let env = env.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned()));
+        load_with_env(Some(&file.0), vec![], env)
+    }
+
+    fn tempfile_in_target() -> (PathBuf, std::fs::File) {
+        let path = std::env::temp_dir().join(format!("tf-config-{}.toml", uuid::Uuid::new_v4()));
+        let file = std::fs::File::create(&path).unwrap();
+        (path, file)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let raw = load_with_env(None, vec![], Vec::new()).unwrap();
+        raw.broker.validate().unwrap();
+        raw.worker.validate().unwrap();
+        let spec = raw.run.to_spec().unwrap();
+        assert_eq!(spec.retry.max_rounds, 3);
+        assert_eq!(spec.container.network, "none");
+        assert_eq!(raw.broker.topology().jobs, "testfleet.jobs");
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let raw = load_file(
+            "[worker]\nconcurrency = 3\n[run]\nmax_rounds = 5\n",
+            vec![
+                ("TESTFLEET_WORKER__CONCURRENCY", "7"),
+                ("TESTFLEET_RUN_ID", "not configuration"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(raw.worker.concurrency, 7, "environment beats the file");
+        assert_eq!(raw.run.max_rounds, 5, "the file beats the defaults");
+
+        let overridden = load_with_env(
+            None,
+            vec![("worker.concurrency", 9.into())],
+            vec![("TESTFLEET_WORKER__CONCURRENCY".into(), "7".into())],
+        )
+        .unwrap();
+        assert_eq!(overridden.worker.concurrency, 9, "flags beat the environment");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_file("[worker]\nconcurency = 3\n", vec![]).unwrap_err();
+        assert!(err.to_string().contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = load_file("[worker]\nconcurrency = \"many\"\n", vec![]).unwrap_err();
+        assert!(err.to_string().contains("worker.concurrency"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        let raw = load_file("[run]\nretry_threshold = 1.5\n", vec![]).unwrap();
+        let err = raw.run.to_spec().unwrap_err();
+        assert!(err.to_string().contains("run.retry_threshold"), "{err}");
+
+        let raw = load_file("[run]\ncommand = []\n", vec![]).unwrap();
+        assert!(raw.run.to_spec().unwrap_err().to_string().contains("run.command"));
+    }
+}

@@ -1,0 +1,23 @@
+//! What every testfleet service shares: the wire format, the AMQP topology, broker
+//! plumbing, configuration and logging.
+//!
+//! Layout:
+//! - [`wire`]: message types and their versioned MessagePack codec.
+//! - [`topology`]: queue and exchange names and their one declaration.
+//! - [`broker`]: connecting with backoff, confirmed publishing, checked acks.
+//! - [`config`]: layered configuration and its validation.
+//! - [`logging`]: the tracing subscriber the binaries install.
+
+pub mod broker;
+pub mod config;
+pub mod logging;
+pub mod topology;
+pub mod wire;
+
+/// Milliseconds since the Unix epoch, the time unit on the wire.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
