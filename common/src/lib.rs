@@ -11,6 +11,7 @@
 pub mod broker;
 pub mod config;
 pub mod logging;
+pub mod shutdown;
 pub mod topology;
 pub mod wire;
 

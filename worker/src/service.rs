@@ -1,0 +1,264 @@
+//! The worker's service loop: consume jobs, run each in a slot, publish the result,
+//! then ack.
+//!
+//! One loop owns the state (consumer, running jobs, engine health) and `select!`s
+//! over deliveries, finished jobs, shutdown and the sweep timer. The prefetch equals
+//! the number of slots, so the broker never hands this worker more jobs than it can
+//! run at once, and an unacked job is redelivered elsewhere if the worker dies.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use testfleet_common::broker::{self, BrokerError};
+use testfleet_common::shutdown::Shutdown;
+use testfleet_common::topology::Topology;
+use testfleet_common::wire::{decode_job, Body, Job};
+use testfleet_common::now_ms;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{error, info, info_span, warn, Instrument};
+
+use crate::docker::{DockerExecutor, Requeue};
+use crate::labels::{self, Sweep};
+
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+const ENGINE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Validated settings of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub broker_url: String,
+    pub connect_timeout: Duration,
+    pub topology: Topology,
+    pub concurrency: u16,
+    pub worker_id: String,
+    pub docker_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("cannot set up the Docker client: {0}")]
+    Docker(#[from] bollard::errors::Error),
+}
+
+/// How one job's task ended, as the loop needs to know.
+enum JobEnd {
+    Done,
+    /// The engine did not answer; the job was requeued.
+    EngineDown,
+    /// The broker connection failed under the task; the session must restart.
+    BrokerLost(BrokerError),
+}
+
+/// How a session with the broker ended.
+enum SessionEnd {
+    Drained,
+    Lost(BrokerError),
+}
+
+/// Runs a worker until `shutdown` drains it (or the broker stays unreachable).
+pub async fn run(settings: WorkerSettings, shutdown: Shutdown) -> Result<(), WorkerError> {
+    let docker = bollard::Docker::connect_with_local_defaults()?.with_timeout(settings.docker_timeout);
+    let executor = DockerExecutor::new(docker, settings.worker_id.clone());
+    wait_for_engine(&executor, &shutdown).await;
+    let removed = labels::sweep(&executor, Sweep::ExpiredOrOwnedBy(&settings.worker_id)).await;
+    info!(worker = %settings.worker_id, slots = settings.concurrency, orphans_removed = removed, "worker started");
+
+    while !shutdown.is_draining() {
+        let connection = tokio::select! {
+            connected = broker::connect(&settings.broker_url, settings.connect_timeout) => connected?,
+            () = shutdown.draining() => break,
+        };
+        match session(&connection, &settings, &executor, &shutdown).await {
+            Ok(SessionEnd::Drained) => {
+                let _ = connection.close(200, "worker stopped".into()).await;
+                break;
+            }
+            Ok(SessionEnd::Lost(error)) | Err(error) => {
+                warn!(%error, "lost the broker connection, reconnecting");
+                let _ = connection.close(200, "reconnecting".into()).await;
+            }
+        }
+    }
+    info!(worker = %settings.worker_id, "worker stopped");
+    Ok(())
+}
+
+/// One connection's worth of work. Errors here restart the session.
+async fn session(
+    connection: &Connection,
+    settings: &WorkerSettings,
+    executor: &DockerExecutor,
+    shutdown: &Shutdown,
+) -> Result<SessionEnd, BrokerError> {
+    let consume = connection.create_channel().await?;
+    settings.topology.declare(&consume).await?;
+    consume
+        .basic_qos(settings.concurrency, BasicQosOptions::default())
+        .await?;
+    let publish = broker::confirm_channel(connection).await?;
+    let mut consumer = consume
+        .basic_consume(
+            settings.topology.jobs.as_str().into(),
+            settings.worker_id.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+
+    let mut running: JoinSet<JobEnd> = JoinSet::new();
+    let (engine_back_tx, mut engine_back) = mpsc::channel::<()>(1);
+    let mut engine_ok = true;
+    let mut consuming = true;
+    // Interrupts this session's jobs on abort, or when the connection is lost.
+    let interrupt = shutdown.abort_token().child_token();
+    let mut sweep_timer = tokio::time::interval(SWEEP_EVERY);
+    sweep_timer.tick().await;
+
+    let end = loop {
+        if !consuming && running.is_empty() {
+            break SessionEnd::Drained;
+        }
+        tokio::select! {
+            () = shutdown.draining(), if consuming => {
+                consuming = false;
+                cancel_consumer(&consume, &settings.worker_id).await;
+                info!(running = running.len(), "no longer taking jobs; waiting for running ones");
+            }
+            delivery = consumer.next(), if consuming && engine_ok => match delivery {
+                Some(Ok(delivery)) => {
+                    let job = JobContext {
+                        executor: executor.clone(),
+                        publish: publish.clone(),
+                        results_queue: settings.topology.results.clone(),
+                        interrupt: interrupt.clone(),
+                    };
+                    running.spawn(job.handle(delivery));
+                }
+                Some(Err(error)) => break SessionEnd::Lost(error.into()),
+                None => break SessionEnd::Lost(BrokerError::ChannelGone),
+            },
+            Some(ended) = running.join_next() => match ended {
+                Ok(JobEnd::Done) => {}
+                Ok(JobEnd::EngineDown) if engine_ok => {
+                    engine_ok = false;
+                    warn!("docker engine unreachable: pausing until it answers");
+                    let executor = executor.clone();
+                    let tx = engine_back_tx.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        wait_for_engine(&executor, &shutdown).await;
+                        labels::sweep(&executor, Sweep::Expired).await;
+                        let _ = tx.send(()).await;
+                    });
+                }
+                Ok(JobEnd::EngineDown) => {}
+                Ok(JobEnd::BrokerLost(error)) => break SessionEnd::Lost(error),
+                Err(panic) => error!(%panic, "a job task panicked; its job will be redelivered"),
+            },
+            Some(()) = engine_back.recv() => {
+                info!("docker engine answers again: taking jobs");
+                engine_ok = true;
+            }
+            _ = sweep_timer.tick() => {
+                labels::sweep(executor, Sweep::Expired).await;
+            }
+        }
+    };
+    if let SessionEnd::Lost(_) = end {
+        // Jobs still running hold deliveries of a dead channel: the broker has
+        // requeued them already, so their results would only be duplicates. Stop
+        // them at a safe point, where their containers are removed.
+        interrupt.cancel();
+        while running.join_next().await.is_some() {}
+    }
+    Ok(end)
+}
+
+async fn cancel_consumer(channel: &Channel, tag: &str) {
+    if let Err(error) = channel
+        .basic_cancel(tag.into(), BasicCancelOptions::default())
+        .await
+    {
+        warn!(%error, "could not cancel the consumer; closing the connection will");
+    }
+}
+
+/// Pings the engine with backoff until it answers or the worker drains.
+async fn wait_for_engine(executor: &DockerExecutor, shutdown: &Shutdown) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match executor.docker().ping().await {
+            Ok(_) => return,
+            Err(error) => warn!(%error, retry_in = ?backoff, "docker engine unreachable"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.draining() => return,
+        }
+        backoff = (backoff * 2).min(ENGINE_RETRY_MAX);
+    }
+}
+
+/// What a job's task needs, cloned from the loop's state.
+struct JobContext {
+    executor: DockerExecutor,
+    publish: Channel,
+    results_queue: String,
+    interrupt: tokio_util::sync::CancellationToken,
+}
+
+impl JobContext {
+    async fn handle(self, delivery: Delivery) -> JobEnd {
+        let job = match decode_job(&delivery.data) {
+            Ok(job) => job,
+            Err(error) => {
+                error!(%error, "rejecting an unreadable job to the dead-letter queue");
+                return settle(broker::nack(&delivery, false).await);
+            }
+        };
+        let span = info_span!("job", run = %job.run_id, test = %job.test_id, attempt = job.attempt);
+        self.run_job(delivery, job).instrument(span).await
+    }
+
+    async fn run_job(self, delivery: Delivery, job: Job) -> JobEnd {
+        if now_ms() > job.deadline_ms {
+            info!("skipping a job whose run is past its deadline");
+            return settle(broker::ack(&delivery).await);
+        }
+        info!("test started");
+        match self.executor.run(&job, &self.interrupt).await {
+            Ok(result) => {
+                info!(outcome = result.outcome.as_str(), exit_code = ?result.exit_code, duration_ms = result.duration_ms, "test finished");
+                let published = broker::publish(&self.publish, "", &self.results_queue, &Body::Result(result)).await;
+                if let Err(error) = published {
+                    // Not acked: the broker redelivers the job and it runs again.
+                    return JobEnd::BrokerLost(error);
+                }
+                settle(broker::ack(&delivery).await)
+            }
+            Err(requeue) => {
+                warn!(reason = %requeue, "giving the job back to the queue");
+                let nacked = broker::nack(&delivery, true).await;
+                match (requeue, nacked) {
+                    (_, Err(error)) => JobEnd::BrokerLost(error),
+                    (Requeue::EngineUnreachable(_), Ok(())) => JobEnd::EngineDown,
+                    (Requeue::Interrupted, Ok(())) => JobEnd::Done,
+                }
+            }
+        }
+    }
+}
+
+fn settle(acked: Result<(), BrokerError>) -> JobEnd {
+    match acked {
+        Ok(()) => JobEnd::Done,
+        Err(error) => JobEnd::BrokerLost(error),
+    }
+}
