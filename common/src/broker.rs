@@ -7,8 +7,10 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::time::{sleep, Instant};
 use tracing::{info, warn};
@@ -86,19 +88,47 @@ pub async fn confirm_channel(connection: &Connection) -> Result<Channel, BrokerE
     Ok(channel)
 }
 
-/// Publishes a persistent message without waiting for its confirm; see [`Confirms`].
+/// Publishes a persistent message that must reach a queue, without waiting for
+/// its confirm (see [`publish_all`]).
 pub async fn publish_unconfirmed(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
     body: &Body,
 ) -> Result<lapin::PublisherConfirm, BrokerError> {
+    send(channel, exchange, routing_key, body, true).await
+}
+
+/// Publishes a persistent message that may reach no queue (nobody listening is
+/// fine), and waits for the broker's confirm.
+pub async fn broadcast(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &Body,
+) -> Result<(), BrokerError> {
+    let confirm = send(channel, exchange, routing_key, body, false).await?;
+    match confirm.await? {
+        confirmation if confirmation.is_ack() => Ok(()),
+        _ => Err(BrokerError::NotConfirmed {
+            routing_key: routing_key.to_owned(),
+        }),
+    }
+}
+
+async fn send(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &Body,
+    mandatory: bool,
+) -> Result<lapin::PublisherConfirm, BrokerError> {
     let properties = BasicProperties::default()
         .with_delivery_mode(PERSISTENT)
         .with_content_type("application/msgpack".into())
         .with_type(body.kind().into());
     let options = BasicPublishOptions {
-        mandatory: true,
+        mandatory,
         ..Default::default()
     };
     Ok(channel
@@ -141,7 +171,7 @@ pub fn check_confirm(
 ///
 /// One round trip per window instead of one per message: this is what keeps a run
 /// of many thousand jobs from spending its time waiting on the broker.
-pub async fn publish_all<'a>(
+pub async fn publish_all(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
@@ -212,7 +242,10 @@ mod tests {
             redact("amqps://fleet:s3cret@rabbit:5671/%2f"),
             "amqps://fleet:***@rabbit:5671/%2f"
         );
-        assert_eq!(redact("amqp://127.0.0.1:5672/%2f"), "amqp://127.0.0.1:5672/%2f");
+        assert_eq!(
+            redact("amqp://127.0.0.1:5672/%2f"),
+            "amqp://127.0.0.1:5672/%2f"
+        );
         assert_eq!(redact("amqp://user@host/"), "amqp://user@host/");
     }
 }

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use config::{Config, Environment, File, FileFormat, Value};
+pub use config::Value;
+use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
 use crate::topology::Topology;
@@ -259,7 +260,10 @@ mod tests {
             vec![("TESTFLEET_WORKER__CONCURRENCY".into(), "7".into())],
         )
         .unwrap();
-        assert_eq!(overridden.worker.concurrency, 9, "flags beat the environment");
+        assert_eq!(
+            overridden.worker.concurrency, 9,
+            "flags beat the environment"
+        );
     }
 
     #[test]
@@ -281,6 +285,11 @@ mod tests {
         assert!(err.to_string().contains("run.retry_threshold"), "{err}");
 
         let raw = load_file("[run]\ncommand = []\n", vec![]).unwrap();
-        assert!(raw.run.to_spec().unwrap_err().to_string().contains("run.command"));
+        assert!(raw
+            .run
+            .to_spec()
+            .unwrap_err()
+            .to_string()
+            .contains("run.command"));
     }
 }

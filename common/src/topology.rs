@@ -90,7 +90,10 @@ impl Topology {
         declare_queue(channel, &self.dead_jobs, self.quorum_args(PARKED_KEY)).await?;
 
         let mut parked_args = FieldTable::default();
-        parked_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        parked_args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
         parked_args.insert(
             "x-max-length".into(),
             AMQPValue::LongLongInt(PARKED_MAX_LENGTH),
@@ -101,10 +104,46 @@ impl Topology {
         self.bind(channel, &self.parked, PARKED_KEY).await
     }
 
+    /// The queue one waiting producer reads its run's verdict from. Durable, so a
+    /// verdict published while the producer reconnects is not lost; it expires on
+    /// its own if nobody ever reads it.
+    pub fn verdict_queue(&self, run_id: &str) -> String {
+        format!("{}.verdict.{run_id}", self.verdicts)
+    }
+
+    /// Declares and binds the verdict queue of `run_id`.
+    pub async fn declare_verdict_queue(
+        &self,
+        channel: &Channel,
+        run_id: &str,
+        expires: std::time::Duration,
+    ) -> lapin::Result<String> {
+        let name = self.verdict_queue(run_id);
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(expires.as_millis().min(i64::MAX as u128) as i64),
+        );
+        declare_queue(channel, &name, args).await?;
+        channel
+            .queue_bind(
+                name.as_str().into(),
+                self.verdicts.as_str().into(),
+                run_id.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(name)
+    }
+
     /// Quorum queue arguments that send rejected messages to `dead_key`.
     fn quorum_args(&self, dead_key: &str) -> FieldTable {
         let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
         args.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(self.dead_exchange.as_str().into()),

@@ -132,7 +132,9 @@ pub enum AttemptStatus {
     /// No result before the run's deadline.
     Missing,
     /// The broker gave up on the job after this many deliveries.
-    DeadLettered { deliveries: u32 },
+    DeadLettered {
+        deliveries: u32,
+    },
 }
 
 /// Where a test stands once its run has ended.
@@ -475,7 +477,10 @@ pub(crate) mod tests {
     fn a_result_is_not_a_job() {
         let result = sample_bodies().remove(2);
         let err = decode_job(&encode(&result)).unwrap_err();
-        assert_eq!(err.to_string(), "expected a job message, got a result message");
+        assert_eq!(
+            err.to_string(),
+            "expected a job message, got a result message"
+        );
     }
 
     #[test]

@@ -61,14 +61,20 @@ impl DockerExecutor {
     }
 
     /// Runs `job` to its end. `interrupt` kills the container and requeues the job.
-    pub async fn run(&self, job: &Job, interrupt: &CancellationToken) -> Result<TestResult, Requeue> {
+    pub async fn run(
+        &self,
+        job: &Job,
+        interrupt: &CancellationToken,
+    ) -> Result<TestResult, Requeue> {
         let started_at_ms = now_ms();
         let clock = tokio::time::Instant::now();
         let mut capture = OutputCapture::new(job.spec.output_cap_bytes as usize);
         let ran = match self.create(job).await? {
             Err(message) => error_outcome(message),
             Ok(container) => {
-                let ran = self.run_created(&container, job, interrupt, &mut capture).await;
+                let ran = self
+                    .run_created(&container, job, interrupt, &mut capture)
+                    .await;
                 self.remove(&container).await;
                 ran?
             }
@@ -95,7 +101,9 @@ impl DockerExecutor {
     async fn create(&self, job: &Job) -> Result<Result<String, String>, Requeue> {
         match self.try_create(job).await {
             Ok(id) => return Ok(Ok(id)),
-            Err(error) if !is_missing_image(&error) => return classify(error, "create the container").map(Err),
+            Err(error) if !is_missing_image(&error) => {
+                return classify(error, "create the container").map(Err)
+            }
             Err(_) => {}
         }
         if let Err(error) = self.pull(&job.spec.image).await {
@@ -117,7 +125,10 @@ impl DockerExecutor {
         let body = container_body(job, &self.worker_id);
         let created = self
             .docker
-            .create_container(None::<bollard::query_parameters::CreateContainerOptions>, body)
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
             .await?;
         for warning in created.warnings {
             debug!(%warning, "docker warning on create");
@@ -126,7 +137,9 @@ impl DockerExecutor {
     }
 
     async fn pull(&self, image: &str) -> Result<(), DockerError> {
-        let options = CreateImageOptionsBuilder::default().from_image(image).build();
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
         self.docker
             .create_image(Some(options), None, None)
             .try_for_each(|_| async { Ok(()) })
@@ -186,8 +199,14 @@ impl DockerExecutor {
         let exit = match stream.next().await {
             Some(Ok(response)) => response.status_code,
             Some(Err(DockerError::DockerContainerWaitError { code, .. })) => code,
-            Some(Err(error)) => return classify(error, "wait for the container").map(error_outcome),
-            None => return Ok(error_outcome("the engine closed the wait without an exit code".into())),
+            Some(Err(error)) => {
+                return classify(error, "wait for the container").map(error_outcome)
+            }
+            None => {
+                return Ok(error_outcome(
+                    "the engine closed the wait without an exit code".into(),
+                ))
+            }
         };
         Ok(Ran {
             outcome: Outcome::from_exit_code(exit),
@@ -197,7 +216,9 @@ impl DockerExecutor {
     }
 
     async fn kill(&self, container: &str) {
-        let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+        let options = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
         if let Err(error) = self.docker.kill_container(container, Some(options)).await {
             debug!(%error, container, "kill failed (the container may have exited already)");
         }
@@ -205,11 +226,19 @@ impl DockerExecutor {
 
     /// Removes the container; a failure is logged and left to the orphan sweep.
     pub async fn remove(&self, container: &str) {
-        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
         match self.docker.remove_container(container, Some(options)).await {
             Ok(()) => {}
-            Err(DockerError::DockerResponseServerError { status_code: 404 | 409, .. }) => {}
-            Err(error) => warn!(%error, container, "could not remove container; the orphan sweep will"),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            }) => {}
+            Err(error) => {
+                warn!(%error, container, "could not remove container; the orphan sweep will")
+            }
         }
     }
 }
@@ -259,7 +288,9 @@ fn container_body(job: &Job, worker_id: &str) -> ContainerCreateBody {
 }
 
 async fn read_output(
-    mut output: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, DockerError>> + Send>>,
+    mut output: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<LogOutput, DockerError>> + Send>,
+    >,
     mut capture: OutputCapture,
 ) -> OutputCapture {
     while let Some(chunk) = output.next().await {
@@ -323,7 +354,13 @@ pub fn is_unreachable(error: &DockerError) -> bool {
 }
 
 fn is_missing_image(error: &DockerError) -> bool {
-    matches!(error, DockerError::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        error,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 #[cfg(test)]
@@ -344,7 +381,10 @@ mod tests {
                 env: BTreeMap::from([("K".into(), "v".into())]),
                 timeout_ms: 1000,
                 output_cap_bytes: 1024,
-                retry: RetryPolicy { threshold: 0.1, max_rounds: 3 },
+                retry: RetryPolicy {
+                    threshold: 0.1,
+                    max_rounds: 3,
+                },
                 container: ContainerLimits {
                     network: "none".into(),
                     tmpfs: vec!["/tmp:size=1m".into(), "/scratch".into()],
@@ -370,7 +410,12 @@ mod tests {
     #[test]
     fn environment_names_the_test() {
         let env = container_body(&job("t1"), "w").env.unwrap();
-        for expected in ["K=v", "TEST_ID=t1", "TESTFLEET_ATTEMPT=2", "TESTFLEET_RUN_ID=00000000-0000-0000-0000-000000000000"] {
+        for expected in [
+            "K=v",
+            "TEST_ID=t1",
+            "TESTFLEET_ATTEMPT=2",
+            "TESTFLEET_RUN_ID=00000000-0000-0000-0000-000000000000",
+        ] {
             assert!(env.contains(&expected.to_owned()), "{expected} in {env:?}");
         }
     }
@@ -383,6 +428,9 @@ mod tests {
         let tmpfs = host.tmpfs.unwrap();
         assert_eq!(tmpfs["/tmp"], "size=1m");
         assert_eq!(tmpfs["/scratch"], "");
-        assert_eq!(host.security_opt.unwrap(), vec!["no-new-privileges".to_owned()]);
+        assert_eq!(
+            host.security_opt.unwrap(),
+            vec!["no-new-privileges".to_owned()]
+        );
     }
 }

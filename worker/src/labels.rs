@@ -85,9 +85,14 @@ pub async fn sweep(executor: &DockerExecutor, sweep: Sweep<'_>) -> usize {
     removed
 }
 
-async fn list_managed(docker: &Docker) -> Result<Vec<(String, HashMap<String, String>)>, bollard::errors::Error> {
+async fn list_managed(
+    docker: &Docker,
+) -> Result<Vec<(String, HashMap<String, String>)>, bollard::errors::Error> {
     let filters = HashMap::from([("label".to_owned(), vec![MANAGED.to_owned()])]);
-    let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
     let summaries = docker.list_containers(Some(options)).await?;
     Ok(summaries
         .into_iter()
@@ -112,8 +117,19 @@ mod tests {
         assert!(is_orphan(&labels("other", 999), Sweep::Expired, now));
         assert!(!is_orphan(&labels("other", 1_001), Sweep::Expired, now));
         assert!(!is_orphan(&labels("me", 1_001), Sweep::Expired, now));
-        assert!(is_orphan(&labels("me", 1_001), Sweep::ExpiredOrOwnedBy("me"), now));
-        assert!(!is_orphan(&labels("other", 1_001), Sweep::ExpiredOrOwnedBy("me"), now));
-        assert!(is_orphan(&HashMap::new(), Sweep::Expired, now), "unlabelled expiry counts as expired");
+        assert!(is_orphan(
+            &labels("me", 1_001),
+            Sweep::ExpiredOrOwnedBy("me"),
+            now
+        ));
+        assert!(!is_orphan(
+            &labels("other", 1_001),
+            Sweep::ExpiredOrOwnedBy("me"),
+            now
+        ));
+        assert!(
+            is_orphan(&HashMap::new(), Sweep::Expired, now),
+            "unlabelled expiry counts as expired"
+        );
     }
 }

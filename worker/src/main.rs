@@ -52,10 +52,11 @@ fn settings(cli: &Cli) -> Result<WorkerSettings, config::ConfigError> {
     let raw = config::load(cli.config.as_deref(), cli.overrides())?;
     raw.broker.validate()?;
     raw.worker.validate()?;
-    let concurrency = u16::try_from(raw.worker.concurrency).map_err(|_| config::ConfigError::Invalid {
-        key: "worker.concurrency",
-        problem: "must be at most 65535".into(),
-    })?;
+    let concurrency =
+        u16::try_from(raw.worker.concurrency).map_err(|_| config::ConfigError::Invalid {
+            key: "worker.concurrency",
+            problem: "must be at most 65535".into(),
+        })?;
     let worker_id = match raw.worker.id.trim() {
         "" => default_worker_id(),
         id => id.to_owned(),
@@ -72,7 +73,9 @@ fn settings(cli: &Cli) -> Result<WorkerSettings, config::ConfigError> {
 
 /// Hostname plus a random suffix: unique even for several workers on one host.
 fn default_worker_id() -> String {
-    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "worker".into());
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "worker".into());
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}-{}", &suffix[..6])
 }

@@ -14,10 +14,10 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use testfleet_common::broker::{self, BrokerError};
+use testfleet_common::now_ms;
 use testfleet_common::shutdown::Shutdown;
 use testfleet_common::topology::Topology;
 use testfleet_common::wire::{decode_job, Body, Job};
-use testfleet_common::now_ms;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{error, info, info_span, warn, Instrument};
@@ -64,7 +64,8 @@ enum SessionEnd {
 
 /// Runs a worker until `shutdown` drains it (or the broker stays unreachable).
 pub async fn run(settings: WorkerSettings, shutdown: Shutdown) -> Result<(), WorkerError> {
-    let docker = bollard::Docker::connect_with_local_defaults()?.with_timeout(settings.docker_timeout);
+    let docker =
+        bollard::Docker::connect_with_local_defaults()?.with_timeout(settings.docker_timeout);
     let executor = DockerExecutor::new(docker, settings.worker_id.clone());
     wait_for_engine(&executor, &shutdown).await;
     let removed = labels::sweep(&executor, Sweep::ExpiredOrOwnedBy(&settings.worker_id)).await;
@@ -236,7 +237,13 @@ impl JobContext {
         match self.executor.run(&job, &self.interrupt).await {
             Ok(result) => {
                 info!(outcome = result.outcome.as_str(), exit_code = ?result.exit_code, duration_ms = result.duration_ms, "test finished");
-                let published = broker::publish(&self.publish, "", &self.results_queue, &Body::Result(result)).await;
+                let published = broker::publish(
+                    &self.publish,
+                    "",
+                    &self.results_queue,
+                    &Body::Result(result),
+                )
+                .await;
                 if let Err(error) = published {
                     // Not acked: the broker redelivers the job and it runs again.
                     return JobEnd::BrokerLost(error);

@@ -1,0 +1,167 @@
+//! The aggregator's durable state: one append-only journal file per open run.
+//!
+//! A result is acked only after it is in the journal, so a restarted aggregator
+//! replays the journals to rebuild every open run exactly, then takes the broker's
+//! redeliveries (which it recognises as duplicates). A finished run's journal is
+//! deleted once its reports are written.
+//!
+//! Format: records of a little-endian `u32` length and a MessagePack [`Record`].
+//! A torn last record (a crash mid-write) is ignored on replay.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use testfleet_common::wire::{RunAnnounce, TestResult};
+use tracing::warn;
+use uuid::Uuid;
+
+const EXTENSION: &str = "journal";
+
+/// One entry of a run's journal, replayed in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    Announce(RunAnnounce),
+    Result(TestResult),
+    DeadLetter {
+        test_id: String,
+        attempt: u32,
+        deliveries: u32,
+    },
+    /// The open round was closed at this time (so replay closes it identically).
+    RoundClosed {
+        at_ms: u64,
+    },
+}
+
+/// An open journal, appended to as the run progresses.
+pub struct Journal {
+    path: PathBuf,
+    writer: BufWriter<File>,
+}
+
+impl Journal {
+    pub fn create(dir: &Path, run_id: Uuid) -> io::Result<Journal> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{run_id}.{EXTENSION}"));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(Journal {
+            path,
+            writer: BufWriter::new(file),
+        })
+    }
+
+    /// Appends a record; it is on its way to disk when this returns.
+    pub fn append(&mut self, record: &Record) -> io::Result<()> {
+        let bytes = rmp_serde::to_vec(record).map_err(io::Error::other)?;
+        let len = u32::try_from(bytes.len()).map_err(io::Error::other)?;
+        self.writer.write_all(&len.to_le_bytes())?;
+        self.writer.write_all(&bytes)?;
+        self.writer.flush()
+    }
+
+    /// Removes the journal of a finished run.
+    pub fn remove(self) -> io::Result<()> {
+        drop(self.writer);
+        fs::remove_file(&self.path)
+    }
+}
+
+/// Every journal in `dir`, each as its records in order.
+pub fn replay_all(dir: &Path) -> io::Result<Vec<(Uuid, Vec<Record>)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut journals = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
+            continue;
+        }
+        let Some(run_id) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse().ok())
+        else {
+            warn!(path = %path.display(), "ignoring a journal whose name is not a run id");
+            continue;
+        };
+        journals.push((run_id, read_records(&path)?));
+    }
+    Ok(journals)
+}
+
+/// Reads a journal's records; a torn or unreadable tail is cut off the file so
+/// that records appended later are read again.
+fn read_records(path: &Path) -> io::Result<Vec<Record>> {
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut records = Vec::new();
+    let mut good_len: u64 = 0;
+    loop {
+        let mut len = [0u8; 4];
+        match reader.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
+        let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+        if reader.read_exact(&mut bytes).is_err() {
+            warn!(path = %path.display(), "ignoring a torn record at the end of a journal");
+            break;
+        }
+        match rmp_serde::from_slice(&bytes) {
+            Ok(record) => {
+                records.push(record);
+                good_len += 4 + bytes.len() as u64;
+            }
+            Err(error) => {
+                warn!(path = %path.display(), %error, "ignoring an unreadable journal record and what follows");
+                break;
+            }
+        }
+    }
+    let file = OpenOptions::new().write(true).open(path)?;
+    if file.metadata()?.len() > good_len {
+        file.set_len(good_len)?;
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_and_torn_tails_are_dropped() {
+        let dir = std::env::temp_dir().join(format!("tf-journal-{}", Uuid::new_v4()));
+        let run_id = Uuid::new_v4();
+        let mut journal = Journal::create(&dir, run_id).unwrap();
+        let records = vec![
+            Record::DeadLetter {
+                test_id: "t".into(),
+                attempt: 1,
+                deliveries: 5,
+            },
+            Record::RoundClosed { at_ms: 7 },
+        ];
+        for record in &records {
+            journal.append(record).unwrap();
+        }
+        drop(journal);
+        // A crash mid-write leaves half a record.
+        let path = dir.join(format!("{run_id}.journal"));
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
+        fs::write(dir.join("notes.txt"), "not a journal").unwrap();
+
+        let replayed = replay_all(&dir).unwrap();
+        assert_eq!(replayed, vec![(run_id, records)]);
+
+        Journal::create(&dir, run_id).unwrap().remove().unwrap();
+        assert!(replay_all(&dir).unwrap().is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,15 @@
+//! The aggregator: follows every run it hears of, collects results, re-enqueues
+//! failed and missing tests while failures are few, and emits verdicts and reports.
+//!
+//! Layout:
+//! - [`service`]: the loop that owns every open run and talks to the broker.
+//! - [`run_state`]: one run's rounds, attempts and retry rule (pure logic).
+//! - [`journal`]: the durable per-run journal a restart resumes from.
+//! - [`report`]: renderers from a finished run's report to files (no AMQP).
+
+pub mod journal;
+pub mod report;
+pub mod run_state;
+pub mod service;
+
+pub use service::{run, AggregatorError, AggregatorSettings};

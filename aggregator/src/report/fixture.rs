@@ -1,0 +1,189 @@
+//! A hand-built run report covering every final status, and unique temp dirs,
+//! for the renderers' unit tests.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use testfleet_common::wire::{
+    AttemptReport, AttemptStatus, ContainerLimits, FinalStatus, Outcome, RetryPolicy, RunReport,
+    RunSpec, TestReport, VerdictKind,
+};
+use uuid::Uuid;
+
+/// An id built to break naive renderers: quotes, a newline, backticks, unicode,
+/// shell syntax, an ANSI escape and characters XML 1.0 forbids.
+pub const WEIRD_ID: &str =
+    "we\"ird 'id'\nwith `ticks` ünïcødé 🚀 $(rm -rf /) <&> \u{1b}[31m\u{0}\u{FFFF}";
+pub const CREATED_AT_MS: u64 = 1_700_000_000_000;
+
+pub fn long_id() -> String {
+    format!("long/{}", "é".repeat(5_000))
+}
+
+pub fn spec() -> RunSpec {
+    RunSpec {
+        image: "testfleet/busybox".into(),
+        command: vec!["sh".into(), "-c".into(), "run {id}".into()],
+        env: BTreeMap::new(),
+        timeout_ms: 5_000,
+        output_cap_bytes: 1 << 20,
+        retry: RetryPolicy {
+            threshold: 0.5,
+            max_rounds: 2,
+        },
+        container: ContainerLimits {
+            network: "none".into(),
+            tmpfs: vec![],
+            memory_bytes: None,
+            nano_cpus: None,
+            pids_limit: None,
+        },
+    }
+}
+
+/// An attempt that ran, with its output kept only when it did not pass, as the
+/// aggregator records it.
+pub fn ran(attempt: u32, outcome: Outcome, exit_code: Option<i64>, output: &str) -> AttemptReport {
+    let started = CREATED_AT_MS + u64::from(attempt) * 10_000;
+    AttemptReport {
+        attempt,
+        status: AttemptStatus::Ran(outcome),
+        exit_code,
+        duration_ms: 1_234 * u64::from(attempt),
+        worker_id: Some("worker-a".into()),
+        started_at_ms: Some(started),
+        finished_at_ms: Some(started + 1_234),
+        output: (outcome != Outcome::Passed).then(|| output.to_owned()),
+        output_truncated: false,
+        message: None,
+    }
+}
+
+/// An attempt that never produced a result.
+pub fn unrun(attempt: u32, status: AttemptStatus, message: Option<&str>) -> AttemptReport {
+    AttemptReport {
+        attempt,
+        status,
+        exit_code: None,
+        duration_ms: 0,
+        worker_id: None,
+        started_at_ms: None,
+        finished_at_ms: None,
+        output: None,
+        output_truncated: false,
+        message: message.map(str::to_owned),
+    }
+}
+
+pub fn test(id: &str, status: FinalStatus, attempts: Vec<AttemptReport>) -> TestReport {
+    TestReport {
+        id: id.to_owned(),
+        status,
+        attempts,
+    }
+}
+
+/// 25 numbered lines, so that a 20-line tail is visible.
+pub fn numbered_output(prefix: &str) -> String {
+    (1..=25).map(|i| format!("{prefix} line {i}\n")).collect()
+}
+
+pub fn report_with(tests: Vec<TestReport>, verdict: VerdictKind) -> RunReport {
+    RunReport {
+        run_id: Uuid::new_v4(),
+        suite: "smoke".into(),
+        created_at_ms: CREATED_AT_MS,
+        finished_at_ms: CREATED_AT_MS + 61_500,
+        rounds: 2,
+        verdict,
+        spec: spec(),
+        tests,
+    }
+}
+
+/// Nine tests: one per final status, plus a second failure with the weird id
+/// and a passing test with a 10 KB id.
+/// Counts: 2 passed, 2 failed, 1 timed out, 1 flaky, 1 missing, 1 dead-lettered, 1 error.
+pub fn sample_report() -> RunReport {
+    let mut truncated = ran(2, Outcome::Failed, Some(2), &numbered_output("fail"));
+    truncated.output_truncated = true;
+    let mut infra = ran(1, Outcome::Error, None, "");
+    infra.message = Some("image testfleet/busybox not found".into());
+    let tests = vec![
+        test(
+            "pass-1",
+            FinalStatus::Passed,
+            vec![ran(1, Outcome::Passed, Some(0), "")],
+        ),
+        test(
+            "flaky-1",
+            FinalStatus::Flaky,
+            vec![
+                ran(1, Outcome::Failed, Some(1), "flaky boom\n"),
+                ran(2, Outcome::Passed, Some(0), ""),
+            ],
+        ),
+        test(
+            "fail-1",
+            FinalStatus::Failed,
+            vec![ran(1, Outcome::Failed, Some(1), "first try\n"), truncated],
+        ),
+        test(
+            WEIRD_ID,
+            FinalStatus::Failed,
+            vec![ran(
+                1,
+                Outcome::Failed,
+                Some(3),
+                "\u{1b}[31mred\u{1b}[0m\u{0}\u{FFFF} ```` fence ]]> </details>\n",
+            )],
+        ),
+        test(
+            "slow-1",
+            FinalStatus::TimedOut,
+            vec![ran(1, Outcome::TimedOut, Some(137), "waiting for godot\n")],
+        ),
+        test("infra-1", FinalStatus::Error, vec![infra]),
+        test(
+            "dead-1",
+            FinalStatus::DeadLettered,
+            vec![unrun(
+                1,
+                AttemptStatus::DeadLettered { deliveries: 5 },
+                Some("delivery limit reached"),
+            )],
+        ),
+        test(
+            "gone-1",
+            FinalStatus::Missing,
+            vec![
+                ran(1, Outcome::Failed, Some(1), "gone first\n"),
+                unrun(2, AttemptStatus::Missing, None),
+            ],
+        ),
+        test(
+            &long_id(),
+            FinalStatus::Passed,
+            vec![ran(1, Outcome::Passed, Some(0), "")],
+        ),
+    ];
+    report_with(tests, VerdictKind::TestsMissing)
+}
+
+/// A fresh directory under the system temp dir, unique per call and process.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!(
+        "testfleet-report-{tag}-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+    dir
+}

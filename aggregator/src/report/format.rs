@@ -1,0 +1,262 @@
+//! Formatting shared by the report renderers: times, durations, counts, attempt
+//! descriptions and text made safe to show on one line.
+
+use testfleet_common::wire::{
+    AttemptReport, AttemptStatus, FinalStatus, Outcome, RunReport, RunSpec, TestReport,
+};
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+/// What every report says about a test that never reported.
+pub const MISSING_MESSAGE: &str =
+    "did not run: no result before the run's deadline (timeout or drop)";
+
+/// The order in which every report lists its counts.
+pub(crate) const COUNT_ORDER: [FinalStatus; 7] = [
+    FinalStatus::Passed,
+    FinalStatus::Failed,
+    FinalStatus::TimedOut,
+    FinalStatus::Flaky,
+    FinalStatus::Missing,
+    FinalStatus::DeadLettered,
+    FinalStatus::Error,
+];
+
+/// Unix milliseconds as RFC 3339 in UTC.
+pub(crate) fn rfc3339(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        // Only reachable for times past the year 9999; say what we have rather than fail.
+        .unwrap_or_else(|| format!("{ms} ms after the unix epoch"))
+}
+
+/// Milliseconds as seconds with three decimals, computed in integers so that
+/// no rounding creeps in.
+pub(crate) fn seconds(ms: u64) -> String {
+    format!("{}.{:03} s", ms / 1000, ms % 1000)
+}
+
+pub(crate) fn run_duration_ms(report: &RunReport) -> u64 {
+    report.finished_at_ms.saturating_sub(report.created_at_ms)
+}
+
+/// The attempt that decided the test's final status.
+pub(crate) fn last_attempt(test: &TestReport) -> Option<&AttemptReport> {
+    test.attempts.iter().max_by_key(|a| a.attempt)
+}
+
+pub(crate) fn did_not_pass(attempt: &AttemptReport) -> bool {
+    attempt.status != AttemptStatus::Ran(Outcome::Passed)
+}
+
+/// Attempts that did not pass, oldest first.
+pub(crate) fn failed_attempts(test: &TestReport) -> impl Iterator<Item = &AttemptReport> {
+    let mut failed: Vec<_> = test.attempts.iter().filter(|a| did_not_pass(a)).collect();
+    failed.sort_by_key(|a| a.attempt);
+    failed.into_iter()
+}
+
+/// A short name for how one attempt ended.
+pub(crate) fn attempt_status_str(status: AttemptStatus) -> &'static str {
+    match status {
+        AttemptStatus::Ran(outcome) => outcome.as_str(),
+        AttemptStatus::Missing => FinalStatus::Missing.as_str(),
+        AttemptStatus::DeadLettered { .. } => FinalStatus::DeadLettered.as_str(),
+    }
+}
+
+/// One sentence on how an attempt ended, for messages and summaries.
+pub(crate) fn describe_attempt(attempt: &AttemptReport, spec: &RunSpec) -> String {
+    match attempt.status {
+        AttemptStatus::Ran(Outcome::Passed) => "passed".to_owned(),
+        AttemptStatus::Ran(Outcome::Failed) => match attempt.exit_code {
+            Some(code) => format!("failed with exit code {code}"),
+            None => "failed".to_owned(),
+        },
+        AttemptStatus::Ran(Outcome::TimedOut) => format!(
+            "timed out: killed after the per-test timeout of {}",
+            seconds(spec.timeout_ms)
+        ),
+        AttemptStatus::Ran(Outcome::Error) => match &attempt.message {
+            Some(message) => format!("infrastructure error: {}", one_line(message, 200)),
+            None => "infrastructure error".to_owned(),
+        },
+        AttemptStatus::Missing => MISSING_MESSAGE.to_owned(),
+        AttemptStatus::DeadLettered { deliveries } => {
+            format!("dead-lettered: the broker gave up after {deliveries} deliveries")
+        }
+    }
+}
+
+/// One sentence on why a test ended as it did.
+pub(crate) fn describe_final(test: &TestReport, spec: &RunSpec) -> String {
+    match (test.status, last_attempt(test)) {
+        // The contract for missing tests is one fixed sentence, whatever was recorded.
+        (FinalStatus::Missing, _) => MISSING_MESSAGE.to_owned(),
+        (_, Some(attempt)) => describe_attempt(attempt, spec),
+        (status, None) => status.as_str().to_owned(),
+    }
+}
+
+/// "9 tests: 1 passed, 2 failed, …" in [`COUNT_ORDER`].
+pub(crate) fn counts_line(report: &RunReport) -> String {
+    let counts: Vec<String> = COUNT_ORDER
+        .iter()
+        .map(|&status| count_phrase(status, report.count(status)))
+        .collect();
+    format!(
+        "{}: {}",
+        plural(report.tests.len(), "test"),
+        counts.join(", ")
+    )
+}
+
+/// "1 test", "2 tests".
+pub(crate) fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+fn count_phrase(status: FinalStatus, n: usize) -> String {
+    match status {
+        // "2 error" reads as a typo; every other label is an adjective.
+        FinalStatus::Error => plural(n, "error"),
+        _ => format!("{n} {}", status.as_str()),
+    }
+}
+
+/// `s` on a single line of at most `max_chars` characters: control and
+/// bidirectional-override characters are shown escaped, because test ids and
+/// worker messages come from outside and must not move the cursor, recolour a
+/// terminal, reorder text or break a Markdown line.
+pub(crate) fn one_line(s: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    for (count, c) in chars.by_ref().enumerate() {
+        if count == max_chars {
+            out.push('…');
+            return out;
+        }
+        if needs_escape(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        || matches!(c, '\u{FFFE}' | '\u{FFFF}')
+}
+
+/// Up to the last `n` lines of `output`, as a terminal would have shown them:
+/// ANSI escape sequences and other control characters removed, each line cut to
+/// `max_line_chars`. Only the tail is scanned, so a huge output costs little.
+pub(crate) fn tail_lines(output: &str, n: usize, max_line_chars: usize) -> Vec<String> {
+    let mut lines: Vec<String> = output
+        .lines()
+        .rev()
+        .take(n)
+        .map(|line| shown_line(line, max_line_chars))
+        .collect();
+    lines.reverse();
+    lines
+}
+
+fn shown_line(line: &str, max_chars: usize) -> String {
+    // A carriage return redraws the line (progress bars): keep what stayed visible.
+    let visible = line
+        .split('\r')
+        .rev()
+        .find(|part| !part.is_empty())
+        .unwrap_or("");
+    let plain = strip_terminal_codes(visible);
+    match plain.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &plain[..cut]),
+        None => plain,
+    }
+}
+
+/// Removes ANSI escape sequences (CSI, OSC and two-byte escapes) and control
+/// characters other than tab.
+pub(crate) fn strip_terminal_codes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            skip_escape(&mut chars);
+        } else if c == '\t' || !(c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}')) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn skip_escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    match chars.next() {
+        // CSI: parameters, then one final byte in '@'..='~'.
+        Some('[') => {
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+        // OSC: ends with BEL or ESC '\'.
+        Some(']') => {
+            while let Some(c) = chars.next() {
+                if c == '\u{7}' {
+                    break;
+                }
+                if c == '\u{1b}' && chars.peek() == Some(&'\\') {
+                    chars.next();
+                    break;
+                }
+            }
+        }
+        // Any other escape is ESC plus one character.
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_durations() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(seconds(0), "0.000 s");
+        assert_eq!(seconds(12_345), "12.345 s");
+        assert_eq!(seconds(5), "0.005 s");
+    }
+
+    #[test]
+    fn one_line_escapes_and_cuts() {
+        assert_eq!(one_line("a\nb\u{1b}[31m", 100), "a\\nb\\u{1b}[31m");
+        assert_eq!(one_line("ünïcode", 3), "ünï…");
+        assert_eq!(one_line("\u{202E}evil", 100), "\\u{202e}evil");
+        assert_eq!(one_line("abc", 3), "abc");
+    }
+
+    #[test]
+    fn tail_keeps_the_visible_end() {
+        let output = "1\n2\n\u{1b}[31mred\u{1b}[0m\u{0}\nprogress 10%\rprogress 100%\r\n";
+        assert_eq!(
+            tail_lines(output, 2, 100),
+            vec!["red".to_owned(), "progress 100%".to_owned()]
+        );
+        assert_eq!(tail_lines(output, 10, 100).len(), 4);
+        assert!(tail_lines(output, 0, 100).is_empty());
+        assert_eq!(tail_lines("abcdef", 1, 3), vec!["abc…".to_owned()]);
+        assert_eq!(strip_terminal_codes("\u{1b}]0;title\u{7}ok\u{1b}Mx"), "okx");
+    }
+}

@@ -1,0 +1,295 @@
+//! `junit.xml`: the run as JUnit XML, the format CI systems read, written with
+//! quick-junit.
+//!
+//! A test's final attempt is its main status; earlier failed attempts follow as
+//! reruns. A test that passed after failing is a success with `<flakyFailure>` /
+//! `<flakyError>` children, as Surefire writes flaky tests, so CI marks it flaky
+//! rather than failed. A still-failing test gets `<rerunFailure>` / `<rerunError>`.
+
+use std::time::Duration;
+
+use quick_junit::{
+    NonSuccessKind, Report, SerializeError, TestCase, TestCaseStatus, TestRerun, TestSuite,
+    XmlString,
+};
+use testfleet_common::wire::{
+    AttemptReport, AttemptStatus, FinalStatus, Outcome, RunReport, TestReport,
+};
+
+use super::format::{
+    attempt_status_str, describe_attempt, describe_final, failed_attempts, last_attempt, rfc3339,
+    run_duration_ms,
+};
+
+/// The report as a JUnit XML document.
+pub fn render(report: &RunReport) -> Result<String, SerializeError> {
+    let mut junit = Report::new(xml(&report.suite));
+    junit
+        .set_uuid(report.run_id)
+        .set_time(Duration::from_millis(run_duration_ms(report)))
+        .add_test_suite(suite(report));
+    junit.to_string()
+}
+
+fn suite(report: &RunReport) -> TestSuite {
+    let mut suite = TestSuite::new(xml(&report.suite));
+    suite.set_time(Duration::from_millis(run_duration_ms(report)));
+    // quick-junit takes timestamps as chrono types; chrono is not a dependency of
+    // ours, so the attribute goes in through `extra`. `set_timestamp` must then
+    // stay unused, or the attribute would appear twice.
+    suite.extra.insert(
+        XmlString::new("timestamp"),
+        XmlString::new(rfc3339(report.created_at_ms)),
+    );
+    suite.add_properties([
+        ("run_id".to_owned(), report.run_id.to_string()),
+        ("verdict".to_owned(), report.verdict.as_str().to_owned()),
+        ("rounds".to_owned(), report.rounds.to_string()),
+        ("image".to_owned(), report.spec.image.clone()),
+    ]);
+    suite.add_test_cases(report.tests.iter().map(|test| test_case(report, test)));
+    suite
+}
+
+fn test_case(report: &RunReport, test: &TestReport) -> TestCase {
+    let last = last_attempt(test);
+    let mut case = TestCase::new(xml(&test.id), status(report, test, last));
+    case.set_classname(xml(&report.suite));
+    if let Some(attempt) = last {
+        case.set_time(Duration::from_millis(attempt.duration_ms));
+        if let Some(started) = attempt.started_at_ms {
+            // Same reason as the suite's timestamp: no chrono here.
+            case.extra.insert(
+                XmlString::new("timestamp"),
+                XmlString::new(rfc3339(started)),
+            );
+        }
+        if let Some(worker) = &attempt.worker_id {
+            case.add_property(("worker".to_owned(), worker.clone()));
+        }
+        if !test.status.is_pass() {
+            if let Some(output) = output_text(report, attempt) {
+                case.set_system_out(output);
+            }
+        }
+    }
+    case
+}
+
+fn status(report: &RunReport, test: &TestReport, last: Option<&AttemptReport>) -> TestCaseStatus {
+    if test.status.is_pass() {
+        // For a success quick-junit writes every rerun as <flakyFailure>/<flakyError>.
+        let mut status = TestCaseStatus::success();
+        status.add_reruns(failed_attempts(test).map(|a| rerun(report, a)));
+        return status;
+    }
+    let mut status = TestCaseStatus::non_success(final_kind(test.status));
+    status
+        .set_message(xml(&describe_final(test, &report.spec)))
+        .set_type(test.status.as_str());
+    if let Some(message) = last.and_then(|a| a.message.as_deref()) {
+        status.set_description(xml(message));
+    }
+    let last_number = last.map(|a| a.attempt);
+    status.add_reruns(
+        failed_attempts(test)
+            .filter(|a| Some(a.attempt) != last_number)
+            .map(|a| rerun(report, a)),
+    );
+    status
+}
+
+fn rerun(report: &RunReport, attempt: &AttemptReport) -> TestRerun {
+    let mut rerun = TestRerun::new(attempt_kind(attempt.status));
+    rerun
+        .set_time(Duration::from_millis(attempt.duration_ms))
+        .set_message(xml(&format!(
+            "attempt {}: {}",
+            attempt.attempt,
+            describe_attempt(attempt, &report.spec)
+        )))
+        .set_type(attempt_status_str(attempt.status));
+    if let Some(output) = output_text(report, attempt) {
+        rerun.set_system_out(output);
+    }
+    if let Some(message) = &attempt.message {
+        rerun.set_description(xml(message));
+    }
+    rerun
+}
+
+/// JUnit's "failure" is the test's fault, "error" is not.
+fn final_kind(status: FinalStatus) -> NonSuccessKind {
+    match status {
+        FinalStatus::Failed | FinalStatus::TimedOut => NonSuccessKind::Failure,
+        _ => NonSuccessKind::Error,
+    }
+}
+
+fn attempt_kind(status: AttemptStatus) -> NonSuccessKind {
+    match status {
+        AttemptStatus::Ran(Outcome::Failed | Outcome::TimedOut | Outcome::Passed) => {
+            NonSuccessKind::Failure
+        }
+        AttemptStatus::Ran(Outcome::Error)
+        | AttemptStatus::Missing
+        | AttemptStatus::DeadLettered { .. } => NonSuccessKind::Error,
+    }
+}
+
+/// The attempt's captured output, with a closing note when the worker cut it.
+fn output_text(report: &RunReport, attempt: &AttemptReport) -> Option<XmlString> {
+    // An empty <system-out/> only adds noise.
+    let output = attempt.output.as_deref().filter(|o| !o.is_empty())?;
+    if !attempt.output_truncated {
+        return Some(xml(output));
+    }
+    let note = format!(
+        "\n[testfleet: output truncated at the worker's cap of {} bytes]\n",
+        report.spec.output_cap_bytes
+    );
+    Some(xml(&format!("{output}{note}")))
+}
+
+/// Text fit for XML 1.0. quick-junit drops ANSI escapes and C0 control characters
+/// itself but lets U+FFFE and U+FFFF through, which XML 1.0 also forbids.
+fn xml(text: &str) -> XmlString {
+    XmlString::new(text.replace(['\u{FFFE}', '\u{FFFF}'], "\u{FFFD}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixture::{self, WEIRD_ID};
+    use crate::report::format::MISSING_MESSAGE;
+
+    fn is_xml_char(c: char) -> bool {
+        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+    }
+
+    fn case<'a>(suite: &'a TestSuite, name: &str) -> &'a TestCase {
+        suite
+            .test_cases
+            .iter()
+            .find(|c| c.name.as_str() == name)
+            .unwrap_or_else(|| panic!("no test case {name:?}"))
+    }
+
+    fn parse(xml: &str) -> TestSuite {
+        let mut parsed = Report::deserialize_from_str(xml).expect("valid JUnit XML");
+        assert_eq!(parsed.test_suites.len(), 1);
+        parsed.test_suites.remove(0)
+    }
+
+    #[test]
+    fn counts_match_the_final_statuses() {
+        let report = fixture::sample_report();
+        let xml = render(&report).unwrap();
+        assert!(xml
+            .contains(r#"<testsuites name="smoke" tests="9" skipped="0" failures="3" errors="3""#));
+        assert!(xml
+            .contains(r#"<testsuite name="smoke" tests="9" skipped="0" errors="3" failures="3""#));
+        assert!(xml.contains(r#"timestamp="2023-11-14T22:13:20Z""#));
+        let suite = parse(&xml);
+        assert_eq!((suite.tests, suite.failures, suite.errors), (9, 3, 3));
+    }
+
+    #[test]
+    fn output_is_valid_xml_whatever_the_ids_and_outputs_hold() {
+        let xml = render(&fixture::sample_report()).unwrap();
+        let bad: Vec<char> = xml.chars().filter(|&c| !is_xml_char(c)).collect();
+        assert!(bad.is_empty(), "characters XML 1.0 forbids: {bad:?}");
+        let suite = parse(&xml);
+        // Control characters and the ANSI escape are gone; quotes, newline,
+        // backticks, unicode and shell syntax survive the round trip.
+        let weird = "we\"ird 'id'\nwith `ticks` ünïcødé 🚀 $(rm -rf /) <&> \u{FFFD}";
+        let case = case(&suite, weird);
+        assert_ne!(weird, WEIRD_ID);
+        let out = case.system_out.as_deref().unwrap();
+        assert!(
+            out.contains("red") && out.contains("]]> </details>"),
+            "{out:?}"
+        );
+        assert!(!out.contains('\u{1b}'));
+        let long = fixture::long_id();
+        assert!(suite.test_cases.iter().any(|c| c.name.as_str() == long));
+    }
+
+    #[test]
+    fn flaky_test_is_a_success_with_a_flaky_failure() {
+        let xml = render(&fixture::sample_report()).unwrap();
+        let suite = parse(&xml);
+        let TestCaseStatus::Success { flaky_runs } = &case(&suite, "flaky-1").status else {
+            panic!("flaky test must be a success");
+        };
+        assert_eq!(flaky_runs.len(), 1);
+        assert_eq!(flaky_runs[0].kind, NonSuccessKind::Failure);
+        // quick-junit's reader trims text nodes; what was written ends with "\n".
+        assert_eq!(flaky_runs[0].system_out.as_deref(), Some("flaky boom"));
+        assert!(xml.contains("<system-out>flaky boom\n</system-out>"));
+        assert!(flaky_runs[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("attempt 1: failed with exit code 1"));
+        assert_eq!(xml.matches("<flakyFailure").count(), 1);
+        let passed = case(&suite, "pass-1");
+        assert_eq!(passed.status, TestCaseStatus::success());
+        assert_eq!(passed.time, Some(Duration::from_millis(1_234)));
+    }
+
+    fn non_success(case: &TestCase) -> (NonSuccessKind, Option<&str>, usize) {
+        match &case.status {
+            TestCaseStatus::NonSuccess {
+                kind,
+                message,
+                reruns,
+                ..
+            } => (*kind, message.as_deref(), reruns.runs.len()),
+            other => panic!("{:?}: expected a non-success, got {other:?}", case.name),
+        }
+    }
+
+    #[test]
+    fn failures_and_errors_carry_their_reason() {
+        let xml = render(&fixture::sample_report()).unwrap();
+        let suite = parse(&xml);
+
+        let fail = case(&suite, "fail-1");
+        assert_eq!(
+            non_success(fail),
+            (NonSuccessKind::Failure, Some("failed with exit code 2"), 1)
+        );
+        assert_eq!(fail.time, Some(Duration::from_millis(2 * 1_234)));
+        let out = fail.system_out.as_deref().unwrap();
+        assert!(out.starts_with("fail line 1\n"));
+        assert!(out.ends_with(
+            "fail line 25\n\n[testfleet: output truncated at the worker's cap of 1048576 bytes]"
+        ));
+        assert_eq!(xml.matches("<rerunFailure").count(), 2, "fail-1 and gone-1");
+
+        let (kind, message, _) = non_success(case(&suite, "slow-1"));
+        assert_eq!(kind, NonSuccessKind::Failure);
+        assert!(message.unwrap().starts_with("timed out"), "{message:?}");
+
+        let (kind, message, _) = non_success(case(&suite, "infra-1"));
+        assert_eq!(kind, NonSuccessKind::Error);
+        assert!(message
+            .unwrap()
+            .contains("image testfleet/busybox not found"));
+        assert_eq!(
+            case(&suite, "infra-1").system_out,
+            None,
+            "empty output is left out"
+        );
+
+        let (kind, message, _) = non_success(case(&suite, "dead-1"));
+        assert_eq!(kind, NonSuccessKind::Error);
+        assert!(message.unwrap().contains("5 deliveries"));
+
+        assert_eq!(
+            non_success(case(&suite, "gone-1")),
+            (NonSuccessKind::Error, Some(MISSING_MESSAGE), 1)
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! Reports on a finished run: JSON, JUnit XML, Markdown, per-attempt output
+//! files and a console summary.
+//!
+//! These are pure renderers of a [`RunReport`]: they know nothing of the broker
+//! or of how the run was followed, and write only under the directory given.
+
+mod console;
+mod format;
+pub mod json;
+pub mod junit;
+pub mod markdown;
+pub mod outputs;
+
+#[cfg(test)]
+mod fixture;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use testfleet_common::wire::RunReport;
+
+pub use console::console_summary;
+pub use format::MISSING_MESSAGE;
+
+/// Where [`write_all`] put each report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportPaths {
+    /// `<base_dir>/<run_id>/`, holding everything below.
+    pub dir: PathBuf,
+    pub json: PathBuf,
+    pub junit: PathBuf,
+    pub markdown: PathBuf,
+    /// One log per failed attempt, plus `index.json`.
+    pub outputs: PathBuf,
+}
+
+impl ReportPaths {
+    fn in_dir(dir: PathBuf) -> Self {
+        ReportPaths {
+            json: dir.join("report.json"),
+            junit: dir.join("junit.xml"),
+            markdown: dir.join("summary.md"),
+            outputs: dir.join("outputs"),
+            dir,
+        }
+    }
+}
+
+/// Writes every report for `report` into `dir/<run_id>/` (creating it) and returns their paths.
+pub fn write_all(report: &RunReport, base_dir: &Path) -> io::Result<ReportPaths> {
+    let paths = ReportPaths::in_dir(base_dir.join(report.run_id.to_string()));
+    fs::create_dir_all(&paths.dir).map_err(|e| with_path(e, &paths.dir))?;
+    write_file(&paths.json, &json::render(report)?)?;
+    let junit = junit::render(report).map_err(io::Error::other)?;
+    write_file(&paths.junit, junit.as_bytes())?;
+    write_file(&paths.markdown, markdown::render(report).as_bytes())?;
+    outputs::write(report, &paths.outputs).map_err(|e| with_path(e, &paths.outputs))?;
+    Ok(paths)
+}
+
+/// Writes through a temporary file and a rename, so that a reader (a CI step
+/// picking up `junit.xml`) never sees half a file.
+fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    fs::write(&partial, bytes)
+        .and_then(|()| fs::rename(&partial, path))
+        .map_err(|e| with_path(e, path))
+}
+
+/// Names the file in the error: a bare "permission denied" does not say where.
+fn with_path(error: io::Error, path: &Path) -> io::Error {
+    io::Error::new(error.kind(), format!("writing {}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_every_report_into_the_run_directory() {
+        let report = fixture::sample_report();
+        let base = fixture::temp_dir("write-all");
+        let paths = write_all(&report, &base).unwrap();
+
+        let dir = base.join(report.run_id.to_string());
+        assert_eq!(paths, ReportPaths::in_dir(dir.clone()));
+        assert_eq!(paths.junit, dir.join("junit.xml"));
+        for file in [&paths.json, &paths.junit, &paths.markdown] {
+            assert!(fs::metadata(file).unwrap().len() > 0, "{}", file.display());
+        }
+        assert!(paths.outputs.join(outputs::INDEX_FILE).is_file());
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".partial")), "{names:?}");
+        let back: RunReport =
+            serde_json::from_str(&fs::read_to_string(&paths.json).unwrap()).unwrap();
+        assert_eq!(back, report);
+        assert!(fs::read_to_string(&paths.markdown)
+            .unwrap()
+            .starts_with("## ❌"));
+
+        // A second write of the same run succeeds and lands in the same place.
+        assert_eq!(write_all(&report, &base).unwrap(), paths);
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn a_blocked_directory_is_an_error_naming_the_path() {
+        let base = fixture::temp_dir("blocked");
+        let report = fixture::sample_report();
+        // A file where the run directory should go.
+        fs::write(base.join(report.run_id.to_string()), "").unwrap();
+        let error = write_all(&report, &base).unwrap_err();
+        assert!(
+            error.to_string().contains(&report.run_id.to_string()),
+            "{error}"
+        );
+        fs::remove_dir_all(base).unwrap();
+    }
+}

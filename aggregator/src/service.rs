@@ -1,0 +1,460 @@
+//! The aggregator's service loop: one owner of every open run's state.
+//!
+//! It consumes the results queue (run announcements and results) and the
+//! dead-lettered jobs queue, journals each new fact before acking it, closes rounds
+//! when they are complete or their run's deadline passes, publishes retries, and
+//! finishes runs: reports on disk and the verdict on the verdicts exchange.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use testfleet_common::broker::{self, BrokerError};
+use testfleet_common::now_ms;
+use testfleet_common::shutdown::Shutdown;
+use testfleet_common::topology::Topology;
+use testfleet_common::wire::{decode, decode_job, Body, Job, RunAnnounce, TestResult};
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use crate::journal::{self, Journal, Record};
+use crate::report;
+use crate::run_state::{Recorded, RoundDecision, RunState};
+
+/// How often deadlines are checked.
+const TICK: Duration = Duration::from_millis(500);
+/// Unacked deliveries the broker may push ahead of processing.
+const PREFETCH: u16 = 512;
+/// Retry jobs published per confirm round trip.
+const PUBLISH_WINDOW: usize = 1000;
+/// Finished run ids remembered, to tell late results from unknown runs.
+const FINISHED_MEMORY: usize = 10_000;
+
+/// Validated settings of the aggregator.
+#[derive(Debug, Clone)]
+pub struct AggregatorSettings {
+    pub broker_url: String,
+    pub connect_timeout: Duration,
+    pub topology: Topology,
+    pub report_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AggregatorError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("cannot keep the aggregator's state in {dir}: {source}")]
+    State {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A run being followed, with the journal that makes it durable.
+struct OpenRun {
+    state: RunState,
+    journal: Journal,
+}
+
+/// Everything the aggregator knows; owned by the service loop alone.
+struct Aggregator {
+    settings: AggregatorSettings,
+    open: HashMap<Uuid, OpenRun>,
+    finished: HashSet<Uuid>,
+    finished_order: VecDeque<Uuid>,
+}
+
+/// Runs the aggregator until `shutdown` drains it.
+pub async fn run(settings: AggregatorSettings, shutdown: Shutdown) -> Result<(), AggregatorError> {
+    let mut aggregator = Aggregator::restore(settings)?;
+    while !aggregator_should_stop(&shutdown) {
+        let connection = tokio::select! {
+            connected = broker::connect(&aggregator.settings.broker_url, aggregator.settings.connect_timeout) => connected?,
+            () = shutdown.draining() => break,
+        };
+        match aggregator.session(&connection, &shutdown).await {
+            Ok(()) => {
+                let _ = connection.close(200, "aggregator stopped".into()).await;
+                break;
+            }
+            Err(AggregatorError::Broker(error)) => {
+                warn!(%error, "lost the broker connection, reconnecting");
+                let _ = connection.close(200, "reconnecting".into()).await;
+            }
+            Err(fatal) => return Err(fatal),
+        }
+    }
+    info!(open_runs = aggregator.open.len(), "aggregator stopped");
+    Ok(())
+}
+
+fn aggregator_should_stop(shutdown: &Shutdown) -> bool {
+    shutdown.is_draining()
+}
+
+impl Aggregator {
+    /// Rebuilds every open run from its journal.
+    fn restore(settings: AggregatorSettings) -> Result<Self, AggregatorError> {
+        let mut aggregator = Aggregator {
+            open: HashMap::new(),
+            finished: HashSet::new(),
+            finished_order: VecDeque::new(),
+            settings,
+        };
+        let journals = journal::replay_all(&aggregator.settings.state_dir)
+            .map_err(|e| aggregator.state_error(e))?;
+        for (run_id, records) in journals {
+            match replay(&records) {
+                Some(state) => {
+                    let journal = Journal::create(&aggregator.settings.state_dir, run_id)
+                        .map_err(|e| aggregator.state_error(e))?;
+                    let (settled, of) = state.progress();
+                    info!(run = %run_id, round = state.round(), settled, of, "resumed a run from its journal");
+                    aggregator.open.insert(run_id, OpenRun { state, journal });
+                }
+                None => warn!(run = %run_id, "ignoring a journal without a run announcement"),
+            }
+        }
+        Ok(aggregator)
+    }
+
+    fn state_error(&self, source: std::io::Error) -> AggregatorError {
+        AggregatorError::State {
+            dir: self.settings.state_dir.clone(),
+            source,
+        }
+    }
+
+    /// One connection's worth of work; a broker error ends it for a reconnect.
+    async fn session(
+        &mut self,
+        connection: &Connection,
+        shutdown: &Shutdown,
+    ) -> Result<(), AggregatorError> {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(BrokerError::from)?;
+        self.settings
+            .topology
+            .declare(&channel)
+            .await
+            .map_err(BrokerError::from)?;
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await
+            .map_err(BrokerError::from)?;
+        let publish = broker::confirm_channel(connection).await?;
+        let mut results = consume(&channel, &self.settings.topology.results).await?;
+        let mut dead = consume(&channel, &self.settings.topology.dead_jobs).await?;
+        info!(open_runs = self.open.len(), "aggregator ready");
+
+        let mut ticker = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                () = shutdown.draining() => return Ok(()),
+                delivery = results.next() => {
+                    let delivery = delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?;
+                    self.on_result_queue(delivery, &publish).await?;
+                }
+                delivery = dead.next() => {
+                    let delivery = delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?;
+                    self.on_dead_job(delivery, &publish).await?;
+                }
+                _ = ticker.tick() => self.close_due_rounds(&publish).await?,
+            }
+        }
+    }
+
+    async fn on_result_queue(
+        &mut self,
+        delivery: Delivery,
+        publish: &Channel,
+    ) -> Result<(), AggregatorError> {
+        match decode(&delivery.data) {
+            Ok(Body::Run(announce)) => self.on_announce(announce)?,
+            Ok(Body::Result(result)) => {
+                let run_id = result.run_id;
+                if self.on_result(result)? {
+                    self.close_if_due(run_id, publish).await?;
+                }
+            }
+            Ok(other) => {
+                error!(kind = other.kind(), queue = %self.settings.topology.results, "parking a message of the wrong kind");
+                return Ok(broker::nack(&delivery, false).await?);
+            }
+            Err(reason) => {
+                error!(%reason, queue = %self.settings.topology.results, "parking an unreadable message");
+                return Ok(broker::nack(&delivery, false).await?);
+            }
+        }
+        Ok(broker::ack(&delivery).await?)
+    }
+
+    fn on_announce(&mut self, announce: RunAnnounce) -> Result<(), AggregatorError> {
+        let run_id = announce.run_id;
+        if self.open.contains_key(&run_id) || self.finished.contains(&run_id) {
+            debug!(run = %run_id, "run announced again; already known");
+            return Ok(());
+        }
+        let mut journal =
+            Journal::create(&self.settings.state_dir, run_id).map_err(|e| self.state_error(e))?;
+        journal
+            .append(&Record::Announce(announce.clone()))
+            .map_err(|e| self.state_error(e))?;
+        info!(run = %run_id, suite = %announce.suite, tests = announce.tests.len(), "following a new run");
+        self.open.insert(
+            run_id,
+            OpenRun {
+                state: RunState::new(announce),
+                journal,
+            },
+        );
+        Ok(())
+    }
+
+    /// Counts a result; true when it was new (so the round may now be complete).
+    fn on_result(&mut self, result: TestResult) -> Result<bool, AggregatorError> {
+        let Some(run) = self.open.get_mut(&result.run_id) else {
+            self.log_orphan_result(&result.run_id, &result.test_id, result.attempt);
+            return Ok(false);
+        };
+        let record = Record::Result(result.clone());
+        let (run_id, test, attempt) = (result.run_id, result.test_id.clone(), result.attempt);
+        match run.state.record_result(result) {
+            Recorded::New => {
+                run.journal
+                    .append(&record)
+                    .map_err(|source| AggregatorError::State {
+                        dir: self.settings.state_dir.clone(),
+                        source,
+                    })?;
+                let (settled, of) = run.state.progress();
+                debug!(run = %run_id, %test, attempt, settled, of, "result recorded");
+                Ok(true)
+            }
+            Recorded::Duplicate => {
+                info!(run = %run_id, %test, attempt, "ignoring a duplicate result");
+                Ok(false)
+            }
+            Recorded::Stale => {
+                info!(run = %run_id, %test, attempt, "ignoring a stale result (its round has closed)");
+                Ok(false)
+            }
+        }
+    }
+
+    fn log_orphan_result(&self, run_id: &Uuid, test: &str, attempt: u32) {
+        if self.finished.contains(run_id) {
+            info!(run = %run_id, %test, attempt, "ignoring a late result of a finished run");
+        } else {
+            warn!(run = %run_id, %test, attempt, "ignoring a result of a run this aggregator does not know");
+        }
+    }
+
+    async fn on_dead_job(
+        &mut self,
+        delivery: Delivery,
+        publish: &Channel,
+    ) -> Result<(), AggregatorError> {
+        let job = match decode_job(&delivery.data) {
+            Ok(job) => job,
+            Err(reason) => {
+                error!(%reason, queue = %self.settings.topology.dead_jobs, "parking an unreadable dead-lettered message");
+                return Ok(broker::nack(&delivery, false).await?);
+            }
+        };
+        let deliveries = dead_letter_deliveries(&delivery, self.settings.topology.delivery_limit);
+        if self.on_dead_letter(&job, deliveries)? {
+            self.close_if_due(job.run_id, publish).await?;
+        }
+        Ok(broker::ack(&delivery).await?)
+    }
+
+    fn on_dead_letter(&mut self, job: &Job, deliveries: u32) -> Result<bool, AggregatorError> {
+        let Some(run) = self.open.get_mut(&job.run_id) else {
+            self.log_orphan_result(&job.run_id, &job.test_id, job.attempt);
+            return Ok(false);
+        };
+        let recorded = run
+            .state
+            .record_dead_letter(&job.test_id, job.attempt, deliveries);
+        error!(run = %job.run_id, test = %job.test_id, attempt = job.attempt, deliveries, ?recorded, "job dead-lettered by the broker");
+        if recorded != Recorded::New {
+            return Ok(false);
+        }
+        let record = Record::DeadLetter {
+            test_id: job.test_id.clone(),
+            attempt: job.attempt,
+            deliveries,
+        };
+        run.journal
+            .append(&record)
+            .map_err(|source| AggregatorError::State {
+                dir: self.settings.state_dir.clone(),
+                source,
+            })?;
+        Ok(true)
+    }
+
+    async fn close_due_rounds(&mut self, publish: &Channel) -> Result<(), AggregatorError> {
+        let due: Vec<Uuid> = self.open.keys().copied().collect();
+        for run_id in due {
+            self.close_if_due(run_id, publish).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the run's round if it is complete or past its deadline, and acts on
+    /// the decision. Retry jobs are published before the closing is journaled: a
+    /// crash in between re-publishes them (a duplicate run, deduplicated) rather
+    /// than losing them.
+    async fn close_if_due(
+        &mut self,
+        run_id: Uuid,
+        publish: &Channel,
+    ) -> Result<(), AggregatorError> {
+        let now = now_ms();
+        let Some(run) = self.open.get_mut(&run_id) else {
+            return Ok(());
+        };
+        if run.state.is_finished() {
+            return self.finish(run_id, publish).await;
+        }
+        if !(run.state.round_complete() || run.state.deadline_passed(now)) {
+            return Ok(());
+        }
+        let decision = run.state.close_round(now);
+        if let RoundDecision::Retry { attempt, tests } = &decision {
+            let jobs = retry_jobs(run.state.announce(), *attempt, tests);
+            broker::publish_all(
+                publish,
+                "",
+                &self.settings.topology.jobs,
+                jobs,
+                PUBLISH_WINDOW,
+            )
+            .await?;
+            info!(run = %run_id, round = attempt, tests = tests.len(), "round closed: re-running failed and missing tests");
+        }
+        run.journal
+            .append(&Record::RoundClosed { at_ms: now })
+            .map_err(|source| AggregatorError::State {
+                dir: self.settings.state_dir.clone(),
+                source,
+            })?;
+        match decision {
+            RoundDecision::Finish(_) => self.finish(run_id, publish).await,
+            RoundDecision::Retry { .. } => Ok(()),
+        }
+    }
+
+    /// Writes the reports, publishes the verdict and forgets the run.
+    async fn finish(&mut self, run_id: Uuid, publish: &Channel) -> Result<(), AggregatorError> {
+        let Some(run) = self.open.get(&run_id) else {
+            return Ok(());
+        };
+        let report = run.state.report(now_ms());
+        match report::write_all(&report, &self.settings.report_dir) {
+            Ok(paths) => {
+                info!(run = %run_id, verdict = report.verdict.as_str(), reports = %paths.dir.display(), "run finished")
+            }
+            Err(error) => {
+                error!(run = %run_id, %error, dir = %self.settings.report_dir.display(), "could not write the reports")
+            }
+        }
+        let key = run_id.to_string();
+        broker::broadcast(
+            publish,
+            &self.settings.topology.verdicts,
+            &key,
+            &Body::Report(report),
+        )
+        .await?;
+        let run = self.open.remove(&run_id).expect("checked above");
+        if let Err(error) = run.journal.remove() {
+            warn!(run = %run_id, %error, "could not remove a finished run's journal");
+        }
+        self.remember_finished(run_id);
+        Ok(())
+    }
+
+    fn remember_finished(&mut self, run_id: Uuid) {
+        self.finished.insert(run_id);
+        self.finished_order.push_back(run_id);
+        if self.finished_order.len() > FINISHED_MEMORY {
+            if let Some(oldest) = self.finished_order.pop_front() {
+                self.finished.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// Rebuilds a run's state from its journal.
+fn replay(records: &[Record]) -> Option<RunState> {
+    let mut records = records.iter();
+    let Some(Record::Announce(announce)) = records.next() else {
+        return None;
+    };
+    let mut state = RunState::new(announce.clone());
+    for record in records {
+        match record {
+            Record::Announce(_) => {}
+            Record::Result(result) => {
+                state.record_result(result.clone());
+            }
+            Record::DeadLetter {
+                test_id,
+                attempt,
+                deliveries,
+            } => {
+                state.record_dead_letter(test_id, *attempt, *deliveries);
+            }
+            Record::RoundClosed { at_ms } => {
+                state.close_round(*at_ms);
+            }
+        }
+    }
+    Some(state)
+}
+
+fn retry_jobs(announce: &RunAnnounce, attempt: u32, tests: &[String]) -> Vec<Body> {
+    tests
+        .iter()
+        .map(|test_id| {
+            Body::Job(Job {
+                run_id: announce.run_id,
+                test_id: test_id.clone(),
+                attempt,
+                deadline_ms: announce.deadline_ms,
+                spec: announce.spec.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Deliveries a dead-lettered job had: the quorum queue's count when it says,
+/// else what the delivery limit implies.
+fn dead_letter_deliveries(delivery: &Delivery, delivery_limit: u32) -> u32 {
+    broker::delivery_count(delivery)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(delivery_limit + 1)
+}
+
+async fn consume(channel: &Channel, queue: &str) -> Result<lapin::Consumer, BrokerError> {
+    Ok(channel
+        .basic_consume(
+            queue.into(),
+            format!("aggregator-{queue}").as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?)
+}

@@ -1,0 +1,239 @@
+//! Where a run's test ids come from, and the filtering that makes them a run.
+//!
+//! Ids are taken verbatim: only the line ending is removed, so spaces, quotes and
+//! shell metacharacters survive. `--null` separates ids by NUL for ids that hold
+//! newlines.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use regex::Regex;
+use tracing::warn;
+
+/// Where to read test ids from.
+#[derive(Debug, Clone)]
+pub enum IdSource {
+    File(PathBuf),
+    Stdin,
+    /// A command run through `sh -c` on this machine (the user's own line);
+    /// its stdout lists the ids. This is the suite's "dry run".
+    Discover(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdError {
+    #[error("cannot read test ids from {what}: {source}")]
+    Read {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("discovery command `{command}` failed with {status}: {stderr}")]
+    Discovery {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("no tests to run: {listed} listed, {filtered_out} filtered out")]
+    Empty { listed: usize, filtered_out: usize },
+}
+
+/// How ids are separated in the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Separator {
+    Newline,
+    Nul,
+}
+
+/// Which listed ids make the run.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Keep an id only if it matches one of these (when any are given).
+    pub filters: Vec<Regex>,
+    /// Drop an id that matches any of these.
+    pub excludes: Vec<Regex>,
+}
+
+impl Selection {
+    fn keeps(&self, id: &str) -> bool {
+        (self.filters.is_empty() || self.filters.iter().any(|re| re.is_match(id)))
+            && !self.excludes.iter().any(|re| re.is_match(id))
+    }
+}
+
+/// Reads, splits, deduplicates and filters the ids; an empty result is an error.
+pub fn collect(
+    source: &IdSource,
+    separator: Separator,
+    selection: &Selection,
+) -> Result<Vec<String>, IdError> {
+    let raw = read_source(source)?;
+    select(split(&raw, separator), selection)
+}
+
+fn read_source(source: &IdSource) -> Result<Vec<u8>, IdError> {
+    match source {
+        IdSource::File(path) => std::fs::read(path).map_err(|source| IdError::Read {
+            what: path.display().to_string(),
+            source,
+        }),
+        IdSource::Stdin => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .map_err(|source| IdError::Read {
+                    what: "stdin".into(),
+                    source,
+                })?;
+            Ok(bytes)
+        }
+        IdSource::Discover(command) => discover(command),
+    }
+}
+
+fn discover(command: &str) -> Result<Vec<u8>, IdError> {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| IdError::Read {
+            what: format!("discovery command `{command}`"),
+            source,
+        })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        return Err(IdError::Discovery {
+            command: command.to_owned(),
+            status: output.status.to_string(),
+            stderr: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+        });
+    }
+    Ok(output.stdout)
+}
+
+/// Splits input into ids: line endings (or NULs) removed, blank entries skipped.
+pub fn split(raw: &[u8], separator: Separator) -> Vec<String> {
+    let text = String::from_utf8_lossy(raw);
+    let pieces: Vec<&str> = match separator {
+        Separator::Newline => text
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .collect(),
+        Separator::Nul => text.split('\0').collect(),
+    };
+    pieces
+        .into_iter()
+        .filter(|id| !id.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Drops duplicates (with a warning) and what the selection excludes.
+pub fn select(listed: Vec<String>, selection: &Selection) -> Result<Vec<String>, IdError> {
+    let total = listed.len();
+    let mut seen = HashSet::with_capacity(total);
+    let mut duplicates = Vec::new();
+    let mut kept = Vec::with_capacity(total);
+    let mut filtered_out = 0;
+    for id in listed {
+        if !seen.insert(id.clone()) {
+            duplicates.push(id);
+        } else if selection.keeps(&id) {
+            kept.push(id);
+        } else {
+            filtered_out += 1;
+        }
+    }
+    if !duplicates.is_empty() {
+        let examples: Vec<&str> = duplicates.iter().take(3).map(String::as_str).collect();
+        warn!(
+            count = duplicates.len(),
+            ?examples,
+            "dropped duplicate test ids"
+        );
+    }
+    if kept.is_empty() {
+        return Err(IdError::Empty {
+            listed: total,
+            filtered_out,
+        });
+    }
+    Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn ids_are_taken_verbatim() {
+        let raw = b"a b\r\n'quoted' \"x\"\n\n  \n$(rm -rf /);echo\nunicode \xe2\x9c\x93\n";
+        assert_eq!(
+            split(raw, Separator::Newline),
+            ids(&["a b", "'quoted' \"x\"", "$(rm -rf /);echo", "unicode ✓"])
+        );
+        assert_eq!(
+            split(b"line\none\0two", Separator::Nul),
+            ids(&["line\none", "two"])
+        );
+    }
+
+    #[test]
+    fn duplicates_are_dropped_keeping_the_first() {
+        let kept = select(ids(&["a", "b", "a", "c", "b"]), &Selection::default()).unwrap();
+        assert_eq!(kept, ids(&["a", "b", "c"]));
+    }
+
+    #[test]
+    fn filter_and_exclude_apply_together() {
+        let selection = Selection {
+            filters: vec![Regex::new("^unit/").unwrap()],
+            excludes: vec![Regex::new("slow").unwrap()],
+        };
+        let kept = select(ids(&["unit/a", "unit/slow_b", "e2e/c"]), &selection).unwrap();
+        assert_eq!(kept, ids(&["unit/a"]));
+    }
+
+    #[test]
+    fn an_empty_run_is_an_error() {
+        let err = select(vec![], &Selection::default()).unwrap_err();
+        assert_eq!(err.to_string(), "no tests to run: 0 listed, 0 filtered out");
+        let selection = Selection {
+            filters: vec![Regex::new("nothing").unwrap()],
+            excludes: vec![],
+        };
+        assert!(matches!(
+            select(ids(&["a"]), &selection),
+            Err(IdError::Empty {
+                listed: 1,
+                filtered_out: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn discovery_reads_stdout_and_reports_failure() {
+        let listed = collect(
+            &IdSource::Discover("printf 'x\\ny\\n'".into()),
+            Separator::Newline,
+            &Selection::default(),
+        )
+        .unwrap();
+        assert_eq!(listed, ids(&["x", "y"]));
+        let err = collect(
+            &IdSource::Discover("echo broken >&2; exit 3".into()),
+            Separator::Newline,
+            &Selection::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("broken"), "{err}");
+    }
+}
