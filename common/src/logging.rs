@@ -1,5 +1,7 @@
 //! The tracing subscriber every binary installs: `RUST_LOG` filters, `info` by default.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber, writing to stderr so stdout stays for results.
@@ -9,5 +11,6 @@ pub fn init() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

@@ -116,6 +116,7 @@ async fn publish_run(
     });
     broker::publish_all(&channel, "", &settings.topology.jobs, jobs, PUBLISH_WINDOW).await?;
     info!(run = %run_id, tests = count, "run published");
+    let _ = channel.close(200, "run published".into()).await;
     Ok(Submitted {
         run_id,
         tests: count,

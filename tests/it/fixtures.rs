@@ -1,0 +1,247 @@
+//! Fleets for tests: an aggregator and workers as real processes, sharing the
+//! local broker and Docker engine, under a queue prefix of their own.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use testfleet_common::topology::Topology;
+
+pub const BROKER: &str = "amqp://127.0.0.1:5672/%2f?heartbeat=5";
+pub const BUSYBOX: &str = "testfleet/busybox:latest";
+
+/// Where cargo put the workspace's binaries (next to this test's `deps/`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+/// A fleet of its own: prefix, folders, processes.
+pub struct Fleet {
+    pub prefix: String,
+    pub dir: PathBuf,
+    aggregator: Option<Child>,
+    workers: BTreeMap<String, Child>,
+}
+
+/// What `testfleet-producer --wait` did.
+pub struct RunOutcome {
+    pub output: Output,
+    pub report_dir: PathBuf,
+}
+
+impl RunOutcome {
+    pub fn exit_code(&self) -> i32 {
+        self.output.status.code().expect("producer exited by itself")
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn run_id(&self) -> String {
+        self.stdout().lines().next().expect("run id on the first line").trim().to_owned()
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.report_dir.join(self.run_id())
+    }
+
+    pub fn report(&self) -> Value {
+        let path = self.run_dir().join("report.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), self.describe()));
+        serde_json::from_str(&text).expect("report.json is JSON")
+    }
+
+    pub fn junit(&self) -> String {
+        std::fs::read_to_string(self.run_dir().join("junit.xml")).expect("junit.xml")
+    }
+
+    /// Final status of each test, by id.
+    pub fn statuses(&self) -> BTreeMap<String, String> {
+        tests(&self.report())
+            .map(|t| (t["id"].as_str().unwrap().to_owned(), t["status"].as_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    /// Number of attempts of each test, by id.
+    pub fn attempts(&self) -> BTreeMap<String, usize> {
+        tests(&self.report())
+            .map(|t| (t["id"].as_str().unwrap().to_owned(), t["attempts"].as_array().unwrap().len()))
+            .collect()
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.output.status.code(),
+            self.stdout(),
+            String::from_utf8_lossy(&self.output.stderr)
+        )
+    }
+}
+
+pub fn tests(report: &Value) -> impl Iterator<Item = &Value> {
+    report["tests"].as_array().expect("tests array").iter()
+}
+
+impl Fleet {
+    /// Starts an aggregator and `workers` workers with `slots` each.
+    pub fn start(workers: usize, slots: u32) -> Fleet {
+        let prefix = format!("it-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut fleet = Fleet { prefix, dir, aggregator: None, workers: BTreeMap::new() };
+        fleet.start_aggregator();
+        for i in 0..workers {
+            fleet.start_worker(&format!("{}-w{i}", fleet.prefix), slots);
+        }
+        fleet
+    }
+
+    fn command(&self, binary_name: &str, log: &str) -> Command {
+        let mut command = Command::new(binary(binary_name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(log))
+            .unwrap();
+        command
+            .env("TESTFLEET_BROKER__URL", BROKER)
+            .env("TESTFLEET_BROKER__PREFIX", &self.prefix)
+            .env("RUST_LOG", "info")
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        command
+    }
+
+    pub fn start_aggregator(&mut self) {
+        let child = self
+            .command("testfleet-aggregator", "aggregator.log")
+            .args(["--report-dir", "aggregator-reports", "--state-dir", "state"])
+            .spawn()
+            .expect("start aggregator");
+        self.aggregator = Some(child);
+    }
+
+    pub fn start_worker(&mut self, id: &str, slots: u32) {
+        let child = self
+            .command("testfleet-worker", &format!("{id}.log"))
+            .args(["--worker-id", id, "--concurrency", &slots.to_string()])
+            .spawn()
+            .expect("start worker");
+        self.workers.insert(id.to_owned(), child);
+    }
+
+    pub fn worker_ids(&self) -> Vec<String> {
+        self.workers.keys().cloned().collect()
+    }
+
+    pub fn worker_log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{id}.log"))).unwrap_or_default()
+    }
+
+    pub fn kill_worker(&mut self, id: &str) {
+        let mut child = self.workers.remove(id).expect("worker exists");
+        child.kill().expect("SIGKILL the worker");
+        child.wait().unwrap();
+    }
+
+    /// Writes the ids to a file and runs the producer with `--wait` and `args`.
+    pub async fn run(&self, ids: &[String], args: &[&str]) -> RunOutcome {
+        self.producer().run(ids, args).await
+    }
+
+    pub async fn run_producer(&self, first: &[&str], args: &[&str]) -> RunOutcome {
+        self.producer().run_producer(first, args).await
+    }
+
+    /// A producer of this fleet that does not borrow it, for runs during which
+    /// the test changes the fleet.
+    pub fn producer(&self) -> Producer {
+        Producer { prefix: self.prefix.clone(), dir: self.dir.clone() }
+    }
+
+
+    /// Stops every process, deletes the fleet's queues, checks for leftovers.
+    pub async fn teardown(mut self) {
+        self.stop_all();
+        let connection = lapin::Connection::connect(BROKER, Default::default()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        for queue in Topology::new(&self.prefix, 0).queues() {
+            let _ = channel.queue_delete(queue.into(), Default::default()).await;
+        }
+        let _ = connection.close(200, "test over".into()).await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    fn stop_all(&mut self) {
+        let children = self.aggregator.take().into_iter().chain(std::mem::take(&mut self.workers).into_values());
+        for mut child in children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `testfleet-producer` against one fleet's queues.
+pub struct Producer {
+    prefix: String,
+    dir: PathBuf,
+}
+
+impl Producer {
+    /// Writes the ids to a file and runs the producer with `--wait` and `args`.
+    pub async fn run(&self, ids: &[String], args: &[&str]) -> RunOutcome {
+        let list = self.dir.join(format!("ids-{}.txt", uuid::Uuid::new_v4()));
+        std::fs::write(&list, ids.join("\n")).unwrap();
+        self.run_producer(&["--tests", list.to_str().unwrap(), "--wait"], args).await
+    }
+
+    pub async fn run_producer(&self, first: &[&str], args: &[&str]) -> RunOutcome {
+        let report_dir = self.dir.join("reports");
+        let mut command = tokio::process::Command::new(binary("testfleet-producer"));
+        command
+            .env("TESTFLEET_BROKER__URL", BROKER)
+            .env("TESTFLEET_BROKER__PREFIX", &self.prefix)
+            .current_dir(&self.dir)
+            .args(first)
+            .args(["--report-dir", report_dir.to_str().unwrap()])
+            .args(args)
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(Duration::from_secs(600), command.output())
+            .await
+            .expect("producer finished within 10 minutes")
+            .expect("producer ran");
+        RunOutcome { output, report_dir }
+    }
+
+}
+
+impl Drop for Fleet {
+    /// A failed test must not leave processes behind (only signals here).
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// Containers labelled with this run that still exist.
+pub fn leftover_containers(run_id: &str) -> Vec<String> {
+    let output = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=testfleet.run={run_id}")])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&output.stdout).split_whitespace().map(str::to_owned).collect()
+}
+
+/// A test command that plays a test by its id prefix, in busybox.
+pub fn scripted_command(script: &str) -> Vec<String> {
+    vec!["--".into(), "sh".into(), "-c".into(), script.into(), "sh".into(), "{id}".into()]
+}
