@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: makes the machine ready (Docker, RabbitMQ, local images),
+# checks formatting and lints, builds the binaries the end-to-end tests start, and
+# runs every unit and integration test against the real broker and engine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+cargo fmt --all -- --check
+cargo clippy --quiet --workspace --all-targets -- -D warnings
+cargo build --quiet --workspace --bins
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
