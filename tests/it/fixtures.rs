@@ -15,9 +15,16 @@ pub const BUSYBOX: &str = "testfleet/busybox:latest";
 /// Where cargo put the workspace's binaries (next to this test's `deps/`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
@@ -37,7 +44,10 @@ pub struct RunOutcome {
 
 impl RunOutcome {
     pub fn exit_code(&self) -> i32 {
-        self.output.status.code().expect("producer exited by itself")
+        self.output
+            .status
+            .code()
+            .expect("producer exited by itself")
     }
 
     pub fn stdout(&self) -> String {
@@ -45,7 +55,12 @@ impl RunOutcome {
     }
 
     pub fn run_id(&self) -> String {
-        self.stdout().lines().next().expect("run id on the first line").trim().to_owned()
+        self.stdout()
+            .lines()
+            .next()
+            .expect("run id on the first line")
+            .trim()
+            .to_owned()
     }
 
     pub fn run_dir(&self) -> PathBuf {
@@ -54,7 +69,8 @@ impl RunOutcome {
 
     pub fn report(&self) -> Value {
         let path = self.run_dir().join("report.json");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), self.describe()));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), self.describe()));
         serde_json::from_str(&text).expect("report.json is JSON")
     }
 
@@ -65,14 +81,24 @@ impl RunOutcome {
     /// Final status of each test, by id.
     pub fn statuses(&self) -> BTreeMap<String, String> {
         tests(&self.report())
-            .map(|t| (t["id"].as_str().unwrap().to_owned(), t["status"].as_str().unwrap().to_owned()))
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap().to_owned(),
+                    t["status"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect()
     }
 
     /// Number of attempts of each test, by id.
     pub fn attempts(&self) -> BTreeMap<String, usize> {
         tests(&self.report())
-            .map(|t| (t["id"].as_str().unwrap().to_owned(), t["attempts"].as_array().unwrap().len()))
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap().to_owned(),
+                    t["attempts"].as_array().unwrap().len(),
+                )
+            })
             .collect()
     }
 
@@ -96,7 +122,12 @@ impl Fleet {
         let prefix = format!("it-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut fleet = Fleet { prefix, dir, aggregator: None, workers: BTreeMap::new() };
+        let mut fleet = Fleet {
+            prefix,
+            dir,
+            aggregator: None,
+            workers: BTreeMap::new(),
+        };
         fleet.start_aggregator();
         for i in 0..workers {
             fleet.start_worker(&format!("{}-w{i}", fleet.prefix), slots);
@@ -148,6 +179,24 @@ impl Fleet {
         std::fs::read_to_string(self.dir.join(format!("{id}.log"))).unwrap_or_default()
     }
 
+    pub fn signal_worker(&self, id: &str, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.workers[id].id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the worker");
+    }
+
+    /// Waits (up to a minute) for a worker to exit by itself; returns its status.
+    pub fn wait_worker(&mut self, id: &str) -> std::process::ExitStatus {
+        let mut child = self.workers.remove(id).expect("worker exists");
+        for _ in 0..600 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        panic!("worker {id} did not exit within a minute");
+    }
+
     pub fn kill_worker(&mut self, id: &str) {
         let mut child = self.workers.remove(id).expect("worker exists");
         child.kill().expect("SIGKILL the worker");
@@ -166,14 +215,18 @@ impl Fleet {
     /// A producer of this fleet that does not borrow it, for runs during which
     /// the test changes the fleet.
     pub fn producer(&self) -> Producer {
-        Producer { prefix: self.prefix.clone(), dir: self.dir.clone() }
+        Producer {
+            prefix: self.prefix.clone(),
+            dir: self.dir.clone(),
+        }
     }
-
 
     /// Stops every process, deletes the fleet's queues, checks for leftovers.
     pub async fn teardown(mut self) {
         self.stop_all();
-        let connection = lapin::Connection::connect(BROKER, Default::default()).await.unwrap();
+        let connection = lapin::Connection::connect(BROKER, Default::default())
+            .await
+            .unwrap();
         let channel = connection.create_channel().await.unwrap();
         for queue in Topology::new(&self.prefix, 0).queues() {
             let _ = channel.queue_delete(queue.into(), Default::default()).await;
@@ -183,7 +236,11 @@ impl Fleet {
     }
 
     fn stop_all(&mut self) {
-        let children = self.aggregator.take().into_iter().chain(std::mem::take(&mut self.workers).into_values());
+        let children = self
+            .aggregator
+            .take()
+            .into_iter()
+            .chain(std::mem::take(&mut self.workers).into_values());
         for mut child in children {
             let _ = child.kill();
             let _ = child.wait();
@@ -202,7 +259,8 @@ impl Producer {
     pub async fn run(&self, ids: &[String], args: &[&str]) -> RunOutcome {
         let list = self.dir.join(format!("ids-{}.txt", uuid::Uuid::new_v4()));
         std::fs::write(&list, ids.join("\n")).unwrap();
-        self.run_producer(&["--tests", list.to_str().unwrap(), "--wait"], args).await
+        self.run_producer(&["--tests", list.to_str().unwrap(), "--wait"], args)
+            .await
     }
 
     pub async fn run_producer(&self, first: &[&str], args: &[&str]) -> RunOutcome {
@@ -222,7 +280,6 @@ impl Producer {
             .expect("producer ran");
         RunOutcome { output, report_dir }
     }
-
 }
 
 impl Drop for Fleet {
@@ -235,13 +292,28 @@ impl Drop for Fleet {
 /// Containers labelled with this run that still exist.
 pub fn leftover_containers(run_id: &str) -> Vec<String> {
     let output = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=testfleet.run={run_id}")])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=testfleet.run={run_id}"),
+        ])
         .output()
         .expect("docker ps");
-    String::from_utf8_lossy(&output.stdout).split_whitespace().map(str::to_owned).collect()
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A test command that plays a test by its id prefix, in busybox.
 pub fn scripted_command(script: &str) -> Vec<String> {
-    vec!["--".into(), "sh".into(), "-c".into(), script.into(), "sh".into(), "{id}".into()]
+    vec![
+        "--".into(),
+        "sh".into(),
+        "-c".into(),
+        script.into(),
+        "sh".into(),
+        "{id}".into(),
+    ]
 }

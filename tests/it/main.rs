@@ -6,4 +6,5 @@
 mod fixtures;
 mod pipeline;
 mod producer_cli;
+mod shutdown;
 mod worker_kill;

@@ -13,11 +13,21 @@ async fn an_empty_list_is_a_usage_error() {
     let fleet = fleetless();
     let run = fleet.run(&[], &[]).await;
     assert_eq!(run.exit_code(), USAGE, "{}", run.describe());
-    assert!(run.describe().contains("no tests to run"), "{}", run.describe());
+    assert!(
+        run.describe().contains("no tests to run"),
+        "{}",
+        run.describe()
+    );
 
-    let run = fleet.run(&["a".into(), "b".into()], &["--filter", "^zzz"]).await;
+    let run = fleet
+        .run(&["a".into(), "b".into()], &["--filter", "^zzz"])
+        .await;
     assert_eq!(run.exit_code(), USAGE);
-    assert!(run.describe().contains("2 listed, 2 filtered out"), "{}", run.describe());
+    assert!(
+        run.describe().contains("2 listed, 2 filtered out"),
+        "{}",
+        run.describe()
+    );
     fleet.teardown().await;
 }
 
@@ -36,7 +46,11 @@ async fn config_errors_name_the_key() {
             .run(&["a".into()], &["--config", path.to_str().unwrap()])
             .await;
         assert_eq!(run.exit_code(), USAGE, "{toml}: {}", run.describe());
-        assert!(run.describe().contains(key), "{key} named: {}", run.describe());
+        assert!(
+            run.describe().contains(key),
+            "{key} named: {}",
+            run.describe()
+        );
     }
     fleet.teardown().await;
 }

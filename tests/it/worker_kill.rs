@@ -46,7 +46,11 @@ async fn a_worker_killed_mid_test_loses_nothing_and_counts_nothing_twice() {
     let statuses = run.statuses();
     assert_eq!(statuses.len(), 12);
     assert!(statuses.values().all(|s| s == "Passed"), "{statuses:?}");
-    assert!(run.attempts().values().all(|&n| n == 1), "counted once: {:?}", run.attempts());
+    assert!(
+        run.attempts().values().all(|&n| n == 1),
+        "counted once: {:?}",
+        run.attempts()
+    );
     let all_starts: Vec<String> = fleet
         .worker_ids()
         .iter()
@@ -54,9 +58,15 @@ async fn a_worker_killed_mid_test_loses_nothing_and_counts_nothing_twice() {
         .collect();
     for test in &victim_started {
         let runs = all_starts.iter().filter(|t| *t == test).count();
-        assert!(runs >= 2, "{test} ran on the killed worker and again elsewhere ({runs} starts)");
+        assert!(
+            runs >= 2,
+            "{test} ran on the killed worker and again elsewhere ({runs} starts)"
+        );
     }
-    assert!(leftover_containers(&run.run_id()).is_empty(), "orphans removed");
+    assert!(
+        leftover_containers(&run.run_id()).is_empty(),
+        "orphans removed"
+    );
     fleet.teardown().await;
 }
 

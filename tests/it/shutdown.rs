@@ -1,0 +1,93 @@
+//! A worker asked to stop: the first SIGTERM lets running tests finish and their
+//! results count; a second one hands running jobs back to the queue.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::fixtures::{scripted_command, Fleet, BUSYBOX};
+
+const SCRIPT: &str = r#"echo "running $1"; sleep 3"#;
+
+fn args(command: &[String]) -> Vec<&str> {
+    let mut args = vec!["--image", BUSYBOX, "--timeout", "30"];
+    args.extend(command.iter().map(String::as_str));
+    args
+}
+
+async fn wait_for_starts(fleet: &Fleet, worker: &str, count: usize) {
+    while fleet.worker_log(worker).matches("test started").count() < count {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_running_tests_finish_and_count() {
+    let mut fleet = Fleet::start(1, 2);
+    let worker = fleet.worker_ids()[0].clone();
+    let command = scripted_command(SCRIPT);
+    let producer = fleet.producer();
+    let ids: Vec<String> = vec!["a".into(), "b".into()];
+    let args = args(&command);
+    let run = producer.run(&ids, &args);
+    tokio::pin!(run);
+    tokio::select! {
+        run = &mut run => panic!("ended early: {}", run.describe()),
+        () = wait_for_starts(&fleet, &worker, 2) => {}
+    }
+    fleet.signal_worker(&worker, Signal::SIGTERM);
+    let run = run.await;
+
+    assert_eq!(run.exit_code(), 0, "{}", run.describe());
+    assert!(run.statuses().values().all(|s| s == "Passed"));
+    let status = fleet.wait_worker(&worker);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the worker exits cleanly after draining"
+    );
+    assert!(fleet.worker_log(&worker).contains("no longer taking jobs"));
+    fleet.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sigterm_requeues_running_jobs_for_another_worker() {
+    let mut fleet = Fleet::start(1, 2);
+    let worker = fleet.worker_ids()[0].clone();
+    let command = scripted_command(SCRIPT);
+    let producer = fleet.producer();
+    let ids: Vec<String> = vec!["a".into(), "b".into()];
+    let args = args(&command);
+    let run = producer.run(&ids, &args);
+    tokio::pin!(run);
+    tokio::select! {
+        run = &mut run => panic!("ended early: {}", run.describe()),
+        () = wait_for_starts(&fleet, &worker, 2) => {}
+    }
+    fleet.signal_worker(&worker, Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fleet.signal_worker(&worker, Signal::SIGTERM);
+    let status = fleet.wait_worker(&worker);
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        fleet
+            .worker_log(&worker)
+            .matches("giving the job back to the queue")
+            .count(),
+        2
+    );
+    fleet.start_worker("second", 2);
+    let run = run.await;
+
+    assert_eq!(run.exit_code(), 0, "{}", run.describe());
+    assert!(
+        run.attempts().values().all(|&n| n == 1),
+        "requeued, not retried: {:?}",
+        run.attempts()
+    );
+    let report = run.report();
+    for test in report["tests"].as_array().unwrap() {
+        assert_eq!(test["attempts"][0]["worker_id"], "second");
+    }
+    fleet.teardown().await;
+}
