@@ -74,7 +74,7 @@ struct Aggregator {
 /// Runs the aggregator until `shutdown` drains it.
 pub async fn run(settings: AggregatorSettings, shutdown: Shutdown) -> Result<(), AggregatorError> {
     let mut aggregator = Aggregator::restore(settings)?;
-    while !aggregator_should_stop(&shutdown) {
+    while !shutdown.is_draining() {
         let connection = tokio::select! {
             connected = broker::connect(&aggregator.settings.broker_url, aggregator.settings.connect_timeout) => connected?,
             () = shutdown.draining() => break,
@@ -87,16 +87,16 @@ pub async fn run(settings: AggregatorSettings, shutdown: Shutdown) -> Result<(),
             Err(AggregatorError::Broker(error)) => {
                 warn!(%error, "lost the broker connection, reconnecting");
                 let _ = connection.close(200, "reconnecting".into()).await;
+                // The journals are the truth: a round whose retries were not all
+                // confirmed is not journaled as closed, so it closes again (and
+                // its retries are published again) in the next session.
+                aggregator.reload_open_runs()?;
             }
             Err(fatal) => return Err(fatal),
         }
     }
     info!(open_runs = aggregator.open.len(), "aggregator stopped");
     Ok(())
-}
-
-fn aggregator_should_stop(shutdown: &Shutdown) -> bool {
-    shutdown.is_draining()
 }
 
 impl Aggregator {
@@ -108,21 +108,27 @@ impl Aggregator {
             finished_order: VecDeque::new(),
             settings,
         };
-        let journals = journal::replay_all(&aggregator.settings.state_dir)
-            .map_err(|e| aggregator.state_error(e))?;
-        for (run_id, records) in journals {
-            match replay(&records) {
-                Some(state) => {
-                    let journal = Journal::create(&aggregator.settings.state_dir, run_id)
-                        .map_err(|e| aggregator.state_error(e))?;
-                    let (settled, of) = state.progress();
-                    info!(run = %run_id, round = state.round(), settled, of, "resumed a run from its journal");
-                    aggregator.open.insert(run_id, OpenRun { state, journal });
-                }
-                None => warn!(run = %run_id, "ignoring a journal without a run announcement"),
-            }
-        }
+        aggregator.reload_open_runs()?;
         Ok(aggregator)
+    }
+
+    /// Rebuilds every open run from its journal, dropping what is in memory.
+    fn reload_open_runs(&mut self) -> Result<(), AggregatorError> {
+        self.open.clear();
+        let journals =
+            journal::replay_all(&self.settings.state_dir).map_err(|e| self.state_error(e))?;
+        for (run_id, records) in journals {
+            let Some(state) = replay(&records) else {
+                warn!(run = %run_id, "ignoring a journal without a run announcement");
+                continue;
+            };
+            let journal = Journal::create(&self.settings.state_dir, run_id)
+                .map_err(|e| self.state_error(e))?;
+            let (settled, of) = state.progress();
+            info!(run = %run_id, round = state.round(), settled, of, "resumed a run from its journal");
+            self.open.insert(run_id, OpenRun { state, journal });
+        }
+        Ok(())
     }
 
     fn state_error(&self, source: std::io::Error) -> AggregatorError {

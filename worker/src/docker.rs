@@ -68,18 +68,15 @@ impl DockerExecutor {
     ) -> Result<TestResult, Requeue> {
         let started_at_ms = now_ms();
         let clock = tokio::time::Instant::now();
-        let mut capture = OutputCapture::new(job.spec.output_cap_bytes as usize);
-        let ran = match self.create(job).await? {
-            Err(message) => error_outcome(message),
+        let (ran, capture) = match self.create(job).await? {
+            Err(message) => (error_outcome(message), None),
             Ok(container) => {
-                let ran = self
-                    .run_created(&container, job, interrupt, &mut capture)
-                    .await;
+                let ran = self.run_created(&container, job, interrupt).await;
                 self.remove(&container).await;
                 ran?
             }
         };
-        let (output, output_truncated) = capture.finish();
+        let (output, output_truncated) = capture.map(OutputCapture::finish).unwrap_or_default();
         Ok(TestResult {
             run_id: job.run_id,
             test_id: job.test_id.clone(),
@@ -146,14 +143,14 @@ impl DockerExecutor {
             .await
     }
 
-    /// Attaches, starts and waits; the container exists throughout.
+    /// Attaches, starts and waits; the container exists throughout. Returns the
+    /// output too when the container ran.
     async fn run_created(
         &self,
         container: &str,
         job: &Job,
         interrupt: &CancellationToken,
-        capture: &mut OutputCapture,
-    ) -> Result<Ran, Requeue> {
+    ) -> Result<(Ran, Option<OutputCapture>), Requeue> {
         // Attach before start so that not a byte of output is missed.
         let options = AttachContainerOptionsBuilder::default()
             .stdout(true)
@@ -162,14 +159,14 @@ impl DockerExecutor {
             .build();
         let output = match self.docker.attach_container(container, Some(options)).await {
             Ok(attached) => attached.output,
-            Err(error) => return classify(error, "attach to the container").map(error_outcome),
+            Err(error) => return classify(error, "attach to the container").map(not_run),
         };
         let cap = job.spec.output_cap_bytes as usize;
         let reader = tokio::spawn(read_output(output, OutputCapture::new(cap)));
 
         if let Err(error) = self.docker.start_container(container, None).await {
             reader.abort();
-            return classify(error, "start the container").map(error_outcome);
+            return classify(error, "start the container").map(not_run);
         }
         let timeout = Duration::from_millis(job.spec.timeout_ms);
         let ran = tokio::select! {
@@ -186,8 +183,7 @@ impl DockerExecutor {
                 return Err(Requeue::Interrupted);
             }
         };
-        *capture = collect_output(reader).await;
-        Ok(ran)
+        Ok((ran, Some(collect_output(reader).await)))
     }
 
     /// Waits for the container to stop. A non-zero exit arrives from bollard as a
@@ -322,6 +318,11 @@ fn timed_out(timeout: Duration) -> Ran {
         exit_code: None,
         message: Some(format!("killed after the {timeout:?} timeout")),
     }
+}
+
+/// An error outcome for a container that never ran, so has no output.
+fn not_run(message: String) -> (Ran, Option<OutputCapture>) {
+    (error_outcome(message), None)
 }
 
 fn error_outcome(message: String) -> Ran {
