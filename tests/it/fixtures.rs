@@ -162,6 +162,28 @@ impl Fleet {
         self.aggregator = Some(child);
     }
 
+    pub fn kill_aggregator(&mut self) {
+        let mut child = self.aggregator.take().expect("aggregator running");
+        child.kill().expect("SIGKILL the aggregator");
+        child.wait().unwrap();
+    }
+
+    pub fn aggregator_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("aggregator.log")).unwrap_or_default()
+    }
+
+    /// How many tests the workers have finished so far, from their logs.
+    pub fn finished_count(&self) -> usize {
+        self.workers
+            .keys()
+            .map(|id| self.worker_log(id).matches("test finished").count())
+            .sum()
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.prefix, 4)
+    }
+
     pub fn start_worker(&mut self, id: &str, slots: u32) {
         let child = self
             .command("testfleet-worker", &format!("{id}.log"))

@@ -1,0 +1,213 @@
+//! Faults injected for real: every test must still be counted exactly once and the
+//! verdict must mean what it says.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+use testfleet_common::wire::{
+    encode, Body, ContainerLimits, Job, Outcome, RetryPolicy, RunSpec, TestResult,
+};
+
+use crate::fixtures::{leftover_containers, scripted_command, Fleet, BROKER, BUSYBOX};
+
+/// Passes, except `flaky-*` tests, which fail on their first attempt.
+const SCRIPT: &str = r#"
+sleep 0.3
+case "$1" in
+  flaky-*) [ "$TESTFLEET_ATTEMPT" != 1 ] ;;
+  *) true ;;
+esac
+"#;
+
+/// 95 passing and 5 flaky tests, with the outcome each must end with.
+fn suite() -> BTreeMap<String, (&'static str, usize)> {
+    let pass = (1..=95).map(|i| (format!("pass-{i:03}"), ("Passed", 1)));
+    let flaky = (1..=5).map(|i| (format!("flaky-{i}"), ("Flaky", 2)));
+    pass.chain(flaky).collect()
+}
+
+fn outcomes(run: &crate::fixtures::RunOutcome) -> BTreeMap<String, (String, usize)> {
+    let attempts = run.attempts();
+    run.statuses()
+        .into_iter()
+        .map(|(id, status)| {
+            let tries = attempts[&id];
+            (id, (status, tries))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aggregator_killed_mid_run_resumes_from_its_journal_without_double_counting() {
+    let mut fleet = Fleet::start(3, 2);
+    let expected = suite();
+    let ids: Vec<String> = expected.keys().cloned().collect();
+    let command = scripted_command(SCRIPT);
+    // A deadline, so that a broken resume fails the test instead of hanging it.
+    let mut args = vec!["--image", BUSYBOX, "--timeout", "30", "--deadline", "90"];
+    args.extend(command.iter().map(String::as_str));
+    let producer = fleet.producer();
+    let run = producer.run(&ids, &args);
+    tokio::pin!(run);
+    tokio::select! {
+        run = &mut run => panic!("ended before the fault: {}", run.describe()),
+        () = async { while fleet.finished_count() < 30 { tokio::time::sleep(Duration::from_millis(50)).await } } => {}
+    }
+    fleet.kill_aggregator();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fleet.start_aggregator();
+    let run = run.await;
+
+    assert_eq!(run.exit_code(), 0, "{}", run.describe());
+    let got = outcomes(&run);
+    let want: BTreeMap<String, (String, usize)> = expected
+        .into_iter()
+        .map(|(id, (s, n))| (id, (s.to_owned(), n)))
+        .collect();
+    assert_eq!(
+        got, want,
+        "same outcomes as an undisturbed run, each counted once"
+    );
+    assert!(fleet
+        .aggregator_log()
+        .contains("resumed a run from its journal"));
+    assert!(leftover_containers(&run.run_id()).is_empty());
+    fleet.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_messages_on_every_queue_are_parked_and_the_run_goes_on() {
+    let fleet = Fleet::start(2, 2);
+    let topology = fleet.topology();
+    // Let the services declare the topology before we publish into it.
+    let warmup = fleet
+        .run(&["pass-0".into()], &["--image", BUSYBOX, "--", "true"])
+        .await;
+    assert_eq!(warmup.exit_code(), 0, "{}", warmup.describe());
+
+    let result = Body::Result(TestResult {
+        run_id: uuid::Uuid::new_v4(),
+        test_id: "x".into(),
+        attempt: 1,
+        outcome: Outcome::Passed,
+        exit_code: Some(0),
+        duration_ms: 1,
+        worker_id: "w".into(),
+        started_at_ms: 1,
+        finished_at_ms: 2,
+        output: String::new(),
+        output_truncated: false,
+        message: None,
+    });
+    let mut wrong_version = encode(&result);
+    assert_eq!(wrong_version[1], 1, "a msgpack array of [version, body]");
+    wrong_version[1] = 0x7f;
+    let bad: Vec<Vec<u8>> = vec![
+        b"\xde\xad garbage \xbe\xef".to_vec(),
+        wrong_version,
+        encode(&result),
+    ];
+
+    let connection = lapin::Connection::connect(BROKER, Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    // On the jobs queue a result is of the wrong kind; on the results queue a
+    // result is fine, so a job plays the wrong kind there.
+    let job_on_results = encode(&Body::Job(sample_job()));
+    for (queue, payloads) in [
+        (&topology.jobs, bad.clone()),
+        (
+            &topology.results,
+            vec![bad[0].clone(), bad[1].clone(), job_on_results],
+        ),
+    ] {
+        for payload in payloads {
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &payload,
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+
+    let run = fleet
+        .run(
+            &["after-1".into(), "after-2".into()],
+            &["--image", BUSYBOX, "--", "true"],
+        )
+        .await;
+    assert_eq!(run.exit_code(), 0, "consumers carry on: {}", run.describe());
+
+    let mut parked = 0;
+    for _ in 0..100 {
+        let queue = channel
+            .queue_declare(
+                topology.parked.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        parked = queue.message_count();
+        if parked >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+    assert_eq!(parked, 6, "every unreadable message parked, none lost");
+    let logs = fleet.aggregator_log()
+        + &fleet
+            .worker_ids()
+            .iter()
+            .map(|w| fleet.worker_log(w))
+            .collect::<String>();
+    assert!(
+        logs.contains("message format version 127"),
+        "the reason is logged"
+    );
+    assert!(logs.contains("expected a job message, got a result message"));
+    fleet.teardown().await;
+}
+
+/// A well-formed job: the wrong kind of message on the results queue.
+fn sample_job() -> Job {
+    Job {
+        run_id: uuid::Uuid::new_v4(),
+        test_id: "x".into(),
+        attempt: 1,
+        deadline_ms: u64::MAX,
+        spec: RunSpec {
+            image: BUSYBOX.into(),
+            command: vec!["true".into()],
+            env: Default::default(),
+            timeout_ms: 1000,
+            output_cap_bytes: 1024,
+            retry: RetryPolicy {
+                threshold: 0.1,
+                max_rounds: 1,
+            },
+            container: ContainerLimits {
+                network: "none".into(),
+                tmpfs: vec![],
+                memory_bytes: None,
+                nano_cpus: None,
+                pids_limit: None,
+            },
+        },
+    }
+}
