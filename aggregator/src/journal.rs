@@ -35,6 +35,23 @@ pub enum Record {
     },
 }
 
+/// A journal could not be read or written; names the file or folder.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct JournalError {
+    path: PathBuf,
+    #[source]
+    source: io::Error,
+}
+
+/// Attaches `path` to an I/O error.
+fn at(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
+    move |source| JournalError {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// An open journal, appended to as the run progresses.
 pub struct Journal {
     path: PathBuf,
@@ -42,10 +59,14 @@ pub struct Journal {
 }
 
 impl Journal {
-    pub fn create(dir: &Path, run_id: Uuid) -> io::Result<Journal> {
-        fs::create_dir_all(dir)?;
+    pub fn create(dir: &Path, run_id: Uuid) -> Result<Journal, JournalError> {
+        fs::create_dir_all(dir).map_err(at(dir))?;
         let path = dir.join(format!("{run_id}.{EXTENSION}"));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(at(&path))?;
         Ok(Journal {
             path,
             writer: BufWriter::new(file),
@@ -53,7 +74,11 @@ impl Journal {
     }
 
     /// Appends a record; it is on its way to disk when this returns.
-    pub fn append(&mut self, record: &Record) -> io::Result<()> {
+    pub fn append(&mut self, record: &Record) -> Result<(), JournalError> {
+        self.write_record(record).map_err(at(&self.path))
+    }
+
+    fn write_record(&mut self, record: &Record) -> io::Result<()> {
         let bytes = rmp_serde::to_vec(record).map_err(io::Error::other)?;
         let len = u32::try_from(bytes.len()).map_err(io::Error::other)?;
         self.writer.write_all(&len.to_le_bytes())?;
@@ -62,22 +87,22 @@ impl Journal {
     }
 
     /// Removes the journal of a finished run.
-    pub fn remove(self) -> io::Result<()> {
+    pub fn remove(self) -> Result<(), JournalError> {
         drop(self.writer);
-        fs::remove_file(&self.path)
+        fs::remove_file(&self.path).map_err(at(&self.path))
     }
 }
 
 /// Every journal in `dir`, each as its records in order.
-pub fn replay_all(dir: &Path) -> io::Result<Vec<(Uuid, Vec<Record>)>> {
+pub fn replay_all(dir: &Path) -> Result<Vec<(Uuid, Vec<Record>)>, JournalError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+        Err(e) => return Err(at(dir)(e)),
     };
     let mut journals = Vec::new();
     for entry in entries {
-        let path = entry?.path();
+        let path = entry.map_err(at(dir))?.path();
         if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
             continue;
         }
@@ -89,7 +114,7 @@ pub fn replay_all(dir: &Path) -> io::Result<Vec<(Uuid, Vec<Record>)>> {
             warn!(path = %path.display(), "ignoring a journal whose name is not a run id");
             continue;
         };
-        journals.push((run_id, read_records(&path)?));
+        journals.push((run_id, read_records(&path).map_err(at(&path))?));
     }
     Ok(journals)
 }

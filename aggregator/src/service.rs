@@ -22,7 +22,7 @@ use testfleet_common::wire::{decode, decode_job, Body, Job, RunAnnounce, TestRes
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
-use crate::journal::{self, Journal, Record};
+use crate::journal::{self, Journal, JournalError, Record};
 use crate::report;
 use crate::run_state::{Recorded, RoundDecision, RunState};
 
@@ -49,12 +49,8 @@ pub struct AggregatorSettings {
 pub enum AggregatorError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
-    #[error("cannot keep the aggregator's state in {dir}: {source}")]
-    State {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot keep the aggregator's state: {0}")]
+    State(#[from] JournalError),
 }
 
 /// A run being followed, with the journal that makes it durable.
@@ -115,27 +111,18 @@ impl Aggregator {
     /// Rebuilds every open run from its journal, dropping what is in memory.
     fn reload_open_runs(&mut self) -> Result<(), AggregatorError> {
         self.open.clear();
-        let journals =
-            journal::replay_all(&self.settings.state_dir).map_err(|e| self.state_error(e))?;
+        let journals = journal::replay_all(&self.settings.state_dir)?;
         for (run_id, records) in journals {
             let Some(state) = replay(&records) else {
                 warn!(run = %run_id, "ignoring a journal without a run announcement");
                 continue;
             };
-            let journal = Journal::create(&self.settings.state_dir, run_id)
-                .map_err(|e| self.state_error(e))?;
+            let journal = Journal::create(&self.settings.state_dir, run_id)?;
             let (settled, of) = state.progress();
             info!(run = %run_id, round = state.round(), settled, of, "resumed a run from its journal");
             self.open.insert(run_id, OpenRun { state, journal });
         }
         Ok(())
-    }
-
-    fn state_error(&self, source: std::io::Error) -> AggregatorError {
-        AggregatorError::State {
-            dir: self.settings.state_dir.clone(),
-            source,
-        }
     }
 
     /// One connection's worth of work; a broker error ends it for a reconnect.
@@ -210,11 +197,8 @@ impl Aggregator {
             debug!(run = %run_id, "run announced again; already known");
             return Ok(());
         }
-        let mut journal =
-            Journal::create(&self.settings.state_dir, run_id).map_err(|e| self.state_error(e))?;
-        journal
-            .append(&Record::Announce(announce.clone()))
-            .map_err(|e| self.state_error(e))?;
+        let mut journal = Journal::create(&self.settings.state_dir, run_id)?;
+        journal.append(&Record::Announce(announce.clone()))?;
         info!(run = %run_id, suite = %announce.suite, tests = announce.tests.len(), "following a new run");
         self.open.insert(
             run_id,
@@ -236,12 +220,7 @@ impl Aggregator {
         let (run_id, test, attempt) = (result.run_id, result.test_id.clone(), result.attempt);
         match run.state.record_result(result) {
             Recorded::New => {
-                run.journal
-                    .append(&record)
-                    .map_err(|source| AggregatorError::State {
-                        dir: self.settings.state_dir.clone(),
-                        source,
-                    })?;
+                run.journal.append(&record)?;
                 let (settled, of) = run.state.progress();
                 debug!(run = %run_id, %test, attempt, settled, of, "result recorded");
                 Ok(true)
@@ -301,12 +280,7 @@ impl Aggregator {
             attempt: job.attempt,
             deliveries,
         };
-        run.journal
-            .append(&record)
-            .map_err(|source| AggregatorError::State {
-                dir: self.settings.state_dir.clone(),
-                source,
-            })?;
+        run.journal.append(&record)?;
         Ok(true)
     }
 
@@ -350,12 +324,7 @@ impl Aggregator {
             .await?;
             info!(run = %run_id, round = attempt, tests = tests.len(), "round closed: re-running failed and missing tests");
         }
-        run.journal
-            .append(&Record::RoundClosed { at_ms: now })
-            .map_err(|source| AggregatorError::State {
-                dir: self.settings.state_dir.clone(),
-                source,
-            })?;
+        run.journal.append(&Record::RoundClosed { at_ms: now })?;
         match decision {
             RoundDecision::Finish(_) => self.finish(run_id, publish).await,
             RoundDecision::Retry { .. } => Ok(()),
