@@ -351,35 +351,23 @@ fn attempt_report(attempt: u32, a: &Attempt) -> AttemptReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use testfleet_common::wire::{ContainerLimits, RetryPolicy, RunSpec};
+    use testfleet_common::wire::RetryPolicy;
     use uuid::Uuid;
 
     const DEADLINE: u64 = 1_000_000;
 
     fn run(tests: usize, threshold: f64, max_rounds: u32) -> RunState {
+        let mut spec = testfleet_common::config::default_spec();
+        spec.retry = RetryPolicy {
+            threshold,
+            max_rounds,
+        };
         RunState::new(RunAnnounce {
             run_id: Uuid::nil(),
             suite: "unit".into(),
             created_at_ms: 0,
             deadline_ms: DEADLINE,
-            spec: RunSpec {
-                image: "i".into(),
-                command: vec!["c".into()],
-                env: Default::default(),
-                timeout_ms: 1,
-                output_cap_bytes: 1,
-                retry: RetryPolicy {
-                    threshold,
-                    max_rounds,
-                },
-                container: ContainerLimits {
-                    network: "none".into(),
-                    tmpfs: vec![],
-                    memory_bytes: None,
-                    nano_cpus: None,
-                    pids_limit: None,
-                },
-            },
+            spec,
             tests: (0..tests).map(|i| format!("t{i}")).collect(),
         })
     }

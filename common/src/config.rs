@@ -112,6 +112,24 @@ pub fn load_with_env(
     Ok(builder.build()?.try_deserialize()?)
 }
 
+/// The embedded defaults alone: no file, no environment, no flags.
+pub fn defaults() -> RawConfig {
+    Config::builder()
+        .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+        .build()
+        .and_then(Config::try_deserialize)
+        .expect("the embedded defaults are valid configuration")
+}
+
+/// The run spec the embedded defaults describe: a base that code (tests, tools)
+/// adjusts field by field instead of spelling out every field again.
+pub fn default_spec() -> RunSpec {
+    defaults()
+        .run
+        .to_spec()
+        .expect("the embedded run defaults are a valid spec")
+}
+
 /// Only `TESTFLEET_<SECTION>__<KEY>` variables are configuration; others with the
 /// prefix (such as `TESTFLEET_RUN_ID`, which workers give to tests) are not.
 fn environment(env: impl IntoIterator<Item = (String, String)>) -> Environment {
@@ -232,7 +250,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        let raw = load_with_env(None, vec![], Vec::new()).unwrap();
+        let raw = defaults();
         raw.broker.validate().unwrap();
         raw.worker.validate().unwrap();
         let spec = raw.run.to_spec().unwrap();

@@ -351,28 +351,14 @@ fn wrong_kind(expected: &'static str, found: &Body) -> WireError {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    pub(crate) fn sample_spec() -> RunSpec {
-        RunSpec {
-            image: "testfleet/busybox".into(),
-            command: vec!["sh".into(), "-c".into(), "echo {id}".into()],
-            env: BTreeMap::from([("A".into(), "b".into())]),
-            timeout_ms: 5_000,
-            output_cap_bytes: 1 << 20,
-            retry: RetryPolicy {
-                threshold: 0.1,
-                max_rounds: 3,
-            },
-            container: ContainerLimits {
-                network: "none".into(),
-                tmpfs: vec!["/tmp".into()],
-                memory_bytes: Some(256 << 20),
-                nano_cpus: None,
-                pids_limit: Some(256),
-            },
-        }
+    /// The default spec, with an environment so that maps are exercised too.
+    fn sample_spec() -> RunSpec {
+        let mut spec = crate::config::default_spec();
+        spec.env = BTreeMap::from([("A".into(), "b".into())]);
+        spec
     }
 
     fn sample_bodies() -> Vec<Body> {

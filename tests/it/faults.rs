@@ -7,9 +7,7 @@ use std::time::Duration;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
-use testfleet_common::wire::{
-    encode, Body, ContainerLimits, Job, Outcome, RetryPolicy, RunSpec, TestResult,
-};
+use testfleet_common::wire::{encode, Body, Job, Outcome, TestResult};
 
 use crate::fixtures::{leftover_containers, scripted_command, Fleet, BROKER, BUSYBOX};
 
@@ -186,28 +184,14 @@ async fn unreadable_messages_on_every_queue_are_parked_and_the_run_goes_on() {
 
 /// A well-formed job: the wrong kind of message on the results queue.
 fn sample_job() -> Job {
+    let mut spec = testfleet_common::config::default_spec();
+    spec.image = BUSYBOX.into();
+    spec.command = vec!["true".into()];
     Job {
         run_id: uuid::Uuid::new_v4(),
         test_id: "x".into(),
         attempt: 1,
         deadline_ms: u64::MAX,
-        spec: RunSpec {
-            image: BUSYBOX.into(),
-            command: vec!["true".into()],
-            env: Default::default(),
-            timeout_ms: 1000,
-            output_cap_bytes: 1024,
-            retry: RetryPolicy {
-                threshold: 0.1,
-                max_rounds: 1,
-            },
-            container: ContainerLimits {
-                network: "none".into(),
-                tmpfs: vec![],
-                memory_bytes: None,
-                nano_cpus: None,
-                pids_limit: None,
-            },
-        },
+        spec,
     }
 }

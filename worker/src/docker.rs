@@ -368,32 +368,19 @@ fn is_missing_image(error: &DockerError) -> bool {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use testfleet_common::wire::{ContainerLimits, RetryPolicy, RunSpec};
 
     fn job(test_id: &str) -> Job {
+        let mut spec = testfleet_common::config::default_spec();
+        spec.command = vec!["run".into(), "--test={id}".into(), "{id}".into()];
+        spec.env = BTreeMap::from([("K".into(), "v".into())]);
+        spec.container.tmpfs = vec!["/tmp:size=1m".into(), "/scratch".into()];
+        spec.container.pids_limit = Some(64);
         Job {
             run_id: uuid::Uuid::nil(),
             test_id: test_id.into(),
             attempt: 2,
             deadline_ms: 0,
-            spec: RunSpec {
-                image: "img".into(),
-                command: vec!["run".into(), "--test={id}".into(), "{id}".into()],
-                env: BTreeMap::from([("K".into(), "v".into())]),
-                timeout_ms: 1000,
-                output_cap_bytes: 1024,
-                retry: RetryPolicy {
-                    threshold: 0.1,
-                    max_rounds: 3,
-                },
-                container: ContainerLimits {
-                    network: "none".into(),
-                    tmpfs: vec!["/tmp:size=1m".into(), "/scratch".into()],
-                    memory_bytes: Some(1 << 20),
-                    nano_cpus: None,
-                    pids_limit: Some(64),
-                },
-            },
+            spec,
         }
     }
 

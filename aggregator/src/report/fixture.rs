@@ -1,14 +1,13 @@
 //! A hand-built run report covering every final status, and unique temp dirs,
 //! for the renderers' unit tests.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use testfleet_common::wire::{
-    AttemptReport, AttemptStatus, ContainerLimits, FinalStatus, Outcome, RetryPolicy, RunReport,
-    RunSpec, TestReport, VerdictKind,
+    AttemptReport, AttemptStatus, FinalStatus, Outcome, RetryPolicy, RunReport, RunSpec,
+    TestReport, VerdictKind,
 };
 use uuid::Uuid;
 
@@ -23,24 +22,15 @@ pub fn long_id() -> String {
 }
 
 pub fn spec() -> RunSpec {
-    RunSpec {
-        image: "testfleet/busybox".into(),
-        command: vec!["sh".into(), "-c".into(), "run {id}".into()],
-        env: BTreeMap::new(),
-        timeout_ms: 5_000,
-        output_cap_bytes: 1 << 20,
-        retry: RetryPolicy {
-            threshold: 0.5,
-            max_rounds: 2,
-        },
-        container: ContainerLimits {
-            network: "none".into(),
-            tmpfs: vec![],
-            memory_bytes: None,
-            nano_cpus: None,
-            pids_limit: None,
-        },
-    }
+    let mut spec = testfleet_common::config::default_spec();
+    spec.image = "testfleet/busybox".into();
+    spec.command = vec!["sh".into(), "-c".into(), "run {id}".into()];
+    spec.timeout_ms = 5_000;
+    spec.retry = RetryPolicy {
+        threshold: 0.5,
+        max_rounds: 2,
+    };
+    spec
 }
 
 /// An attempt that ran, with its output kept only when it did not pass, as the
