@@ -6,9 +6,12 @@
 //! - [`topology`]: queue and exchange names and their one declaration.
 //! - [`broker`]: connecting with backoff, confirmed publishing, checked acks.
 //! - [`config`]: layered configuration and its validation.
+//! - [`cli`]: flags, exit codes and the start-up flow the binaries share.
+//! - [`shutdown`]: two-stage shutdown (drain, then abort).
 //! - [`logging`]: the tracing subscriber the binaries install.
 
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod shutdown;

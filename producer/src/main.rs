@@ -8,14 +8,12 @@ use std::time::Duration;
 use clap::Parser;
 use regex::Regex;
 use testfleet_aggregator::report;
-use testfleet_common::config::{self, ConfigError, Override};
+use testfleet_common::cli::{fail, CommonArgs, Overrides, INFRA, USAGE};
+use testfleet_common::config::ConfigError;
 use testfleet_producer::ids::{self, IdSource, Selection, Separator};
-use testfleet_producer::{ProducerError, ProducerSettings};
+use testfleet_producer::ProducerSettings;
 
-/// Exit code for usage and configuration errors (also clap's).
-const USAGE: u8 = 2;
-/// Exit code when the broker cannot be used or no verdict came.
-const INFRA: u8 = 5;
+const PROGRAM: &str = "testfleet-producer";
 
 /// Publishes one job per test to the fleet; `--wait` waits for the verdict.
 #[derive(Debug, Parser)]
@@ -25,12 +23,8 @@ const INFRA: u8 = 5;
 3 too many failures to retry, 4 tests missing at the deadline, 5 broker unreachable or no verdict."
 )]
 struct Cli {
-    /// Configuration file (default: ./testfleet.toml if present).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Broker URL, e.g. amqp://user:pass@host:5672/%2f?heartbeat=10.
-    #[arg(long)]
-    broker: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
     /// File listing one test id per line (`-` for stdin).
     #[arg(long, conflicts_with = "discover")]
     tests: Option<PathBuf>,
@@ -79,27 +73,17 @@ struct Cli {
 }
 
 impl Cli {
-    fn overrides(&self) -> Vec<Override> {
-        let mut o: Vec<Override> = Vec::new();
-        let mut set = |key: &'static str, value: Option<config::Value>| {
-            if let Some(value) = value {
-                o.push((key, value));
-            }
-        };
-        set("broker.url", self.broker.clone().map(Into::into));
-        set("run.suite", self.suite.clone().map(Into::into));
-        set("run.image", self.image.clone().map(Into::into));
-        set("run.timeout_secs", self.timeout.map(Into::into));
-        set("run.deadline_secs", self.deadline.map(Into::into));
-        set("run.retry_threshold", self.retry_threshold.map(Into::into));
-        set(
-            "run.max_rounds",
-            self.max_rounds.map(|n| i64::from(n).into()),
-        );
-        set("run.network", self.network.clone().map(Into::into));
-        let command = (!self.command.is_empty()).then(|| self.command.clone().into());
-        set("run.command", command);
-        o
+    fn overrides(&self) -> Overrides {
+        let command = (!self.command.is_empty()).then(|| self.command.clone());
+        Overrides::default()
+            .set("run.suite", self.suite.clone())
+            .set("run.image", self.image.clone())
+            .set("run.timeout_secs", self.timeout)
+            .set("run.deadline_secs", self.deadline)
+            .set("run.retry_threshold", self.retry_threshold)
+            .set("run.max_rounds", self.max_rounds.map(i64::from))
+            .set("run.network", self.network.clone())
+            .set("run.command", command)
     }
 
     fn id_source(&self) -> Result<IdSource, String> {
@@ -126,8 +110,7 @@ impl Cli {
 }
 
 fn settings(cli: &Cli) -> Result<ProducerSettings, ConfigError> {
-    let raw = config::load(cli.config.as_deref(), cli.overrides())?;
-    raw.broker.validate()?;
+    let raw = cli.common.load(cli.overrides())?;
     Ok(ProducerSettings {
         broker_url: raw.broker.url.clone(),
         connect_timeout: raw.broker.connect_timeout(),
@@ -138,27 +121,17 @@ fn settings(cli: &Cli) -> Result<ProducerSettings, ConfigError> {
     })
 }
 
-fn usage_error(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("testfleet-producer: {message}");
-    ExitCode::from(USAGE)
-}
-
-fn infra_error(error: ProducerError) -> ExitCode {
-    eprintln!("testfleet-producer: {error}");
-    ExitCode::from(INFRA)
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     testfleet_common::logging::init();
     let settings = match settings(&cli) {
         Ok(settings) => settings,
-        Err(error) => return usage_error(error),
+        Err(error) => return fail(PROGRAM, USAGE, error),
     };
     let (source, selection) = match cli.id_source().and_then(|s| Ok((s, cli.selection()?))) {
         Ok(parts) => parts,
-        Err(message) => return usage_error(message),
+        Err(message) => return fail(PROGRAM, USAGE, message),
     };
     let separator = if cli.null {
         Separator::Nul
@@ -167,11 +140,11 @@ async fn main() -> ExitCode {
     };
     let tests = match ids::collect(&source, separator, &selection) {
         Ok(tests) => tests,
-        Err(error) => return usage_error(error),
+        Err(error) => return fail(PROGRAM, USAGE, error),
     };
     let submitted = match testfleet_producer::submit(&settings, tests, cli.wait).await {
         Ok(submitted) => submitted,
-        Err(error) => return infra_error(error),
+        Err(error) => return fail(PROGRAM, INFRA, error),
     };
     println!("{}", submitted.run_id);
     if !cli.wait {
@@ -183,13 +156,13 @@ async fn main() -> ExitCode {
     );
     let report = match testfleet_producer::wait_for_verdict(&settings, &submitted).await {
         Ok(report) => report,
-        Err(error) => return infra_error(error),
+        Err(error) => return fail(PROGRAM, INFRA, error),
     };
     println!("{}", report::console_summary(&report));
     match report::write_all(&report, &cli.report_dir) {
         Ok(paths) => println!("reports: {}", paths.dir.display()),
         Err(error) => eprintln!(
-            "testfleet-producer: could not write the reports to {}: {error}",
+            "{PROGRAM}: could not write the reports to {}: {error}",
             cli.report_dir.display()
         ),
     }

@@ -4,39 +4,39 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use tokio::task::JoinHandle;
 
-use crate::fixtures::{scripted_command, Fleet, BUSYBOX};
+use crate::fixtures::{scripted_command, Fleet, RunOutcome, BUSYBOX};
 
 const SCRIPT: &str = r#"echo "running $1"; sleep 3"#;
 
-fn args(command: &[String]) -> Vec<&str> {
-    let mut args = vec!["--image", BUSYBOX, "--timeout", "30"];
-    args.extend(command.iter().map(String::as_str));
-    args
-}
-
-async fn wait_for_starts(fleet: &Fleet, worker: &str, count: usize) {
-    while fleet.worker_log(worker).matches("test started").count() < count {
+/// A one-worker fleet with two 3 s tests running on its two slots; the run goes
+/// on in a task. Returns the fleet, the worker's id and the run.
+async fn fleet_running_two_tests() -> (Fleet, String, JoinHandle<RunOutcome>) {
+    let fleet = Fleet::start(1, 2);
+    let worker = fleet.worker_ids()[0].clone();
+    let producer = fleet.producer();
+    let run = tokio::spawn(async move {
+        let command = scripted_command(SCRIPT);
+        let mut args = vec!["--image", BUSYBOX, "--timeout", "30"];
+        args.extend(command.iter().map(String::as_str));
+        producer.run(&["a".into(), "b".into()], &args).await
+    });
+    while fleet.worker_log(&worker).matches("test started").count() < 2 {
+        assert!(
+            !run.is_finished(),
+            "the run ended before both tests started"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    (fleet, worker, run)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_running_tests_finish_and_count() {
-    let mut fleet = Fleet::start(1, 2);
-    let worker = fleet.worker_ids()[0].clone();
-    let command = scripted_command(SCRIPT);
-    let producer = fleet.producer();
-    let ids: Vec<String> = vec!["a".into(), "b".into()];
-    let args = args(&command);
-    let run = producer.run(&ids, &args);
-    tokio::pin!(run);
-    tokio::select! {
-        run = &mut run => panic!("ended early: {}", run.describe()),
-        () = wait_for_starts(&fleet, &worker, 2) => {}
-    }
+    let (mut fleet, worker, run) = fleet_running_two_tests().await;
     fleet.signal_worker(&worker, Signal::SIGTERM);
-    let run = run.await;
+    let run = run.await.unwrap();
 
     assert_eq!(run.exit_code(), 0, "{}", run.describe());
     assert!(run.statuses().values().all(|s| s == "Passed"));
@@ -52,18 +52,7 @@ async fn sigterm_lets_running_tests_finish_and_count() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_sigterm_requeues_running_jobs_for_another_worker() {
-    let mut fleet = Fleet::start(1, 2);
-    let worker = fleet.worker_ids()[0].clone();
-    let command = scripted_command(SCRIPT);
-    let producer = fleet.producer();
-    let ids: Vec<String> = vec!["a".into(), "b".into()];
-    let args = args(&command);
-    let run = producer.run(&ids, &args);
-    tokio::pin!(run);
-    tokio::select! {
-        run = &mut run => panic!("ended early: {}", run.describe()),
-        () = wait_for_starts(&fleet, &worker, 2) => {}
-    }
+    let (mut fleet, worker, run) = fleet_running_two_tests().await;
     fleet.signal_worker(&worker, Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
     fleet.signal_worker(&worker, Signal::SIGTERM);
@@ -77,7 +66,7 @@ async fn a_second_sigterm_requeues_running_jobs_for_another_worker() {
         2
     );
     fleet.start_worker("second", 2);
-    let run = run.await;
+    let run = run.await.unwrap();
 
     assert_eq!(run.exit_code(), 0, "{}", run.describe());
     assert!(
