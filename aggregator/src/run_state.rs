@@ -313,12 +313,17 @@ fn counts_as_failure(status: AttemptStatus) -> bool {
     )
 }
 
-/// Dead-lettered jobs are not retried: the broker already gave them every chance.
+/// Dead-lettered tests are retried too, as fresh messages with a fresh delivery
+/// budget: a worker's death uses up a delivery of every job it holds, so a test
+/// that shared workers with a poison test is dead-lettered with it, and only
+/// running them apart tells which one kills workers. A true poison test thus
+/// costs `delivery_limit + 1` worker deaths per round, bounded by `max_rounds`.
 fn is_retryable(status: AttemptStatus) -> bool {
     matches!(
         status,
         AttemptStatus::Ran(Outcome::Failed | Outcome::TimedOut | Outcome::Error)
             | AttemptStatus::Missing
+            | AttemptStatus::DeadLettered { .. }
     )
 }
 
@@ -579,10 +584,18 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_lettered_job_settles_its_test_and_is_not_retried() {
-        let mut state = run(10, 0.2, 3);
+    fn a_dead_lettered_job_settles_its_round_and_is_retried_until_rounds_run_out() {
+        let mut state = run(10, 0.2, 2);
         assert_eq!(state.record_dead_letter("t0", 1, 5), Recorded::New);
         play_round_rest(&mut state);
+        assert_eq!(
+            state.close_round(0),
+            RoundDecision::Retry {
+                attempt: 2,
+                tests: vec!["t0".into()]
+            }
+        );
+        assert_eq!(state.record_dead_letter("t0", 2, 5), Recorded::New);
         assert_eq!(
             state.close_round(0),
             RoundDecision::Finish(VerdictKind::TestsFailed)

@@ -256,7 +256,10 @@ impl Aggregator {
                 return Ok(broker::nack(&delivery, false).await?);
             }
         };
-        let deliveries = dead_letter_deliveries(&delivery, self.settings.topology.delivery_limit);
+        // Workers reject only unreadable jobs, so a readable job got here by using up
+        // its deliveries. RabbitMQ 3.10 puts no delivery count on dead-lettered
+        // messages (checked), so the count is the one the limit implies.
+        let deliveries = self.settings.topology.delivery_limit + 1;
         if self.on_dead_letter(&job, deliveries)? {
             self.close_if_due(job.run_id, publish).await?;
         }
@@ -413,14 +416,6 @@ fn retry_jobs(announce: &RunAnnounce, attempt: u32, tests: &[String]) -> Vec<Bod
             })
         })
         .collect()
-}
-
-/// Deliveries a dead-lettered job had: the quorum queue's count when it says,
-/// else what the delivery limit implies.
-fn dead_letter_deliveries(delivery: &Delivery, delivery_limit: u32) -> u32 {
-    broker::delivery_count(delivery)
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(delivery_limit + 1)
 }
 
 async fn consume(channel: &Channel, queue: &str) -> Result<lapin::Consumer, BrokerError> {

@@ -221,17 +221,6 @@ pub async fn nack(delivery: &Delivery, requeue: bool) -> Result<(), BrokerError>
     }
 }
 
-/// How many times the broker has delivered this message before, if it says.
-pub fn delivery_count(delivery: &Delivery) -> Option<i64> {
-    let headers = delivery.properties.headers().as_ref()?;
-    match headers.inner().get("x-delivery-count")? {
-        lapin::types::AMQPValue::LongLongInt(n) => Some(*n),
-        lapin::types::AMQPValue::LongInt(n) => Some(i64::from(*n)),
-        lapin::types::AMQPValue::ShortInt(n) => Some(i64::from(*n)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,3 +195,77 @@ fn sample_job() -> Job {
         spec,
     }
 }
+
+/// Kills every worker that starts `poison`, replacing it, until the run ends.
+/// Returns how many workers it killed.
+async fn kill_whoever_runs(
+    fleet: &mut Fleet,
+    poison: &str,
+    run: &tokio::task::JoinHandle<crate::fixtures::RunOutcome>,
+) -> usize {
+    let marker = format!("test={poison} ");
+    let mut kills = 0;
+    while !run.is_finished() {
+        for worker in fleet.worker_ids() {
+            let log = fleet.worker_log(&worker);
+            if log
+                .lines()
+                .any(|l| l.contains(&marker) && l.contains("test started"))
+            {
+                fleet.kill_worker(&worker);
+                kills += 1;
+                fleet.start_worker(&format!("{}-replacement-{kills}", fleet.prefix), 2);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kills
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_test_is_dead_lettered_after_the_delivery_limit_and_the_run_ends() {
+    let mut fleet = Fleet::start(3, 2);
+    let producer = fleet.producer();
+    let mut ids: Vec<String> = (1..=20).map(|i| format!("pass-{i:02}")).collect();
+    ids.push("poison".into());
+    let run = tokio::spawn(async move {
+        let command = scripted_command(r#"if [ "$1" = poison ]; then sleep 60; fi"#);
+        let mut args = vec![BUSYBOX, "--timeout", "120", "--deadline", "300"];
+        // Two rounds; a threshold that survives a few tests dead-lettered
+        // alongside the poison one (they share its workers' deaths).
+        args.splice(
+            0..0,
+            ["--max-rounds", "2", "--retry-threshold", "0.5", "--image"],
+        );
+        args.extend(command.iter().map(String::as_str));
+        producer.run(&ids, &args).await
+    });
+    let kills = kill_whoever_runs(&mut fleet, "poison", &run).await;
+    let run = run.await.unwrap();
+
+    assert_eq!(run.exit_code(), 1, "{}", run.describe());
+    let statuses = run.statuses();
+    assert_eq!(statuses["poison"], "DeadLettered");
+    let recovered = statuses
+        .values()
+        .filter(|s| *s == "Passed" || *s == "Flaky");
+    assert_eq!(
+        recovered.count(),
+        20,
+        "bystanders recover on retry: {statuses:?}"
+    );
+    // The jobs queue allows 4 redeliveries: the 5th delivery's death dead-letters
+    // it, in each of the two rounds.
+    assert_eq!(kills, 10, "one worker killed per delivery");
+    let report = run.report();
+    let poison = crate::fixtures::tests(&report)
+        .find(|t| t["id"] == "poison")
+        .unwrap();
+    let attempts = poison["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "retried once, as a fresh message");
+    for attempt in attempts {
+        assert_eq!(attempt["status"]["DeadLettered"]["deliveries"], 5);
+    }
+    assert!(run.stdout().contains("poison"), "{}", run.stdout());
+    fleet.teardown().await;
+}
