@@ -9,8 +9,12 @@ scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 cargo build --quiet --workspace --bins
+# Tests in `disruptive::` restart the broker or the Docker engine that every test
+# shares, so they run last, alone, one at a time.
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast -E 'not test(/^disruptive::/)'
+  cargo nextest run -p testfleet-tests --no-fail-fast -j 1 -E 'test(/^disruptive::/)'
 else
-  cargo test --workspace --no-fail-fast
+  cargo test --workspace --no-fail-fast -- --skip disruptive::
+  cargo test -p testfleet-tests --test it --no-fail-fast -- --test-threads 1 disruptive::
 fi

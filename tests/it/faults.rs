@@ -9,7 +9,7 @@ use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use testfleet_common::wire::{encode, Body, Job, Outcome, TestResult};
 
-use crate::fixtures::{leftover_containers, scripted_command, Fleet, BROKER, BUSYBOX};
+use crate::fixtures::{leftover_containers, scripted_command, Fleet, RunOutcome, BROKER, BUSYBOX};
 
 /// Passes, except `flaky-*` tests, which fail on their first attempt.
 const SCRIPT: &str = r#"
@@ -20,14 +20,15 @@ case "$1" in
 esac
 "#;
 
-/// 95 passing and 5 flaky tests, with the outcome each must end with.
-fn suite() -> BTreeMap<String, (&'static str, usize)> {
-    let pass = (1..=95).map(|i| (format!("pass-{i:03}"), ("Passed", 1)));
-    let flaky = (1..=5).map(|i| (format!("flaky-{i}"), ("Flaky", 2)));
+/// 95 passing and 5 flaky tests, each with the (status, attempts) it must end
+/// with: what an undisturbed run gives, since every outcome follows from the id.
+fn suite() -> BTreeMap<String, (String, usize)> {
+    let pass = (1..=95).map(|i| (format!("pass-{i:03}"), ("Passed".to_owned(), 1)));
+    let flaky = (1..=5).map(|i| (format!("flaky-{i}"), ("Flaky".to_owned(), 2)));
     pass.chain(flaky).collect()
 }
 
-fn outcomes(run: &crate::fixtures::RunOutcome) -> BTreeMap<String, (String, usize)> {
+fn outcomes(run: &RunOutcome) -> BTreeMap<String, (String, usize)> {
     let attempts = run.attempts();
     run.statuses()
         .into_iter()
@@ -38,41 +39,52 @@ fn outcomes(run: &crate::fixtures::RunOutcome) -> BTreeMap<String, (String, usiz
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_aggregator_killed_mid_run_resumes_from_its_journal_without_double_counting() {
+/// Runs the 100-test suite on 3 workers × 2 slots, injects `fault` once 30 tests
+/// have finished, and checks that every test ends exactly as in an undisturbed
+/// run, counted once, with no container left behind. Returns the fleet (for its
+/// logs) and the run.
+/// `fault` is synchronous: it may block (restarting a service) while the run
+/// goes on in its own task.
+pub async fn survives(fault: impl FnOnce(&mut Fleet)) -> (Fleet, RunOutcome) {
     let mut fleet = Fleet::start(3, 2);
     let expected = suite();
-    let ids: Vec<String> = expected.keys().cloned().collect();
-    let command = scripted_command(SCRIPT);
-    // A deadline, so that a broken resume fails the test instead of hanging it.
-    let mut args = vec!["--image", BUSYBOX, "--timeout", "30", "--deadline", "90"];
-    args.extend(command.iter().map(String::as_str));
     let producer = fleet.producer();
-    let run = producer.run(&ids, &args);
-    tokio::pin!(run);
-    tokio::select! {
-        run = &mut run => panic!("ended before the fault: {}", run.describe()),
-        () = async { while fleet.finished_count() < 30 { tokio::time::sleep(Duration::from_millis(50)).await } } => {}
+    let ids: Vec<String> = expected.keys().cloned().collect();
+    let run = tokio::spawn(async move {
+        let command = scripted_command(SCRIPT);
+        // A deadline, so that a broken mechanism fails the test instead of hanging it.
+        let mut args = vec!["--image", BUSYBOX, "--timeout", "30", "--deadline", "120"];
+        args.extend(command.iter().map(String::as_str));
+        producer.run(&ids, &args).await
+    });
+    while fleet.finished_count() < 30 {
+        assert!(!run.is_finished(), "the run ended before the fault");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    fleet.kill_aggregator();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    fleet.start_aggregator();
-    let run = run.await;
+    tokio::task::block_in_place(|| fault(&mut fleet));
+    let run = run.await.unwrap();
 
     assert_eq!(run.exit_code(), 0, "{}", run.describe());
-    let got = outcomes(&run);
-    let want: BTreeMap<String, (String, usize)> = expected
-        .into_iter()
-        .map(|(id, (s, n))| (id, (s.to_owned(), n)))
-        .collect();
     assert_eq!(
-        got, want,
+        outcomes(&run),
+        expected,
         "same outcomes as an undisturbed run, each counted once"
     );
+    assert!(leftover_containers(&run.run_id()).is_empty());
+    (fleet, run)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aggregator_killed_mid_run_resumes_from_its_journal_without_double_counting() {
+    let (fleet, _) = survives(|fleet| {
+        fleet.kill_aggregator();
+        std::thread::sleep(Duration::from_secs(2));
+        fleet.start_aggregator();
+    })
+    .await;
     assert!(fleet
         .aggregator_log()
         .contains("resumed a run from its journal"));
-    assert!(leftover_containers(&run.run_id()).is_empty());
     fleet.teardown().await;
 }
 

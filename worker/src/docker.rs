@@ -18,6 +18,7 @@ use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 use testfleet_common::now_ms;
 use testfleet_common::wire::{Job, Outcome, TestResult};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -42,6 +43,9 @@ pub enum Requeue {
 pub struct DockerExecutor {
     docker: Docker,
     worker_id: String,
+    /// Containers that could not be removed because the engine did not answer;
+    /// the service loop removes them once it does (see `labels::remove_leftovers`).
+    leftovers: mpsc::UnboundedSender<String>,
 }
 
 /// What happened between start and exit, before it becomes a result.
@@ -52,8 +56,15 @@ struct Ran {
 }
 
 impl DockerExecutor {
-    pub fn new(docker: Docker, worker_id: String) -> Self {
-        DockerExecutor { docker, worker_id }
+    /// The executor, and the receiving end of the containers it could not remove.
+    pub fn new(docker: Docker, worker_id: String) -> (Self, mpsc::UnboundedReceiver<String>) {
+        let (leftovers, receiver) = mpsc::unbounded_channel();
+        let executor = DockerExecutor {
+            docker,
+            worker_id,
+            leftovers,
+        };
+        (executor, receiver)
     }
 
     pub fn docker(&self) -> &Docker {
@@ -232,6 +243,10 @@ impl DockerExecutor {
                 status_code: 404 | 409,
                 ..
             }) => {}
+            Err(error) if is_unreachable(&error) => {
+                warn!(%error, container, "engine unreachable; the container is removed when it answers");
+                let _ = self.leftovers.send(container.to_owned());
+            }
             Err(error) => {
                 warn!(%error, container, "could not remove container; the orphan sweep will")
             }

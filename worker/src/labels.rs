@@ -85,6 +85,22 @@ pub async fn sweep(executor: &DockerExecutor, sweep: Sweep<'_>) -> usize {
     removed
 }
 
+/// Retries the removal of containers the engine did not answer for. Those that
+/// fail again come back through the channel for the next call.
+pub async fn remove_leftovers(
+    executor: &DockerExecutor,
+    leftovers: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let mut pending = Vec::new();
+    while let Ok(container) = leftovers.try_recv() {
+        pending.push(container);
+    }
+    for container in pending {
+        info!(%container, "removing a container left while the engine was unreachable");
+        executor.remove(&container).await;
+    }
+}
+
 async fn list_managed(
     docker: &Docker,
 ) -> Result<Vec<(String, HashMap<String, String>)>, bollard::errors::Error> {

@@ -66,7 +66,7 @@ enum SessionEnd {
 pub async fn run(settings: WorkerSettings, shutdown: Shutdown) -> Result<(), WorkerError> {
     let docker =
         bollard::Docker::connect_with_local_defaults()?.with_timeout(settings.docker_timeout);
-    let executor = DockerExecutor::new(docker, settings.worker_id.clone());
+    let (executor, mut leftovers) = DockerExecutor::new(docker, settings.worker_id.clone());
     wait_for_engine(&executor, &shutdown).await;
     let removed = labels::sweep(&executor, Sweep::ExpiredOrOwnedBy(&settings.worker_id)).await;
     info!(worker = %settings.worker_id, slots = settings.concurrency, orphans_removed = removed, "worker started");
@@ -76,7 +76,7 @@ pub async fn run(settings: WorkerSettings, shutdown: Shutdown) -> Result<(), Wor
             connected = broker::connect(&settings.broker_url, settings.connect_timeout) => connected?,
             () = shutdown.draining() => break,
         };
-        match session(&connection, &settings, &executor, &shutdown).await {
+        match session(&connection, &settings, &executor, &mut leftovers, &shutdown).await {
             Ok(SessionEnd::Drained) => {
                 let _ = connection.close(200, "worker stopped".into()).await;
                 break;
@@ -96,6 +96,7 @@ async fn session(
     connection: &Connection,
     settings: &WorkerSettings,
     executor: &DockerExecutor,
+    leftovers: &mut mpsc::UnboundedReceiver<String>,
     shutdown: &Shutdown,
 ) -> Result<SessionEnd, BrokerError> {
     let consume = connection.create_channel().await?;
@@ -146,7 +147,9 @@ async fn session(
                 None => break SessionEnd::Lost(BrokerError::ChannelGone),
             },
             Some(ended) = running.join_next() => match ended {
-                Ok(JobEnd::Done) => {}
+                // A job that ends normally shows the engine answers: a good time
+                // to remove what an outage left behind (a no-op when nothing was).
+                Ok(JobEnd::Done) => labels::remove_leftovers(executor, leftovers).await,
                 Ok(JobEnd::EngineDown) if engine_ok => {
                     engine_ok = false;
                     warn!("docker engine unreachable: pausing until it answers");
@@ -166,9 +169,11 @@ async fn session(
             Some(()) = engine_back.recv() => {
                 info!("docker engine answers again: taking jobs");
                 engine_ok = true;
+                labels::remove_leftovers(executor, leftovers).await;
             }
             _ = sweep_timer.tick() => {
                 labels::sweep(executor, Sweep::Expired).await;
+                labels::remove_leftovers(executor, leftovers).await;
             }
         }
     };
