@@ -83,8 +83,17 @@ impl DockerExecutor {
             Err(message) => (error_outcome(message), None),
             Ok(container) => {
                 let ran = self.run_created(&container, job, interrupt).await;
-                self.remove(&container).await;
-                ran?
+                let engine_lost = self.remove(&container).await;
+                let (ran, capture) = ran?;
+                match engine_lost {
+                    // A daemon that shuts down kills its containers (exit 137)
+                    // and is gone a moment later: a test that did not pass while
+                    // the engine went away says nothing about the test.
+                    Some(error) if ran.outcome != Outcome::Passed => {
+                        return Err(Requeue::EngineUnreachable(error))
+                    }
+                    _ => (ran, capture),
+                }
             }
         };
         let (output, output_truncated) = capture.map(OutputCapture::finish).unwrap_or_default();
@@ -231,24 +240,28 @@ impl DockerExecutor {
         }
     }
 
-    /// Removes the container; a failure is logged and left to the orphan sweep.
-    pub async fn remove(&self, container: &str) {
+    /// Removes the container. A failure is logged and left to the orphan sweep,
+    /// or, when the engine did not answer, handed to the service loop to retry;
+    /// that error is returned, since it casts doubt on how the container ended.
+    pub async fn remove(&self, container: &str) -> Option<DockerError> {
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
             .build();
         match self.docker.remove_container(container, Some(options)).await {
-            Ok(()) => {}
+            Ok(()) => None,
             Err(DockerError::DockerResponseServerError {
                 status_code: 404 | 409,
                 ..
-            }) => {}
+            }) => None,
             Err(error) if is_unreachable(&error) => {
                 warn!(%error, container, "engine unreachable; the container is removed when it answers");
                 let _ = self.leftovers.send(container.to_owned());
+                Some(error)
             }
             Err(error) => {
-                warn!(%error, container, "could not remove container; the orphan sweep will")
+                warn!(%error, container, "could not remove container; the orphan sweep will");
+                None
             }
         }
     }

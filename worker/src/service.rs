@@ -43,8 +43,6 @@ pub struct WorkerSettings {
 pub enum WorkerError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
-    #[error("cannot set up the Docker client: {0}")]
-    Docker(#[from] bollard::errors::Error),
 }
 
 /// How one job's task ended, as the loop needs to know.
@@ -64,8 +62,9 @@ enum SessionEnd {
 
 /// Runs a worker until `shutdown` drains it (or the broker stays unreachable).
 pub async fn run(settings: WorkerSettings, shutdown: Shutdown) -> Result<(), WorkerError> {
-    let docker =
-        bollard::Docker::connect_with_local_defaults()?.with_timeout(settings.docker_timeout);
+    let Some(docker) = connect_engine(settings.docker_timeout, &shutdown).await else {
+        return Ok(());
+    };
     let (executor, mut leftovers) = DockerExecutor::new(docker, settings.worker_id.clone());
     wait_for_engine(&executor, &shutdown).await;
     let removed = labels::sweep(&executor, Sweep::ExpiredOrOwnedBy(&settings.worker_id)).await;
@@ -193,6 +192,24 @@ async fn cancel_consumer(channel: &Channel, tag: &str) {
         .await
     {
         warn!(%error, "could not cancel the consumer; closing the connection will");
+    }
+}
+
+/// Sets up the Docker client, waiting (with backoff) while the engine's socket
+/// does not exist yet: a worker may start before its engine. `None` if the
+/// worker is asked to stop first.
+async fn connect_engine(timeout: Duration, shutdown: &Shutdown) -> Option<bollard::Docker> {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match bollard::Docker::connect_with_local_defaults() {
+            Ok(docker) => return Some(docker.with_timeout(timeout)),
+            Err(error) => warn!(%error, retry_in = ?backoff, "docker engine unreachable"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.draining() => return None,
+        }
+        backoff = (backoff * 2).min(ENGINE_RETRY_MAX);
     }
 }
 
