@@ -12,25 +12,10 @@ bin=$root/target/debug
 
 work=$root/target/demo
 rm -rf "$work"; mkdir -p "$work"
-# A queue prefix of its own, so the demo never meets another fleet's jobs.
-export TESTFLEET_BROKER__PREFIX="demo-$(date +%s)-$$"
-export TESTFLEET_AGGREGATOR__REPORT_DIR="$work/aggregator-reports"
-export TESTFLEET_AGGREGATOR__STATE_DIR="$work/aggregator-state"
-
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  for q in jobs results dead.jobs parked; do
-    rabbitmqctl -q delete_queue "$TESTFLEET_BROKER__PREFIX.$q" >/dev/null 2>&1 || true
-  done
-}
-trap cleanup EXIT
-
-"$bin/testfleet-aggregator" >"$work/aggregator.log" 2>&1 & pids+=($!)
-for i in 1 2 3; do
-  "$bin/testfleet-worker" --concurrency 2 --worker-id "demo-worker-$i" >"$work/worker-$i.log" 2>&1 & pids+=($!)
-done
+# An aggregator and three workers under a queue prefix of their own, so the demo
+# never meets another fleet's jobs; stopped when the script exits.
+source scripts/lib/fleet.sh
+fleet_start demo 3 2
 
 echo "== running examples/ ($(wc -l <examples/tests.txt) tests) on 3 workers × 2 slots"
 started=$(date +%s%N)

@@ -12,7 +12,12 @@ need_packages=()
 command -v dockerd >/dev/null || need_packages+=(docker.io)
 command -v rabbitmq-server >/dev/null || need_packages+=(rabbitmq-server)
 command -v mmdebstrap >/dev/null || need_packages+=(mmdebstrap)
+command -v docker-compose >/dev/null || need_packages+=(docker-compose)  # compose.yaml (v1)
 [ -x /bin/busybox ] || need_packages+=(busybox-static)
+command -v openssl >/dev/null || need_packages+=(openssl)          # the local CA for amqps
+command -v ip >/dev/null || need_packages+=(iproute2)              # network namespaces in tests
+# Headless Chromium opens the HTML report in tests/it/html_report.rs.
+[ -x /usr/bin/chromium ] || need_packages+=(chromium)
 if [ ${#need_packages[@]} -gt 0 ]; then
   log "installing ${need_packages[*]}"
   apt-get update -qq
@@ -39,13 +44,56 @@ if ! "$DOCKER" info >/dev/null 2>&1; then
   wait_for dockerd 60 "$DOCKER" info
 fi
 
-if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
-  log "starting rabbitmq-server"
+# A local CA and a server certificate for RabbitMQ's amqps listener (port 5671),
+# for localhost and 127.0.0.1. Clients trust the CA through SSL_CERT_FILE.
+TLS_DIR=/etc/testfleet/tls
+make_tls() {
+  mkdir -p "$TLS_DIR" && cd "$TLS_DIR"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=testfleet-ca \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+    -keyout ca.key -out ca.pem 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+    -keyout server.key -out server.csr 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >server.ext
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+    -extfile server.ext -out server.pem 2>/dev/null
+  chmod 644 server.key  # read by the rabbitmq user
+  cd - >/dev/null
+}
+[ -s "$TLS_DIR/server.pem" ] || { log "making a local CA for amqps"; make_tls; }
+
+# The broker's settings; returns 0 if it had to add any (a running broker must
+# then restart to read them).
+configure_rabbitmq() {
+  local changed=1
+  mkdir -p /etc/rabbitmq
   # consumer_timeout must exceed the longest test a worker may hold a job for.
   if ! grep -qs consumer_timeout /etc/rabbitmq/rabbitmq.conf; then
-    mkdir -p /etc/rabbitmq
     echo "consumer_timeout = 7200000" >>/etc/rabbitmq/rabbitmq.conf
+    changed=0
   fi
+  if ! grep -qs listeners.ssl /etc/rabbitmq/rabbitmq.conf; then
+    cat >>/etc/rabbitmq/rabbitmq.conf <<EOF
+listeners.ssl.default = 5671
+ssl_options.cacertfile = $TLS_DIR/ca.pem
+ssl_options.certfile = $TLS_DIR/server.pem
+ssl_options.keyfile = $TLS_DIR/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+EOF
+    changed=0
+  fi
+  return $changed
+}
+
+# Installing the package may have started the broker already (Debian's postinst
+# does where it can): then it runs without our settings, so restart it once.
+if configure_rabbitmq && rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+  log "restarting rabbitmq-server to read its new settings"
+  rabbitmqctl -q stop >/dev/null 2>&1 || true
+fi
+if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+  log "starting rabbitmq-server"
   rabbitmq-server -detached
   wait_for rabbitmq 90 rabbitmq-diagnostics -q ping
   wait_for rabbitmq 60 rabbitmq-diagnostics -q check_port_connectivity

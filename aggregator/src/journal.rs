@@ -9,12 +9,14 @@
 //! A torn last record (a crash mid-write) is ignored on replay.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use testfleet_common::wire::{RunAnnounce, TestResult};
 use tracing::warn;
+
+use crate::framed;
 use uuid::Uuid;
 
 const EXTENSION: &str = "journal";
@@ -79,10 +81,7 @@ impl Journal {
     }
 
     fn write_record(&mut self, record: &Record) -> io::Result<()> {
-        let bytes = rmp_serde::to_vec(record).map_err(io::Error::other)?;
-        let len = u32::try_from(bytes.len()).map_err(io::Error::other)?;
-        self.writer.write_all(&len.to_le_bytes())?;
-        self.writer.write_all(&bytes)?;
+        framed::write(&mut self.writer, record)?;
         self.writer.flush()
     }
 
@@ -124,30 +123,7 @@ pub fn replay_all(dir: &Path) -> Result<Vec<(Uuid, Vec<Record>)>, JournalError> 
 fn read_records(path: &Path) -> io::Result<Vec<Record>> {
     let mut reader = BufReader::new(File::open(path)?);
     let mut records = Vec::new();
-    let mut good_len: u64 = 0;
-    loop {
-        let mut len = [0u8; 4];
-        match reader.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(e),
-        }
-        let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
-        if reader.read_exact(&mut bytes).is_err() {
-            warn!(path = %path.display(), "ignoring a torn record at the end of a journal");
-            break;
-        }
-        match rmp_serde::from_slice(&bytes) {
-            Ok(record) => {
-                records.push(record);
-                good_len += 4 + bytes.len() as u64;
-            }
-            Err(error) => {
-                warn!(path = %path.display(), %error, "ignoring an unreadable journal record and what follows");
-                break;
-            }
-        }
-    }
+    let good_len = framed::read_each(&mut reader, path, |record| records.push(record))?;
     let file = OpenOptions::new().write(true).open(path)?;
     if file.metadata()?.len() > good_len {
         file.set_len(good_len)?;

@@ -5,8 +5,14 @@
 //! - [`service`]: the loop that owns every open run and talks to the broker.
 //! - [`run_state`]: one run's rounds, attempts and retry rule (pure logic).
 //! - [`journal`]: the durable per-run journal a restart resumes from.
+//! - [`framed`]: the length-prefixed records journal and history files are made of.
+//! - [`events`]: the run events published for followers (pure builders).
+//! - [`history`]: each suite's test durations, for longest-first ordering.
 //! - [`report`]: renderers from a finished run's report to files (no AMQP).
 
+pub mod events;
+pub mod framed;
+pub mod history;
 pub mod journal;
 pub mod report;
 pub mod run_state;

@@ -34,6 +34,7 @@ fn settings(cli: &Cli) -> Result<AggregatorSettings, ConfigError> {
         topology: raw.broker.topology(),
         report_dir: raw.aggregator.report_dir,
         state_dir: raw.aggregator.state_dir,
+        triage_rules: raw.report.triage_rules()?,
     })
 }
 

@@ -80,10 +80,14 @@ pub struct RunState {
     announce: RunAnnounce,
     /// Test id → position in `announce.tests`.
     index: HashMap<String, usize>,
-    /// Per test (by position), attempts by number.
-    attempts: Vec<BTreeMap<u32, Attempt>>,
+    /// Per test (by position), attempts by number. Boxed: a B-tree leaf holds
+    /// room for 11 values, which for an inline `Attempt` cost about 2 KB per
+    /// test, most of a 400,000-test run's memory.
+    attempts: Vec<BTreeMap<u32, Box<Attempt>>>,
     round: u32,
-    /// Positions of the tests run in the open round.
+    /// Positions of the tests run in the open round, ascending (round 1 is
+    /// every test; a retry round keeps the order it filters), so membership is
+    /// a binary search rather than a scan per result.
     in_round: Vec<usize>,
     /// How many of `in_round` have an outcome for this round.
     settled: usize,
@@ -133,6 +137,15 @@ impl RunState {
         now_ms >= self.announce.deadline_ms
     }
 
+    /// How long the test's latest attempt that ran took, if one did.
+    pub fn last_duration_ms(&self, test_id: &str) -> Option<u64> {
+        let position = *self.index.get(test_id)?;
+        self.attempts[position]
+            .values()
+            .rev()
+            .find_map(|a| a.result.as_ref().map(|r| r.duration_ms))
+    }
+
     /// Counts a worker's result, unless it is a duplicate or stale.
     pub fn record_result(&mut self, mut result: TestResult) -> Recorded {
         if result.outcome == Outcome::Passed {
@@ -170,10 +183,13 @@ impl RunState {
         if self.attempts[position].contains_key(&attempt) {
             return Recorded::Duplicate;
         }
-        if self.finished.is_some() || attempt != self.round || !self.in_round.contains(&position) {
+        if self.finished.is_some()
+            || attempt != self.round
+            || self.in_round.binary_search(&position).is_err()
+        {
             return Recorded::Stale;
         }
-        self.attempts[position].insert(attempt, Attempt { status, result });
+        self.attempts[position].insert(attempt, Box::new(Attempt { status, result }));
         self.settled += 1;
         Recorded::New
     }
@@ -183,9 +199,11 @@ impl RunState {
     pub fn close_round(&mut self, now_ms: u64) -> RoundDecision {
         let round = self.round;
         for &position in &self.in_round {
-            self.attempts[position].entry(round).or_insert(Attempt {
-                status: AttemptStatus::Missing,
-                result: None,
+            self.attempts[position].entry(round).or_insert_with(|| {
+                Box::new(Attempt {
+                    status: AttemptStatus::Missing,
+                    result: None,
+                })
             });
         }
         let statuses: Vec<(usize, AttemptStatus)> = self
@@ -298,6 +316,17 @@ impl RunState {
         }
     }
 
+    /// Each test that ran in `round`, with how that attempt ended (after the
+    /// round closed, tests without a result show as missing). Attempts are
+    /// numbered by round, so this is the tests with an attempt numbered `round`.
+    pub fn round_statuses(&self, round: u32) -> impl Iterator<Item = (&str, AttemptStatus)> {
+        self.announce
+            .tests
+            .iter()
+            .zip(&self.attempts)
+            .filter_map(move |(id, attempts)| Some((id.as_str(), attempts.get(&round)?.status)))
+    }
+
     /// Counts of attempt outcomes in the open round, for progress logs.
     pub fn progress(&self) -> (usize, usize) {
         (self.settled, self.in_round.len())
@@ -337,6 +366,7 @@ fn attempt_report(attempt: u32, a: &Attempt) -> AttemptReport {
         worker_id: result.map(|r| r.worker_id.clone()),
         started_at_ms: result.map(|r| r.started_at_ms),
         finished_at_ms: result.map(|r| r.finished_at_ms),
+        published_at_ms: result.map(|r| r.published_at_ms),
         output: result
             .filter(|r| r.outcome != Outcome::Passed)
             .map(|r| r.output.clone()),
@@ -391,6 +421,7 @@ mod tests {
             output: "out".into(),
             output_truncated: false,
             message: None,
+            published_at_ms: 0,
         }
     }
 
@@ -427,6 +458,28 @@ mod tests {
                 "{failed}/{tests} retryable {retryable} round {round}"
             );
         }
+    }
+
+    #[test]
+    fn round_statuses_list_the_tests_of_that_round_with_missing_ones() {
+        let mut state = run(4, 1.0, 3);
+        state.record_result(result(0, 1, Outcome::Passed));
+        state.record_result(result(1, 1, Outcome::Failed));
+        state.record_dead_letter("t2", 1, 5);
+        state.close_round(0);
+        let first: Vec<_> = state.round_statuses(1).collect();
+        assert_eq!(
+            first,
+            vec![
+                ("t0", AttemptStatus::Ran(Outcome::Passed)),
+                ("t1", AttemptStatus::Ran(Outcome::Failed)),
+                ("t2", AttemptStatus::DeadLettered { deliveries: 5 }),
+                ("t3", AttemptStatus::Missing),
+            ]
+        );
+        state.record_result(result(1, 2, Outcome::Passed));
+        let second: Vec<_> = state.round_statuses(2).collect();
+        assert_eq!(second, vec![("t1", AttemptStatus::Ran(Outcome::Passed))]);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! It consumes the results queue (run announcements and results) and the
 //! dead-lettered jobs queue, journals each new fact before acking it, closes rounds
 //! when they are complete or their run's deadline passes, publishes retries, and
-//! finishes runs: reports on disk and the verdict on the verdicts exchange.
+//! finishes runs: reports on disk and the verdict on the verdicts exchange. On
+//! that exchange it also publishes, best-effort, the run's events (finished,
+//! round closed, retried) for a producer that follows the run. Finished runs feed
+//! the durations history, which it serves to producers.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -15,13 +18,20 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use testfleet_common::broker::{self, BrokerError};
+use testfleet_common::config::TriageRule;
 use testfleet_common::now_ms;
+use testfleet_common::order;
 use testfleet_common::shutdown::Shutdown;
 use testfleet_common::topology::Topology;
-use testfleet_common::wire::{decode, decode_job, Body, Job, RunAnnounce, TestResult};
+use testfleet_common::wire::{
+    decode, decode_job, AttemptStatus, Body, History, HistoryQuery, Job, RunAnnounce, RunEvent,
+    TestResult,
+};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
+use crate::events;
+use crate::history::{self, HistoryStore};
 use crate::journal::{self, Journal, JournalError, Record};
 use crate::report;
 use crate::run_state::{Recorded, RoundDecision, RunState};
@@ -43,6 +53,8 @@ pub struct AggregatorSettings {
     pub topology: Topology,
     pub report_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// How the reports group failing tests (`[report] triage_rules`).
+    pub triage_rules: Vec<TriageRule>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +77,7 @@ struct Aggregator {
     open: HashMap<Uuid, OpenRun>,
     finished: HashSet<Uuid>,
     finished_order: VecDeque<Uuid>,
+    history: HistoryStore,
 }
 
 /// Runs the aggregator until `shutdown` drains it.
@@ -102,6 +115,7 @@ impl Aggregator {
             open: HashMap::new(),
             finished: HashSet::new(),
             finished_order: VecDeque::new(),
+            history: HistoryStore::new(&settings.state_dir),
             settings,
         };
         aggregator.reload_open_runs()?;
@@ -147,6 +161,7 @@ impl Aggregator {
         let publish = broker::confirm_channel(connection).await?;
         let mut results = consume(&channel, &self.settings.topology.results).await?;
         let mut dead = consume(&channel, &self.settings.topology.dead_jobs).await?;
+        let mut history_queries = consume(&channel, &self.settings.topology.history).await?;
         info!(open_runs = self.open.len(), "aggregator ready");
 
         let mut ticker = tokio::time::interval(TICK);
@@ -160,6 +175,10 @@ impl Aggregator {
                 delivery = dead.next() => {
                     let delivery = delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?;
                     self.on_dead_job(delivery, &publish).await?;
+                }
+                delivery = history_queries.next() => {
+                    let delivery = delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?;
+                    self.on_history_query(delivery, &channel).await?;
                 }
                 _ = ticker.tick() => self.close_due_rounds(&publish).await?,
             }
@@ -175,7 +194,9 @@ impl Aggregator {
             Ok(Body::Run(announce)) => self.on_announce(announce)?,
             Ok(Body::Result(result)) => {
                 let run_id = result.run_id;
+                let finished = events::test_finished(&result, now_ms());
                 if self.on_result(result)? {
+                    self.publish_events(publish, [finished]).await;
                     self.close_if_due(run_id, publish).await?;
                 }
             }
@@ -236,6 +257,44 @@ impl Aggregator {
         }
     }
 
+    /// Answers a producer's question about a suite's past durations. A history
+    /// that cannot be read is answered as empty: the producer then keeps arrival
+    /// order, which is no reason to stall it.
+    async fn on_history_query(
+        &mut self,
+        delivery: Delivery,
+        channel: &Channel,
+    ) -> Result<(), AggregatorError> {
+        let suite = match decode(&delivery.data) {
+            Ok(Body::HistoryQuery(HistoryQuery { suite })) => suite,
+            Ok(other) => {
+                warn!(
+                    kind = other.kind(),
+                    "ignoring a message of the wrong kind on the history queue"
+                );
+                return Ok(broker::ack(&delivery).await?);
+            }
+            Err(reason) => {
+                warn!(%reason, "ignoring an unreadable history query");
+                return Ok(broker::ack(&delivery).await?);
+            }
+        };
+        let durations_ms: Vec<(String, u64)> = match self.history.load(&suite) {
+            Ok(history) => history.durations_ms.into_iter().collect(),
+            Err(error) => {
+                error!(%suite, %error, "could not read the suite's history");
+                Vec::new()
+            }
+        };
+        debug!(%suite, tests = durations_ms.len(), "answering a history query");
+        let answer = Body::History(History {
+            suite,
+            durations_ms,
+        });
+        broker::reply(channel, &delivery, &answer).await?;
+        Ok(broker::ack(&delivery).await?)
+    }
+
     fn log_orphan_result(&self, run_id: &Uuid, test: &str, attempt: u32) {
         if self.finished.contains(run_id) {
             info!(run = %run_id, %test, attempt, "ignoring a late result of a finished run");
@@ -261,6 +320,10 @@ impl Aggregator {
         // messages (checked), so the count is the one the limit implies.
         let deliveries = self.settings.topology.delivery_limit + 1;
         if self.on_dead_letter(&job, deliveries)? {
+            let status = AttemptStatus::DeadLettered { deliveries };
+            let event =
+                events::test_ended_unrun(job.run_id, &job.test_id, job.attempt, status, now_ms());
+            self.publish_events(publish, [event]).await;
             self.close_if_due(job.run_id, publish).await?;
         }
         Ok(broker::ack(&delivery).await?)
@@ -314,9 +377,25 @@ impl Aggregator {
         if !(run.state.round_complete() || run.state.deadline_passed(now)) {
             return Ok(());
         }
+        let round = run.state.round();
         let decision = run.state.close_round(now);
+        // Before the retry jobs: a follower learns of a retry before any worker
+        // can announce its start.
+        let followers_news = events::round_closed(
+            run_id,
+            round,
+            run.state.round_statuses(round),
+            &decision,
+            now,
+        );
+        publish_events(publish, &self.settings.topology.verdicts, followers_news).await;
         if let RoundDecision::Retry { attempt, tests } = &decision {
-            let jobs = retry_jobs(run.state.announce(), *attempt, tests);
+            // No priorities on quorum queues: retries cannot overtake jobs already
+            // queued. None of this run's are (the round is complete, or it is the
+            // deadline and the run ends), so ordering is all there is left to do:
+            // longest first, by what each test took in this run.
+            let tests = order::longest_first(tests.clone(), |t| run.state.last_duration_ms(t));
+            let jobs = retry_jobs(run.state.announce(), *attempt, &tests);
             broker::publish_all(
                 publish,
                 "",
@@ -340,9 +419,19 @@ impl Aggregator {
             return Ok(());
         };
         let report = run.state.report(now_ms());
-        match report::write_all(&report, &self.settings.report_dir) {
+        if let Err(error) = self
+            .history
+            .record(&report.suite, &history::samples(&report))
+        {
+            warn!(run = %run_id, %error, "could not record the run's durations");
+        }
+        match report::write_all_with_rules(
+            &report,
+            &self.settings.report_dir,
+            &self.settings.triage_rules,
+        ) {
             Ok(paths) => {
-                info!(run = %run_id, verdict = report.verdict.as_str(), reports = %paths.dir.display(), "run finished")
+                info!(run = %run_id, verdict = report.verdict.as_str(), reports = %paths.dir.display(), html = %paths.html.display(), "run finished")
             }
             Err(error) => {
                 error!(run = %run_id, %error, dir = %self.settings.report_dir.display(), "could not write the reports")
@@ -362,6 +451,10 @@ impl Aggregator {
         }
         self.remember_finished(run_id);
         Ok(())
+    }
+
+    async fn publish_events(&self, publish: &Channel, events: impl IntoIterator<Item = RunEvent>) {
+        publish_events(publish, &self.settings.topology.verdicts, events).await;
     }
 
     fn remember_finished(&mut self, run_id: Uuid) {
@@ -403,6 +496,20 @@ fn replay(records: &[Record]) -> Option<RunState> {
     Some(state)
 }
 
+/// Publishes run events for followers, best-effort and without confirms, on
+/// the channel the verdict goes out on: a follower gets them in order, and the
+/// verdict after them.
+async fn publish_events(
+    publish: &Channel,
+    exchange: &str,
+    events: impl IntoIterator<Item = RunEvent>,
+) {
+    for event in events {
+        let key = Topology::events_key(&event.run_id.to_string());
+        broker::publish_event(publish, exchange, &key, &Body::Event(event)).await;
+    }
+}
+
 fn retry_jobs(announce: &RunAnnounce, attempt: u32, tests: &[String]) -> Vec<Body> {
     tests
         .iter()
@@ -413,6 +520,7 @@ fn retry_jobs(announce: &RunAnnounce, attempt: u32, tests: &[String]) -> Vec<Bod
                 attempt,
                 deadline_ms: announce.deadline_ms,
                 spec: announce.spec.clone(),
+                published_at_ms: now_ms(),
             })
         })
         .collect()

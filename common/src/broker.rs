@@ -7,18 +7,24 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+    ConfirmSelectOptions,
 };
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::time::{sleep, Instant};
 use tracing::{info, warn};
 
+use crate::topology::DIRECT_REPLY_TO;
 use crate::wire::{encode, Body};
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
+/// AMQP delivery mode 1: kept in memory; what best-effort events need.
+const TRANSIENT: u8 = 1;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -44,28 +50,34 @@ pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
+    // Userinfo lives in the authority only: an `@` in the path or query is not one.
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
         return url.to_owned();
     };
     match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
         None => url.to_owned(),
     }
 }
 
-/// Connects, retrying with exponential backoff until `give_up_after` has passed.
+/// Connects, retrying with exponential backoff until `give_up_after` has passed;
+/// the last attempt is made at that time, not one backoff before it.
 pub async fn connect(url: &str, give_up_after: Duration) -> Result<Connection, BrokerError> {
     let started = Instant::now();
     let mut backoff = FIRST_BACKOFF;
     loop {
+        let remaining = give_up_after.saturating_sub(started.elapsed());
         match Connection::connect(url, ConnectionProperties::default()).await {
             Ok(connection) => {
                 info!(broker = %redact(url), "connected to the broker");
                 return Ok(connection);
             }
-            Err(error) if started.elapsed() + backoff <= give_up_after => {
-                warn!(broker = %redact(url), %error, retry_in = ?backoff, "broker unreachable, retrying");
-                sleep(backoff).await;
+            Err(error) if !remaining.is_zero() => {
+                let retry_in = backoff.min(remaining);
+                warn!(broker = %redact(url), %error, ?retry_in, "broker unreachable, retrying");
+                sleep(retry_in).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(source) => {
@@ -116,6 +128,17 @@ pub async fn broadcast(
     }
 }
 
+/// Publishes a transient message that may reach no queue, and does not wait
+/// for the broker's confirm: for run events, which are information, not state.
+/// A failure is logged and swallowed, so a lost event never breaks a run; a dead
+/// channel shows up at the caller's next confirmed publish anyway.
+pub async fn publish_event(channel: &Channel, exchange: &str, routing_key: &str, body: &Body) {
+    let sent = publish_with(channel, exchange, routing_key, body, false, TRANSIENT).await;
+    if let Err(error) = sent {
+        warn!(%error, routing_key, "could not publish a run event; going on without it");
+    }
+}
+
 async fn send(
     channel: &Channel,
     exchange: &str,
@@ -123,8 +146,19 @@ async fn send(
     body: &Body,
     mandatory: bool,
 ) -> Result<lapin::PublisherConfirm, BrokerError> {
+    publish_with(channel, exchange, routing_key, body, mandatory, PERSISTENT).await
+}
+
+async fn publish_with(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &Body,
+    mandatory: bool,
+    delivery_mode: u8,
+) -> Result<lapin::PublisherConfirm, BrokerError> {
     let properties = BasicProperties::default()
-        .with_delivery_mode(PERSISTENT)
+        .with_delivery_mode(delivery_mode)
         .with_content_type("application/msgpack".into())
         .with_type(body.kind().into());
     let options = BasicPublishOptions {
@@ -201,6 +235,95 @@ async fn await_confirms(
     Ok(count)
 }
 
+/// Sends `body` to `queue` as a request and waits up to `timeout` for the answer,
+/// through RabbitMQ's direct reply-to: no reply queue to declare or clean up.
+/// `Ok(None)` when no answer came in time. The request expires with the timeout,
+/// so an answerer that starts later does not work for nobody.
+pub async fn request(
+    connection: &Connection,
+    queue: &str,
+    body: &Body,
+    timeout: Duration,
+) -> Result<Option<Vec<u8>>, BrokerError> {
+    let channel = connection.create_channel().await?;
+    // Direct reply-to: consume the pseudo-queue, without acks, before publishing.
+    let mut replies = channel
+        .basic_consume(
+            DIRECT_REPLY_TO.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let correlation = uuid::Uuid::new_v4().to_string();
+    let properties = BasicProperties::default()
+        .with_content_type("application/msgpack".into())
+        .with_type(body.kind().into())
+        .with_reply_to(DIRECT_REPLY_TO.into())
+        .with_correlation_id(correlation.as_str().into())
+        .with_expiration(timeout.as_millis().to_string().as_str().into());
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            &encode(body),
+            properties,
+        )
+        .await?;
+    let answer = tokio::time::timeout(timeout, async {
+        while let Some(delivery) = replies.next().await {
+            let delivery = delivery?;
+            let matches = delivery
+                .properties
+                .correlation_id()
+                .as_ref()
+                .is_some_and(|id| id.as_str() == correlation);
+            if matches {
+                return Ok(Some(delivery.data));
+            }
+        }
+        Err(BrokerError::ChannelGone)
+    })
+    .await
+    .unwrap_or(Ok(None));
+    let _ = channel.close(200, "request done".into()).await;
+    answer
+}
+
+/// Answers a [`request`]: publishes `body` to the delivery's reply-to address
+/// with its correlation id. Not persistent and not confirmed: the requester waits
+/// briefly and falls back if the answer is lost. `false` if the delivery asked
+/// for no answer.
+pub async fn reply(
+    channel: &Channel,
+    delivery: &Delivery,
+    body: &Body,
+) -> Result<bool, BrokerError> {
+    let Some(reply_to) = delivery.properties.reply_to().clone() else {
+        return Ok(false);
+    };
+    let mut properties = BasicProperties::default()
+        .with_content_type("application/msgpack".into())
+        .with_type(body.kind().into());
+    if let Some(correlation) = delivery.properties.correlation_id().clone() {
+        properties = properties.with_correlation_id(correlation);
+    }
+    channel
+        .basic_publish(
+            "".into(),
+            reply_to.as_str().into(),
+            BasicPublishOptions::default(),
+            &encode(body),
+            properties,
+        )
+        .await?;
+    Ok(true)
+}
+
 /// Acks a delivery, treating a dead channel as an error (lapin returns `Ok(false)`).
 pub async fn ack(delivery: &Delivery) -> Result<(), BrokerError> {
     match delivery.ack(BasicAckOptions::default()).await? {
@@ -236,5 +359,15 @@ mod tests {
             "amqp://127.0.0.1:5672/%2f"
         );
         assert_eq!(redact("amqp://user@host/"), "amqp://user@host/");
+        assert_eq!(
+            redact("amqp://host:5672/%2f?x=a:b@c"),
+            "amqp://host:5672/%2f?x=a:b@c",
+            "an @ in the query is not userinfo"
+        );
+        assert_eq!(
+            redact("amqp://u:p@ss@host/?heartbeat=5"),
+            "amqp://u:***@host/?heartbeat=5",
+            "the last @ of the authority ends the userinfo"
+        );
     }
 }

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 pub use config::Value;
 use config::{Config, Environment, File, FileFormat};
+use regex::Regex;
 use serde::Deserialize;
 
 use crate::topology::Topology;
-use crate::wire::{ContainerLimits, RetryPolicy, RunSpec};
+use crate::wire::{ContainerLimits, ContainerMode, ExecutorKind, RetryPolicy, RunSpec};
 
 const DEFAULTS: &str = include_str!("defaults.toml");
 /// The file read from the working directory when no `--config` is given.
@@ -36,6 +37,7 @@ pub struct RawConfig {
     pub run: RunConfig,
     pub worker: WorkerConfig,
     pub aggregator: AggregatorConfig,
+    pub report: ReportConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +66,11 @@ pub struct RunConfig {
     pub memory_bytes: Option<i64>,
     pub cpus: Option<f64>,
     pub pids_limit: Option<i64>,
+    pub executor: ExecutorKind,
+    /// Empty: the worker's own working directory.
+    pub workdir: String,
+    pub container_mode: ContainerMode,
+    pub warm_reuse: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +79,10 @@ pub struct WorkerConfig {
     pub concurrency: u32,
     pub id: String,
     pub docker_timeout_secs: u64,
+    /// Which executors this worker runs jobs with.
+    pub executors: Vec<ExecutorKind>,
+    /// Jobs held beyond the slots while results are confirmed (see defaults).
+    pub prefetch_extra: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +90,29 @@ pub struct WorkerConfig {
 pub struct AggregatorConfig {
     pub report_dir: PathBuf,
     pub state_dir: PathBuf,
+}
+
+/// How reports are written; see [`ReportConfig::triage_rules`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    pub triage_rules: Vec<TriageRuleConfig>,
+}
+
+/// A user's failure-triage rule as written in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriageRuleConfig {
+    pub name: String,
+    pub pattern: String,
+}
+
+/// A validated failure-triage rule: failing tests whose output matches
+/// `pattern` are grouped under `name`.
+#[derive(Debug, Clone)]
+pub struct TriageRule {
+    pub name: String,
+    pub pattern: Regex,
 }
 
 /// A command-line flag that overrides a configuration key.
@@ -186,6 +220,9 @@ impl RunConfig {
         if self.deadline_secs == 0 {
             return invalid("run.deadline_secs", "must be at least 1");
         }
+        if self.warm_reuse == 0 {
+            return invalid("run.warm_reuse", "must be at least 1");
+        }
         let nano_cpus = match self.cpus {
             Some(cpus) if !(cpus.is_finite() && cpus > 0.0) => {
                 return invalid("run.cpus", "must be a positive number of CPUs")
@@ -210,7 +247,38 @@ impl RunConfig {
                 nano_cpus,
                 pids_limit: self.pids_limit,
             },
+            executor: self.executor,
+            workdir: (!self.workdir.is_empty()).then(|| self.workdir.clone()),
+            container_mode: self.container_mode,
+            warm_reuse: self.warm_reuse,
         })
+    }
+}
+
+impl ReportConfig {
+    /// The triage rules in their order (the first match wins), each name
+    /// non-empty and each pattern a valid regex.
+    pub fn triage_rules(&self) -> Result<Vec<TriageRule>, ConfigError> {
+        const KEY: &str = "report.triage_rules";
+        self.triage_rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                // People count rules from 1, as they read them in the file.
+                let which = format!("rule {} ({:?})", i + 1, rule.name);
+                if rule.name.trim().is_empty() {
+                    return invalid(KEY, &format!("{which}: `name` must not be empty"));
+                }
+                let pattern = Regex::new(&rule.pattern).map_err(|e| ConfigError::Invalid {
+                    key: KEY,
+                    problem: format!("{which}: `pattern` is not a valid regex: {e}"),
+                })?;
+                Ok(TriageRule {
+                    name: rule.name.clone(),
+                    pattern,
+                })
+            })
+            .collect()
     }
 }
 
@@ -218,6 +286,15 @@ impl WorkerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.concurrency == 0 {
             return invalid("worker.concurrency", "must be at least 1");
+        }
+        if self.executors.is_empty() {
+            return invalid("worker.executors", "must name at least one executor");
+        }
+        if u64::from(self.concurrency) + u64::from(self.prefetch_extra) > u64::from(u16::MAX) {
+            return invalid(
+                "worker.prefetch_extra",
+                "concurrency + prefetch_extra must be at most 65535",
+            );
         }
         Ok(())
     }
@@ -254,9 +331,44 @@ mod tests {
         raw.broker.validate().unwrap();
         raw.worker.validate().unwrap();
         let spec = raw.run.to_spec().unwrap();
+        assert!(raw.report.triage_rules().unwrap().is_empty());
         assert_eq!(spec.retry.max_rounds, 3);
         assert_eq!(spec.container.network, "none");
         assert_eq!(raw.broker.topology().jobs, "testfleet.jobs");
+        assert_eq!(spec.executor, ExecutorKind::Docker);
+        assert_eq!(spec.workdir, None);
+        assert_eq!(raw.worker.executors, vec![ExecutorKind::Docker]);
+    }
+
+    #[test]
+    fn executors_are_chosen_by_name() {
+        let raw = load_file(
+            "[run]\nexecutor = \"process\"\nworkdir = \"/srv\"\n[worker]\nexecutors = [\"process\", \"docker\"]\n",
+            vec![],
+        )
+        .unwrap();
+        let spec = raw.run.to_spec().unwrap();
+        assert_eq!(spec.executor, ExecutorKind::Process);
+        assert_eq!(spec.workdir.as_deref(), Some("/srv"));
+        assert_eq!(
+            raw.worker.executors,
+            vec![ExecutorKind::Process, ExecutorKind::Docker]
+        );
+
+        let raw = load_file("[run]\ncontainer_mode = \"warm\"\nwarm_reuse = 7\n", vec![]).unwrap();
+        let spec = raw.run.to_spec().unwrap();
+        assert_eq!(
+            (spec.container_mode, spec.warm_reuse),
+            (ContainerMode::Warm, 7)
+        );
+        let err = load_file("[run]\nwarm_reuse = 0\n", vec![]).unwrap();
+        let err = err.run.to_spec().unwrap_err();
+        assert!(err.to_string().contains("run.warm_reuse"), "{err}");
+        let err = load_file("[run]\nexecutor = \"vm\"\n", vec![]).unwrap_err();
+        assert!(err.to_string().contains("run.executor"), "{err}");
+        let raw = load_file("[worker]\nexecutors = []\n", vec![]).unwrap();
+        let err = raw.worker.validate().unwrap_err();
+        assert!(err.to_string().contains("worker.executors"), "{err}");
     }
 
     #[test]
@@ -309,5 +421,49 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("run.command"));
+    }
+
+    #[test]
+    fn triage_rules_keep_their_order() {
+        let raw = load_file(
+            "[report]\ntriage_rules = [\n  { name = \"db down\", pattern = \"connection refused\" },\n  { name = \"oom\", pattern = \"(?i)out of memory\" },\n]\n",
+            vec![],
+        )
+        .unwrap();
+        let rules = raw.report.triage_rules().unwrap();
+        let names: Vec<_> = rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["db down", "oom"]);
+        assert!(rules[1].pattern.is_match("fatal: Out Of Memory"));
+    }
+
+    #[test]
+    fn a_bad_triage_rule_is_named() {
+        let raw = load_file(
+            "[report]\ntriage_rules = [{ name = \"ok\", pattern = \"a\" }, { name = \"broken\", pattern = \"(unclosed\" }]\n",
+            vec![],
+        )
+        .unwrap();
+        let err = raw.report.triage_rules().unwrap_err().to_string();
+        assert!(err.contains("`report.triage_rules`"), "{err}");
+        assert!(err.contains("rule 2 (\"broken\")"), "{err}");
+        assert!(err.contains("not a valid regex"), "{err}");
+
+        let raw = load_file(
+            "[report]\ntriage_rules = [{ name = \" \", pattern = \"a\" }]\n",
+            vec![],
+        )
+        .unwrap();
+        let err = raw.report.triage_rules().unwrap_err().to_string();
+        assert!(err.contains("`name` must not be empty"), "{err}");
+
+        let err = load_file(
+            "[report]\ntriage_rules = [{ name = \"x\", regex = \"a\" }]\n",
+            vec![],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("regex"),
+            "unknown key named: {err}"
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! - [`topology`]: queue and exchange names and their one declaration.
 //! - [`broker`]: connecting with backoff, confirmed publishing, checked acks.
 //! - [`config`]: layered configuration and its validation.
+//! - [`order`]: longest-first ordering of a run's jobs from past durations.
 //! - [`cli`]: flags, exit codes and the start-up flow the binaries share.
 //! - [`shutdown`]: two-stage shutdown (drain, then abort).
 //! - [`logging`]: the tracing subscriber the binaries install.
@@ -14,6 +15,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod order;
 pub mod shutdown;
 pub mod topology;
 pub mod wire;

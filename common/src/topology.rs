@@ -8,12 +8,23 @@
 //!                        │                                      │ delivery limit reached, or rejected
 //!                        ▼ aggregator                           ▼
 //!                   {p}.verdicts (topic, key = run id)    {p}.dead ──"jobs"──▶ {p}.dead.jobs ──▶ aggregator
-//!                        ▼                                      └──"parked"──▶ {p}.parked (kept for people)
-//!                   producer --wait
+//!                        ▼  ▲ events (key = run id.events)      └──"parked"──▶ {p}.parked (kept for people)
+//!                        ▼  └── worker (started), aggregator (finished, retried, round closed)
+//!                   {p}.verdicts.verdict.{run id} ──▶ producer --wait
+//!
+//! producer ──history query (reply-to: amq.rabbitmq.reply-to)──▶ {p}.history ──▶ aggregator
+//!     ▲                                                                            │
+//!     └──────────────────────── history (direct reply-to) ─────────────────────────┘
 //! ```
 //!
+//! A waiting producer's queue binds both keys of its run, so its events and its
+//! verdict arrive in one queue. Without a waiting producer, events match no
+//! binding and the broker drops them.
+//!
 //! Queues are durable quorum queues, so a message survives a broker restart and is
-//! redelivered if its consumer dies before acking it.
+//! redelivered if its consumer dies before acking it. The history queue is the
+//! exception: a classic queue whose requests expire, since a producer waits for an
+//! answer only a few seconds and a late one is useless.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -25,6 +36,15 @@ const DEAD_JOBS_KEY: &str = "jobs";
 const PARKED_KEY: &str = "parked";
 /// The parked queue is for people to inspect; it must not grow without bound.
 const PARKED_MAX_LENGTH: i64 = 10_000;
+/// A history request nobody answered within this long has no one waiting for it.
+const HISTORY_REQUEST_TTL_MS: i64 = 30_000;
+/// Requests pile up only while no aggregator runs; keep that pile small.
+const HISTORY_MAX_LENGTH: i64 = 1_000;
+/// The pseudo-queue of RabbitMQ's direct reply-to.
+pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+/// Bounds a verdict queue nobody reads. The broker then drops the oldest
+/// messages, which are events: the verdict comes last, so it survives.
+const VERDICT_QUEUE_MAX_LENGTH: i64 = 200_000;
 
 /// The names of every queue and exchange of one fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +55,8 @@ pub struct Topology {
     pub dead_jobs: String,
     pub parked: String,
     pub verdicts: String,
+    /// Producers ask the aggregator for a suite's past durations here.
+    pub history: String,
     /// Deliveries of a job beyond the first before it is dead-lettered.
     pub delivery_limit: u32,
 }
@@ -48,13 +70,20 @@ impl Topology {
             dead_jobs: format!("{prefix}.dead.jobs"),
             parked: format!("{prefix}.parked"),
             verdicts: format!("{prefix}.verdicts"),
+            history: format!("{prefix}.history"),
             delivery_limit,
         }
     }
 
     /// Every queue, for tools that clean up a fleet.
-    pub fn queues(&self) -> [&str; 4] {
-        [&self.jobs, &self.results, &self.dead_jobs, &self.parked]
+    pub fn queues(&self) -> [&str; 5] {
+        [
+            &self.jobs,
+            &self.results,
+            &self.dead_jobs,
+            &self.parked,
+            &self.history,
+        ]
     }
 
     /// Declares everything; idempotent, so every service calls it on connect.
@@ -100,6 +129,17 @@ impl Topology {
         );
         declare_queue(channel, &self.parked, parked_args).await?;
 
+        let mut history_args = FieldTable::default();
+        history_args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(HISTORY_REQUEST_TTL_MS),
+        );
+        history_args.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(HISTORY_MAX_LENGTH),
+        );
+        declare_queue(channel, &self.history, history_args).await?;
+
         self.bind(channel, &self.dead_jobs, DEAD_JOBS_KEY).await?;
         self.bind(channel, &self.parked, PARKED_KEY).await
     }
@@ -111,7 +151,14 @@ impl Topology {
         format!("{}.verdict.{run_id}", self.verdicts)
     }
 
-    /// Declares and binds the verdict queue of `run_id`.
+    /// The routing key of `run_id`'s events on the verdicts exchange. Its verdict
+    /// travels under the bare run id, which this key does not match.
+    pub fn events_key(run_id: &str) -> String {
+        format!("{run_id}.events")
+    }
+
+    /// Declares the verdict queue of `run_id` and binds it to the run's verdict
+    /// and to its events.
     pub async fn declare_verdict_queue(
         &self,
         channel: &Channel,
@@ -124,16 +171,22 @@ impl Topology {
             "x-expires".into(),
             AMQPValue::LongLongInt(expires.as_millis().min(i64::MAX as u128) as i64),
         );
+        args.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(VERDICT_QUEUE_MAX_LENGTH),
+        );
         declare_queue(channel, &name, args).await?;
-        channel
-            .queue_bind(
-                name.as_str().into(),
-                self.verdicts.as_str().into(),
-                run_id.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        for key in [run_id.to_owned(), Self::events_key(run_id)] {
+            channel
+                .queue_bind(
+                    name.as_str().into(),
+                    self.verdicts.as_str().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         Ok(name)
     }
 
@@ -186,6 +239,17 @@ mod tests {
         let t = Topology::new("it-1", 4);
         assert_eq!(t.jobs, "it-1.jobs");
         assert_eq!(t.dead_jobs, "it-1.dead.jobs");
+        assert_eq!(t.history, "it-1.history");
         assert!(t.queues().iter().all(|q| q.starts_with("it-1.")));
+    }
+
+    /// Topic keys are dot-separated words: the events key must not match a
+    /// binding on the bare run id (an older producer's), nor the reverse.
+    #[test]
+    fn events_key_is_the_run_id_plus_one_word() {
+        let key = Topology::events_key("0b6e-42");
+        assert_eq!(key, "0b6e-42.events");
+        assert_eq!(key.split('.').next(), Some("0b6e-42"));
+        assert_ne!(key, "0b6e-42");
     }
 }

@@ -69,6 +69,26 @@ pub struct ContainerLimits {
     pub pids_limit: Option<i64>,
 }
 
+/// Where a worker runs a test's command.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// In a fresh container from `RunSpec::image`.
+    #[default]
+    Docker,
+    /// As a child process on the worker's host, in its own process group.
+    Process,
+}
+
+impl ExecutorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::Docker => "docker",
+            ExecutorKind::Process => "process",
+        }
+    }
+}
+
 /// Everything a worker needs to run any test of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
@@ -80,6 +100,37 @@ pub struct RunSpec {
     pub output_cap_bytes: u64,
     pub retry: RetryPolicy,
     pub container: ContainerLimits,
+    /// Added after version 1 shipped: a spec without it means Docker, so the
+    /// field is appended with a default rather than bumping the format version.
+    #[serde(default)]
+    pub executor: ExecutorKind,
+    /// Working directory of a process job; `None` is the worker's own.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Docker jobs: a fresh container per test, or an `exec` in a kept one.
+    /// Appended with a default (fresh), like `executor`.
+    #[serde(default)]
+    pub container_mode: ContainerMode,
+    /// Warm mode: tests run in one container before it is replaced.
+    #[serde(default = "default_warm_reuse")]
+    pub warm_reuse: u32,
+}
+
+fn default_warm_reuse() -> u32 {
+    50
+}
+
+/// How Docker jobs get their container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerMode {
+    /// A fresh container per test: full isolation between tests.
+    #[default]
+    Fresh,
+    /// One long-lived container per worker slot and run, each test an `exec` in
+    /// it; replaced after a test that does not pass and after `warm_reuse`
+    /// tests. Weaker isolation: a test sees what earlier ones left behind.
+    Warm,
 }
 
 /// Tells the aggregator that a run exists and which tests it expects.
@@ -104,6 +155,10 @@ pub struct Job {
     pub attempt: u32,
     pub deadline_ms: u64,
     pub spec: RunSpec,
+    /// Unix ms when the producer (or the aggregator, for a retry) published the
+    /// job; 0 from older senders. Appended with a default, as `RunSpec::executor`.
+    #[serde(default)]
+    pub published_at_ms: u64,
 }
 
 /// What a worker observed running one job.
@@ -123,6 +178,10 @@ pub struct TestResult {
     pub output_truncated: bool,
     /// Why an `Error` happened, or other worker remarks.
     pub message: Option<String>,
+    /// The job's `published_at_ms`, so that publish-to-start latency can be
+    /// read off results and reports; 0 when unknown.
+    #[serde(default)]
+    pub published_at_ms: u64,
 }
 
 /// How one attempt ended, as the aggregator records it.
@@ -216,6 +275,9 @@ pub struct AttemptReport {
     pub output: Option<String>,
     pub output_truncated: bool,
     pub message: Option<String>,
+    /// When the attempt's job was published (see `Job::published_at_ms`).
+    #[serde(default)]
+    pub published_at_ms: Option<u64>,
 }
 
 /// One test as reported: its final status and every attempt.
@@ -251,6 +313,90 @@ impl RunReport {
     }
 }
 
+/// A producer asks the aggregator how long a suite's tests took before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    pub suite: String,
+}
+
+/// The aggregator's answer: the average duration of each test of a suite it has
+/// seen finish, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub suite: String,
+    pub durations_ms: Vec<(String, u64)>,
+}
+
+/// The payload of an [`Envelope`]. New variants go at the end.
+/// How many tests of one round ended which way, when the round closed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundCounts {
+    pub passed: u32,
+    pub failed: u32,
+    pub timed_out: u32,
+    pub error: u32,
+    pub missing: u32,
+    pub dead_lettered: u32,
+}
+
+impl RoundCounts {
+    /// Counts one attempt's status.
+    pub fn add(&mut self, status: AttemptStatus) {
+        let slot = match status {
+            AttemptStatus::Ran(Outcome::Passed) => &mut self.passed,
+            AttemptStatus::Ran(Outcome::Failed) => &mut self.failed,
+            AttemptStatus::Ran(Outcome::TimedOut) => &mut self.timed_out,
+            AttemptStatus::Ran(Outcome::Error) => &mut self.error,
+            AttemptStatus::Missing => &mut self.missing,
+            AttemptStatus::DeadLettered { .. } => &mut self.dead_lettered,
+        };
+        *slot += 1;
+    }
+}
+
+/// What happened in a run, for whoever follows it live (`--wait`, `--events`).
+///
+/// Events are best-effort information: published without confirms, they may be
+/// lost (a broker restart, a crash) or repeated (a re-executed job starts twice).
+/// The verdict ([`Body::Report`]) is the reliable path; nothing decides on events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvent {
+    pub run_id: Uuid,
+    /// When the publisher saw it happen, Unix milliseconds.
+    pub at_ms: u64,
+    pub kind: RunEventKind,
+}
+
+/// The kinds of [`RunEvent`]; who publishes each is said on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RunEventKind {
+    /// A worker started an attempt (published by the worker).
+    TestStarted {
+        test_id: String,
+        attempt: u32,
+        worker_id: String,
+    },
+    /// The aggregator counted an attempt's outcome (a result, a dead-lettered
+    /// job, or a test found missing when its round closed).
+    TestFinished {
+        test_id: String,
+        attempt: u32,
+        status: AttemptStatus,
+        duration_ms: u64,
+        exit_code: Option<i64>,
+        worker_id: Option<String>,
+    },
+    /// The aggregator queued the test again; `attempt` is the new attempt, which
+    /// is also the new round.
+    TestRetried { test_id: String, attempt: u32 },
+    /// The aggregator closed a round: its counts, and how many tests run again.
+    RoundClosed {
+        round: u32,
+        counts: RoundCounts,
+        retrying: u32,
+    },
+}
+
 /// The payload of an [`Envelope`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Body {
@@ -258,6 +404,11 @@ pub enum Body {
     Job(Job),
     Result(TestResult),
     Report(RunReport),
+    HistoryQuery(HistoryQuery),
+    History(History),
+    /// Added in format version 1 without a bump: readers that predate it never
+    /// receive one, since events go only to queues bound to their routing key.
+    Event(RunEvent),
 }
 
 impl Body {
@@ -267,6 +418,9 @@ impl Body {
             Body::Job(_) => "job",
             Body::Result(_) => "result",
             Body::Report(_) => "report",
+            Body::HistoryQuery(_) => "history query",
+            Body::History(_) => "history",
+            Body::Event(_) => "event",
         }
     }
 }
@@ -285,7 +439,10 @@ pub enum WireError {
     Malformed(String),
     #[error("message format version {found}, this build reads version {expected}")]
     WrongVersion { found: u16, expected: u16 },
-    #[error("expected a {expected} message, got a {found} message")]
+    #[error(
+        "expected a {expected} message, got {} {found} message",
+        article(found)
+    )]
     WrongKind {
         expected: &'static str,
         found: &'static str,
@@ -335,11 +492,28 @@ pub fn decode_job(bytes: &[u8]) -> Result<Job, WireError> {
     }
 }
 
+/// Decodes a message that must be a suite's history.
+pub fn decode_history(bytes: &[u8]) -> Result<History, WireError> {
+    match decode(bytes)? {
+        Body::History(history) => Ok(history),
+        other => Err(wrong_kind("history", &other)),
+    }
+}
+
 /// Decodes a message that must be a run report.
 pub fn decode_report(bytes: &[u8]) -> Result<RunReport, WireError> {
     match decode(bytes)? {
         Body::Report(report) => Ok(report),
         other => Err(wrong_kind("report", &other)),
+    }
+}
+
+/// "a" or "an", so that "an event message" reads right.
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
     }
 }
 
@@ -358,6 +532,10 @@ mod tests {
     fn sample_spec() -> RunSpec {
         let mut spec = crate::config::default_spec();
         spec.env = BTreeMap::from([("A".into(), "b".into())]);
+        spec.executor = ExecutorKind::Process;
+        spec.workdir = Some("/srv/suite".into());
+        spec.container_mode = ContainerMode::Warm;
+        spec.warm_reuse = 3;
         spec
     }
 
@@ -376,6 +554,7 @@ mod tests {
             output: "héllo\n".into(),
             output_truncated: true,
             message: None,
+            published_at_ms: 1,
         };
         vec![
             Body::Run(RunAnnounce {
@@ -392,8 +571,14 @@ mod tests {
                 attempt: 1,
                 deadline_ms: 2,
                 spec: sample_spec(),
+                published_at_ms: 1,
             }),
             Body::Result(result),
+            Body::HistoryQuery(HistoryQuery { suite: "s".into() }),
+            Body::History(History {
+                suite: "s".into(),
+                durations_ms: vec![("t1".into(), 1500), ("a b;$(rm)".into(), 0)],
+            }),
             Body::Report(RunReport {
                 run_id,
                 suite: "s".into(),
@@ -416,10 +601,61 @@ mod tests {
                         output: None,
                         output_truncated: false,
                         message: Some("x".into()),
+                        published_at_ms: None,
                     }],
                 }],
             }),
         ]
+        .into_iter()
+        .chain(sample_events(run_id).into_iter().map(Body::Event))
+        .collect()
+    }
+
+    fn sample_events(run_id: Uuid) -> Vec<RunEvent> {
+        let kinds = vec![
+            RunEventKind::TestStarted {
+                test_id: "t1".into(),
+                attempt: 1,
+                worker_id: "w1".into(),
+            },
+            RunEventKind::TestFinished {
+                test_id: "t1".into(),
+                attempt: 1,
+                status: AttemptStatus::DeadLettered { deliveries: 5 },
+                duration_ms: 0,
+                exit_code: None,
+                worker_id: None,
+            },
+            RunEventKind::TestFinished {
+                test_id: "t2".into(),
+                attempt: 2,
+                status: AttemptStatus::Ran(Outcome::Failed),
+                duration_ms: 12,
+                exit_code: Some(3),
+                worker_id: Some("w2".into()),
+            },
+            RunEventKind::TestRetried {
+                test_id: "t1".into(),
+                attempt: 2,
+            },
+            RunEventKind::RoundClosed {
+                round: 1,
+                counts: RoundCounts {
+                    passed: 1,
+                    dead_lettered: 1,
+                    ..RoundCounts::default()
+                },
+                retrying: 1,
+            },
+        ];
+        kinds
+            .into_iter()
+            .map(|kind| RunEvent {
+                run_id,
+                at_ms: 42,
+                kind,
+            })
+            .collect()
     }
 
     #[test]
@@ -428,6 +664,65 @@ mod tests {
             let bytes = encode(&body);
             assert_eq!(decode(&bytes).unwrap(), body, "{}", body.kind());
         }
+    }
+
+    /// A job from a peer that predates `executor` and `workdir` still reads, as
+    /// a Docker job: the fields were appended with defaults.
+    #[test]
+    fn a_job_without_the_executor_fields_is_a_docker_job() {
+        #[derive(Serialize)]
+        struct OldSpec {
+            image: String,
+            command: Vec<String>,
+            env: BTreeMap<String, String>,
+            timeout_ms: u64,
+            output_cap_bytes: u64,
+            retry: RetryPolicy,
+            container: ContainerLimits,
+        }
+        #[derive(Serialize)]
+        struct OldJob {
+            run_id: Uuid,
+            test_id: String,
+            attempt: u32,
+            deadline_ms: u64,
+            spec: OldSpec,
+        }
+        #[derive(Serialize)]
+        enum OldBody {
+            // Only its position matters: `Job` is the second variant.
+            #[allow(dead_code)]
+            Run(()),
+            Job(Box<OldJob>),
+        }
+        #[derive(Serialize)]
+        struct OldEnvelope {
+            version: u16,
+            body: OldBody,
+        }
+        let spec = crate::config::default_spec();
+        let old = OldEnvelope {
+            version: FORMAT_VERSION,
+            body: OldBody::Job(Box::new(OldJob {
+                run_id: Uuid::nil(),
+                test_id: "t".into(),
+                attempt: 1,
+                deadline_ms: 9,
+                spec: OldSpec {
+                    image: spec.image.clone(),
+                    command: spec.command.clone(),
+                    env: spec.env.clone(),
+                    timeout_ms: spec.timeout_ms,
+                    output_cap_bytes: spec.output_cap_bytes,
+                    retry: spec.retry.clone(),
+                    container: spec.container.clone(),
+                },
+            })),
+        };
+        let job = decode_job(&rmp_serde::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(job.spec.executor, ExecutorKind::Docker);
+        assert_eq!(job.spec.workdir, None);
+        assert_eq!(job.spec, spec);
     }
 
     #[test]
@@ -462,10 +757,81 @@ mod tests {
     #[test]
     fn a_result_is_not_a_job() {
         let result = sample_bodies().remove(2);
+        assert!(matches!(result, Body::Result(_)));
         let err = decode_job(&encode(&result)).unwrap_err();
         assert_eq!(
             err.to_string(),
             "expected a job message, got a result message"
+        );
+    }
+
+    #[test]
+    fn an_event_is_not_a_report() {
+        let event = Body::Event(sample_events(Uuid::nil()).remove(0));
+        let err = decode_report(&encode(&event)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "expected a report message, got an event message"
+        );
+    }
+
+    /// What a reader that predates a body kind sees: a malformed message (which
+    /// the services park or skip), not a wrong version and not a panic. This is
+    /// why adding a `Body` variant needs no version bump.
+    #[test]
+    fn an_unknown_body_kind_is_malformed_under_the_same_version() {
+        #[derive(Serialize)]
+        enum NewerBody {
+            Hologram(u32),
+        }
+        #[derive(Serialize)]
+        struct NewerEnvelope {
+            version: u16,
+            body: NewerBody,
+        }
+        let bytes = rmp_serde::to_vec(&NewerEnvelope {
+            version: FORMAT_VERSION,
+            body: NewerBody::Hologram(7),
+        })
+        .unwrap();
+        assert!(matches!(decode(&bytes), Err(WireError::Malformed(_))));
+    }
+
+    /// Variants travel by name, so adding one leaves every other encoding as it
+    /// was: a job still starts its body with the name `Job`.
+    #[test]
+    fn bodies_are_tagged_by_variant_name() {
+        let job = sample_bodies().remove(1);
+        let bytes = encode(&job);
+        assert!(bytes.windows(3).any(|w| w == b"Job"), "{bytes:?}");
+        let event = Body::Event(sample_events(Uuid::nil()).remove(0));
+        assert!(encode(&event).windows(5).any(|w| w == b"Event"));
+    }
+
+    #[test]
+    fn round_counts_add_each_status_to_its_own_slot() {
+        let mut counts = RoundCounts::default();
+        for status in [
+            AttemptStatus::Ran(Outcome::Passed),
+            AttemptStatus::Ran(Outcome::Passed),
+            AttemptStatus::Ran(Outcome::Failed),
+            AttemptStatus::Ran(Outcome::TimedOut),
+            AttemptStatus::Ran(Outcome::Error),
+            AttemptStatus::Missing,
+            AttemptStatus::DeadLettered { deliveries: 5 },
+        ] {
+            counts.add(status);
+        }
+        assert_eq!(
+            counts,
+            RoundCounts {
+                passed: 2,
+                failed: 1,
+                timed_out: 1,
+                error: 1,
+                missing: 1,
+                dead_lettered: 1,
+            }
         );
     }
 

@@ -12,6 +12,8 @@ use std::process::{Command, Stdio};
 use regex::Regex;
 use tracing::warn;
 
+use crate::presets::Preset;
+
 /// Where to read test ids from.
 #[derive(Debug, Clone)]
 pub enum IdSource {
@@ -40,11 +42,13 @@ pub enum IdError {
     Empty { listed: usize, filtered_out: usize },
 }
 
-/// How ids are separated in the input.
+/// How ids are laid out in the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Separator {
     Newline,
     Nul,
+    /// A test runner's own listing, parsed by its preset.
+    Preset(Preset),
 }
 
 /// Which listed ids make the run.
@@ -124,6 +128,7 @@ pub fn split(raw: &[u8], separator: Separator) -> Vec<String> {
             .map(|l| l.strip_suffix('\r').unwrap_or(l))
             .collect(),
         Separator::Nul => text.split('\0').collect(),
+        Separator::Preset(preset) => return preset.parse(&text),
     };
     pieces
         .into_iter()

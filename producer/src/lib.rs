@@ -3,9 +3,20 @@
 //!
 //! Layout:
 //! - [`ids`]: reading test ids from a file, stdin or a discovery command; filtering.
+//! - [`presets`]: discovery commands and listing parsers of common test runners.
 //! - [`submit`]: publishing the run with confirms; waiting for its verdict.
+//! - [`history`]: asking the aggregator for the suite's durations (longest first).
 
+//! - [`follow`]: the loop that follows a run to its verdict, showing its events.
+//! - [`progress`]: progress counts and ETA from events (pure), bar or plain lines.
+//! - [`ndjson`]: the `--events` stream's lines (schema in `docs/EVENTS.md`).
+
+pub mod follow;
+pub mod history;
 pub mod ids;
+pub mod ndjson;
+pub mod presets;
+pub mod progress;
 pub mod submit;
 
 pub use submit::{submit, wait_for_verdict, ProducerError, ProducerSettings, Submitted};

@@ -1,5 +1,6 @@
 //! `testfleet-producer`: lists the tests, publishes the run, and with `--wait`
-//! prints the verdict, writes the reports and exits with the verdict's code.
+//! shows its progress (and streams its events with `--events`), prints the
+//! verdict, writes the reports and exits with the verdict's code.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,9 +10,15 @@ use clap::Parser;
 use regex::Regex;
 use testfleet_aggregator::report;
 use testfleet_common::cli::{fail, CommonArgs, Overrides, INFRA, USAGE};
-use testfleet_common::config::ConfigError;
+use testfleet_common::config::{ConfigError, TriageRule};
+use testfleet_common::now_ms;
+use testfleet_producer::follow::{follow, Watch};
+use testfleet_producer::history::Order;
 use testfleet_producer::ids::{self, IdSource, Selection, Separator};
-use testfleet_producer::ProducerSettings;
+use testfleet_producer::ndjson::{self, EventSink};
+use testfleet_producer::presets::Preset;
+use testfleet_producer::progress::ProgressView;
+use testfleet_producer::{ProducerSettings, Submitted};
 
 const PROGRAM: &str = "testfleet-producer";
 
@@ -32,8 +39,15 @@ struct Cli {
     #[arg(long)]
     discover: Option<String>,
     /// Ids are separated by NUL bytes instead of newlines.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "preset")]
     null: bool,
+    /// The ids are a test runner's listing: its dry-run command is the default
+    /// `--discover`, and its output is parsed for ids.
+    #[arg(long, value_name = "RUNNER")]
+    preset: Option<Preset>,
+    /// Print the ids that would run, one per line, and exit (no broker needed).
+    #[arg(long)]
+    list: bool,
     /// Keep only ids matching this regex (repeatable: any may match).
     #[arg(long)]
     filter: Vec<String>,
@@ -61,12 +75,30 @@ struct Cli {
     /// Docker network mode for test containers.
     #[arg(long)]
     network: Option<String>,
+    /// Where tests run: `docker` (a fresh container each) or `process` (a child
+    /// process on the worker's host; workers need `--executors process`).
+    #[arg(long)]
+    executor: Option<String>,
+    /// Working directory of process jobs on the workers (default: the worker's).
+    #[arg(long)]
+    workdir: Option<String>,
+    /// Publish jobs in `arrival` order or `longest-first` from the suite's history.
+    #[arg(long, value_enum, default_value = "longest-first")]
+    order: Order,
     /// Wait for the verdict, print it, write the reports, exit with its code.
     #[arg(long)]
     wait: bool,
     /// Where `--wait` writes the reports (a folder per run).
     #[arg(long, default_value = "testfleet-reports")]
     report_dir: PathBuf,
+    /// With --wait: write the run's events as NDJSON to this file (`-`: stdout,
+    /// and then everything else goes to stderr). Schema: docs/EVENTS.md.
+    #[arg(long, value_name = "PATH", requires = "wait")]
+    events: Option<PathBuf>,
+    /// With --wait and stderr not a terminal: seconds between progress lines
+    /// (0: no progress shown, not even the bar on a terminal).
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    progress_every: u64,
     /// The test command as argv; `{id}` is replaced by the test id (no shell).
     #[arg(last = true)]
     command: Vec<String>,
@@ -83,6 +115,8 @@ impl Cli {
             .set("run.retry_threshold", self.retry_threshold)
             .set("run.max_rounds", self.max_rounds.map(i64::from))
             .set("run.network", self.network.clone())
+            .set("run.executor", self.executor.clone())
+            .set("run.workdir", self.workdir.clone())
             .set("run.command", command)
     }
 
@@ -91,7 +125,11 @@ impl Cli {
             (Some(path), None) if path.as_os_str() == "-" => Ok(IdSource::Stdin),
             (Some(path), None) => Ok(IdSource::File(path.clone())),
             (None, Some(command)) => Ok(IdSource::Discover(command.clone())),
-            _ => Err("say where the test ids come from: --tests FILE, --tests - (stdin) or --discover CMD".into()),
+            (None, None) => match self.preset.and_then(Preset::command) {
+                Some(command) => Ok(IdSource::Discover(command.into())),
+                None => Err("say where the test ids come from: --tests FILE, --tests - (stdin), --discover CMD or --preset RUNNER".into()),
+            },
+            _ => Err("give one source of test ids: --tests or --discover".into()),
         }
     }
 
@@ -109,23 +147,51 @@ impl Cli {
     }
 }
 
-fn settings(cli: &Cli) -> Result<ProducerSettings, ConfigError> {
+impl Cli {
+    /// `--events -`: stdout carries only the event stream.
+    fn events_on_stdout(&self) -> bool {
+        self.events.as_deref().is_some_and(|p| p.as_os_str() == "-")
+    }
+
+    fn event_sink(&self) -> Result<EventSink, String> {
+        match &self.events {
+            None => Ok(EventSink::none()),
+            Some(path) => EventSink::open(path)
+                .map_err(|e| format!("cannot write events to {}: {e}", path.display())),
+        }
+    }
+
+    /// Prints a line for people: on stdout, unless stdout is the event stream.
+    fn say(&self, text: impl std::fmt::Display) {
+        if self.events_on_stdout() {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+}
+
+/// The producer's settings, and the triage rules for the reports `--wait` writes.
+fn settings(cli: &Cli) -> Result<(ProducerSettings, Vec<TriageRule>), ConfigError> {
     let raw = cli.common.load(cli.overrides())?;
-    Ok(ProducerSettings {
+    let triage_rules = raw.report.triage_rules()?;
+    let settings = ProducerSettings {
         broker_url: raw.broker.url.clone(),
         connect_timeout: raw.broker.connect_timeout(),
         topology: raw.broker.topology(),
         suite: raw.run.suite.clone(),
         spec: raw.run.to_spec()?,
         deadline: Duration::from_secs(raw.run.deadline_secs),
-    })
+        order: cli.order,
+    };
+    Ok((settings, triage_rules))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     testfleet_common::logging::init();
-    let settings = match settings(&cli) {
+    let (settings, triage_rules) = match settings(&cli) {
         Ok(settings) => settings,
         Err(error) => return fail(PROGRAM, USAGE, error),
     };
@@ -133,38 +199,83 @@ async fn main() -> ExitCode {
         Ok(parts) => parts,
         Err(message) => return fail(PROGRAM, USAGE, message),
     };
-    let separator = if cli.null {
-        Separator::Nul
-    } else {
-        Separator::Newline
+    let separator = match (cli.preset, cli.null) {
+        (Some(preset), _) => Separator::Preset(preset),
+        (None, true) => Separator::Nul,
+        (None, false) => Separator::Newline,
     };
     let tests = match ids::collect(&source, separator, &selection) {
         Ok(tests) => tests,
         Err(error) => return fail(PROGRAM, USAGE, error),
     };
+    if cli.list {
+        for id in &tests {
+            println!("{id}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    // Opened before the run is published: a bad path is a usage error, not a
+    // run nobody can follow.
+    let mut sink = match cli.event_sink() {
+        Ok(sink) => sink,
+        Err(message) => return fail(PROGRAM, USAGE, message),
+    };
     let submitted = match testfleet_producer::submit(&settings, tests, cli.wait).await {
         Ok(submitted) => submitted,
         Err(error) => return fail(PROGRAM, INFRA, error),
     };
-    println!("{}", submitted.run_id);
+    cli.say(submitted.run_id);
     if !cli.wait {
         return ExitCode::SUCCESS;
     }
+    sink.write(&ndjson::run_submitted(
+        submitted.run_id,
+        &settings.suite,
+        submitted.tests,
+        submitted.created_at_ms,
+        submitted.deadline_ms,
+    ));
+    wait_and_report(&cli, &settings, &triage_rules, &submitted, &mut sink).await
+}
+
+/// Follows the run to its verdict, then prints the summary, writes the reports
+/// and ends the event stream with the verdict.
+async fn wait_and_report(
+    cli: &Cli,
+    settings: &ProducerSettings,
+    triage_rules: &[TriageRule],
+    submitted: &Submitted,
+    sink: &mut EventSink,
+) -> ExitCode {
     eprintln!(
         "waiting for the verdict of run {} ({} tests)…",
         submitted.run_id, submitted.tests
     );
-    let report = match testfleet_producer::wait_for_verdict(&settings, &submitted).await {
+    let view = ProgressView::for_stderr(submitted.tests, cli.progress_every > 0);
+    let watch = Watch {
+        view: &view,
+        sink,
+        every: Duration::from_secs(cli.progress_every),
+    };
+    let report = match follow(settings, submitted, watch).await {
         Ok(report) => report,
         Err(error) => return fail(PROGRAM, INFRA, error),
     };
-    println!("{}", report::console_summary(&report));
-    match report::write_all(&report, &cli.report_dir) {
-        Ok(paths) => println!("reports: {}", paths.dir.display()),
-        Err(error) => eprintln!(
-            "{PROGRAM}: could not write the reports to {}: {error}",
-            cli.report_dir.display()
-        ),
-    }
+    cli.say(report::console_summary(&report));
+    let paths = match report::write_all_with_rules(&report, &cli.report_dir, triage_rules) {
+        Ok(paths) => {
+            cli.say(format_args!("reports: {}", paths.dir.display()));
+            cli.say(format_args!("html report: {}", paths.html.display()));
+            Some(paths)
+        }
+        Err(error) => {
+            eprintln!(
+                "{PROGRAM}: could not write the reports to {}: {error}",
+                cli.report_dir.display()
+            );
+            None
+        }
+    };
+    sink.write(&ndjson::verdict(&report, paths.as_ref(), now_ms()));
     ExitCode::from(report.verdict.exit_code() as u8)
 }

@@ -1,18 +1,22 @@
-//! Publishing a run: its announcement to the aggregator, then one job per test,
-//! each confirmed by the broker; and waiting for the run's verdict.
+//! Publishing a run: its announcement to the aggregator, then one job per test
+//! (longest first when the suite has a history), each confirmed by the broker;
+//! and waiting for the run's verdict.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
 use testfleet_common::broker::{self, BrokerError};
 use testfleet_common::now_ms;
 use testfleet_common::topology::Topology;
-use testfleet_common::wire::{decode_report, Body, Job, RunAnnounce, RunReport, RunSpec};
+use testfleet_common::wire::{decode, Body, Job, RunAnnounce, RunEvent, RunReport, RunSpec};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 use uuid::Uuid;
+
+use crate::history::{self, Order};
 
 /// Jobs published per confirm round trip.
 const PUBLISH_WINDOW: usize = 2000;
@@ -31,6 +35,8 @@ pub struct ProducerSettings {
     pub spec: RunSpec,
     /// How long the run may take in all.
     pub deadline: Duration,
+    /// The order jobs are published in.
+    pub order: Order,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +54,7 @@ pub enum ProducerError {
 pub struct Submitted {
     pub run_id: Uuid,
     pub tests: usize,
+    pub created_at_ms: u64,
     pub deadline_ms: u64,
 }
 
@@ -105,13 +112,34 @@ async fn publish_run(
     )
     .await?;
     let count = announce.tests.len();
-    let jobs = announce.tests.into_iter().map(|test_id| {
+    // The announcement keeps the listed order (reports follow it); only the
+    // jobs are reordered.
+    let tests = match settings.order {
+        Order::Arrival => announce.tests,
+        Order::LongestFirst => {
+            let topology = &settings.topology;
+            match history::fetch(
+                connection,
+                topology,
+                &settings.suite,
+                history::HISTORY_TIMEOUT,
+            )
+            .await
+            {
+                Some(known) => history::longest_first(announce.tests, &known),
+                None => announce.tests,
+            }
+        }
+    };
+    let jobs = tests.into_iter().map(|test_id| {
         Body::Job(Job {
             run_id,
             test_id,
             attempt: 1,
             deadline_ms,
             spec: settings.spec.clone(),
+            // The iterator is consumed as it is published: this is publish time.
+            published_at_ms: now_ms(),
         })
     });
     broker::publish_all(&channel, "", &settings.topology.jobs, jobs, PUBLISH_WINDOW).await?;
@@ -120,18 +148,23 @@ async fn publish_run(
     Ok(Submitted {
         run_id,
         tests: count,
+        created_at_ms,
         deadline_ms,
     })
 }
 
-/// Waits for the run's verdict, reconnecting to the broker if needed.
+/// Waits for the run's verdict, reconnecting to the broker if needed. The run's
+/// events, which arrive on the same queue before it, go to `events`; a closed
+/// receiver only means nobody follows them.
 pub async fn wait_for_verdict(
     settings: &ProducerSettings,
     submitted: &Submitted,
+    events: mpsc::Sender<RunEvent>,
 ) -> Result<RunReport, ProducerError> {
     let give_up_in =
         Duration::from_millis(submitted.deadline_ms.saturating_sub(now_ms())) + VERDICT_GRACE;
-    match tokio::time::timeout(give_up_in, wait_reconnecting(settings, submitted.run_id)).await {
+    let waiting = wait_reconnecting(settings, submitted.run_id, &events);
+    match tokio::time::timeout(give_up_in, waiting).await {
         Ok(report) => report,
         Err(_) => Err(ProducerError::NoVerdict {
             run_id: submitted.run_id,
@@ -143,10 +176,11 @@ pub async fn wait_for_verdict(
 async fn wait_reconnecting(
     settings: &ProducerSettings,
     run_id: Uuid,
+    events: &mpsc::Sender<RunEvent>,
 ) -> Result<RunReport, ProducerError> {
     loop {
         let connection = broker::connect(&settings.broker_url, settings.connect_timeout).await?;
-        match read_verdict(&connection, settings, run_id).await {
+        match read_verdict(&connection, settings, run_id, events).await {
             Ok(report) => {
                 let _ = connection.close(200, "verdict received".into()).await;
                 return Ok(report);
@@ -163,6 +197,7 @@ async fn read_verdict(
     connection: &Connection,
     settings: &ProducerSettings,
     run_id: Uuid,
+    events: &mpsc::Sender<RunEvent>,
 ) -> Result<RunReport, BrokerError> {
     let channel = connection.create_channel().await?;
     let queue = settings.topology.verdict_queue(&run_id.to_string());
@@ -177,14 +212,27 @@ async fn read_verdict(
     loop {
         let delivery = consumer.next().await.ok_or(BrokerError::ChannelGone)??;
         broker::ack(&delivery).await?;
-        match decode_report(&delivery.data) {
-            Ok(report) if report.run_id == run_id => {
+        match decode(&delivery.data) {
+            Ok(Body::Report(report)) if report.run_id == run_id => {
+                // Cancel before deleting: a queue deleted under its consumer makes
+                // the broker cancel it while the channel closes, which lapin logs
+                // as a connection error over the progress display.
+                channel
+                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                    .await?;
                 channel
                     .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                     .await?;
+                let _ = channel.close(200, "verdict received".into()).await;
                 return Ok(report);
             }
-            Ok(other) => warn!(run = %other.run_id, "ignoring the verdict of another run"),
+            Ok(Body::Event(event)) if event.run_id == run_id => {
+                let _ = events.send(event).await;
+            }
+            Ok(other) => warn!(
+                kind = other.kind(),
+                "ignoring a message of another run or kind"
+            ),
             Err(error) => warn!(%error, "ignoring an unreadable message on the verdict queue"),
         }
     }

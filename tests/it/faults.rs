@@ -9,7 +9,11 @@ use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use testfleet_common::wire::{encode, Body, Job, Outcome, TestResult};
 
-use crate::fixtures::{leftover_containers, scripted_command, Fleet, RunOutcome, BROKER, BUSYBOX};
+use crate::fixtures::{
+    in_flight, leftover_containers, logged_tests, scripted_command, Fleet, RunOutcome, BROKER,
+    BUSYBOX,
+};
+use crate::netns::{BrokerUser, Netns};
 
 /// Passes, except `flaky-*` tests, which fail on their first attempt.
 /// `pass-030` and `pass-031` take 20 s, so they are mid-run when the fault hits
@@ -49,14 +53,18 @@ fn outcomes(run: &RunOutcome) -> BTreeMap<String, (String, usize)> {
 /// `fault` is synchronous: it may block (restarting a service) while the run
 /// goes on in its own task.
 pub async fn survives(fault: impl FnOnce(&mut Fleet)) -> (Fleet, RunOutcome) {
-    let mut fleet = Fleet::start(3, 2);
+    survives_on(Fleet::start(3, 2), fault).await
+}
+
+/// [`survives`] on a fleet of the caller's.
+async fn survives_on(mut fleet: Fleet, fault: impl FnOnce(&mut Fleet)) -> (Fleet, RunOutcome) {
     let expected = suite();
     let producer = fleet.producer();
     let ids: Vec<String> = expected.keys().cloned().collect();
     let run = tokio::spawn(async move {
         let command = scripted_command(SCRIPT);
         // A deadline, so that a broken mechanism fails the test instead of hanging it.
-        let mut args = vec!["--image", BUSYBOX, "--timeout", "30", "--deadline", "120"];
+        let mut args = vec!["--image", BUSYBOX, "--timeout", "30", "--deadline", "300"];
         args.extend(command.iter().map(String::as_str));
         producer.run(&ids, &args).await
     });
@@ -73,8 +81,125 @@ pub async fn survives(fault: impl FnOnce(&mut Fleet)) -> (Fleet, RunOutcome) {
         expected,
         "same outcomes as an undisturbed run, each counted once"
     );
-    assert!(leftover_containers(&run.run_id()).is_empty());
+    assert_no_leftovers(&run.run_id()).await;
     (fleet, run)
+}
+
+/// Containers a killed worker was creating at its death may appear after the
+/// survivors' start-up sweep; their next periodic sweep (15 s) removes them.
+async fn assert_no_leftovers(run_id: &str) {
+    for _ in 0..40 {
+        if leftover_containers(run_id).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("containers left behind: {:?}", leftover_containers(run_id));
+}
+
+/// Workers with a test in flight, by their logs.
+fn busy_workers(fleet: &Fleet) -> Vec<String> {
+    fleet
+        .worker_ids()
+        .into_iter()
+        .filter(|w| !in_flight(&fleet.worker_log(w)).is_empty())
+        .collect()
+}
+
+/// Polls `done` every 50 ms for up to `secs`; panics with `what` if it never holds.
+fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < until, "{what} (waited {secs}s)");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_cut_off_from_the_broker_has_its_jobs_run_elsewhere_and_publishes_nothing_stale() {
+    let netns = Netns::create();
+    let user = BrokerUser::create();
+    let mut fleet = Fleet::start(2, 2);
+    let remote = format!("{}-remote", fleet.prefix);
+    fleet.start_worker_in(&netns, &user.url(&netns.host_ip), &remote, 2);
+
+    let (fleet, _) = survives_on(fleet, |fleet| {
+        let mut cut_off = Vec::new();
+        wait_until(60, "the remote worker never ran a test", || {
+            cut_off = in_flight(&fleet.worker_log(&remote));
+            !cut_off.is_empty()
+        });
+        netns.cut();
+        // Still cut off: only the broker's redelivery can get these tests run.
+        wait_until(60, "jobs of the cut-off worker not redelivered", || {
+            let elsewhere: Vec<String> = fleet
+                .worker_ids()
+                .iter()
+                .filter(|w| **w != remote)
+                .flat_map(|w| logged_tests(&fleet.worker_log(w), "test finished"))
+                .collect();
+            cut_off.iter().all(|t| elsewhere.contains(t))
+        });
+        netns.heal();
+        wait_until(60, "the remote worker did not reconnect", || {
+            fleet
+                .worker_log(&remote)
+                .matches("connected to the broker")
+                .count()
+                >= 2
+        });
+    })
+    .await;
+
+    let log = fleet.worker_log(&remote);
+    assert!(
+        log.contains("lost the broker connection, reconnecting"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&user.password),
+        "the password never reaches a log"
+    );
+    assert!(log.contains(&format!("{}:***@", user.name)), "{log}");
+    let aggregator = fleet.aggregator_log();
+    for ignored in ["ignoring a duplicate result", "ignoring a stale result"] {
+        assert!(
+            !aggregator.contains(ignored),
+            "the cut-off worker published a result for a job the broker had taken back: {aggregator}"
+        );
+    }
+    fleet.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_killed_again_and_again_mid_run_lose_nothing_and_count_nothing_twice() {
+    let (fleet, _) = survives(|fleet| {
+        for kill in 1..=3 {
+            // A worker caught mid-test, so that a job is surely in flight.
+            let victim = loop {
+                if let Some(busy) = busy_workers(fleet).into_iter().next() {
+                    break busy;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            fleet.kill_worker(&victim);
+            fleet.start_worker(&format!("{}-new-{kill}", fleet.prefix), 2);
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    })
+    .await;
+    let removed: usize = fleet
+        .worker_ids()
+        .iter()
+        .map(|w| {
+            fleet
+                .worker_log(w)
+                .matches("removing orphaned test container")
+                .count()
+        })
+        .sum();
+    assert!(removed > 0, "the killed workers' containers were swept");
+    fleet.teardown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -114,6 +239,7 @@ async fn unreadable_messages_on_every_queue_are_parked_and_the_run_goes_on() {
         output: String::new(),
         output_truncated: false,
         message: None,
+        published_at_ms: 0,
     });
     let mut wrong_version = encode(&result);
     assert_eq!(wrong_version[1], 1, "a msgpack array of [version, body]");
@@ -137,6 +263,9 @@ async fn unreadable_messages_on_every_queue_are_parked_and_the_run_goes_on() {
             &topology.results,
             vec![bad[0].clone(), bad[1].clone(), job_on_results],
         ),
+        // History queries are questions, not facts: unreadable ones are dropped
+        // (logged), never parked.
+        (&topology.history, vec![bad[0].clone()]),
     ] {
         for payload in payloads {
             channel
@@ -194,6 +323,7 @@ async fn unreadable_messages_on_every_queue_are_parked_and_the_run_goes_on() {
         "the reason is logged"
     );
     assert!(logs.contains("expected a job message, got a result message"));
+    assert!(logs.contains("ignoring an unreadable history query"));
     fleet.teardown().await;
 }
 
@@ -208,6 +338,7 @@ fn sample_job() -> Job {
         attempt: 1,
         deadline_ms: u64::MAX,
         spec,
+        published_at_ms: 0,
     }
 }
 
@@ -282,5 +413,66 @@ async fn a_poison_test_is_dead_lettered_after_the_delivery_limit_and_the_run_end
         assert_eq!(attempt["status"]["DeadLettered"]["deliveries"], 5);
     }
     assert!(run.stdout().contains("poison"), "{}", run.stdout());
+    fleet.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_every_worker_dies_the_run_ends_at_its_deadline_listing_its_missing_tests() {
+    let mut fleet = Fleet::start(3, 2);
+    let ids: Vec<String> = suite().keys().cloned().collect();
+    let producer = fleet.producer();
+    let started = std::time::Instant::now();
+    let deadline_secs = 40;
+    let run = tokio::spawn(async move {
+        let command = scripted_command(SCRIPT);
+        let deadline = deadline_secs.to_string();
+        let mut args = vec![
+            "--image",
+            BUSYBOX,
+            "--timeout",
+            "30",
+            "--deadline",
+            &deadline,
+        ];
+        args.extend(command.iter().map(String::as_str));
+        producer.run(&ids, &args).await
+    });
+    while fleet.finished_count() < 30 {
+        assert!(!run.is_finished(), "the run ended before the fault");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let workers = fleet.worker_ids();
+    for worker in &workers {
+        fleet.kill_worker(worker);
+    }
+    let run = run.await.unwrap();
+    let took = started.elapsed();
+
+    assert_eq!(run.exit_code(), 4, "{}", run.describe());
+    assert!(
+        took >= Duration::from_secs(deadline_secs)
+            && took < Duration::from_secs(deadline_secs + 30),
+        "ends at its deadline, not before, not much after: {took:?}"
+    );
+    let statuses = run.statuses();
+    assert_eq!(statuses.len(), 100, "every test accounted for");
+    let missing = statuses.values().filter(|s| *s == "Missing").count();
+    // Flaky tests that failed once and whose retry never ran stay failed.
+    let finished = statuses
+        .values()
+        .filter(|s| ["Passed", "Flaky", "Failed"].contains(&s.as_str()))
+        .count();
+    assert!(missing >= 50, "most tests never ran: {statuses:?}");
+    assert_eq!(missing + finished, 100, "{statuses:?}");
+    assert!(
+        run.stdout().contains(&format!("missing ({missing}):")),
+        "{}",
+        run.stdout()
+    );
+    // Workers restarted under their ids remove what their predecessors left.
+    for worker in &workers {
+        fleet.start_worker(worker, 2);
+    }
+    assert_no_leftovers(&run.run_id()).await;
     fleet.teardown().await;
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 use testfleet_common::topology::Topology;
 
+use crate::netns::Netns;
+
 pub const BROKER: &str = "amqp://127.0.0.1:5672/%2f?heartbeat=5";
 pub const BUSYBOX: &str = "testfleet/busybox:latest";
 
@@ -32,6 +34,9 @@ pub fn binary(name: &str) -> PathBuf {
 pub struct Fleet {
     pub prefix: String,
     pub dir: PathBuf,
+    broker_url: String,
+    /// Extra environment for every process of the fleet.
+    env: Vec<(String, String)>,
     aggregator: Option<Child>,
     workers: BTreeMap<String, Child>,
 }
@@ -119,12 +124,23 @@ pub fn tests(report: &Value) -> impl Iterator<Item = &Value> {
 impl Fleet {
     /// Starts an aggregator and `workers` workers with `slots` each.
     pub fn start(workers: usize, slots: u32) -> Fleet {
+        Fleet::start_with_broker(workers, slots, BROKER, &[])
+    }
+
+    /// Starts a fleet whose every process (producer too) joins the broker at
+    /// `url`, with `env` added to its environment.
+    pub fn start_with_broker(workers: usize, slots: u32, url: &str, env: &[(&str, &str)]) -> Fleet {
         let prefix = format!("it-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).unwrap();
         let mut fleet = Fleet {
             prefix,
             dir,
+            broker_url: url.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             aggregator: None,
             workers: BTreeMap::new(),
         };
@@ -136,15 +152,20 @@ impl Fleet {
     }
 
     fn command(&self, binary_name: &str, log: &str) -> Command {
-        let mut command = Command::new(binary(binary_name));
+        self.configure(Command::new(binary(binary_name)), log)
+    }
+
+    /// Points a service at this fleet's queues and appends its output to `log`.
+    fn configure(&self, mut command: Command, log: &str) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(log))
             .unwrap();
         command
-            .env("TESTFLEET_BROKER__URL", BROKER)
+            .env("TESTFLEET_BROKER__URL", &self.broker_url)
             .env("TESTFLEET_BROKER__PREFIX", &self.prefix)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -185,12 +206,46 @@ impl Fleet {
     }
 
     pub fn start_worker(&mut self, id: &str, slots: u32) {
+        self.start_worker_with(id, slots, &[]);
+    }
+
+    /// Starts a worker with extra flags (e.g. `--executors process`).
+    pub fn start_worker_with(&mut self, id: &str, slots: u32, extra: &[&str]) {
         let child = self
             .command("testfleet-worker", &format!("{id}.log"))
             .args(["--worker-id", id, "--concurrency", &slots.to_string()])
+            .args(extra)
             .spawn()
             .expect("start worker");
         self.workers.insert(id.to_owned(), child);
+    }
+
+    /// Starts a worker inside `netns`, joining the broker at `broker_url`: a
+    /// worker on another host, as far as the network goes.
+    pub fn start_worker_in(&mut self, netns: &Netns, broker_url: &str, id: &str, slots: u32) {
+        let mut command = Command::new("ip");
+        command
+            .args(netns.exec_prefix())
+            .arg(binary("testfleet-worker"));
+        let child = self
+            .configure(command, &format!("{id}.log"))
+            .env("TESTFLEET_BROKER__URL", broker_url)
+            .args(["--worker-id", id, "--concurrency", &slots.to_string()])
+            .spawn()
+            .expect("start worker in its namespace");
+        self.workers.insert(id.to_owned(), child);
+    }
+
+    /// Peak resident memory of a running worker, in bytes (`VmHWM`).
+    pub fn worker_peak_rss(&self, id: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.workers[id].id()))
+            .expect("worker still running");
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM in /proc/<pid>/status");
+        kib * 1024
     }
 
     pub fn worker_ids(&self) -> Vec<String> {
@@ -240,6 +295,8 @@ impl Fleet {
         Producer {
             prefix: self.prefix.clone(),
             dir: self.dir.clone(),
+            broker_url: self.broker_url.clone(),
+            env: self.env.clone(),
         }
     }
 
@@ -274,9 +331,17 @@ impl Fleet {
 pub struct Producer {
     prefix: String,
     dir: PathBuf,
+    broker_url: String,
+    env: Vec<(String, String)>,
 }
 
 impl Producer {
+    /// Sets an environment variable (a configuration override) for its runs.
+    pub fn with_env(mut self, key: &str, value: &str) -> Producer {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Writes the ids to a file and runs the producer with `--wait` and `args`.
     pub async fn run(&self, ids: &[String], args: &[&str]) -> RunOutcome {
         let list = self.dir.join(format!("ids-{}.txt", uuid::Uuid::new_v4()));
@@ -289,8 +354,9 @@ impl Producer {
         let report_dir = self.dir.join("reports");
         let mut command = tokio::process::Command::new(binary("testfleet-producer"));
         command
-            .env("TESTFLEET_BROKER__URL", BROKER)
+            .env("TESTFLEET_BROKER__URL", &self.broker_url)
             .env("TESTFLEET_BROKER__PREFIX", &self.prefix)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.dir)
             .args(first)
             .args(["--report-dir", report_dir.to_str().unwrap()])
@@ -338,4 +404,29 @@ pub fn scripted_command(script: &str) -> Vec<String> {
         "sh".into(),
         "{id}".into(),
     ]
+}
+
+/// Test ids of a worker log's lines carrying `event` ("test started", …).
+pub fn logged_tests(log: &str, event: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| line.contains(event))
+        .filter_map(|line| line.split("test=").nth(1))
+        .filter_map(|rest| rest.split([' ', '}']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Tests a worker has started but not finished, by its log.
+pub fn in_flight(log: &str) -> Vec<String> {
+    let mut finished = logged_tests(log, "test finished");
+    logged_tests(log, "test started")
+        .into_iter()
+        .filter(|test| match finished.iter().position(|f| f == test) {
+            Some(i) => {
+                finished.swap_remove(i);
+                false
+            }
+            None => true,
+        })
+        .collect()
 }

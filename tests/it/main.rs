@@ -3,10 +3,20 @@
 //! Run `scripts/setup.sh` first (the README's test command does). Each test starts
 //! its own fleet under its own queue prefix, so tests run in parallel on one broker.
 
+mod bad_input;
+mod bench_smoke;
+mod compose;
 mod disruptive;
+mod events;
 mod faults;
 mod fixtures;
+mod html_report;
+mod netns;
 mod pipeline;
+mod presets;
+mod process_executor;
 mod producer_cli;
 mod shutdown;
+mod third_party;
+mod warm;
 mod worker_kill;

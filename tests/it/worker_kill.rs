@@ -3,18 +3,13 @@
 
 use std::time::Duration;
 
-use crate::fixtures::{leftover_containers, scripted_command, Fleet, BUSYBOX};
+use crate::fixtures::{leftover_containers, logged_tests, scripted_command, Fleet, BUSYBOX};
 
 /// Tests long enough that the killed worker is surely running some.
 const SCRIPT: &str = r#"echo "running $1"; sleep 3"#;
 
 fn started_tests(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|line| line.contains("test started"))
-        .filter_map(|line| line.split("test=").nth(1))
-        .filter_map(|rest| rest.split([' ', '}']).next())
-        .map(str::to_owned)
-        .collect()
+    logged_tests(log, "test started")
 }
 
 #[tokio::test(flavor = "multi_thread")]

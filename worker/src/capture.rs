@@ -49,21 +49,78 @@ impl OutputCapture {
     }
 
     /// The kept output as UTF-8 (invalid sequences replaced) and whether any was cut.
+    /// Replacement characters take three bytes for each invalid one, so binary
+    /// output is cut again to keep the text itself within the cap.
     pub fn finish(self) -> (String, bool) {
-        let head = String::from_utf8_lossy(&self.head);
+        let (head, head_cut) = lossy_within(&self.head, self.head_cap, Keep::Start);
         let tail_bytes: Vec<u8> = self.tail.into_iter().collect();
-        let tail = String::from_utf8_lossy(&tail_bytes);
-        if self.cut == 0 {
+        let (tail, tail_cut) = lossy_within(&tail_bytes, self.tail_cap, Keep::End);
+        let cut = self.cut + (head_cut + tail_cut) as u64;
+        if cut == 0 {
             return (format!("{head}{tail}"), false);
         }
-        let marker = format!("\n[… testfleet cut {} bytes of output here …]\n", self.cut);
+        let marker = format!("\n[… testfleet cut {cut} bytes of output here …]\n");
         (format!("{head}{marker}{tail}"), true)
     }
+}
+
+/// Which end of a text to keep when it must be shortened.
+#[derive(Clone, Copy)]
+enum Keep {
+    Start,
+    End,
+}
+
+/// `bytes` as UTF-8 (invalid sequences replaced) in at most `budget` bytes, cut
+/// at a character boundary; also how many bytes of text were cut.
+fn lossy_within(bytes: &[u8], budget: usize, keep: Keep) -> (String, usize) {
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    if text.len() <= budget {
+        return (text, 0);
+    }
+    let cut = text.len() - budget;
+    let kept = match keep {
+        Keep::Start => {
+            let end = (0..=budget)
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
+            text[..end].to_owned()
+        }
+        Keep::End => {
+            let start = (cut..=text.len())
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(text.len());
+            text[start..].to_owned()
+        }
+    };
+    let dropped = text.len() - kept.len();
+    debug_assert!(dropped >= cut);
+    (kept, dropped)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_output_stays_within_the_cap_as_text() {
+        let mut capture = OutputCapture::new(1000);
+        let binary: Vec<u8> = (0..10_000u32)
+            .map(|i| (i * 131 % 256) as u8 | 0x80)
+            .collect();
+        capture.push(&binary);
+        let (text, truncated) = capture.finish();
+        assert!(truncated);
+        let marker_len = text
+            .lines()
+            .find(|l| l.contains("testfleet cut"))
+            .unwrap()
+            .len()
+            + 2;
+        assert!(text.len() - marker_len <= 1000, "{} bytes", text.len());
+        assert!(text.contains('\u{FFFD}'));
+    }
 
     #[test]
     fn small_output_is_kept_whole() {

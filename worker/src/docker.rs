@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
+use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
@@ -17,26 +18,23 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 use testfleet_common::now_ms;
-use testfleet_common::wire::{Job, Outcome, TestResult};
+use testfleet_common::wire::{ContainerMode, Job, Outcome};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::capture::OutputCapture;
+use crate::executor::{collect_output, error_outcome, timed_out, Cleanup, Finished, Ran, Requeue};
 use crate::labels;
+use crate::phases::Phase;
+use crate::process::argv;
+use crate::warm::{Warm, WarmPool, WARM_IDLE_MAX};
+
+/// PID 1 of a kept container (warm mode): the image needs `sleep`.
+const KEEP_ALIVE: [&str; 2] = ["sleep", "2147483647"];
 
 /// How long output may keep arriving after the container has exited.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(10);
-
-/// Why a job could not be run here and must go back to the queue.
-#[derive(Debug, thiserror::Error)]
-pub enum Requeue {
-    #[error("docker engine unreachable: {0}")]
-    EngineUnreachable(#[source] DockerError),
-    #[error("the worker is shutting down")]
-    Interrupted,
-}
 
 /// A connection to one Docker engine, shared by every slot of a worker.
 #[derive(Clone)]
@@ -46,13 +44,8 @@ pub struct DockerExecutor {
     /// Containers that could not be removed because the engine did not answer;
     /// the service loop removes them once it does (see `labels::remove_leftovers`).
     leftovers: mpsc::UnboundedSender<String>,
-}
-
-/// What happened between start and exit, before it becomes a result.
-struct Ran {
-    outcome: Outcome,
-    exit_code: Option<i64>,
-    message: Option<String>,
+    /// Warm mode's kept containers (see `warm.rs`).
+    warm: WarmPool,
 }
 
 impl DockerExecutor {
@@ -63,6 +56,7 @@ impl DockerExecutor {
             docker,
             worker_id,
             leftovers,
+            warm: WarmPool::default(),
         };
         (executor, receiver)
     }
@@ -72,45 +66,198 @@ impl DockerExecutor {
     }
 
     /// Runs `job` to its end. `interrupt` kills the container and requeues the job.
-    pub async fn run(
-        &self,
-        job: &Job,
-        interrupt: &CancellationToken,
-    ) -> Result<TestResult, Requeue> {
+    ///
+    /// A passed test's container is handed back as a [`Cleanup`], removed after
+    /// the job is acked: removal is the slowest step after the run itself, and
+    /// an exit 0 that the engine reported leaves nothing to doubt. Any other
+    /// container is removed before the result exists, since an engine that fails
+    /// to remove it casts doubt on how the test ended.
+    pub async fn run(&self, job: &Job, interrupt: &CancellationToken) -> Result<Finished, Requeue> {
+        if job.spec.container_mode == ContainerMode::Warm {
+            return self.run_warm(job, interrupt).await;
+        }
         let started_at_ms = now_ms();
         let clock = tokio::time::Instant::now();
-        let (ran, capture) = match self.create(job).await? {
+        let mut cleanup = None;
+        let (ran, capture) = match Phase::Create.time(self.create(job)).await? {
             Err(message) => (error_outcome(message), None),
             Ok(container) => {
                 let ran = self.run_created(&container, job, interrupt).await;
-                let engine_lost = self.remove(&container).await;
-                let (ran, capture) = ran?;
-                match engine_lost {
-                    // A daemon that shuts down kills its containers (exit 137)
-                    // and is gone a moment later: a test that did not pass while
-                    // the engine went away says nothing about the test.
-                    Some(error) if ran.outcome != Outcome::Passed => {
-                        return Err(Requeue::EngineUnreachable(error))
-                    }
-                    _ => (ran, capture),
+                if matches!(&ran, Ok((r, _)) if r.outcome == Outcome::Passed) {
+                    cleanup = Some(Cleanup::Container(self.clone(), container));
+                    ran?
+                } else {
+                    self.checked_remove(&container, ran).await?
                 }
             }
         };
-        let (output, output_truncated) = capture.map(OutputCapture::finish).unwrap_or_default();
-        Ok(TestResult {
-            run_id: job.run_id,
-            test_id: job.test_id.clone(),
-            attempt: job.attempt,
-            outcome: ran.outcome,
-            exit_code: ran.exit_code,
-            duration_ms: clock.elapsed().as_millis() as u64,
-            worker_id: self.worker_id.clone(),
-            started_at_ms,
-            finished_at_ms: now_ms(),
-            output,
-            output_truncated,
-            message: ran.message,
-        })
+        let result = ran.into_result(job, &self.worker_id, capture, started_at_ms, clock);
+        Ok(Finished { result, cleanup })
+    }
+
+    /// Warm mode: runs `job` as an exec in a kept container of its run. The
+    /// container goes back to the pool after a passed test, is removed after the
+    /// ack once it has run `warm_reuse` tests, and is removed before the result
+    /// exists after any other outcome (its leftovers must not meet the next test).
+    async fn run_warm(
+        &self,
+        job: &Job,
+        interrupt: &CancellationToken,
+    ) -> Result<Finished, Requeue> {
+        let started_at_ms = now_ms();
+        let clock = tokio::time::Instant::now();
+        let mut cleanup = None;
+        let (ran, capture) = match self.exec_somewhere(job, interrupt).await? {
+            Err(message) => (error_outcome(message), None),
+            Ok((mut warm, (ran, capture))) if ran.outcome == Outcome::Passed => {
+                warm.used += 1;
+                if warm.used >= job.spec.warm_reuse {
+                    cleanup = Some(Cleanup::Container(self.clone(), warm.id));
+                } else {
+                    self.warm.put_back(warm);
+                }
+                (ran, capture)
+            }
+            Ok((warm, ran)) => self.checked_remove(&warm.id, Ok(ran)).await?,
+        };
+        let result = ran.into_result(job, &self.worker_id, capture, started_at_ms, clock);
+        Ok(Finished { result, cleanup })
+    }
+
+    /// Runs the exec in a kept container, or in a new one when the kept one is
+    /// gone (swept, or killed by the engine): a container we lost is no fault of
+    /// the test. The inner `Err` is a message for an error outcome.
+    async fn exec_somewhere(
+        &self,
+        job: &Job,
+        interrupt: &CancellationToken,
+    ) -> Result<Result<(Warm, (Ran, Option<OutputCapture>)), String>, Requeue> {
+        for _ in 0..2 {
+            let warm = match self.warm_container(job).await? {
+                Ok(warm) => warm,
+                Err(message) => return Ok(Err(message)),
+            };
+            match self.exec(&warm.id, job, interrupt).await {
+                Ok(Some(ran)) => return Ok(Ok((warm, ran))),
+                Ok(None) => {
+                    debug!(container = %warm.id, "kept container gone; starting another");
+                    self.remove(&warm.id).await;
+                }
+                Err(requeue) => {
+                    self.remove(&warm.id).await;
+                    return Err(requeue);
+                }
+            }
+        }
+        Ok(Err("kept containers kept vanishing under the exec".into()))
+    }
+
+    /// A kept container of the job's run, or a new one started for it.
+    async fn warm_container(&self, job: &Job) -> Result<Result<Warm, String>, Requeue> {
+        let needed_until = now_ms() + job.spec.timeout_ms + labels::ORPHAN_GRACE_MS;
+        let (found, expired) = self.warm.checkout(job.run_id, needed_until);
+        for container in expired {
+            self.remove(&container).await;
+        }
+        if let Some(warm) = found {
+            return Ok(Ok(warm));
+        }
+        let container = match Phase::Create.time(self.create(job)).await? {
+            Ok(container) => container,
+            Err(message) => return Ok(Err(message)),
+        };
+        let start = self.docker.start_container(&container, None);
+        if let Err(error) = Phase::Start.time(start).await {
+            self.remove(&container).await;
+            return classify(error, "start the kept container").map(Err);
+        }
+        Ok(Ok(Warm::new(container, job.run_id, warm_expiry(job))))
+    }
+
+    /// One exec of the job's argv in `container`, output attached, under the
+    /// timeout; `None` when the container is gone. A timeout or an interrupt
+    /// kills the container: there is no other way to kill an exec's processes.
+    async fn exec(
+        &self,
+        container: &str,
+        job: &Job,
+        interrupt: &CancellationToken,
+    ) -> Result<Option<(Ran, Option<OutputCapture>)>, Requeue> {
+        let clock = std::time::Instant::now();
+        let options = CreateExecOptions {
+            cmd: Some(argv(job)),
+            env: Some(test_env(job)),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = match self.docker.create_exec(container, options).await {
+            Ok(exec) => exec.id,
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            }) => return Ok(None),
+            Err(error) => return classify(error, "create the exec").map(not_run).map(Some),
+        };
+        let output = match self.docker.start_exec(&exec, None).await {
+            Ok(StartExecResults::Attached { output, .. }) => output,
+            Ok(StartExecResults::Detached) => {
+                return Ok(Some(not_run("the engine started the exec detached".into())))
+            }
+            Err(error) => return classify(error, "start the exec").map(not_run).map(Some),
+        };
+        let cap = job.spec.output_cap_bytes as usize;
+        let timeout = Duration::from_millis(job.spec.timeout_ms);
+        let capture = tokio::select! {
+            read = tokio::time::timeout(timeout, read_output(output, OutputCapture::new(cap))) => match read {
+                Ok(capture) => capture,
+                Err(_elapsed) => {
+                    self.kill(container).await;
+                    return Ok(Some((timed_out(timeout), None)));
+                }
+            },
+            () = interrupt.cancelled() => {
+                self.kill(container).await;
+                return Err(Requeue::Interrupted);
+            }
+        };
+        let ran = match self.docker.inspect_exec(&exec).await {
+            Ok(inspect) => match inspect.exit_code {
+                Some(exit) => Ran {
+                    outcome: Outcome::from_exit_code(exit),
+                    exit_code: Some(exit),
+                    message: None,
+                },
+                None => error_outcome("the exec ended without an exit code".into()),
+            },
+            Err(error) => classify(error, "inspect the exec").map(error_outcome)?,
+        };
+        Phase::Exec.record(clock.elapsed());
+        Ok(Some((ran, Some(capture))))
+    }
+
+    /// Removes kept containers idle for `idle_for` (all of them with zero).
+    pub async fn retire_warm(&self, idle_for: Duration) {
+        for container in self.warm.take_idle(idle_for) {
+            self.remove(&container).await;
+        }
+    }
+
+    /// Removes the container of a test that did not pass, or could not run.
+    async fn checked_remove(
+        &self,
+        container: &str,
+        ran: Result<(Ran, Option<OutputCapture>), Requeue>,
+    ) -> Result<(Ran, Option<OutputCapture>), Requeue> {
+        let engine_lost = self.remove(container).await;
+        let (ran, capture) = ran?;
+        match engine_lost {
+            // A daemon that shuts down kills its containers (exit 137) and is
+            // gone a moment later: a test that did not pass while the engine
+            // went away says nothing about the test.
+            Some(error) if ran.outcome != Outcome::Passed => Err(Requeue::EngineUnreachable(error)),
+            _ => Ok((ran, capture)),
+        }
     }
 
     /// Creates the container, pulling its image once if the engine lacks it.
@@ -177,20 +324,22 @@ impl DockerExecutor {
             .stderr(true)
             .stream(true)
             .build();
-        let output = match self.docker.attach_container(container, Some(options)).await {
+        let attach = self.docker.attach_container(container, Some(options));
+        let output = match Phase::Attach.time(attach).await {
             Ok(attached) => attached.output,
             Err(error) => return classify(error, "attach to the container").map(not_run),
         };
         let cap = job.spec.output_cap_bytes as usize;
         let reader = tokio::spawn(read_output(output, OutputCapture::new(cap)));
 
-        if let Err(error) = self.docker.start_container(container, None).await {
+        let start = self.docker.start_container(container, None);
+        if let Err(error) = Phase::Start.time(start).await {
             reader.abort();
             return classify(error, "start the container").map(not_run);
         }
         let timeout = Duration::from_millis(job.spec.timeout_ms);
         let ran = tokio::select! {
-            waited = tokio::time::timeout(timeout, self.wait(container)) => match waited {
+            waited = tokio::time::timeout(timeout, Phase::Wait.time(self.wait(container))) => match waited {
                 Ok(exit) => exit?,
                 Err(_elapsed) => {
                     self.kill(container).await;
@@ -203,7 +352,18 @@ impl DockerExecutor {
                 return Err(Requeue::Interrupted);
             }
         };
-        Ok((ran, Some(collect_output(reader).await)))
+        Ok((
+            ran,
+            Some(
+                Phase::Output
+                    .time(collect_output(
+                        reader,
+                        OUTPUT_DRAIN,
+                        "output could not be collected",
+                    ))
+                    .await,
+            ),
+        ))
     }
 
     /// Waits for the container to stop. A non-zero exit arrives from bollard as a
@@ -248,7 +408,8 @@ impl DockerExecutor {
             .force(true)
             .v(true)
             .build();
-        match self.docker.remove_container(container, Some(options)).await {
+        let remove = self.docker.remove_container(container, Some(options));
+        match Phase::Remove.time(remove).await {
             Ok(()) => None,
             Err(DockerError::DockerResponseServerError {
                 status_code: 404 | 409,
@@ -270,15 +431,16 @@ impl DockerExecutor {
 /// The container's full definition: argv without a shell, labels, confinement.
 fn container_body(job: &Job, worker_id: &str) -> ContainerCreateBody {
     let spec = &job.spec;
-    let cmd = spec
-        .command
-        .iter()
-        .map(|arg| arg.replace("{id}", &job.test_id))
-        .collect();
-    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    env.push(format!("TEST_ID={}", job.test_id));
-    env.push(format!("TESTFLEET_RUN_ID={}", job.run_id));
-    env.push(format!("TESTFLEET_ATTEMPT={}", job.attempt));
+    let (cmd, env) = match spec.container_mode {
+        ContainerMode::Fresh => (argv(job), test_env(job)),
+        // PID 1 of a kept container only keeps it alive; tests come as execs,
+        // each with its own argv and environment.
+        ContainerMode::Warm => (KEEP_ALIVE.iter().map(|s| s.to_string()).collect(), vec![]),
+    };
+    let mut labels = labels::for_job(job, worker_id);
+    if spec.container_mode == ContainerMode::Warm {
+        labels.insert(labels::EXPIRES.into(), warm_expiry(job).to_string());
+    }
     let tmpfs: HashMap<String, String> = spec
         .container
         .tmpfs
@@ -297,7 +459,7 @@ fn container_body(job: &Job, worker_id: &str) -> ContainerCreateBody {
         tty: Some(false),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
-        labels: Some(labels::for_job(job, worker_id)),
+        labels: Some(labels),
         host_config: Some(HostConfig {
             network_mode: Some(spec.container.network.clone()),
             tmpfs: Some(tmpfs),
@@ -309,6 +471,31 @@ fn container_body(job: &Job, worker_id: &str) -> ContainerCreateBody {
         }),
         ..Default::default()
     }
+}
+
+fn test_env(job: &Job) -> Vec<String> {
+    let mut env: Vec<String> = job
+        .spec
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    env.push(format!("TEST_ID={}", job.test_id));
+    env.push(format!("TESTFLEET_RUN_ID={}", job.run_id));
+    env.push(format!("TESTFLEET_ATTEMPT={}", job.attempt));
+    env
+}
+
+/// When a kept container is certainly orphaned: after `warm_reuse` tests at
+/// their timeout each, idle spells between them, and the usual grace. The pool
+/// stops using it before then (see `WarmPool::checkout`).
+fn warm_expiry(job: &Job) -> u64 {
+    let busy = job
+        .spec
+        .timeout_ms
+        .saturating_mul(u64::from(job.spec.warm_reuse));
+    let idle = WARM_IDLE_MAX.as_millis() as u64 * u64::from(job.spec.warm_reuse);
+    now_ms() + busy + idle + labels::ORPHAN_GRACE_MS
 }
 
 async fn read_output(
@@ -329,36 +516,9 @@ async fn read_output(
     capture
 }
 
-async fn collect_output(reader: JoinHandle<OutputCapture>) -> OutputCapture {
-    match tokio::time::timeout(OUTPUT_DRAIN, reader).await {
-        Ok(Ok(capture)) => capture,
-        Ok(Err(_)) | Err(_) => {
-            let mut capture = OutputCapture::new(256);
-            capture.push(b"[testfleet: output could not be collected]");
-            capture
-        }
-    }
-}
-
-fn timed_out(timeout: Duration) -> Ran {
-    Ran {
-        outcome: Outcome::TimedOut,
-        exit_code: None,
-        message: Some(format!("killed after the {timeout:?} timeout")),
-    }
-}
-
 /// An error outcome for a container that never ran, so has no output.
 fn not_run(message: String) -> (Ran, Option<OutputCapture>) {
     (error_outcome(message), None)
-}
-
-fn error_outcome(message: String) -> Ran {
-    Ran {
-        outcome: Outcome::Error,
-        exit_code: None,
-        message: Some(message),
-    }
 }
 
 /// An unreachable engine requeues the job; any other engine refusal is reported.
@@ -409,6 +569,7 @@ mod tests {
             attempt: 2,
             deadline_ms: 0,
             spec,
+            published_at_ms: 0,
         }
     }
 

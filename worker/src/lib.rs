@@ -1,15 +1,23 @@
 //! The testfleet worker: a stateless consumer that runs each job in a fresh Docker
-//! container and publishes what happened.
+//! container, or as a child process on its host, and publishes what happened.
 //!
 //! Layout:
 //! - [`service`]: the loop that owns the broker session and the running jobs.
+//! - [`executor`]: the executors a worker has, and picking one per job.
 //! - [`docker`]: running one job in a container (the only code that talks to Docker).
+//! - [`process`]: running one job as a child process in its own process group.
 //! - [`labels`]: container labels and the orphan sweep.
+//! - [`phases`]: where a Docker job's time goes, logged at shutdown.
+//! - [`warm`]: warm mode's pool of kept containers (`run.container_mode`).
 //! - [`capture`]: head-and-tail output capture under a cap.
 
 pub mod capture;
 pub mod docker;
+pub mod executor;
 pub mod labels;
+pub mod phases;
+pub mod process;
 pub mod service;
+pub mod warm;
 
 pub use service::{run, WorkerError, WorkerSettings};

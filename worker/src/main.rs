@@ -6,9 +6,11 @@ use std::time::Duration;
 use clap::Parser;
 use testfleet_common::cli::{self, CommonArgs, Overrides};
 use testfleet_common::config::ConfigError;
+use testfleet_common::wire::ExecutorKind;
 use testfleet_worker::WorkerSettings;
 
-/// Runs tests from the broker's job queue, each in a fresh Docker container.
+/// Runs tests from the broker's job queue, each in a fresh Docker container or
+/// as a child process on this host.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -20,12 +22,17 @@ struct Cli {
     /// A stable id lets a restarted worker remove its predecessor's containers.
     #[arg(long)]
     worker_id: Option<String>,
+    /// Executors to run jobs with: docker, process, or both (comma-separated).
+    /// `process` runs any run's command on this host, so it is opt-in.
+    #[arg(long, value_delimiter = ',')]
+    executors: Option<Vec<String>>,
 }
 
 fn settings(cli: &Cli) -> Result<WorkerSettings, ConfigError> {
     let flags = Overrides::default()
         .set("worker.concurrency", cli.concurrency.map(i64::from))
-        .set("worker.id", cli.worker_id.clone());
+        .set("worker.id", cli.worker_id.clone())
+        .set("worker.executors", cli.executors.clone());
     let raw = cli.common.load(flags)?;
     raw.worker.validate()?;
     let concurrency = u16::try_from(raw.worker.concurrency).map_err(|_| ConfigError::Invalid {
@@ -43,7 +50,21 @@ fn settings(cli: &Cli) -> Result<WorkerSettings, ConfigError> {
         concurrency,
         worker_id,
         docker_timeout: Duration::from_secs(raw.worker.docker_timeout_secs),
+        // Validated: concurrency + prefetch_extra fits the AMQP prefetch (u16).
+        prefetch_extra: raw.worker.prefetch_extra as u16,
+        executors: dedup(raw.worker.executors),
     })
+}
+
+/// `--executors docker,docker` is one Docker executor, in first-named order.
+fn dedup(kinds: Vec<ExecutorKind>) -> Vec<ExecutorKind> {
+    let mut unique = Vec::new();
+    for kind in kinds {
+        if !unique.contains(&kind) {
+            unique.push(kind);
+        }
+    }
+    unique
 }
 
 /// Hostname plus a random suffix: unique even for several workers on one host.

@@ -5,7 +5,11 @@
 //! over deliveries, finished jobs, shutdown and the sweep timer. The prefetch equals
 //! the number of slots, so the broker never hands this worker more jobs than it can
 //! run at once, and an unacked job is redelivered elsewhere if the worker dies.
+//!
+//! The Docker engine matters only to a worker with the Docker executor: one
+//! started with `--executors process` never looks for it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -17,15 +21,21 @@ use testfleet_common::broker::{self, BrokerError};
 use testfleet_common::now_ms;
 use testfleet_common::shutdown::Shutdown;
 use testfleet_common::topology::Topology;
-use testfleet_common::wire::{decode_job, Body, Job};
-use tokio::sync::mpsc;
+use testfleet_common::wire::{decode_job, Body, ExecutorKind, Job, RunEvent, RunEventKind};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{error, info, info_span, warn, Instrument};
 
-use crate::docker::{DockerExecutor, Requeue};
+use crate::docker::DockerExecutor;
+use crate::executor::{Executor, Executors, Finished, Requeue};
 use crate::labels::{self, Sweep};
+use crate::phases;
+use crate::process::ProcessExecutor;
+use crate::warm::WARM_IDLE_MAX;
 
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Often enough that a dead neighbour's containers go soon after it dies; a
+/// sweep is one label-filtered list call.
+const SWEEP_EVERY: Duration = Duration::from_secs(15);
 const ENGINE_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Validated settings of one worker.
@@ -37,7 +47,15 @@ pub struct WorkerSettings {
     pub concurrency: u16,
     pub worker_id: String,
     pub docker_timeout: Duration,
+    /// Executors to run jobs with; validated non-empty.
+    pub executors: Vec<ExecutorKind>,
+    /// Deliveries beyond the slots, so a slot can start a test while its last
+    /// result is being confirmed; 0 keeps prefetch equal to slots.
+    pub prefetch_extra: u16,
 }
+
+/// Containers the engine could not remove, when the worker has a Docker executor.
+type Leftovers = Option<mpsc::UnboundedReceiver<String>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -62,20 +80,25 @@ enum SessionEnd {
 
 /// Runs a worker until `shutdown` drains it (or the broker stays unreachable).
 pub async fn run(settings: WorkerSettings, shutdown: Shutdown) -> Result<(), WorkerError> {
-    let Some(docker) = connect_engine(settings.docker_timeout, &shutdown).await else {
+    let Some((executors, mut leftovers)) = start_executors(&settings, &shutdown).await else {
         return Ok(());
     };
-    let (executor, mut leftovers) = DockerExecutor::new(docker, settings.worker_id.clone());
-    wait_for_engine(&executor, &shutdown).await;
-    let removed = labels::sweep(&executor, Sweep::ExpiredOrOwnedBy(&settings.worker_id)).await;
-    info!(worker = %settings.worker_id, slots = settings.concurrency, orphans_removed = removed, "worker started");
+    info!(worker = %settings.worker_id, slots = settings.concurrency, executors = %executors.kinds().join(","), "worker started");
 
     while !shutdown.is_draining() {
         let connection = tokio::select! {
             connected = broker::connect(&settings.broker_url, settings.connect_timeout) => connected?,
             () = shutdown.draining() => break,
         };
-        match session(&connection, &settings, &executor, &mut leftovers, &shutdown).await {
+        match session(
+            &connection,
+            &settings,
+            &executors,
+            &mut leftovers,
+            &shutdown,
+        )
+        .await
+        {
             Ok(SessionEnd::Drained) => {
                 let _ = connection.close(200, "worker stopped".into()).await;
                 break;
@@ -86,23 +109,71 @@ pub async fn run(settings: WorkerSettings, shutdown: Shutdown) -> Result<(), Wor
             }
         }
     }
+    if let Some(docker) = executors.docker() {
+        docker.retire_warm(Duration::ZERO).await;
+        phases::log_summary();
+    }
     info!(worker = %settings.worker_id, "worker stopped");
     Ok(())
+}
+
+/// Sets up each executor the settings name. With Docker, waits for the engine and
+/// removes what a predecessor with this id left. `None` if asked to stop first.
+async fn start_executors(
+    settings: &WorkerSettings,
+    shutdown: &Shutdown,
+) -> Option<(Executors, Leftovers)> {
+    let mut enabled = Vec::new();
+    let mut leftovers = None;
+    for kind in &settings.executors {
+        match kind {
+            ExecutorKind::Docker => {
+                let docker = connect_engine(settings.docker_timeout, shutdown).await?;
+                let (executor, receiver) = DockerExecutor::new(docker, settings.worker_id.clone());
+                wait_for_engine(&executor, shutdown).await;
+                let removed =
+                    labels::sweep(&executor, Sweep::ExpiredOrOwnedBy(&settings.worker_id)).await;
+                info!(orphans_removed = removed, "docker executor ready");
+                leftovers = Some(receiver);
+                enabled.push(Executor::Docker(executor));
+            }
+            ExecutorKind::Process => enabled.push(Executor::Process(ProcessExecutor::new(
+                settings.worker_id.clone(),
+            ))),
+        }
+    }
+    Some((
+        Executors::new(settings.worker_id.clone(), enabled),
+        leftovers,
+    ))
+}
+
+/// Retries removing containers the engine did not answer for (Docker only).
+async fn remove_leftovers(executors: &Executors, leftovers: &mut Leftovers) {
+    if let (Some(docker), Some(leftovers)) = (executors.docker(), leftovers.as_mut()) {
+        labels::remove_leftovers(docker, leftovers).await;
+    }
 }
 
 /// One connection's worth of work. Errors here restart the session.
 async fn session(
     connection: &Connection,
     settings: &WorkerSettings,
-    executor: &DockerExecutor,
-    leftovers: &mut mpsc::UnboundedReceiver<String>,
+    executors: &Executors,
+    leftovers: &mut Leftovers,
     shutdown: &Shutdown,
 ) -> Result<SessionEnd, BrokerError> {
     let consume = connection.create_channel().await?;
     settings.topology.declare(&consume).await?;
     consume
-        .basic_qos(settings.concurrency, BasicQosOptions::default())
+        .basic_qos(
+            settings.concurrency + settings.prefetch_extra,
+            BasicQosOptions::default(),
+        )
         .await?;
+    // A permit per slot, held while a test runs (not while its result is
+    // confirmed): with `prefetch_extra` = 0 one is always free for a delivery.
+    let slots = Arc::new(Semaphore::new(usize::from(settings.concurrency)));
     let publish = broker::confirm_channel(connection).await?;
     let mut consumer = consume
         .basic_consume(
@@ -135,10 +206,13 @@ async fn session(
             delivery = consumer.next(), if consuming && engine_ok => match delivery {
                 Some(Ok(delivery)) => {
                     let job = JobContext {
-                        executor: executor.clone(),
+                        executors: executors.clone(),
                         publish: publish.clone(),
                         results_queue: settings.topology.results.clone(),
+                        events_exchange: settings.topology.verdicts.clone(),
+                        worker_id: settings.worker_id.clone(),
                         interrupt: interrupt.clone(),
+                        slots: slots.clone(),
                     };
                     running.spawn(job.handle(delivery));
                 }
@@ -148,11 +222,11 @@ async fn session(
             Some(ended) = running.join_next() => match ended {
                 // A job that ends normally shows the engine answers: a good time
                 // to remove what an outage left behind (a no-op when nothing was).
-                Ok(JobEnd::Done) => labels::remove_leftovers(executor, leftovers).await,
+                Ok(JobEnd::Done) => remove_leftovers(executors, leftovers).await,
                 Ok(JobEnd::EngineDown) if engine_ok => {
                     engine_ok = false;
                     warn!("docker engine unreachable: pausing until it answers");
-                    let executor = executor.clone();
+                    let executor = executors.docker().expect("only docker jobs find the engine down").clone();
                     let tx = engine_back_tx.clone();
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
@@ -168,11 +242,14 @@ async fn session(
             Some(()) = engine_back.recv() => {
                 info!("docker engine answers again: taking jobs");
                 engine_ok = true;
-                labels::remove_leftovers(executor, leftovers).await;
+                remove_leftovers(executors, leftovers).await;
             }
             _ = sweep_timer.tick() => {
-                labels::sweep(executor, Sweep::Expired).await;
-                labels::remove_leftovers(executor, leftovers).await;
+                if let Some(docker) = executors.docker() {
+                    labels::sweep(docker, Sweep::Expired).await;
+                    docker.retire_warm(WARM_IDLE_MAX).await;
+                }
+                remove_leftovers(executors, leftovers).await;
             }
         }
     };
@@ -231,10 +308,14 @@ async fn wait_for_engine(executor: &DockerExecutor, shutdown: &Shutdown) {
 
 /// What a job's task needs, cloned from the loop's state.
 struct JobContext {
-    executor: DockerExecutor,
+    executors: Executors,
     publish: Channel,
     results_queue: String,
+    /// Where "test started" events go (the verdicts exchange).
+    events_exchange: String,
+    worker_id: String,
     interrupt: tokio_util::sync::CancellationToken,
+    slots: Arc<Semaphore>,
 }
 
 impl JobContext {
@@ -255,9 +336,21 @@ impl JobContext {
             info!("skipping a job whose run is past its deadline");
             return settle(broker::ack(&delivery).await);
         }
-        info!("test started");
-        match self.executor.run(&job, &self.interrupt).await {
-            Ok(result) => {
+        let slot = tokio::select! {
+            slot = self.slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = self.interrupt.cancelled() => {
+                return match broker::nack(&delivery, true).await {
+                    Ok(()) => JobEnd::Done,
+                    Err(error) => JobEnd::BrokerLost(error),
+                };
+            }
+        };
+        info!(executor = job.spec.executor.as_str(), "test started");
+        self.announce_start(&job).await;
+        let ran = self.executors.run(&job, &self.interrupt).await;
+        drop(slot);
+        match ran {
+            Ok(Finished { result, cleanup }) => {
                 info!(outcome = result.outcome.as_str(), exit_code = ?result.exit_code, duration_ms = result.duration_ms, "test finished");
                 let published = broker::publish(
                     &self.publish,
@@ -266,11 +359,15 @@ impl JobContext {
                     &Body::Result(result),
                 )
                 .await;
-                if let Err(error) = published {
+                let end = match published {
                     // Not acked: the broker redelivers the job and it runs again.
-                    return JobEnd::BrokerLost(error);
+                    Err(error) => JobEnd::BrokerLost(error),
+                    Ok(()) => settle(broker::ack(&delivery).await),
+                };
+                if let Some(cleanup) = cleanup {
+                    cleanup.run().await;
                 }
-                settle(broker::ack(&delivery).await)
+                end
             }
             Err(requeue) => {
                 warn!(reason = %requeue, "giving the job back to the queue");
@@ -282,6 +379,24 @@ impl JobContext {
                 }
             }
         }
+    }
+
+    /// Tells followers of the run that this attempt started. Fire-and-forget:
+    /// no confirm wait on the hot path, and a failure only loses the event. It
+    /// goes out on the channel the result will, so it reaches a follower's queue
+    /// before the aggregator can have counted the result.
+    async fn announce_start(&self, job: &Job) {
+        let event = Body::Event(RunEvent {
+            run_id: job.run_id,
+            at_ms: now_ms(),
+            kind: RunEventKind::TestStarted {
+                test_id: job.test_id.clone(),
+                attempt: job.attempt,
+                worker_id: self.worker_id.clone(),
+            },
+        });
+        let key = Topology::events_key(&job.run_id.to_string());
+        broker::publish_event(&self.publish, &self.events_exchange, &key, &event).await;
     }
 }
 

@@ -48,6 +48,7 @@ pub fn ran(attempt: u32, outcome: Outcome, exit_code: Option<i64>, output: &str)
         output: (outcome != Outcome::Passed).then(|| output.to_owned()),
         output_truncated: false,
         message: None,
+        published_at_ms: None,
     }
 }
 
@@ -64,6 +65,7 @@ pub fn unrun(attempt: u32, status: AttemptStatus, message: Option<&str>) -> Atte
         output: None,
         output_truncated: false,
         message: message.map(str::to_owned),
+        published_at_ms: None,
     }
 }
 

@@ -11,6 +11,7 @@ use super::format::{
     counts_line, describe_final, did_not_pass, failed_attempts, last_attempt, one_line, plural,
     rfc3339, run_duration_ms, seconds, tail_lines,
 };
+use super::triage::{Group, Triage};
 
 /// GitHub refuses comments over 65,536 characters; this leaves room for a bot's
 /// own preamble. Lengths are counted in bytes, never fewer than characters, so
@@ -21,6 +22,12 @@ pub const COMMENT_LIMIT: usize = 60_000;
 const TAIL_LEVELS: [usize; 3] = [20, 5, 0];
 const MAX_LINE_CHARS: usize = 300;
 const MAX_ID_CHARS: usize = 300;
+
+/// Failure causes listed, and test ids named per cause: enough to see the
+/// shape of a run's failures without crowding out the sections below.
+const MAX_CAUSES: usize = 10;
+const MAX_CAUSE_IDS: usize = 5;
+const MAX_CAUSE_ID_CHARS: usize = 80;
 
 /// Room kept for one "… and N more" note.
 const NOTE_ROOM: usize = 64;
@@ -38,15 +45,16 @@ const SECTIONS: [(FinalStatus, &str); 6] = [
     (FinalStatus::Flaky, "Flaky"),
 ];
 
-/// The summary, at most [`COMMENT_LIMIT`] bytes.
-pub fn render(report: &RunReport) -> String {
-    render_within(report, COMMENT_LIMIT)
+/// The summary, at most [`COMMENT_LIMIT`] bytes, with the run's failures
+/// grouped by cause as `triage` found them.
+pub fn render(report: &RunReport, triage: &Triage<'_>) -> String {
+    render_within(report, triage, COMMENT_LIMIT)
 }
 
 /// The summary in at most about `limit` bytes: output tails shrink first, then
 /// the lists are cut, each cut list ending with "… and N more".
-pub fn render_within(report: &RunReport, limit: usize) -> String {
-    let header = header(report);
+pub fn render_within(report: &RunReport, triage: &Triage<'_>, limit: usize) -> String {
+    let header = header(report) + &causes(triage);
     let sections = sections(report);
     let mut shortened = false;
     for tail in TAIL_LEVELS {
@@ -90,11 +98,15 @@ fn assemble(
     let mut out = header.to_owned();
     let mut cut = false;
     for (i, section) in sections.iter().enumerate() {
-        // Keep room for every later section's heading and note, and the footer,
-        // so a long first section cannot hide that the others exist.
+        // Keep room for every later section's heading, first entry (without
+        // output) and note, and the footer, so a long first section cannot
+        // hide the others or what is in them.
         let reserve: usize = sections[i + 1..]
             .iter()
-            .map(|s| heading(s).len() + NOTE_ROOM)
+            .map(|s| {
+                let first = s.tests.first().map_or(0, |t| entry(report, t, 0).len());
+                heading(s).len() + first + NOTE_ROOM
+            })
             .sum::<usize>()
             + SHORTENED_NOTE.len()
             + NOTE_ROOM;
@@ -142,6 +154,55 @@ fn header(report: &RunReport) -> String {
         plural(report.rounds as usize, "round"),
         seconds(run_duration_ms(report)),
         rfc3339(report.finished_at_ms),
+    )
+}
+
+/// "### Failure causes: 40 failures, 2 causes", then one line per cause with
+/// its size and first few tests; bounded whatever the run.
+fn causes(triage: &Triage<'_>) -> String {
+    if triage.groups.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "### Failure causes: {}, {}\n\n",
+        plural(triage.failures(), "failure"),
+        plural(triage.groups.len(), "cause")
+    );
+    for group in triage.groups.iter().take(MAX_CAUSES) {
+        out.push_str(&cause_line(group));
+    }
+    if triage.groups.len() > MAX_CAUSES {
+        let rest = triage.groups.len() - MAX_CAUSES;
+        let noun = if rest == 1 { "cause" } else { "causes" };
+        out.push_str(&format!("\n… and {rest} more {noun}\n"));
+    }
+    out.push('\n');
+    out
+}
+
+fn cause_line(group: &Group<'_>) -> String {
+    let title = code_span(&one_line(&group.title, 250));
+    let what = if group.by_rule {
+        format!("rule {title}")
+    } else {
+        title
+    };
+    let ids: Vec<String> = group
+        .tests
+        .iter()
+        .take(MAX_CAUSE_IDS)
+        .map(|t| code_span(&one_line(&t.id, MAX_CAUSE_ID_CHARS)))
+        .collect();
+    let rest = group.tests.len().saturating_sub(MAX_CAUSE_IDS);
+    let more = if rest > 0 {
+        format!(" … and {rest} more")
+    } else {
+        String::new()
+    };
+    format!(
+        "- **{}** × {what} — {}{more}\n",
+        group.tests.len(),
+        ids.join(", ")
     )
 }
 
@@ -293,8 +354,13 @@ fn code_span(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixture;
+    use crate::report::{fixture, triage};
     use testfleet_common::wire::{Outcome, VerdictKind};
+
+    /// Renders with signatures alone, as without any configured rule.
+    fn render(report: &RunReport) -> String {
+        super::render(report, &triage::triage(report, &[]))
+    }
 
     #[test]
     fn title_has_verdict_and_counts() {
@@ -439,10 +505,65 @@ mod tests {
                 )
             })
             .collect();
-        let md = render(&fixture::report_with(tests, VerdictKind::TestsFailed));
+        let report = fixture::report_with(tests, VerdictKind::TestsFailed);
+        let md = render(&report);
         assert!(md.len() <= COMMENT_LIMIT);
         assert_eq!(md.matches("Last 5 of 30 lines of output").count(), 60);
-        assert!(!md.contains("… and"));
+        assert!(!md.contains("\n… and"), "no list was cut");
         assert!(md.ends_with(SHORTENED_NOTE));
+    }
+
+    #[test]
+    fn failure_causes_come_first_with_counts_and_members() {
+        let tests = (0..12)
+            .map(|i| {
+                let output = if i < 3 {
+                    format!("setup\nERROR: connection refused by db-{i}:5432\n")
+                } else {
+                    format!("assertion failed: left {i} != right {}\n", i + 1)
+                };
+                fixture::test(
+                    &format!("t{i}"),
+                    FinalStatus::Failed,
+                    vec![fixture::ran(1, Outcome::Failed, Some(1), &output)],
+                )
+            })
+            .collect();
+        let report = fixture::report_with(tests, VerdictKind::TestsFailed);
+        let rules = [testfleet_common::config::TriageRule {
+            name: "db down".into(),
+            pattern: regex::Regex::new("connection refused").unwrap(),
+        }];
+        let md = super::render(&report, &triage::triage(&report, &rules));
+        let causes = md
+            .find("### Failure causes: 12 failures, 2 causes\n\n")
+            .unwrap();
+        assert!(causes < md.find("### Failed (12)").unwrap(), "{md}");
+        assert!(md.contains(
+            "- **9** × `assertion failed: left N != right N` — `t3`, `t4`, `t5`, `t6`, `t7` … and 4 more\n"
+        ), "{md}");
+        assert!(
+            md.contains("- **3** × rule `db down` — `t0`, `t1`, `t2`\n"),
+            "{md}"
+        );
+
+        let many = (0..15)
+            .map(|i| {
+                fixture::test(
+                    &format!("u{i}"),
+                    FinalStatus::Failed,
+                    vec![fixture::ran(
+                        1,
+                        Outcome::Failed,
+                        Some(1),
+                        &format!("error in step {}\n", "x".repeat(i)),
+                    )],
+                )
+            })
+            .collect();
+        let md = render(&fixture::report_with(many, VerdictKind::TestsFailed));
+        assert!(md.contains("15 failures, 15 causes"));
+        assert_eq!(md.matches("- **1** × ").count(), MAX_CAUSES);
+        assert!(md.contains("\n… and 5 more causes\n"), "{md}");
     }
 }

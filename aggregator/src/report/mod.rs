@@ -1,15 +1,17 @@
-//! Reports on a finished run: JSON, JUnit XML, Markdown, per-attempt output
-//! files and a console summary.
+//! Reports on a finished run: JSON, JUnit XML, Markdown, HTML, per-attempt
+//! output files and a console summary.
 //!
 //! These are pure renderers of a [`RunReport`]: they know nothing of the broker
 //! or of how the run was followed, and write only under the directory given.
 
 mod console;
 mod format;
+pub mod html;
 pub mod json;
 pub mod junit;
 pub mod markdown;
 pub mod outputs;
+pub mod triage;
 
 #[cfg(test)]
 mod fixture;
@@ -18,6 +20,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use testfleet_common::config::TriageRule;
 use testfleet_common::wire::RunReport;
 
 pub use console::console_summary;
@@ -31,6 +34,8 @@ pub struct ReportPaths {
     pub json: PathBuf,
     pub junit: PathBuf,
     pub markdown: PathBuf,
+    /// `report.html`: the page for people, self-contained.
+    pub html: PathBuf,
     /// One log per failed attempt, plus `index.json`.
     pub outputs: PathBuf,
 }
@@ -41,20 +46,36 @@ impl ReportPaths {
             json: dir.join("report.json"),
             junit: dir.join("junit.xml"),
             markdown: dir.join("summary.md"),
+            html: dir.join("report.html"),
             outputs: dir.join("outputs"),
             dir,
         }
     }
 }
 
-/// Writes every report for `report` into `dir/<run_id>/` (creating it) and returns their paths.
+/// Writes every report for `report` into `dir/<run_id>/` (creating it) and
+/// returns their paths; failures are grouped by signature alone.
 pub fn write_all(report: &RunReport, base_dir: &Path) -> io::Result<ReportPaths> {
+    write_all_with_rules(report, base_dir, &[])
+}
+
+/// [`write_all`], with failures grouped by the user's triage `rules` first.
+pub fn write_all_with_rules(
+    report: &RunReport,
+    base_dir: &Path,
+    rules: &[TriageRule],
+) -> io::Result<ReportPaths> {
+    let triage = triage::triage(report, rules);
     let paths = ReportPaths::in_dir(base_dir.join(report.run_id.to_string()));
     fs::create_dir_all(&paths.dir).map_err(|e| with_path(e, &paths.dir))?;
     write_file(&paths.json, &json::render(report)?)?;
     let junit = junit::render(report).map_err(io::Error::other)?;
     write_file(&paths.junit, junit.as_bytes())?;
-    write_file(&paths.markdown, markdown::render(report).as_bytes())?;
+    write_file(
+        &paths.markdown,
+        markdown::render(report, &triage).as_bytes(),
+    )?;
+    write_file(&paths.html, html::render(report, &triage).as_bytes())?;
     outputs::write(report, &paths.outputs).map_err(|e| with_path(e, &paths.outputs))?;
     Ok(paths)
 }
@@ -88,7 +109,8 @@ mod tests {
         let dir = base.join(report.run_id.to_string());
         assert_eq!(paths, ReportPaths::in_dir(dir.clone()));
         assert_eq!(paths.junit, dir.join("junit.xml"));
-        for file in [&paths.json, &paths.junit, &paths.markdown] {
+        assert_eq!(paths.html, dir.join("report.html"));
+        for file in [&paths.json, &paths.junit, &paths.markdown, &paths.html] {
             assert!(fs::metadata(file).unwrap().len() > 0, "{}", file.display());
         }
         assert!(paths.outputs.join(outputs::INDEX_FILE).is_file());

@@ -1,0 +1,285 @@
+//! How long each test of each suite took: the durations the producer orders a
+//! run's jobs by, longest first. Kept under the state directory, so they survive
+//! restarts.
+//!
+//! One file per suite, so suites never mix and only the suite asked about is ever
+//! read: nothing is held in memory between uses, whatever the number of suites or
+//! tests. A file is a sequence of records, each a little-endian `u32` length and a
+//! MessagePack list of (test, milliseconds). Each finished run appends one record
+//! of its samples; reading folds the records in order into an exponentially
+//! weighted average per test. When a file holds many records (or a torn one from
+//! a crash), it is rewritten as a single record of the averages, atomically.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use testfleet_common::wire::{AttemptStatus, Outcome, RunReport};
+
+use crate::framed;
+
+const SUBDIR: &str = "history";
+const EXTENSION: &str = "history";
+/// Records a file may hold before it is rewritten as one.
+const COMPACT_AFTER: usize = 16;
+/// Weight of a new sample in the average, in tenths: recent runs count most, so
+/// a test that got slower is soon scheduled as the slow test it now is.
+const NEW_SAMPLE_TENTHS: u64 = 3;
+
+/// A suite's history could not be read or written; names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct HistoryError {
+    path: PathBuf,
+    #[source]
+    source: io::Error,
+}
+
+/// The durations of every suite, on disk.
+#[derive(Debug, Clone)]
+pub struct HistoryStore {
+    dir: PathBuf,
+}
+
+/// One suite's averages, as read from its file.
+#[derive(Debug, Default, PartialEq)]
+pub struct SuiteHistory {
+    pub durations_ms: HashMap<String, u64>,
+    records: usize,
+    /// Bytes of whole records; a longer file ends with a torn one.
+    good_len: u64,
+}
+
+impl HistoryStore {
+    pub fn new(state_dir: &Path) -> Self {
+        HistoryStore {
+            dir: state_dir.join(SUBDIR),
+        }
+    }
+
+    /// The suite's averages; empty if it never finished a run here.
+    pub fn load(&self, suite: &str) -> Result<SuiteHistory, HistoryError> {
+        let path = self.path(suite);
+        read(&path).map_err(at(&path))
+    }
+
+    /// Adds one run's samples to the suite's history.
+    pub fn record(&self, suite: &str, samples: &[(String, u64)]) -> Result<(), HistoryError> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let path = self.path(suite);
+        let mut history = read(&path).map_err(at(&path))?;
+        let on_disk = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if history.records < COMPACT_AFTER && on_disk == history.good_len {
+            return append(&path, samples).map_err(at(&path));
+        }
+        history.fold(samples);
+        compact(&path, &history).map_err(at(&path))
+    }
+
+    /// Hex keeps any suite name a valid, distinct file name.
+    fn path(&self, suite: &str) -> PathBuf {
+        let hex: String = suite.bytes().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("suite-{hex}.{EXTENSION}"))
+    }
+}
+
+/// What a finished run teaches about durations: every attempt that ran to an end
+/// the test chose or the timeout imposed. Errors, missing and dead-lettered
+/// attempts say nothing about the test's own length.
+pub fn samples(report: &RunReport) -> Vec<(String, u64)> {
+    report
+        .tests
+        .iter()
+        .flat_map(|test| {
+            test.attempts
+                .iter()
+                .filter(|a| {
+                    matches!(
+                        a.status,
+                        AttemptStatus::Ran(Outcome::Passed | Outcome::Failed | Outcome::TimedOut)
+                    )
+                })
+                .map(|a| (test.id.clone(), a.duration_ms))
+        })
+        .collect()
+}
+
+impl SuiteHistory {
+    fn fold(&mut self, samples: &[(String, u64)]) {
+        for (test, ms) in samples {
+            match self.durations_ms.get_mut(test) {
+                Some(average) => *average = blend(*average, *ms),
+                None => {
+                    self.durations_ms.insert(test.clone(), *ms);
+                }
+            }
+        }
+    }
+}
+
+/// The exponentially weighted average after one more sample.
+fn blend(average: u64, sample: u64) -> u64 {
+    let blended = (u128::from(average) * u128::from(10 - NEW_SAMPLE_TENTHS)
+        + u128::from(sample) * u128::from(NEW_SAMPLE_TENTHS))
+        / 10;
+    blended as u64
+}
+
+fn at(path: &Path) -> impl FnOnce(io::Error) -> HistoryError + '_ {
+    move |source| HistoryError {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Folds a file's records. A torn or unreadable tail is ignored here and cut off
+/// by the next compaction; readers never write.
+fn read(path: &Path) -> io::Result<SuiteHistory> {
+    let mut history = SuiteHistory::default();
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(history),
+        Err(e) => return Err(e),
+    };
+    let mut reader = BufReader::new(file);
+    let mut records = 0;
+    let good_len = framed::read_each(&mut reader, path, |samples: Vec<(String, u64)>| {
+        history.fold(&samples);
+        records += 1;
+    })?;
+    history.records = records;
+    history.good_len = good_len;
+    Ok(history)
+}
+
+fn write_record(writer: &mut impl Write, samples: &[(String, u64)]) -> io::Result<()> {
+    framed::write(writer, &samples)
+}
+
+fn append(path: &Path, samples: &[(String, u64)]) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut writer = BufWriter::new(file);
+    write_record(&mut writer, samples)?;
+    writer.flush()
+}
+
+/// Rewrites the file as one record of the averages: a new file renamed over the
+/// old, so a crash leaves one or the other, never half of each.
+fn compact(path: &Path, history: &SuiteHistory) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let mut averages: Vec<(String, u64)> = history
+        .durations_ms
+        .iter()
+        .map(|(test, ms)| (test.clone(), *ms))
+        .collect();
+    averages.sort_unstable();
+    let temporary = path.with_extension("compacting");
+    let mut writer = BufWriter::new(File::create(&temporary)?);
+    write_record(&mut writer, &averages)?;
+    writer
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    fs::rename(&temporary, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (HistoryStore, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("tf-history-{}", uuid::Uuid::new_v4()));
+        (HistoryStore::new(&dir), dir)
+    }
+
+    fn samples(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
+        pairs.iter().map(|(t, ms)| (t.to_string(), *ms)).collect()
+    }
+
+    #[test]
+    fn an_unknown_suite_has_no_history() {
+        let (store, _dir) = store();
+        assert!(store.load("never ran").unwrap().durations_ms.is_empty());
+    }
+
+    #[test]
+    fn runs_are_averaged_per_test_and_suites_do_not_mix() {
+        let (store, dir) = store();
+        store
+            .record("unit", &samples(&[("a", 1000), ("b", 10)]))
+            .unwrap();
+        store.record("unit", &samples(&[("a", 2000)])).unwrap();
+        store.record("e2e", &samples(&[("a", 5)])).unwrap();
+
+        let unit = store.load("unit").unwrap().durations_ms;
+        assert_eq!(unit["a"], 1300, "0.7 × 1000 + 0.3 × 2000");
+        assert_eq!(unit["b"], 10);
+        assert_eq!(store.load("e2e").unwrap().durations_ms["a"], 5);
+        assert_eq!(
+            HistoryStore::new(&dir).load("unit").unwrap().durations_ms,
+            unit,
+            "a new store (a restarted aggregator) reads the same"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn many_runs_compact_into_one_record_with_the_same_averages() {
+        let (store, dir) = store();
+        for run in 0..COMPACT_AFTER as u64 {
+            store
+                .record("s", &samples(&[("t", 100 * (run + 1)), ("u", 7)]))
+                .unwrap();
+        }
+        let before = store.load("s").unwrap();
+        assert_eq!(before.records, COMPACT_AFTER);
+
+        store.record("s", &samples(&[("t", 50)])).unwrap();
+        let after = store.load("s").unwrap();
+        assert_eq!(after.records, 1, "rewritten as one record");
+        let mut expected = before.durations_ms.clone();
+        *expected.get_mut("t").unwrap() = blend(before.durations_ms["t"], 50);
+        assert_eq!(after.durations_ms, expected);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_record_is_ignored_then_compacted_away() {
+        let (store, dir) = store();
+        store.record("s", &samples(&[("t", 100)])).unwrap();
+        let path = store.path("s");
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
+        drop(file);
+        assert_eq!(store.load("s").unwrap().durations_ms["t"], 100);
+
+        store.record("s", &samples(&[("t", 200)])).unwrap();
+        let history = store.load("s").unwrap();
+        assert_eq!(history.durations_ms["t"], 130);
+        assert_eq!(fs::metadata(&path).unwrap().len(), history.good_len);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn suite_names_become_distinct_safe_file_names() {
+        let (store, _dir) = store();
+        let a = store.path("../etc/passwd");
+        let b = store.path("../etc/passwe");
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), b.parent());
+        assert!(a
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("suite-2e2e2f"));
+    }
+}

@@ -1,0 +1,156 @@
+//! Discovery presets: the dry-run command of a common test runner and the parser
+//! of what it prints, so users need not write either themselves.
+//!
+//! Each parser keeps only what is a test id in its runner's own terms, verbatim,
+//! and ignores the rest of the output (summaries, warnings, build noise).
+
+use std::fmt;
+
+/// A test runner whose listing testfleet understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// `pytest --collect-only -q`: node ids such as `tests/test_x.py::test_a[1]`.
+    Pytest,
+    /// `cargo nextest list -T oneline`: `<binary-id> <test name>` per line.
+    Nextest,
+    /// `rspec --dry-run --format json`: example ids such as `./spec/a_spec.rb[1:2]`.
+    Rspec,
+    /// `go test -list .`: test and example names of the package here.
+    Go,
+    /// One id per line, whatever the command (blank lines skipped).
+    Lines,
+}
+
+impl Preset {
+    /// The discovery command run (with `sh -c`) when `--discover` is not given.
+    pub fn command(self) -> Option<&'static str> {
+        match self {
+            Preset::Pytest => Some("python3 -m pytest --collect-only -q"),
+            Preset::Nextest => Some("cargo nextest list --message-format oneline"),
+            Preset::Rspec => Some("rspec --dry-run --format json"),
+            Preset::Go => Some("go test -list ."),
+            Preset::Lines => None,
+        }
+    }
+
+    /// The ids in a listing printed by this runner.
+    pub fn parse(self, listing: &str) -> Vec<String> {
+        match self {
+            Preset::Pytest => pytest(listing),
+            Preset::Nextest => lines(listing),
+            Preset::Rspec => rspec(listing),
+            Preset::Go => go(listing),
+            Preset::Lines => lines(listing),
+        }
+    }
+}
+
+impl fmt::Display for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Preset::Pytest => "pytest",
+            Preset::Nextest => "nextest",
+            Preset::Rspec => "rspec",
+            Preset::Go => "go",
+            Preset::Lines => "lines",
+        };
+        f.write_str(name)
+    }
+}
+
+fn lines(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Node ids are the lines naming a test (`path::name`), until the blank line
+/// before pytest's "N tests collected" summary.
+fn pytest(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .filter(|line| line.contains("::") && !line.starts_with(char::is_whitespace))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The JSON document may follow warnings that RSpec printed first.
+fn rspec(listing: &str) -> Vec<String> {
+    let Some(start) = listing.find('{') else {
+        return Vec::new();
+    };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&listing[start..]) else {
+        return Vec::new();
+    };
+    json["examples"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|example| example["id"].as_str())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `go test -list` also lists benchmarks and fuzz targets, which are not tests
+/// to run, and ends with an `ok <package>` line.
+fn go(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .map(str::trim)
+        .filter(|name| name.starts_with("Test") || name.starts_with("Example"))
+        .filter(|name| name.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pytest_node_ids_without_the_summary() {
+        let listing = "tests/test_a.py::test_one\ntests/test_a.py::test_two[1-x y]\n\
+                       tests/test_b.py::TestK::test_m\n\n3 tests collected in 0.01s\n";
+        assert_eq!(
+            Preset::Pytest.parse(listing),
+            [
+                "tests/test_a.py::test_one",
+                "tests/test_a.py::test_two[1-x y]",
+                "tests/test_b.py::TestK::test_m"
+            ]
+        );
+    }
+
+    #[test]
+    fn nextest_oneline_entries_are_ids() {
+        let listing = "mycrate tests::adds\nmycrate::integration smoke\n";
+        assert_eq!(
+            Preset::Nextest.parse(listing),
+            ["mycrate tests::adds", "mycrate::integration smoke"]
+        );
+    }
+
+    #[test]
+    fn rspec_example_ids_after_warnings() {
+        let listing = "WARN: something\n{\"version\":\"3.12\",\"examples\":[\
+                       {\"id\":\"./spec/a_spec.rb[1:1]\"},{\"id\":\"./spec/a_spec.rb[1:2]\"}]}";
+        assert_eq!(
+            Preset::Rspec.parse(listing),
+            ["./spec/a_spec.rb[1:1]", "./spec/a_spec.rb[1:2]"]
+        );
+        assert!(Preset::Rspec.parse("not json").is_empty());
+    }
+
+    #[test]
+    fn go_tests_and_examples_but_not_benchmarks() {
+        let listing = "TestAdd\nTestSub_Negative\nBenchmarkAdd\nFuzzAdd\nExampleAdd\n\
+                       ok  \texample.com/calc\t0.002s\n";
+        assert_eq!(
+            Preset::Go.parse(listing),
+            ["TestAdd", "TestSub_Negative", "ExampleAdd"]
+        );
+    }
+}

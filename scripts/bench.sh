@@ -1,0 +1,352 @@
+#!/usr/bin/env bash
+# The benchmark command of issue 5: starts what it needs (scripts/setup.sh, GNU
+# parallel, crun, a release build), runs each benchmark against the seeds' own
+# tools side by side on this machine, and prints one table of figures, each with
+# its target and whether it is met. Every figure is measured in this run.
+#
+#   scripts/bench.sh [--quick] [throughput] [warm] [overhead] [scale] [scheduling] [recovery]
+#
+# No benchmark named: all of them. --quick shrinks every size for a smoke test
+# (seconds); its figures are not the benchmark's. See docs/BENCHMARKS.md.
+# TESTFLEET_BENCH_PROFILE=debug uses target/debug (the CI smoke test does, since
+# the test suite builds those); benchmarks proper use release binaries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+all=(throughput warm overhead scale scheduling recovery)
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+
+quick=0
+selected=()
+for arg in "$@"; do
+  case $arg in
+    --quick) quick=1 ;;
+    -h | --help) usage; exit 0 ;;
+    throughput | warm | overhead | scale | scheduling | recovery) selected+=("$arg") ;;
+    *) echo "bench: unknown argument '$arg'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+[ ${#selected[@]} -gt 0 ] || selected=("${all[@]}")
+
+# Sizes: the issue's, or a few seconds' worth in quick mode.
+if [ "$quick" = 1 ]; then
+  containers=12 overhead_n=300 scale_n=1000 sched_scale=0.15 warm_reuse=5
+else
+  containers=200 overhead_n=20000 scale_n=400000 sched_scale=1 warm_reuse=50
+fi
+slots=4 # concurrency on both sides of every comparison
+DOCKER=/usr/bin/docker
+[ -x "$DOCKER" ] || DOCKER=docker
+export DOCKER
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+now_ms() { date +%s%3N; }
+# ratio A B [digits]: A / B
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.${3:-2}f}' if b else 'inf')" "$1" "$2"; }
+# rate COUNT MS: per second
+rate() { python3 -c "import sys; print(f'{int(sys.argv[1])*1000/max(1,int(sys.argv[2])):.1f}')" "$1" "$2"; }
+# met VALUE OP TARGET: yes/no
+met() { python3 -c "import sys,operator as o; v,op,t=sys.argv[1:]; print('yes' if {'>=':o.ge,'<=':o.le,'<':o.lt}[op](float(v),float(t)) else 'NO')" "$1" "$2" "$3"; }
+
+rows=()
+# row BENCHMARK FIGURE VALUE [OP TARGET]: a line of the table.
+row() {
+  local verdict=-- target=--
+  if [ $# -ge 5 ]; then target="$4 $5"; verdict=$(met "$3" "$4" "$5"); fi
+  rows+=("$1|$2|$3|$target|$verdict")
+}
+
+# ---------------------------------------------------------------- machine
+prepare() {
+  scripts/setup.sh
+  local need=()
+  command -v parallel >/dev/null || need+=(parallel)
+  command -v crun >/dev/null || need+=(crun)
+  if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  profile=${TESTFLEET_BENCH_PROFILE:-release}
+  if [ "$profile" = release ]; then
+    log "building release binaries"
+    cargo build --quiet --release --workspace --bins
+  fi
+  bin=$root/target/$profile
+  work=$root/target/bench
+  rm -rf "$work"
+  mkdir -p "$work"
+  source scripts/lib/fleet.sh
+}
+
+# wait_log FILE PATTERN SECONDS: until a line of FILE matches PATTERN.
+wait_log() {
+  local deadline=$(($(date +%s) + $3))
+  until grep -q -- "$2" "$1" 2>/dev/null; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then log "no '$2' in $1 after $3 s"; return 1; fi
+    sleep 0.05
+  done
+}
+
+# A fleet whose every worker has joined the broker, so timing starts with a
+# fleet ready rather than with processes starting.
+fleet_ready() { # NAME WORKERS SLOTS [WORKER_ARGS...]
+  local name=$1 workers=$2
+  fleet_start "$@"
+  wait_log "$work/aggregator.log" "aggregator ready" 60
+  for i in $(seq "$workers"); do wait_log "$work/worker-$i.log" "connected to the broker" 60; done
+  sleep 0.5 # consumers registered after the connection
+  log "fleet $name ready: $workers worker(s) × $3 slots"
+}
+
+aggregator_hwm_mb() { # peak RSS of the fleet's aggregator, in MB
+  awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/${fleet_pids[0]}/status"
+}
+
+# produce ARGS...: the producer, with reports under $work/reports; prints its ms.
+# Jobs go in arrival order unless $order says otherwise.
+produce() {
+  local started code=0
+  started=$(now_ms)
+  "$bin/testfleet-producer" --order "${order:-arrival}" --report-dir "$work/reports" "$@" \
+    >>"$work/producer.out" 2>>"$work/producer.log" || code=$?
+  if [ "$code" -gt 1 ]; then log "producer exited $code; see $work/producer.log"; return 1; fi
+  echo $(($(now_ms) - started))
+}
+
+last_report() { ls -t "$work"/reports/*/report.json | head -1; }
+
+# ---------------------------------------------------------------- (a)(b) containers
+# The second seed's pattern for one id: four docker CLI processes, with the
+# container options testfleet uses (network as given, tmpfs /tmp, 1 GiB, 1024
+# pids, no-new-privileges).
+seed_one() {
+  local c
+  c=$("$DOCKER" run -d --label "testfleet.bench=$BENCH_TAG" --network "$BENCH_NET" \
+    --tmpfs /tmp --memory 1g --pids-limit 1024 --security-opt no-new-privileges \
+    testfleet/busybox:latest echo "$1")
+  timeout 60 "$DOCKER" wait "$c" >/dev/null
+  "$DOCKER" logs "$c" >/dev/null 2>&1
+  "$DOCKER" rm "$c" >/dev/null
+}
+export -f seed_one
+
+seed_containers() { # NET: ms for the seed's pattern over the ids
+  export BENCH_NET=$1 BENCH_TAG="bench-$$"
+  local started
+  started=$(now_ms)
+  parallel -j "$slots" seed_one :::: "$work/containers.txt"
+  echo $(($(now_ms) - started))
+}
+
+# testfleet_containers NAME NET [ENV=VALUE...]: ms end to end, one worker of
+# $slots slots; its phase timings are kept in $work/phases-NAME.log.
+testfleet_containers() {
+  local name=$1 net=$2 ms
+  shift 2
+  fleet_ready "$name" 1 "$slots"
+  ms=$([ $# -eq 0 ] || export "$@"; produce --tests "$work/containers.txt" --image testfleet/busybox:latest \
+    --network "$net" --timeout 60 --wait -- echo '{id}')
+  fleet_stop
+  grep "docker phase timings" "$work/worker-1.log" | sed 's/^.*INFO //' >"$work/phases-$name.log" || true
+  echo "$ms"
+}
+
+phase_means() { # the phase log of a run, as "create 12.3 · start 40.1 …" means in ms
+  sed -E 's/.*phase="?([a-z]+)"? count=([0-9]+) mean_ms="?([0-9.]+)"?.*/\1 \3/' "$1" | paste -sd' ' | sed 's/ \([a-z]\)/ · \1/g'
+}
+
+bench_throughput() {
+  seq -f 'c%04g' "$containers" >"$work/containers.txt"
+  local net seed fleet
+  for net in host none; do
+    log "throughput, network $net: seed pattern ($containers containers, -j$slots)"
+    seed=$(seed_containers "$net")
+    [ "$net" = host ] && seed_host_ms=$seed
+    log "throughput, network $net: testfleet, a fresh container per test"
+    fleet=$(testfleet_containers "fresh-$net" "$net")
+    row "throughput ($net)" "seed pattern, containers/s" "$(rate "$containers" "$seed")"
+    row "throughput ($net)" "testfleet fresh, containers/s" "$(rate "$containers" "$fleet")"
+    row "throughput ($net)" "fresh ÷ seed" "$(ratio "$seed" "$fleet")" ">=" 1.3
+    row "throughput ($net)" "fresh phase means, ms" "$(phase_means "$work/phases-fresh-$net.log")"
+  done
+}
+
+bench_warm() {
+  seq -f 'c%04g' "$containers" >"$work/containers.txt"
+  local net=host seed=${seed_host_ms:-} fleet
+  if [ -z "$seed" ]; then # not measured by `throughput` in this run
+    log "warm, network $net: seed pattern"
+    seed=$(seed_containers "$net")
+  fi
+  log "warm, network $net: testfleet warm mode (reuse $warm_reuse)"
+  fleet=$(testfleet_containers "warm-$net" "$net" TESTFLEET_RUN__CONTAINER_MODE=warm \
+    "TESTFLEET_RUN__WARM_REUSE=$warm_reuse")
+  row "warm ($net)" "testfleet warm, containers/s" "$(rate "$containers" "$fleet")"
+  row "warm ($net)" "warm ÷ seed" "$(ratio "$seed" "$fleet")" ">=" 3
+  row "warm ($net)" "warm phase means, ms" "$(phase_means "$work/phases-warm-$net.log")"
+}
+
+# ---------------------------------------------------------------- (c) overhead
+# p50 and p99 of (start − publish) over a report's attempts, in ms.
+latency() {
+  python3 - "$1" <<'EOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+lat = sorted(a["started_at_ms"] - a["published_at_ms"]
+             for t in report["tests"] for a in t["attempts"]
+             if a.get("started_at_ms") and a.get("published_at_ms"))
+pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+print(pick(0.50), pick(0.99))
+EOF
+}
+
+bench_overhead() {
+  seq -f 'n%06g' "$overhead_n" >"$work/noop.txt"
+  log "overhead: parallel -j$slots true over $overhead_n ids"
+  local started seed fleet extra p50 p99 hwm
+  started=$(now_ms)
+  parallel -j "$slots" true :::: "$work/noop.txt"
+  seed=$(($(now_ms) - started))
+  log "overhead: testfleet, process executor, $overhead_n no-op tests"
+  fleet_ready overhead 1 "$slots" --executors process
+  fleet=$(produce --tests "$work/noop.txt" --executor process --timeout 60 --wait -- true '{id}')
+  hwm=$(aggregator_hwm_mb)
+  fleet_stop
+  read -r p50 p99 < <(latency "$(last_report)")
+  # The same with worker.prefetch_extra = slots: a slot starts its next test
+  # while its last result is being confirmed (opt-in; see defaults.toml).
+  log "overhead: testfleet again, worker.prefetch_extra = $slots"
+  export TESTFLEET_WORKER__PREFETCH_EXTRA=$slots
+  fleet_ready overhead-extra 1 "$slots" --executors process
+  unset TESTFLEET_WORKER__PREFETCH_EXTRA
+  extra=$(produce --tests "$work/noop.txt" --executor process --timeout 60 --wait -- true '{id}')
+  fleet_stop
+  row overhead "parallel -j$slots true, tests/s" "$(rate "$overhead_n" "$seed")"
+  row overhead "testfleet, tests/s" "$(rate "$overhead_n" "$fleet")"
+  row overhead "testfleet ÷ parallel" "$(ratio "$seed" "$fleet")" ">=" 2.5
+  row overhead "prefetch_extra=$slots: tests/s" "$(rate "$overhead_n" "$extra")"
+  row overhead "prefetch_extra=$slots: ÷ parallel" "$(ratio "$seed" "$extra")" ">=" 2.5
+  row overhead "publish→start p50, ms" "$p50"
+  row overhead "publish→start p99, ms" "$p99"
+  row overhead "aggregator peak RSS, MB" "$hwm"
+}
+
+# ---------------------------------------------------------------- (d) scale
+bench_scale() {
+  seq -f 's%07g' "$scale_n" >"$work/scale.txt"
+  log "scale: $scale_n no-op tests through the process executor"
+  # Scale is about the pipeline's capacity, not a comparison: 2 workers × 8
+  # slots, so that runs are bound by the broker and aggregator, not by slots
+  # waiting on confirms.
+  fleet_ready scale 2 8 --executors process
+  local started published finished hwm
+  started=$(now_ms)
+  # Without --wait the producer returns once every job is confirmed: its time
+  # is the publish time. The run's end is the aggregator's "run finished".
+  published=$(produce --tests "$work/scale.txt" --executor process --timeout 60 -- true '{id}')
+  wait_log "$work/aggregator.log" "run finished" 3600
+  finished=$(($(now_ms) - started))
+  hwm=$(aggregator_hwm_mb)
+  fleet_stop
+  row scale "tests" "$scale_n"
+  row scale "producer publish rate, jobs/s" "$(rate "$scale_n" "$published")"
+  row scale "total time, s" "$(python3 -c "print(f'{$finished/1000:.1f}')")" "<" 600
+  row scale "aggregator peak RSS, MB" "$hwm" "<" 256
+}
+
+# ---------------------------------------------------------------- (e) scheduling
+# 200 ids `tNNN-SECONDS` with heavy-tailed durations, in a fixed shuffled order.
+sched_ids() {
+  python3 - "$sched_scale" <<'EOF'
+import random, sys
+scale = float(sys.argv[1])
+durations = [6.0] * 2 + [2.0] * 6 + [0.5] * 24 + [0.1] * 168
+random.Random(5).shuffle(durations)
+for i, d in enumerate(durations):
+    print(f"t{i:03d}-{d * scale:.3f}")
+EOF
+}
+
+# makespan ÷ max(longest, total ÷ slots) of a report, from measured durations.
+sched_ratio() {
+  python3 - "$1" "$slots" <<'EOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+slots = int(sys.argv[2])
+attempts = [a for t in report["tests"] for a in t["attempts"] if a.get("started_at_ms")]
+makespan = max(a["finished_at_ms"] for a in attempts) - min(a["started_at_ms"] for a in attempts)
+durations = [a["duration_ms"] for a in attempts]
+bound = max(max(durations), sum(durations) / slots)
+print(f"{makespan / bound:.3f} {makespan / 1000:.1f} {bound / 1000:.1f}")
+EOF
+}
+
+bench_scheduling() {
+  sched_ids >"$work/sched.txt"
+  local suite="bench-sched-$$-$(now_ms)" order value makespan bound
+  fleet_ready scheduling 1 "$slots" --executors process
+  # The first run (arrival order) records the history the second one uses.
+  for order in arrival longest-first; do
+    log "scheduling: $(wc -l <"$work/sched.txt") heavy-tailed tests, order $order"
+    produce --tests "$work/sched.txt" --executor process --suite "$suite" --timeout 60 \
+      --wait -- sh -c 'sleep "${1##*-}"' sh '{id}' >/dev/null
+    read -r value makespan bound < <(sched_ratio "$(last_report)")
+    row scheduling "$order: makespan, bound (s)" "$makespan, $bound"
+    if [ "$order" = arrival ]; then
+      row scheduling "arrival: makespan ÷ bound" "$value"
+    else
+      row scheduling "longest-first: makespan ÷ bound" "$value" "<=" 1.10
+    fi
+  done
+  fleet_stop
+}
+
+# ---------------------------------------------------------------- (f) recovery
+bench_recovery() {
+  log "recovery: SIGKILL a worker mid-test; time until the test starts elsewhere"
+  echo rec-1 >"$work/recovery.txt"
+  fleet_ready recovery 1 1 --executors process
+  "$bin/testfleet-producer" --order arrival --report-dir "$work/reports" --tests "$work/recovery.txt" \
+    --executor process --timeout 60 --wait -- sleep 2 >>"$work/producer.out" 2>>"$work/producer.log" &
+  local producer=$! victim=${fleet_pids[1]} child killed_at started
+  wait_log "$work/worker-1.log" "test started" 60
+  # The second worker joins only now, so the job was certainly the first's.
+  "$bin/testfleet-worker" --concurrency 1 --worker-id recovery-rescuer --executors process \
+    >"$work/worker-2.log" 2>&1 &
+  fleet_pids+=($!)
+  wait_log "$work/worker-2.log" "connected to the broker" 60
+  sleep 1
+  child=$(pgrep -P "$victim" | head -1 || true)
+  killed_at=$(now_ms)
+  kill -KILL "$victim"
+  # A SIGKILLed worker cannot kill its test's process group: this script does.
+  [ -z "$child" ] || kill -KILL -- "-$child" 2>/dev/null || true
+  wait "$producer" || true
+  started=$(python3 -c "
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(min(a['started_at_ms'] for t in r['tests'] for a in t['attempts']
+          if a.get('worker_id') == 'recovery-rescuer'))" "$(last_report)")
+  fleet_stop
+  row recovery "SIGKILL → start elsewhere, s" "$(python3 -c "print(f'{($started - $killed_at) / 1000:.3f}')")" "<" 2
+}
+
+# ---------------------------------------------------------------- table
+print_table() {
+  printf '\n'
+  printf '%s\n' "testfleet benchmarks — $(date -u +%FT%TZ) — $(nproc) cores — profile ${profile}$([ "$quick" = 1 ] && echo ' — QUICK (smoke test sizes, not benchmark figures)')"
+  printf '%s\n' "load at end: $(uptime | sed 's/.*load average/load average/')"
+  {
+    echo "benchmark|figure|value|target|met"
+    printf '%s\n' "${rows[@]}"
+  } | column -t -s '|'
+}
+
+prepare
+log "load before: $(uptime)"
+for name in "${selected[@]}"; do
+  "bench_$name"
+done
+print_table

@@ -1,0 +1,352 @@
+//! Runs one job as a child process on the worker's host, with the semantics of
+//! the Docker executor: argv without a shell, the same environment variables, a
+//! timeout, capped output and the same outcomes.
+//!
+//! The child leads a process group of its own, and that whole group is killed
+//! when the child exits, times out or the worker aborts: like a container, a test
+//! leaves nothing running behind it (grandchildren included, unless one moves to
+//! a session of its own with `setsid`).
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use testfleet_common::now_ms;
+use testfleet_common::wire::{Job, Outcome, TestResult};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::capture::OutputCapture;
+use crate::executor::{collect_output, error_outcome, timed_out, Ran, Requeue};
+
+/// How long output may keep arriving after the group was killed: only a process
+/// that escaped the group (`setsid`) can hold the pipe open longer.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+/// Said in the output when the pipe stays open past the drain time.
+const ESCAPED: &str = "output could not be collected; did a process escape the test's group?";
+/// Variables of the worker itself that a test must not inherit: the worker's
+/// configuration may hold the broker's password.
+const WORKER_ENV_PREFIX: &str = "TESTFLEET_";
+
+/// Runs jobs as child processes of this worker.
+#[derive(Debug, Clone)]
+pub struct ProcessExecutor {
+    worker_id: String,
+}
+
+impl ProcessExecutor {
+    pub fn new(worker_id: String) -> Self {
+        ProcessExecutor { worker_id }
+    }
+
+    /// Runs `job` to its end. `interrupt` kills the process group and requeues.
+    pub async fn run(
+        &self,
+        job: &Job,
+        interrupt: &CancellationToken,
+    ) -> Result<TestResult, Requeue> {
+        let started_at_ms = now_ms();
+        let clock = tokio::time::Instant::now();
+        let (ran, capture) = match spawn(job) {
+            Err(message) => (error_outcome(message), None),
+            Ok((child, output)) => {
+                let cap = job.spec.output_cap_bytes as usize;
+                let reader = tokio::spawn(read_output(output, OutputCapture::new(cap)));
+                let timeout = Duration::from_millis(job.spec.timeout_ms);
+                let ran = supervise(child, timeout, interrupt).await;
+                if ran.is_err() {
+                    reader.abort();
+                }
+                (
+                    ran?,
+                    Some(collect_output(reader, OUTPUT_DRAIN, ESCAPED).await),
+                )
+            }
+        };
+        Ok(ran.into_result(job, &self.worker_id, capture, started_at_ms, clock))
+    }
+}
+
+/// The argv with `{id}` replaced inside each element; never a shell line.
+pub fn argv(job: &Job) -> Vec<String> {
+    job.spec
+        .command
+        .iter()
+        .map(|arg| arg.replace("{id}", &job.test_id))
+        .collect()
+}
+
+/// The variables a test gets on top of the worker's (filtered) environment:
+/// the spec's, then the ones naming the test, as a container gets them.
+pub fn test_env(job: &Job) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = job
+        .spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.push(("TEST_ID".into(), job.test_id.clone()));
+    env.push(("TESTFLEET_RUN_ID".into(), job.run_id.to_string()));
+    env.push(("TESTFLEET_ATTEMPT".into(), job.attempt.to_string()));
+    env
+}
+
+/// Starts the child in a new process group, stdout and stderr on one pipe so
+/// that their interleaving is kept, as Docker's attach keeps it. The `Err` is
+/// the message of an error outcome: the test never started.
+fn spawn(job: &Job) -> Result<(Child, tokio::net::unix::pipe::Receiver), String> {
+    let argv = argv(job);
+    let (program, args) = argv.split_first().ok_or("the run's command is empty")?;
+    let workdir = workdir(job)?;
+    let (reader, writer) = io::pipe().map_err(|e| format!("could not make a pipe: {e}"))?;
+    let writer_err = writer
+        .try_clone()
+        .map_err(|e| format!("could not make a pipe: {e}"))?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(k, _)| !is_worker_variable(k)))
+        .envs(test_env(job))
+        .current_dir(&workdir)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(writer_err)
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = command
+        .spawn()
+        .map_err(|e| spawn_error(program, &workdir, &e))?;
+    // Dropping `command` closes this process's copies of the write end, so the
+    // pipe reports end-of-file once the test's group is gone.
+    drop(command);
+    let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader))
+        .map_err(|e| format!("could not read the test's output: {e}"))?;
+    Ok((child, reader))
+}
+
+fn workdir(job: &Job) -> Result<PathBuf, String> {
+    let dir = match &job.spec.workdir {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::current_dir()
+            .map_err(|e| format!("the worker's working directory is unusable: {e}"))?,
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "working directory `{}` does not exist on this worker",
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+fn is_worker_variable(key: &std::ffi::OsStr) -> bool {
+    key.to_str()
+        .is_some_and(|k| k.starts_with(WORKER_ENV_PREFIX))
+}
+
+fn spawn_error(program: &str, workdir: &Path, error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::NotFound => format!(
+            "could not start `{program}`: not found (searched PATH and `{}`)",
+            workdir.display()
+        ),
+        io::ErrorKind::PermissionDenied => {
+            format!("could not start `{program}`: permission denied (is it executable?)")
+        }
+        _ => format!("could not start `{program}`: {error}"),
+    }
+}
+
+/// Waits for the child under the timeout; whatever the end, its group is killed
+/// and the child reaped before this returns.
+async fn supervise(
+    mut child: Child,
+    timeout: Duration,
+    interrupt: &CancellationToken,
+) -> Result<Ran, Requeue> {
+    let group = child.id().map(|pid| Pid::from_raw(pid as i32));
+    let ended = tokio::select! {
+        waited = tokio::time::timeout(timeout, child.wait()) => Some(waited),
+        () = interrupt.cancelled() => None,
+    };
+    // The test's end is its group's end, as a container's end is its processes'.
+    kill_group(group);
+    let reaped = child.wait().await;
+    match ended {
+        None => Err(Requeue::Interrupted),
+        Some(Err(_elapsed)) => Ok(timed_out(timeout)),
+        Some(Ok(status)) => Ok(match status.or(reaped) {
+            Ok(status) => exited(status),
+            Err(error) => error_outcome(format!("could not wait for the test: {error}")),
+        }),
+    }
+}
+
+fn kill_group(group: Option<Pid>) {
+    let Some(group) = group else { return };
+    if let Err(error) = killpg(group, Signal::SIGKILL) {
+        // ESRCH: every process of the group had exited already.
+        debug!(%error, "killing the test's process group");
+    }
+}
+
+/// A signal death is reported as a shell (and Docker) would: 128 + the signal.
+fn exited(status: ExitStatus) -> Ran {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Ran {
+            outcome: Outcome::from_exit_code(i64::from(code)),
+            exit_code: Some(i64::from(code)),
+            message: None,
+        },
+        (None, Some(signal)) => Ran {
+            outcome: Outcome::Failed,
+            exit_code: Some(128 + i64::from(signal)),
+            message: Some(format!("killed by signal {signal}")),
+        },
+        (None, None) => error_outcome("the test ended without an exit code".into()),
+    }
+}
+
+async fn read_output(
+    mut output: tokio::net::unix::pipe::Receiver,
+    mut capture: OutputCapture,
+) -> OutputCapture {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match output.read(&mut buffer).await {
+            Ok(0) => break,
+            Ok(n) => capture.push(&buffer[..n]),
+            Err(error) => {
+                debug!(%error, "output pipe ended with an error");
+                break;
+            }
+        }
+    }
+    capture
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn job(test_id: &str) -> Job {
+        let mut spec = testfleet_common::config::default_spec();
+        spec.command = vec!["run".into(), "--test={id}".into(), "{id}{id}".into()];
+        spec.env = BTreeMap::from([("K".into(), "v".into())]);
+        Job {
+            run_id: uuid::Uuid::nil(),
+            test_id: test_id.into(),
+            attempt: 2,
+            deadline_ms: 0,
+            spec,
+            published_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_id_goes_into_argv_verbatim() {
+        let id = "a b'\"; $(rm -rf /) `x` {id}\n✓";
+        assert_eq!(
+            argv(&job(id)),
+            vec![
+                "run".to_owned(),
+                format!("--test={id}"),
+                format!("{id}{id}")
+            ]
+        );
+    }
+
+    #[test]
+    fn environment_names_the_test() {
+        let env = test_env(&job("t1"));
+        for (key, value) in [
+            ("K", "v"),
+            ("TEST_ID", "t1"),
+            ("TESTFLEET_ATTEMPT", "2"),
+            ("TESTFLEET_RUN_ID", "00000000-0000-0000-0000-000000000000"),
+        ] {
+            assert!(
+                env.contains(&(key.to_owned(), value.to_owned())),
+                "{key}={value} in {env:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn worker_configuration_is_not_inherited() {
+        assert!(is_worker_variable("TESTFLEET_BROKER__URL".as_ref()));
+        assert!(!is_worker_variable("PATH".as_ref()));
+    }
+
+    #[test]
+    fn signals_read_like_a_shell_exit_code() {
+        use std::os::unix::process::ExitStatusExt;
+        let killed = exited(ExitStatus::from_raw(9));
+        assert_eq!(
+            (killed.outcome, killed.exit_code),
+            (Outcome::Failed, Some(137))
+        );
+        let failed = exited(ExitStatus::from_raw(3 << 8));
+        assert_eq!(
+            (failed.outcome, failed.exit_code),
+            (Outcome::Failed, Some(3))
+        );
+        let passed = exited(ExitStatus::from_raw(0));
+        assert_eq!(passed.outcome, Outcome::Passed);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_job_is_requeued_and_its_group_killed() {
+        let marker = format!("tf-interrupt-{}", uuid::Uuid::new_v4().simple());
+        let mut job = job("t");
+        job.spec.command = vec![
+            "sh".into(),
+            "-c".into(),
+            "sh -c 'sleep 100' $0-child & sleep 100".into(),
+            marker.clone(),
+        ];
+        let interrupt = CancellationToken::new();
+        let cancel = interrupt.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cancel.cancel();
+        });
+        let executor = ProcessExecutor::new("w".into());
+        let ended = executor.run(&job, &interrupt).await;
+        assert!(matches!(ended, Err(Requeue::Interrupted)), "{ended:?}");
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .unwrap();
+        assert!(
+            left.stdout.is_empty(),
+            "{:?}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_workdir_or_program_is_an_error_outcome() {
+        let mut missing_dir = job("t");
+        missing_dir.spec.workdir = Some("/no/such/dir".into());
+        let message = spawn(&missing_dir).err().unwrap();
+        assert!(message.contains("/no/such/dir"), "{message}");
+
+        let mut missing_program = job("t");
+        missing_program.spec.command = vec!["testfleet-no-such-program".into()];
+        let message = spawn(&missing_program).err().unwrap();
+        assert!(
+            message.contains("`testfleet-no-such-program`") && message.contains("not found"),
+            "{message}"
+        );
+    }
+}
