@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark command of issue 5: starts what it needs (scripts/setup.sh, GNU
-# parallel, crun, a release build), runs each benchmark against the seeds' own
+# parallel, a release build), runs each benchmark against the seeds' own
 # tools side by side on this machine, and prints one table of figures, each with
 # its target and whether it is met. Every figure is measured in this run.
 #
@@ -62,7 +62,6 @@ prepare() {
   scripts/setup.sh
   local need=()
   command -v parallel >/dev/null || need+=(parallel)
-  command -v crun >/dev/null || need+=(crun)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     apt-get update -qq
@@ -123,7 +122,7 @@ last_report() { ls -t "$work"/reports/*/report.json | head -1; }
 # pids, no-new-privileges).
 seed_one() {
   local c
-  c=$("$DOCKER" run -d --label "testfleet.bench=$BENCH_TAG" --network "$BENCH_NET" \
+  c=$("$DOCKER" run -d --label "testfleet.bench=$BENCH_TAG" --network "$BENCH_NET" --runtime "$BENCH_RUNTIME" \
     --tmpfs /tmp --memory 1g --pids-limit 1024 --security-opt no-new-privileges \
     testfleet/busybox:latest echo "$1")
   timeout 60 "$DOCKER" wait "$c" >/dev/null
@@ -132,8 +131,8 @@ seed_one() {
 }
 export -f seed_one
 
-seed_containers() { # NET: ms for the seed's pattern over the ids
-  export BENCH_NET=$1 BENCH_TAG="bench-$$"
+seed_containers() { # NET [RUNTIME]: ms for the seed's pattern over the ids
+  export BENCH_NET=$1 BENCH_RUNTIME=${2:-runc} BENCH_TAG="bench-$$"
   local started
   started=$(now_ms)
   parallel -j "$slots" seed_one :::: "$work/containers.txt"
@@ -157,19 +156,30 @@ phase_means() { # the phase log of a run, as "create 12.3 · start 40.1 …" mea
   sed -E 's/.*phase="?([a-z]+)"? count=([0-9]+) mean_ms="?([0-9.]+)"?.*/\1 \3/' "$1" | paste -sd' ' | sed 's/ \([a-z]\)/ · \1/g'
 }
 
+# Both sides with the engine's default runtime (runc), then both with crun (the
+# target compares the same options on both sides), and testfleet on crun
+# against the seed as it ran, on runc.
 bench_throughput() {
   seq -f 'c%04g' "$containers" >"$work/containers.txt"
-  local net seed fleet
+  local net seed fleet seed_crun fleet_crun
   for net in host none; do
     log "throughput, network $net: seed pattern ($containers containers, -j$slots)"
     seed=$(seed_containers "$net")
     [ "$net" = host ] && seed_host_ms=$seed
     log "throughput, network $net: testfleet, a fresh container per test"
     fleet=$(testfleet_containers "fresh-$net" "$net")
+    log "throughput, network $net: both again with --runtime crun"
+    seed_crun=$(seed_containers "$net" crun)
+    fleet_crun=$(testfleet_containers "crun-$net" "$net" TESTFLEET_RUN__RUNTIME=crun)
     row "throughput ($net)" "seed pattern, containers/s" "$(rate "$containers" "$seed")"
     row "throughput ($net)" "testfleet fresh, containers/s" "$(rate "$containers" "$fleet")"
     row "throughput ($net)" "fresh ÷ seed" "$(ratio "$seed" "$fleet")" ">=" 1.3
     row "throughput ($net)" "fresh phase means, ms" "$(phase_means "$work/phases-fresh-$net.log")"
+    row "throughput ($net)" "crun: seed, testfleet, containers/s" \
+      "$(rate "$containers" "$seed_crun"), $(rate "$containers" "$fleet_crun")"
+    row "throughput ($net)" "crun: fresh ÷ seed, both crun" "$(ratio "$seed_crun" "$fleet_crun")" ">=" 1.3
+    row "throughput ($net)" "fresh on crun ÷ seed on runc" "$(ratio "$seed" "$fleet_crun")"
+    row "throughput ($net)" "crun phase means, ms" "$(phase_means "$work/phases-crun-$net.log")"
   done
 }
 

@@ -14,6 +14,7 @@ command -v rabbitmq-server >/dev/null || need_packages+=(rabbitmq-server)
 command -v mmdebstrap >/dev/null || need_packages+=(mmdebstrap)
 command -v docker-compose >/dev/null || need_packages+=(docker-compose)  # compose.yaml (v1)
 [ -x /bin/busybox ] || need_packages+=(busybox-static)
+command -v crun >/dev/null || need_packages+=(crun)                # a faster OCI runtime
 command -v openssl >/dev/null || need_packages+=(openssl)          # the local CA for amqps
 command -v ip >/dev/null || need_packages+=(iproute2)              # network namespaces in tests
 # Headless Chromium opens the HTML report in tests/it/html_report.rs.
@@ -37,11 +38,42 @@ wait_for() { # name, seconds, command...
   log "$name did not answer within ${seconds}s"; return 1
 }
 
+# crun registered with the engine as "crun", so that a run spec may choose it
+# (`run.runtime`). The engine reads daemon.json at start and again on SIGHUP, so
+# a running one picks it up without a restart. A daemon.json of someone else's
+# is left alone.
+DAEMON_JSON=/etc/docker/daemon.json
+if [ ! -e "$DAEMON_JSON" ]; then
+  mkdir -p /etc/docker
+  printf '{\n  "runtimes": { "crun": { "path": "/usr/bin/crun" } }\n}\n' >"$DAEMON_JSON"
+elif ! grep -q '"crun"' "$DAEMON_JSON"; then
+  log "$DAEMON_JSON does not register crun; runs with run.runtime = \"crun\" will fail"
+fi
+# crun refuses cgroups in hybrid mode while the cgroup2 hierarchy holds a
+# controller ("drop all controllers from cgroupv2"); on these machines that is
+# hugetlb alone, unused there. Mounting it as a v1 hierarchy, like every other
+# controller here, moves it out of cgroup2. runc works either way.
+UNIFIED=/sys/fs/cgroup/unified
+if [ -r "$UNIFIED/cgroup.controllers" ] && [ -z "$(cat "$UNIFIED/cgroup.subtree_control")" ]; then
+  for controller in $(cat "$UNIFIED/cgroup.controllers"); do
+    log "moving the $controller cgroup controller to a v1 hierarchy (for crun)"
+    mkdir -p "/sys/fs/cgroup/$controller"
+    mount -t cgroup -o "$controller" cgroup "/sys/fs/cgroup/$controller" ||
+      log "could not; runs with run.runtime = \"crun\" will fail here"
+  done
+fi
+crun_registered() { "$DOCKER" info --format '{{json .Runtimes}}' | grep -q '"crun"'; }
+
 if ! "$DOCKER" info >/dev/null 2>&1; then
   log "starting dockerd"
   mkdir -p /var/log/testfleet
   nohup dockerd >/var/log/testfleet/dockerd.log 2>&1 &
   wait_for dockerd 60 "$DOCKER" info
+fi
+if grep -q '"crun"' "$DAEMON_JSON" && ! crun_registered; then
+  log "reloading dockerd's configuration (crun)"
+  pkill -HUP -x dockerd || true
+  wait_for "crun in dockerd" 10 crun_registered || true
 fi
 
 # A local CA and a server certificate for RabbitMQ's amqps listener (port 5671),

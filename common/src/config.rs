@@ -71,6 +71,8 @@ pub struct RunConfig {
     pub workdir: String,
     pub container_mode: ContainerMode,
     pub warm_reuse: u32,
+    /// Empty: the engine's default runtime.
+    pub runtime: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,6 +253,7 @@ impl RunConfig {
             workdir: (!self.workdir.is_empty()).then(|| self.workdir.clone()),
             container_mode: self.container_mode,
             warm_reuse: self.warm_reuse,
+            runtime: (!self.runtime.is_empty()).then(|| self.runtime.clone()),
         })
     }
 }
@@ -361,6 +364,9 @@ mod tests {
             (spec.container_mode, spec.warm_reuse),
             (ContainerMode::Warm, 7)
         );
+        assert_eq!(spec.runtime, None, "empty: the engine's default");
+        let raw = load_file("[run]\nruntime = \"crun\"\n", vec![]).unwrap();
+        assert_eq!(raw.run.to_spec().unwrap().runtime.as_deref(), Some("crun"));
         let err = load_file("[run]\nwarm_reuse = 0\n", vec![]).unwrap();
         let err = err.run.to_spec().unwrap_err();
         assert!(err.to_string().contains("run.warm_reuse"), "{err}");

@@ -114,6 +114,11 @@ pub struct RunSpec {
     /// Warm mode: tests run in one container before it is replaced.
     #[serde(default = "default_warm_reuse")]
     pub warm_reuse: u32,
+    /// Docker jobs: the OCI runtime the engine starts containers with, by the
+    /// name the engine registered it under (`crun`, `runc`); `None` is the
+    /// engine's default. Appended with a default, like `executor`.
+    #[serde(default)]
+    pub runtime: Option<String>,
 }
 
 fn default_warm_reuse() -> u32 {

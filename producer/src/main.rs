@@ -75,6 +75,10 @@ struct Cli {
     /// Docker network mode for test containers.
     #[arg(long)]
     network: Option<String>,
+    /// OCI runtime for test containers, as the engine registered it (`crun`);
+    /// default: the engine's.
+    #[arg(long)]
+    runtime: Option<String>,
     /// Where tests run: `docker` (a fresh container each) or `process` (a child
     /// process on the worker's host; workers need `--executors process`).
     #[arg(long)]
@@ -115,6 +119,7 @@ impl Cli {
             .set("run.retry_threshold", self.retry_threshold)
             .set("run.max_rounds", self.max_rounds.map(i64::from))
             .set("run.network", self.network.clone())
+            .set("run.runtime", self.runtime.clone())
             .set("run.executor", self.executor.clone())
             .set("run.workdir", self.workdir.clone())
             .set("run.command", command)

@@ -16,6 +16,7 @@ mod pipeline;
 mod presets;
 mod process_executor;
 mod producer_cli;
+mod runtime;
 mod shutdown;
 mod third_party;
 mod warm;

@@ -467,6 +467,7 @@ fn container_body(job: &Job, worker_id: &str) -> ContainerCreateBody {
             nano_cpus: spec.container.nano_cpus,
             pids_limit: spec.container.pids_limit,
             security_opt: Some(vec!["no-new-privileges".into()]),
+            runtime: spec.runtime.clone(),
             ..Default::default()
         }),
         ..Default::default()
@@ -609,5 +610,11 @@ mod tests {
             host.security_opt.unwrap(),
             vec!["no-new-privileges".to_owned()]
         );
+        assert_eq!(host.runtime, None, "the engine's default runtime");
+
+        let mut crun = job("t2");
+        crun.spec.runtime = Some("crun".into());
+        let host = container_body(&crun, "w").host_config.unwrap();
+        assert_eq!(host.runtime.as_deref(), Some("crun"));
     }
 }
