@@ -3,8 +3,16 @@
 //!
 //! Pure logic, no I/O and no clock: the service passes the time in, so tests (and
 //! the journal replay) drive it exactly.
+//!
+//! Memory grows with the run, so each test costs as little as it can: its id is
+//! stored once (the index holds positions, not copies), an attempt is a fixed
+//! record with the worker as a number, and output is kept only for attempts
+//! that did not pass. `examples/memory_probe.rs` shows the figures.
 
-use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use smallvec::SmallVec;
 
 use testfleet_common::wire::{
     AttemptReport, AttemptStatus, FinalStatus, Outcome, RunAnnounce, RunReport, TestReport,
@@ -67,28 +75,57 @@ pub fn retry_rule(
     RetryRule::Retry
 }
 
+/// One attempt as the run keeps it: a fixed record, with what only a failing
+/// attempt needs boxed apart.
 #[derive(Debug, Clone)]
 struct Attempt {
+    number: u32,
     status: AttemptStatus,
-    /// The worker's full result, without output when the attempt passed.
-    result: Option<TestResult>,
+    /// What the worker reported; `None` for a missing or dead-lettered attempt.
+    ran: Option<Ran>,
 }
+
+#[derive(Debug, Clone)]
+struct Ran {
+    /// Index into `RunState::workers`.
+    worker: u32,
+    exit_code: Option<i64>,
+    duration_ms: u64,
+    started_at_ms: u64,
+    finished_at_ms: u64,
+    published_at_ms: u64,
+    /// Output (dropped when the attempt passed) and the worker's message; most
+    /// attempts pass without a message, so this is usually `None`.
+    detail: Option<Box<Detail>>,
+}
+
+#[derive(Debug, Clone)]
+struct Detail {
+    output: Option<String>,
+    output_truncated: bool,
+    message: Option<String>,
+}
+
+/// A test's attempts in order of number; one fits inline, which is what most
+/// tests of a big run ever have.
+type Attempts = SmallVec<[Attempt; 1]>;
 
 /// The state of one run the aggregator follows.
 #[derive(Debug)]
 pub struct RunState {
     announce: RunAnnounce,
-    /// Test id → position in `announce.tests`.
-    index: HashMap<String, usize>,
-    /// Per test (by position), attempts by number. Boxed: a B-tree leaf holds
-    /// room for 11 values, which for an inline `Attempt` cost about 2 KB per
-    /// test, most of a 400,000-test run's memory.
-    attempts: Vec<BTreeMap<u32, Box<Attempt>>>,
+    /// Positions in `announce.tests`, found by hashing the id they point at.
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    /// Names of the workers that sent results, each once.
+    workers: Vec<String>,
+    /// Per test (by position), its attempts in ascending number.
+    attempts: Vec<Attempts>,
     round: u32,
     /// Positions of the tests run in the open round, ascending (round 1 is
     /// every test; a retry round keeps the order it filters), so membership is
     /// a binary search rather than a scan per result.
-    in_round: Vec<usize>,
+    in_round: Vec<u32>,
     /// How many of `in_round` have an outcome for this round.
     settled: usize,
     too_many_failures: bool,
@@ -96,23 +133,52 @@ pub struct RunState {
 }
 
 impl RunState {
+    /// Panics if the run has more than `u32::MAX` tests (the producer caps
+    /// runs far below that).
     pub fn new(announce: RunAnnounce) -> Self {
-        let index = announce
-            .tests
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.clone(), i))
-            .collect();
         let tests = announce.tests.len();
+        let positions = u32::try_from(tests).expect("fewer than 2^32 tests");
+        let hasher = DefaultHashBuilder::default();
+        let mut index = HashTable::with_capacity(tests);
+        for (position, id) in (0..positions).zip(&announce.tests) {
+            let ids = &announce.tests;
+            index.insert_unique(hasher.hash_one(id), position, |&p| {
+                hasher.hash_one(&ids[p as usize])
+            });
+        }
         RunState {
             announce,
             index,
-            attempts: vec![BTreeMap::new(); tests],
+            hasher,
+            workers: Vec::new(),
+            attempts: vec![Attempts::new(); tests],
             round: 1,
-            in_round: (0..tests).collect(),
+            in_round: (0..positions).collect(),
             settled: 0,
             too_many_failures: false,
             finished: None,
+        }
+    }
+
+    /// The test's position in the run.
+    fn position(&self, test_id: &str) -> Option<usize> {
+        let ids = &self.announce.tests;
+        self.index
+            .find(self.hasher.hash_one(test_id), |&p| {
+                ids[p as usize] == test_id
+            })
+            .map(|&p| p as usize)
+    }
+
+    /// The worker's number, adding it the first time. A run sees few workers,
+    /// so a scan is cheaper than a map.
+    fn worker_number(&mut self, worker_id: &str) -> u32 {
+        match self.workers.iter().position(|w| w == worker_id) {
+            Some(number) => number as u32,
+            None => {
+                self.workers.push(worker_id.to_owned());
+                (self.workers.len() - 1) as u32
+            }
         }
     }
 
@@ -139,25 +205,33 @@ impl RunState {
 
     /// How long the test's latest attempt that ran took, if one did.
     pub fn last_duration_ms(&self, test_id: &str) -> Option<u64> {
-        let position = *self.index.get(test_id)?;
-        self.attempts[position]
-            .values()
+        self.attempts[self.position(test_id)?]
+            .iter()
             .rev()
-            .find_map(|a| a.result.as_ref().map(|r| r.duration_ms))
+            .find_map(|a| a.ran.as_ref().map(|r| r.duration_ms))
     }
 
     /// Counts a worker's result, unless it is a duplicate or stale.
-    pub fn record_result(&mut self, mut result: TestResult) -> Recorded {
-        if result.outcome == Outcome::Passed {
-            result.output = String::new();
-        }
+    pub fn record_result(&mut self, result: TestResult) -> Recorded {
         let status = AttemptStatus::Ran(result.outcome);
-        self.record(
-            &result.test_id.clone(),
-            result.attempt,
-            status,
-            Some(result),
-        )
+        let passed = result.outcome == Outcome::Passed;
+        let detail = (!passed || result.message.is_some()).then(|| {
+            Box::new(Detail {
+                output: (!passed).then_some(result.output),
+                output_truncated: result.output_truncated,
+                message: result.message,
+            })
+        });
+        let ran = Ran {
+            worker: self.worker_number(&result.worker_id),
+            exit_code: result.exit_code,
+            duration_ms: result.duration_ms,
+            started_at_ms: result.started_at_ms,
+            finished_at_ms: result.finished_at_ms,
+            published_at_ms: result.published_at_ms,
+            detail,
+        };
+        self.record(&result.test_id, result.attempt, status, Some(ran))
     }
 
     /// Counts a job the broker dead-lettered after `deliveries` deliveries.
@@ -175,23 +249,34 @@ impl RunState {
         test_id: &str,
         attempt: u32,
         status: AttemptStatus,
-        result: Option<TestResult>,
+        ran: Option<Ran>,
     ) -> Recorded {
-        let Some(&position) = self.index.get(test_id) else {
+        let Some(position) = self.position(test_id) else {
             return Recorded::Stale;
         };
-        if self.attempts[position].contains_key(&attempt) {
+        if self.attempts[position].iter().any(|a| a.number == attempt) {
             return Recorded::Duplicate;
         }
         if self.finished.is_some()
             || attempt != self.round
-            || self.in_round.binary_search(&position).is_err()
+            || self.in_round.binary_search(&(position as u32)).is_err()
         {
             return Recorded::Stale;
         }
-        self.attempts[position].insert(attempt, Box::new(Attempt { status, result }));
+        // Only the open round's attempt is new, and it has the highest number
+        // yet: pushing keeps the attempts in order.
+        self.attempts[position].push(Attempt {
+            number: attempt,
+            status,
+            ran,
+        });
         self.settled += 1;
         Recorded::New
+    }
+
+    /// The test's attempt numbered `round`, if it has one.
+    fn attempt_in(&self, position: usize, round: u32) -> Option<&Attempt> {
+        self.attempts[position].iter().find(|a| a.number == round)
     }
 
     /// Closes the open round: tests without an outcome become missing, then the
@@ -199,23 +284,28 @@ impl RunState {
     pub fn close_round(&mut self, now_ms: u64) -> RoundDecision {
         let round = self.round;
         for &position in &self.in_round {
-            self.attempts[position].entry(round).or_insert_with(|| {
-                Box::new(Attempt {
+            let attempts = &mut self.attempts[position as usize];
+            if !attempts.iter().any(|a| a.number == round) {
+                attempts.push(Attempt {
+                    number: round,
                     status: AttemptStatus::Missing,
-                    result: None,
-                })
-            });
+                    ran: None,
+                });
+            }
         }
-        let statuses: Vec<(usize, AttemptStatus)> = self
+        let statuses: Vec<(u32, AttemptStatus)> = self
             .in_round
             .iter()
-            .map(|&p| (p, self.attempts[p][&round].status))
+            .map(|&p| {
+                let attempt = self.attempt_in(p as usize, round).expect("filled above");
+                (p, attempt.status)
+            })
             .collect();
         let failed_or_missing = statuses
             .iter()
             .filter(|(_, s)| counts_as_failure(*s))
             .count();
-        let retryable: Vec<usize> = statuses
+        let retryable: Vec<u32> = statuses
             .iter()
             .filter(|(_, s)| is_retryable(*s))
             .map(|(p, _)| *p)
@@ -243,7 +333,7 @@ impl RunState {
                     tests: self
                         .in_round
                         .iter()
-                        .map(|&p| self.announce.tests[p].clone())
+                        .map(|&p| self.announce.tests[p as usize].clone())
                         .collect(),
                 }
             }
@@ -274,7 +364,7 @@ impl RunState {
 
     fn final_status(&self, position: usize) -> FinalStatus {
         let attempts = &self.attempts[position];
-        let Some(last) = attempts.values().next_back() else {
+        let Some(last) = attempts.last() else {
             return FinalStatus::Missing;
         };
         match last.status {
@@ -300,7 +390,7 @@ impl RunState {
                 status: self.final_status(p),
                 attempts: self.attempts[p]
                     .iter()
-                    .map(|(n, a)| attempt_report(*n, a))
+                    .map(|a| self.attempt_report(a))
                     .collect(),
             })
             .collect();
@@ -324,7 +414,10 @@ impl RunState {
             .tests
             .iter()
             .zip(&self.attempts)
-            .filter_map(move |(id, attempts)| Some((id.as_str(), attempts.get(&round)?.status)))
+            .filter_map(move |(id, attempts)| {
+                let attempt = attempts.iter().find(|a| a.number == round)?;
+                Some((id.as_str(), attempt.status))
+            })
     }
 
     /// Counts of attempt outcomes in the open round, for progress logs.
@@ -356,30 +449,31 @@ fn is_retryable(status: AttemptStatus) -> bool {
     )
 }
 
-fn attempt_report(attempt: u32, a: &Attempt) -> AttemptReport {
-    let result = a.result.as_ref();
-    AttemptReport {
-        attempt,
-        status: a.status,
-        exit_code: result.and_then(|r| r.exit_code),
-        duration_ms: result.map_or(0, |r| r.duration_ms),
-        worker_id: result.map(|r| r.worker_id.clone()),
-        started_at_ms: result.map(|r| r.started_at_ms),
-        finished_at_ms: result.map(|r| r.finished_at_ms),
-        published_at_ms: result.map(|r| r.published_at_ms),
-        output: result
-            .filter(|r| r.outcome != Outcome::Passed)
-            .map(|r| r.output.clone()),
-        output_truncated: result.is_some_and(|r| r.output_truncated),
-        message: match a.status {
-            AttemptStatus::Missing => {
-                Some("did not run: no result before the run's deadline (timeout or drop)".into())
-            }
-            AttemptStatus::DeadLettered { deliveries } => Some(format!(
-                "dead-lettered by the broker after {deliveries} deliveries"
-            )),
-            AttemptStatus::Ran(_) => result.and_then(|r| r.message.clone()),
-        },
+impl RunState {
+    fn attempt_report(&self, a: &Attempt) -> AttemptReport {
+        let ran = a.ran.as_ref();
+        let detail = ran.and_then(|r| r.detail.as_deref());
+        AttemptReport {
+            attempt: a.number,
+            status: a.status,
+            exit_code: ran.and_then(|r| r.exit_code),
+            duration_ms: ran.map_or(0, |r| r.duration_ms),
+            worker_id: ran.map(|r| self.workers[r.worker as usize].clone()),
+            started_at_ms: ran.map(|r| r.started_at_ms),
+            finished_at_ms: ran.map(|r| r.finished_at_ms),
+            published_at_ms: ran.map(|r| r.published_at_ms),
+            output: detail.and_then(|d| d.output.clone()),
+            output_truncated: detail.is_some_and(|d| d.output_truncated),
+            message: match a.status {
+                AttemptStatus::Missing => Some(
+                    "did not run: no result before the run's deadline (timeout or drop)".into(),
+                ),
+                AttemptStatus::DeadLettered { deliveries } => Some(format!(
+                    "dead-lettered by the broker after {deliveries} deliveries"
+                )),
+                AttemptStatus::Ran(_) => detail.and_then(|d| d.message.clone()),
+            },
+        }
     }
 }
 
@@ -429,7 +523,7 @@ mod tests {
     fn play_round(state: &mut RunState, outcome_of: impl Fn(usize) -> Outcome) {
         let attempt = state.round();
         let positions = state.in_round.clone();
-        for p in positions {
+        for p in positions.into_iter().map(|p| p as usize) {
             assert_eq!(
                 state.record_result(result(p, attempt, outcome_of(p))),
                 Recorded::New

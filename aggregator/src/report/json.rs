@@ -7,9 +7,16 @@ use testfleet_common::wire::RunReport;
 
 /// The report as pretty-printed JSON, ending with a newline.
 pub fn render(report: &RunReport) -> io::Result<Vec<u8>> {
-    let mut bytes = serde_json::to_vec_pretty(report)?;
-    bytes.write_all(b"\n")?;
+    let mut bytes = Vec::new();
+    write(report, &mut bytes)?;
     Ok(bytes)
+}
+
+/// [`render`] into `out` as it goes: a big run's JSON is hundreds of MB, which
+/// should not sit in memory beside the report it comes from.
+pub fn write(report: &RunReport, mut out: impl Write) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut out, report)?;
+    out.write_all(b"\n")
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! `<flakyError>` children, as Surefire writes flaky tests, so CI marks it flaky
 //! rather than failed. A still-failing test gets `<rerunFailure>` / `<rerunError>`.
 
+use std::io;
 use std::time::Duration;
 
 use quick_junit::{
@@ -23,15 +24,68 @@ use super::format::{
 
 /// The report as a JUnit XML document.
 pub fn render(report: &RunReport) -> Result<String, SerializeError> {
+    document(report).to_string()
+}
+
+/// Test cases per `<testsuite>` element when a run is written in parts.
+/// quick-junit holds a whole document in memory, about 800 bytes a test case,
+/// so a bigger run is written as several suites of this many tests (all with
+/// the run's suite name), one at a time, under one `<testsuites>`.
+const CASES_PER_PART: usize = 10_000;
+
+/// [`render`] into `out` as it is serialized, a part at a time for big runs.
+pub fn write(report: &RunReport, mut out: impl io::Write) -> Result<(), SerializeError> {
+    if report.tests.len() <= CASES_PER_PART {
+        return document(report).serialize(out);
+    }
+    let parts = || report.tests.chunks(CASES_PER_PART);
+    // The root element carries the totals, so they are counted first.
+    let mut totals = frame(report);
+    for part in parts() {
+        let suite = suite(report, part);
+        totals.tests += suite.tests;
+        totals.failures += suite.failures;
+        totals.errors += suite.errors;
+        totals.skipped += suite.skipped;
+    }
+    let frame = totals.to_string()?;
+    let (head, tail) = frame.split_at(frame.rfind("</testsuites>").expect("a closing root tag"));
+    out.write_all(head.as_bytes())?;
+    for part in parts() {
+        let mut document = self::frame(report);
+        document.add_test_suite(suite(report, part));
+        out.write_all(suites_inside(&document.to_string()?).as_bytes())?;
+    }
+    out.write_all(tail.as_bytes())?;
+    Ok(())
+}
+
+/// What a document holds between `<testsuites …>` and `</testsuites>`.
+/// quick-xml escapes `>` in attribute values, so the first `>` after the
+/// root's name ends its start tag.
+fn suites_inside(document: &str) -> &str {
+    let root = document.find("<testsuites").expect("a root tag");
+    let start = root + document[root..].find('>').expect("an end to the root tag") + 1;
+    let end = document.rfind("</testsuites>").expect("a closing root tag");
+    document[start..end].trim_start_matches('\n')
+}
+
+fn document(report: &RunReport) -> Report {
+    let mut junit = frame(report);
+    junit.add_test_suite(suite(report, &report.tests));
+    junit
+}
+
+/// The root element alone: the run's name, id and time.
+fn frame(report: &RunReport) -> Report {
     let mut junit = Report::new(xml(&report.suite));
     junit
         .set_uuid(report.run_id)
-        .set_time(Duration::from_millis(run_duration_ms(report)))
-        .add_test_suite(suite(report));
-    junit.to_string()
+        .set_time(Duration::from_millis(run_duration_ms(report)));
+    junit
 }
 
-fn suite(report: &RunReport) -> TestSuite {
+fn suite(report: &RunReport, tests: &[TestReport]) -> TestSuite {
     let mut suite = TestSuite::new(xml(&report.suite));
     suite.set_time(Duration::from_millis(run_duration_ms(report)));
     // quick-junit takes timestamps as chrono types; chrono is not a dependency of
@@ -47,7 +101,7 @@ fn suite(report: &RunReport) -> TestSuite {
         ("rounds".to_owned(), report.rounds.to_string()),
         ("image".to_owned(), report.spec.image.clone()),
     ]);
-    suite.add_test_cases(report.tests.iter().map(|test| test_case(report, test)));
+    suite.add_test_cases(tests.iter().map(|test| test_case(report, test)));
     suite
 }
 
@@ -179,6 +233,40 @@ mod tests {
         let mut parsed = Report::deserialize_from_str(xml).expect("valid JUnit XML");
         assert_eq!(parsed.test_suites.len(), 1);
         parsed.test_suites.remove(0)
+    }
+
+    /// A run over `CASES_PER_PART` tests is written in parts that, read back,
+    /// hold every test case once, under root totals that count them all.
+    #[test]
+    fn a_big_run_is_written_in_parts_with_whole_run_totals() {
+        let mut report = fixture::sample_report();
+        let sample = std::mem::take(&mut report.tests);
+        let copies = CASES_PER_PART / sample.len() + 1;
+        for copy in 0..copies {
+            report.tests.extend(sample.iter().cloned().map(|mut test| {
+                test.id = format!("{copy}/{}", test.id);
+                test
+            }));
+        }
+        let mut xml = Vec::new();
+        write(&report, &mut xml).unwrap();
+        let parsed = Report::deserialize_from_str(std::str::from_utf8(&xml).unwrap())
+            .expect("valid JUnit XML");
+
+        let tests = report.tests.len();
+        assert_eq!(parsed.test_suites.len(), tests.div_ceil(CASES_PER_PART));
+        assert_eq!(
+            (parsed.tests, parsed.failures, parsed.errors),
+            (tests, 3 * copies, 3 * copies)
+        );
+        let mut names: Vec<&str> = parsed
+            .test_suites
+            .iter()
+            .flat_map(|s| s.test_cases.iter().map(|c| c.name.as_str()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), tests, "every test case once");
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod triage;
 mod fixture;
 
 use std::fs;
-use std::io;
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use testfleet_common::config::TriageRule;
@@ -68,9 +68,10 @@ pub fn write_all_with_rules(
     let triage = triage::triage(report, rules);
     let paths = ReportPaths::in_dir(base_dir.join(report.run_id.to_string()));
     fs::create_dir_all(&paths.dir).map_err(|e| with_path(e, &paths.dir))?;
-    write_file(&paths.json, &json::render(report)?)?;
-    let junit = junit::render(report).map_err(io::Error::other)?;
-    write_file(&paths.junit, junit.as_bytes())?;
+    write_streamed(&paths.json, |out| json::write(report, out))?;
+    write_streamed(&paths.junit, |out| {
+        junit::write(report, out).map_err(io::Error::other)
+    })?;
     write_file(
         &paths.markdown,
         markdown::render(report, &triage).as_bytes(),
@@ -83,10 +84,25 @@ pub fn write_all_with_rules(
 /// Writes through a temporary file and a rename, so that a reader (a CI step
 /// picking up `junit.xml`) never sees half a file.
 fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_streamed(path, |out| out.write_all(bytes))
+}
+
+/// [`write_file`] for content that `render` writes as it goes.
+fn write_streamed(
+    path: &Path,
+    render: impl FnOnce(&mut BufWriter<fs::File>) -> io::Result<()>,
+) -> io::Result<()> {
     let mut partial = path.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
-    fs::write(&partial, bytes)
+    fs::File::create(&partial)
+        .and_then(|file| {
+            let mut out = BufWriter::new(file);
+            render(&mut out)?;
+            out.into_inner()
+                .map_err(io::IntoInnerError::into_error)?
+                .sync_data()
+        })
         .and_then(|()| fs::rename(&partial, path))
         .map_err(|e| with_path(e, path))
 }
