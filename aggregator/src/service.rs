@@ -178,7 +178,7 @@ impl Aggregator {
                 }
                 delivery = history_queries.next() => {
                     let delivery = delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?;
-                    self.on_history_query(delivery, &channel).await?;
+                    self.on_history_query(delivery, &channel, &publish).await?;
                 }
                 _ = ticker.tick() => self.close_due_rounds(&publish).await?,
             }
@@ -259,24 +259,40 @@ impl Aggregator {
 
     /// Answers a producer's question about a suite's past durations. A history
     /// that cannot be read is answered as empty: the producer then keeps arrival
-    /// order, which is no reason to stall it.
+    /// order, which is no reason to stall it. A message that is no history query
+    /// is parked by hand: the history queue's TTL rules out its dead-lettering.
     async fn on_history_query(
         &mut self,
         delivery: Delivery,
         channel: &Channel,
+        publish: &Channel,
     ) -> Result<(), AggregatorError> {
+        let queue = &self.settings.topology.history;
         let suite = match decode(&delivery.data) {
             Ok(Body::HistoryQuery(HistoryQuery { suite })) => suite,
             Ok(other) => {
-                warn!(
-                    kind = other.kind(),
-                    "ignoring a message of the wrong kind on the history queue"
-                );
-                return Ok(broker::ack(&delivery).await?);
+                let reason = format!("expected a history query, got a {} message", other.kind());
+                error!(%reason, %queue, "parking a message of the wrong kind");
+                return Ok(broker::park(
+                    publish,
+                    &self.settings.topology,
+                    queue,
+                    &delivery,
+                    &reason,
+                )
+                .await?);
             }
             Err(reason) => {
-                warn!(%reason, "ignoring an unreadable history query");
-                return Ok(broker::ack(&delivery).await?);
+                error!(%reason, %queue, "parking an unreadable history query");
+                let reason = reason.to_string();
+                return Ok(broker::park(
+                    publish,
+                    &self.settings.topology,
+                    queue,
+                    &delivery,
+                    &reason,
+                )
+                .await?);
             }
         };
         let durations_ms: Vec<(String, u64)> = match self.history.load(&suite) {

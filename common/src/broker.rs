@@ -13,12 +13,12 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
     ConfirmSelectOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::time::{sleep, Instant};
 use tracing::{info, warn};
 
-use crate::topology::DIRECT_REPLY_TO;
+use crate::topology::{Topology, DIRECT_REPLY_TO};
 use crate::wire::{encode, Body};
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
@@ -322,6 +322,51 @@ pub async fn reply(
         )
         .await?;
     Ok(true)
+}
+
+/// Header naming why a message was parked by hand, and the queue it came from.
+pub const PARKED_REASON_HEADER: &str = "x-testfleet-parked-reason";
+pub const PARKED_FROM_HEADER: &str = "x-testfleet-parked-from";
+
+/// Moves an unreadable delivery of `queue` to the parked queue, for queues whose
+/// own dead-lettering cannot be used (the history queue drops by TTL, a verdict
+/// queue by length): a confirmed copy with the reason in a header, then the ack,
+/// so the message is never lost in between.
+pub async fn park(
+    publish: &Channel,
+    topology: &Topology,
+    queue: &str,
+    delivery: &Delivery,
+    reason: &str,
+) -> Result<(), BrokerError> {
+    let (exchange, key) = topology.parked_route();
+    let mut headers = FieldTable::default();
+    headers.insert(
+        PARKED_REASON_HEADER.into(),
+        AMQPValue::LongString(reason.into()),
+    );
+    headers.insert(
+        PARKED_FROM_HEADER.into(),
+        AMQPValue::LongString(queue.into()),
+    );
+    let properties = BasicProperties::default()
+        .with_delivery_mode(PERSISTENT)
+        .with_headers(headers);
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
+    let confirm = publish
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            options,
+            &delivery.data,
+            properties,
+        )
+        .await?;
+    check_confirm(confirm.await?, key)?;
+    ack(delivery).await
 }
 
 /// Acks a delivery, treating a dead channel as an error (lapin returns `Ok(false)`).

@@ -66,6 +66,7 @@ pub struct RunConfig {
     pub memory_bytes: Option<i64>,
     pub cpus: Option<f64>,
     pub pids_limit: Option<i64>,
+    pub no_new_privileges: bool,
     pub executor: ExecutorKind,
     /// Empty: the worker's own working directory.
     pub workdir: String,
@@ -248,6 +249,7 @@ impl RunConfig {
                 memory_bytes: self.memory_bytes,
                 nano_cpus,
                 pids_limit: self.pids_limit,
+                no_new_privileges: self.no_new_privileges,
             },
             executor: self.executor,
             workdir: (!self.workdir.is_empty()).then(|| self.workdir.clone()),

@@ -144,6 +144,12 @@ impl Topology {
         self.bind(channel, &self.parked, PARKED_KEY).await
     }
 
+    /// Exchange and routing key that reach the parked queue: where a consumer
+    /// puts, by hand, an unreadable message from a queue without dead-lettering.
+    pub fn parked_route(&self) -> (&str, &str) {
+        (&self.dead_exchange, PARKED_KEY)
+    }
+
     /// The queue one waiting producer reads its run's verdict from. Durable, so a
     /// verdict published while the producer reconnects is not lost; it expires on
     /// its own if nobody ever reads it.

@@ -67,6 +67,14 @@ pub struct ContainerLimits {
     /// CPU quota in units of 10⁻⁹ CPUs, as Docker's `NanoCpus`.
     pub nano_cpus: Option<i64>,
     pub pids_limit: Option<i64>,
+    /// Docker's `no-new-privileges`: setuid binaries gain nothing. Appended
+    /// with a default (on), so an older producer's job stays hardened.
+    #[serde(default = "yes")]
+    pub no_new_privileges: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where a worker runs a test's command.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
-use lapin::Connection;
+use lapin::{Channel, Connection};
 use testfleet_common::broker::{self, BrokerError};
 use testfleet_common::now_ms;
 use testfleet_common::topology::Topology;
@@ -193,13 +193,27 @@ async fn wait_reconnecting(
     }
 }
 
+/// A message on the verdict queue that is neither this run's verdict nor one of
+/// its events: kept in the parked queue, with the reason logged, not dropped.
+async fn park_stray(
+    channel: &Channel,
+    settings: &ProducerSettings,
+    queue: &str,
+    delivery: &lapin::message::Delivery,
+    reason: &str,
+) -> Result<(), BrokerError> {
+    warn!(%reason, %queue, "parking a message that is no part of this run's verdict");
+    broker::park(channel, &settings.topology, queue, delivery, reason).await
+}
+
 async fn read_verdict(
     connection: &Connection,
     settings: &ProducerSettings,
     run_id: Uuid,
     events: &mpsc::Sender<RunEvent>,
 ) -> Result<RunReport, BrokerError> {
-    let channel = connection.create_channel().await?;
+    // Confirms, for parking what does not belong here (`park_stray`).
+    let channel = broker::confirm_channel(connection).await?;
     let queue = settings.topology.verdict_queue(&run_id.to_string());
     let mut consumer = channel
         .basic_consume(
@@ -211,9 +225,9 @@ async fn read_verdict(
         .await?;
     loop {
         let delivery = consumer.next().await.ok_or(BrokerError::ChannelGone)??;
-        broker::ack(&delivery).await?;
         match decode(&delivery.data) {
             Ok(Body::Report(report)) if report.run_id == run_id => {
+                broker::ack(&delivery).await?;
                 // Cancel before deleting: a queue deleted under its consumer makes
                 // the broker cancel it while the channel closes, which lapin logs
                 // as a connection error over the progress display.
@@ -227,13 +241,16 @@ async fn read_verdict(
                 return Ok(report);
             }
             Ok(Body::Event(event)) if event.run_id == run_id => {
+                broker::ack(&delivery).await?;
                 let _ = events.send(event).await;
             }
-            Ok(other) => warn!(
-                kind = other.kind(),
-                "ignoring a message of another run or kind"
-            ),
-            Err(error) => warn!(%error, "ignoring an unreadable message on the verdict queue"),
+            Ok(other) => {
+                let reason = format!("a {} message of another run or kind", other.kind());
+                park_stray(&channel, settings, &queue, &delivery, &reason).await?;
+            }
+            Err(error) => {
+                park_stray(&channel, settings, &queue, &delivery, &error.to_string()).await?
+            }
         }
     }
 }

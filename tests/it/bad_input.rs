@@ -136,7 +136,10 @@ async fn an_unreachable_broker_at_start_up_is_retried_then_a_clear_error() {
     let fleet = Fleet::start(0, 1);
     let started = Instant::now();
     let output = tokio::process::Command::new(crate::fixtures::binary("testfleet-producer"))
-        .env("TESTFLEET_BROKER__URL", "amqp://127.0.0.1:1/%2f")
+        .env(
+            "TESTFLEET_BROKER__URL",
+            "amqp://tf:s3cret-pw@127.0.0.1:1/%2f",
+        )
         .env("TESTFLEET_BROKER__CONNECT_TIMEOUT_SECS", "3")
         .current_dir(&fleet.dir)
         .args(["--discover", "echo t1", "--wait", "--", "true"])
@@ -154,7 +157,11 @@ async fn an_unreachable_broker_at_start_up_is_retried_then_a_clear_error() {
         stderr.matches("broker unreachable, retrying").count() >= 2,
         "retries with backoff: {stderr}"
     );
-    assert!(stderr.contains("127.0.0.1:1"), "names the broker: {stderr}");
+    assert!(
+        stderr.contains("tf:***@127.0.0.1:1"),
+        "names the broker: {stderr}"
+    );
+    assert!(!stderr.contains("s3cret-pw"), "password redacted: {stderr}");
     assert!(
         took >= Duration::from_secs(3) && took < Duration::from_secs(20),
         "gives up after the configured time: {took:?}"
@@ -196,9 +203,11 @@ exit 1"#;
         .with_env("TESTFLEET_RUN__PIDS_LIMIT", "64")
         .with_env("TESTFLEET_RUN__MEMORY_BYTES", "268435456")
         .with_env("TESTFLEET_RUN__NETWORK", "bridge")
+        .with_env("TESTFLEET_RUN__NO_NEW_PRIVILEGES", "false")
         .run(&["overridden".into()], &args)
         .await;
     let overridden = output_of(&overridden);
+    assert!(overridden.contains("NoNewPrivs:\t0"), "{overridden}");
     assert!(overridden.contains("pids.max=64"), "{overridden}");
     assert!(overridden.contains("memory.max=268435456"), "{overridden}");
     assert!(overridden.contains("eth0"), "bridge network: {overridden}");
@@ -224,8 +233,33 @@ async fn a_fleet_joins_an_amqps_broker() {
         worker.contains("connected to the broker broker=amqps://guest:***@localhost:5671"),
         "{worker}"
     );
-    assert!(!worker.contains("guest:guest"), "password redacted");
+    // Nothing the fleet wrote (every service's log, every report) holds it.
+    for (path, text) in files_under(&fleet.dir) {
+        assert!(!text.contains("guest:guest"), "password in {path:?}");
+    }
+    assert!(
+        fleet.aggregator_log().contains("guest:***@"),
+        "{}",
+        fleet.aggregator_log()
+    );
     fleet.teardown().await;
+}
+
+/// Every file below `dir`, read lossily, with its path.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                files.push((path, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+    }
+    files
 }
 
 /// Parses XML with Python's standard library, which rejects what XML 1.0 forbids.

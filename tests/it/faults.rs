@@ -16,11 +16,12 @@ use crate::fixtures::{
 use crate::netns::{BrokerUser, Netns};
 
 /// Passes, except `flaky-*` tests, which fail on their first attempt.
+/// `poison` sleeps long enough for the poison case to kill whoever runs it.
 /// `pass-030` and `pass-031` take 20 s, so they are mid-run when the fault hits
 /// (once 30 tests have finished), and outlast a stopping Docker daemon's 10 s
 /// grace period, so that it kills them.
 const SCRIPT: &str = r#"
-case "$1" in pass-03[01]) sleep 20 ;; *) sleep 0.3 ;; esac
+case "$1" in pass-03[01]) sleep 20 ;; poison) sleep 60 ;; *) sleep 0.3 ;; esac
 case "$1" in
   flaky-*) [ "$TESTFLEET_ATTEMPT" != 1 ] ;;
   *) true ;;
@@ -113,6 +114,15 @@ fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
         assert!(std::time::Instant::now() < until, "{what} (waited {secs}s)");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The reference every fault case is held to: the suite with no fault ends as
+/// [`suite`] predicts, so a fault case's equality means "as if undisturbed".
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undisturbed_run_of_the_fault_suite_ends_as_predicted() {
+    let (fleet, run) = survives(|_| {}).await;
+    assert_eq!(run.report()["rounds"], 2, "{}", run.describe());
+    fleet.teardown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -255,40 +265,33 @@ async fn unreadable_messages_on_every_queue_are_parked_and_the_run_goes_on() {
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
     // On the jobs queue a result is of the wrong kind; on the results queue a
-    // result is fine, so a job plays the wrong kind there.
-    let job_on_results = encode(&Body::Job(sample_job()));
+    // result is fine, so a job plays the wrong kind there (and on the others).
+    let job = encode(&Body::Job(sample_job()));
+    let with_job = vec![bad[0].clone(), bad[1].clone(), job];
     for (queue, payloads) in [
         (&topology.jobs, bad.clone()),
-        (
-            &topology.results,
-            vec![bad[0].clone(), bad[1].clone(), job_on_results],
-        ),
-        // History queries are questions, not facts: unreadable ones are dropped
-        // (logged), never parked.
-        (&topology.history, vec![bad[0].clone()]),
+        (&topology.results, with_job.clone()),
+        (&topology.history, with_job.clone()),
     ] {
         for payload in payloads {
-            channel
-                .basic_publish(
-                    "".into(),
-                    queue.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &payload,
-                    BasicProperties::default(),
-                )
-                .await
-                .unwrap()
-                .await
-                .unwrap();
+            publish_raw(&channel, queue, &payload).await;
         }
     }
 
-    let run = fleet
-        .run(
-            &["after-1".into(), "after-2".into()],
-            &["--image", BUSYBOX, "--", "true"],
-        )
-        .await;
+    // A waiting producer's own verdict queue exists only while its run goes on:
+    // feed it while the run's one test sleeps.
+    let producer = fleet.producer();
+    let run = tokio::spawn(async move {
+        let ids = ["after-1".to_owned(), "after-2".to_owned()];
+        producer
+            .run(&ids, &["--image", BUSYBOX, "--", "sleep", "5"])
+            .await
+    });
+    let verdict_queue = wait_for_verdict_queue(&topology.verdicts).await;
+    for payload in &with_job {
+        publish_raw(&channel, &verdict_queue, payload).await;
+    }
+    let run = run.await.unwrap();
     assert_eq!(run.exit_code(), 0, "consumers carry on: {}", run.describe());
 
     let mut parked = 0;
@@ -305,26 +308,64 @@ async fn unreadable_messages_on_every_queue_are_parked_and_the_run_goes_on() {
             .await
             .unwrap();
         parked = queue.message_count();
-        if parked >= 6 {
+        if parked >= 12 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = connection.close(200, "done".into()).await;
-    assert_eq!(parked, 6, "every unreadable message parked, none lost");
+    assert_eq!(parked, 12, "every unreadable message parked, none lost");
     let logs = fleet.aggregator_log()
         + &fleet
             .worker_ids()
             .iter()
             .map(|w| fleet.worker_log(w))
-            .collect::<String>();
-    assert!(
-        logs.contains("message format version 127"),
-        "the reason is logged"
-    );
-    assert!(logs.contains("expected a job message, got a result message"));
-    assert!(logs.contains("ignoring an unreadable history query"));
+            .collect::<String>()
+        + &run.describe();
+    for reason in [
+        "message format version 127",
+        "expected a job message, got a result message",
+        "parking a message of the wrong kind",
+        "parking an unreadable history query",
+        "expected a history query, got a job message",
+        "parking a message that is no part of this run's verdict",
+        "a job message of another run or kind",
+    ] {
+        assert!(logs.contains(reason), "the reason is logged: {reason}");
+    }
     fleet.teardown().await;
+}
+
+async fn publish_raw(channel: &lapin::Channel, queue: &str, payload: &[u8]) {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            payload,
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// The name of the one verdict queue under `verdicts`, once it exists.
+async fn wait_for_verdict_queue(verdicts: &str) -> String {
+    let prefix = format!("{verdicts}.verdict.");
+    for _ in 0..100 {
+        let listed = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "list_queues", "name"])
+            .output()
+            .expect("rabbitmqctl");
+        let names = String::from_utf8_lossy(&listed.stdout).into_owned();
+        if let Some(name) = names.lines().find(|n| n.starts_with(&prefix)) {
+            return name.trim().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no verdict queue under {prefix}");
 }
 
 /// A well-formed job: the wrong kind of message on the results queue.
@@ -376,16 +417,14 @@ async fn a_poison_test_is_dead_lettered_after_the_delivery_limit_and_the_run_end
     // with it and retried; CI once saw one share all of both rounds' deaths.
     let mut fleet = Fleet::start(3, 1);
     let producer = fleet.producer();
-    let mut ids: Vec<String> = (1..=20).map(|i| format!("pass-{i:02}")).collect();
+    let expected = suite();
+    let mut ids: Vec<String> = expected.keys().cloned().collect();
     ids.push("poison".into());
     let run = tokio::spawn(async move {
-        let command = scripted_command(r#"if [ "$1" = poison ]; then sleep 60; fi"#);
-        let mut args = vec![BUSYBOX, "--timeout", "120", "--deadline", "300"];
+        let command = scripted_command(SCRIPT);
         // Two rounds, so the poison test is retried once as a fresh message.
-        args.splice(
-            0..0,
-            ["--max-rounds", "2", "--retry-threshold", "0.5", "--image"],
-        );
+        let mut args = vec!["--max-rounds", "2", "--retry-threshold", "0.5"];
+        args.extend(["--image", BUSYBOX, "--timeout", "120", "--deadline", "400"]);
         args.extend(command.iter().map(String::as_str));
         producer.run(&ids, &args).await
     });
@@ -393,15 +432,14 @@ async fn a_poison_test_is_dead_lettered_after_the_delivery_limit_and_the_run_end
     let run = run.await.unwrap();
 
     assert_eq!(run.exit_code(), 1, "{}", run.describe());
-    let statuses = run.statuses();
-    assert_eq!(statuses["poison"], "DeadLettered");
-    let recovered = statuses
-        .values()
-        .filter(|s| *s == "Passed" || *s == "Flaky");
+    let mut outcomes = outcomes(&run);
+    let poison = outcomes
+        .remove("poison")
+        .expect("the poison test is reported");
+    assert_eq!(poison, ("DeadLettered".to_owned(), 2), "{}", run.describe());
     assert_eq!(
-        recovered.count(),
-        20,
-        "the rest of the run is unaffected: {statuses:?}"
+        outcomes, expected,
+        "the rest of the run ends as an undisturbed one"
     );
     // The jobs queue allows 4 redeliveries: the 5th delivery's death dead-letters
     // it, in each of the two rounds.
@@ -410,12 +448,12 @@ async fn a_poison_test_is_dead_lettered_after_the_delivery_limit_and_the_run_end
     let poison = crate::fixtures::tests(&report)
         .find(|t| t["id"] == "poison")
         .unwrap();
-    let attempts = poison["attempts"].as_array().unwrap();
-    assert_eq!(attempts.len(), 2, "retried once, as a fresh message");
-    for attempt in attempts {
+    for attempt in poison["attempts"].as_array().unwrap() {
         assert_eq!(attempt["status"]["DeadLettered"]["deliveries"], 5);
     }
     assert!(run.stdout().contains("poison"), "{}", run.stdout());
+    // The killed workers' containers go with the replacements' sweeps.
+    assert_no_leftovers(&run.run_id()).await;
     fleet.teardown().await;
 }
 
@@ -472,6 +510,15 @@ async fn when_every_worker_dies_the_run_ends_at_its_deadline_listing_its_missing
         "{}",
         run.stdout()
     );
+    // The console names the first 20; the Markdown summary names every one.
+    let summary = std::fs::read_to_string(run.run_dir().join("summary.md")).unwrap();
+    let missing_ids = statuses.iter().filter(|(_, s)| *s == "Missing");
+    for (shown, (id, _)) in missing_ids.enumerate() {
+        if shown < 20 {
+            assert!(run.stdout().contains(&format!("  {id}\n")), "{id} listed");
+        }
+        assert!(summary.contains(id.as_str()), "{id} in summary.md");
+    }
     // Workers restarted under their ids remove what their predecessors left.
     for worker in &workers {
         fleet.start_worker(worker, 2);

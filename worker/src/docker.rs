@@ -466,7 +466,10 @@ fn container_body(job: &Job, worker_id: &str) -> ContainerCreateBody {
             memory: spec.container.memory_bytes,
             nano_cpus: spec.container.nano_cpus,
             pids_limit: spec.container.pids_limit,
-            security_opt: Some(vec!["no-new-privileges".into()]),
+            security_opt: spec
+                .container
+                .no_new_privileges
+                .then(|| vec!["no-new-privileges".into()]),
             runtime: spec.runtime.clone(),
             ..Default::default()
         }),
@@ -611,6 +614,11 @@ mod tests {
             vec!["no-new-privileges".to_owned()]
         );
         assert_eq!(host.runtime, None, "the engine's default runtime");
+
+        let mut privileged = job("t3");
+        privileged.spec.container.no_new_privileges = false;
+        let host = container_body(&privileged, "w").host_config.unwrap();
+        assert_eq!(host.security_opt, None, "the spec may allow setuid");
 
         let mut crun = job("t2");
         crun.spec.runtime = Some("crun".into());

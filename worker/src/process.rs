@@ -104,16 +104,23 @@ fn spawn(job: &Job) -> Result<(Child, tokio::net::unix::pipe::Receiver), String>
     let argv = argv(job);
     let (program, args) = argv.split_first().ok_or("the run's command is empty")?;
     let workdir = workdir(job)?;
+    let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !is_worker_variable(k))
+        .chain(test_env(job).into_iter().map(|(k, v)| (k.into(), v.into())))
+        .collect();
+    let path_var = env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v);
+    let resolved = resolve_program(program, path_var.map(|v| v.as_os_str()), &workdir)
+        .ok_or_else(|| spawn_error(program, &workdir, &io::ErrorKind::NotFound.into()))?;
     let (reader, writer) = io::pipe().map_err(|e| format!("could not make a pipe: {e}"))?;
     let writer_err = writer
         .try_clone()
         .map_err(|e| format!("could not make a pipe: {e}"))?;
-    let mut command = Command::new(program);
+    let mut command = Command::new(&resolved);
     command
+        .arg0(program)
         .args(args)
         .env_clear()
-        .envs(std::env::vars_os().filter(|(k, _)| !is_worker_variable(k)))
-        .envs(test_env(job))
+        .envs(env)
         .current_dir(&workdir)
         .stdin(Stdio::null())
         .stdout(writer)
@@ -129,6 +136,31 @@ fn spawn(job: &Job) -> Result<(Child, tokio::net::unix::pipe::Receiver), String>
     let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader))
         .map_err(|e| format!("could not read the test's output: {e}"))?;
     Ok((child, reader))
+}
+
+/// Where `program` is, searched as `execvp` would in the child's `PATH`
+/// (relative entries from the child's working directory). Done here because
+/// std spawns with `posix_spawn` (a vfork) only for a program given as a path
+/// once the environment sets `PATH`; otherwise it forks the whole worker, which
+/// cost a no-op test twice the CPU here (docs/BENCHMARKS.md). `None`: not found.
+fn resolve_program(
+    program: &str,
+    path_var: Option<&std::ffi::OsStr>,
+    workdir: &Path,
+) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let default_path = std::ffi::OsStr::new("/usr/local/bin:/usr/bin:/bin");
+    std::env::split_paths(path_var.unwrap_or(default_path))
+        .map(|dir| workdir.join(dir).join(program))
+        .find(|candidate| is_executable_file(candidate))
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn workdir(job: &Job) -> Result<PathBuf, String> {
@@ -331,6 +363,37 @@ mod tests {
             left.stdout.is_empty(),
             "{:?}",
             String::from_utf8_lossy(&left.stdout)
+        );
+    }
+
+    #[test]
+    fn programs_are_found_in_the_childs_path_as_execvp_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let tool = bin.join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        let not_executable = bin.join("data");
+        std::fs::write(&not_executable, "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        let path = std::ffi::OsString::from("/nonexistent:bin");
+        let found = resolve_program("tool", Some(&path), dir.path());
+        assert_eq!(found, Some(tool), "relative PATH entries from the workdir");
+        assert_eq!(resolve_program("data", Some(&path), dir.path()), None);
+        assert_eq!(
+            resolve_program("tool", Some("/nonexistent".as_ref()), dir.path()),
+            None
+        );
+        assert_eq!(
+            resolve_program("./x", Some(&path), dir.path()),
+            Some(PathBuf::from("./x")),
+            "a path is the child's to resolve"
+        );
+        assert_eq!(
+            resolve_program("sh", None, dir.path()).map(|p| p.is_absolute()),
+            Some(true)
         );
     }
 
