@@ -132,6 +132,9 @@ impl Cli {
             (None, Some(command)) => Ok(IdSource::Discover(command.clone())),
             (None, None) => match self.preset.and_then(Preset::command) {
                 Some(command) => Ok(IdSource::Discover(command.into())),
+                None if self.preset == Some(Preset::Lines) => Err(
+                    "--preset lines reads one id per line of a listing: give it --discover CMD or --tests FILE".into(),
+                ),
                 None => Err("say where the test ids come from: --tests FILE, --tests - (stdin), --discover CMD or --preset RUNNER".into()),
             },
             _ => Err("give one source of test ids: --tests or --discover".into()),

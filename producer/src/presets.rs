@@ -111,6 +111,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lines_keeps_every_non_blank_line_verbatim_without_its_line_ending() {
+        assert_eq!(
+            Preset::Lines.parse("a\n\n  \n b \r\nx;y $(z)\n"),
+            ["a".to_owned(), " b ".to_owned(), "x;y $(z)".to_owned()]
+        );
+    }
+
+    #[test]
     fn pytest_node_ids_without_the_summary() {
         let listing = "tests/test_a.py::test_one\ntests/test_a.py::test_two[1-x y]\n\
                        tests/test_b.py::TestK::test_m\n\n3 tests collected in 0.01s\n";

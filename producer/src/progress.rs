@@ -243,8 +243,10 @@ impl ProgressView {
 
 fn bar(tests: usize) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(tests as u64), ProgressDrawTarget::stderr());
+    // Two lines: on one line the counts, round and ETA were cut off at 80
+    // columns, the width of many terminals (seen with `script`'s terminal).
     let style = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {wide_msg}",
+        "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} settled\n  {wide_msg}",
     )
     .expect("the template is valid")
     .progress_chars("=> ");

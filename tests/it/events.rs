@@ -196,7 +196,25 @@ async fn the_event_stream_of_a_mixed_suite_matches_its_report() {
         "--progress-every",
         "1",
     ];
-    let run = fleet.run(&mixed_ids(), &args(&extra, &command)).await;
+    let producer = fleet.producer();
+    let run_args: Vec<String> = args(&extra, &command)
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let run = tokio::spawn(async move {
+        let run_args: Vec<&str> = run_args.iter().map(String::as_str).collect();
+        producer.run(&mixed_ids(), &run_args).await
+    });
+    // A machine can follow the stream while the run goes on: finished tests
+    // show up in the file long before the verdict does.
+    let mut seen_live = false;
+    while !run.is_finished() {
+        let text = std::fs::read_to_string(&events_file).unwrap_or_default();
+        seen_live |= text.contains("\"test_finished\"") && !text.contains("\"verdict\"");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen_live, "events are written as they happen");
+    let run = run.await.unwrap();
     assert_eq!(run.exit_code(), 1, "tests failed\n{}", run.describe());
 
     let text = std::fs::read_to_string(&events_file).expect("the events file");
@@ -264,5 +282,54 @@ async fn events_on_stdout_leave_it_to_the_stream() {
         stderr.contains("testfleet: PASSED") && stderr.contains(&run_id),
         "the summary and run id go to stderr:\n{stderr}"
     );
+    fleet.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_terminal_progress_is_a_bar_with_counts_round_and_eta_then_the_summary() {
+    let fleet = Fleet::start(1, 2);
+    let command = scripted_command(SCRIPT);
+    let run = fleet
+        .producer()
+        .run_in_terminal(&mixed_ids(), &args(&[], &command))
+        .await;
+    assert_eq!(run.exit_code(), 1, "tests failed\n{}", run.describe());
+
+    let screen = run.stdout();
+    // The bar redraws in place (erase-line codes), never as plain lines.
+    assert!(screen.contains("\u{1b}[2K"), "redrawn in place: {screen:?}");
+    assert!(!screen.contains("progress: "), "{screen}");
+    assert!(
+        regex::Regex::new(r"=+>.* \d+/12 settled")
+            .unwrap()
+            .is_match(&screen),
+        "a bar of settled tests: {screen:?}"
+    );
+    let counts = regex::Regex::new(
+        r"(\d+) passed · (\d+) failed · (\d+) flaky · (\d+) running · round (\d+) · ETA (\w+)",
+    )
+    .unwrap();
+    let drawn: Vec<regex::Captures> = counts.captures_iter(&screen).collect();
+    assert!(
+        drawn.len() >= 3,
+        "the counts redrawn as results came: {screen:?}"
+    );
+    assert!(
+        drawn.iter().any(|c| &c[4] != "0" && &c[6] != "unknown"),
+        "tests running and an estimate: {screen:?}"
+    );
+    assert!(drawn.iter().any(|c| &c[5] == "2"), "the retry round shown");
+    let last = drawn.last().unwrap();
+    assert_eq!(
+        (&last[1], &last[2], &last[3]),
+        ("9", "1", "2"),
+        "final counts"
+    );
+    // Then the summary and the report paths, after the bar was cleared.
+    let summary = screen.rfind("testfleet: FAILED").expect("the summary");
+    let last_bar = screen.rfind(" running · round ").unwrap();
+    assert!(summary > last_bar, "summary after the bar: {screen:?}");
+    assert!(screen[summary..].contains("reports: "), "{screen}");
+    assert!(screen[summary..].contains("html report: "), "{screen}");
     fleet.teardown().await;
 }

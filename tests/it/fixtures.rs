@@ -350,17 +350,54 @@ impl Producer {
             .await
     }
 
+    /// Like [`Producer::run`], with stdout and stderr on a pseudo-terminal
+    /// (util-linux `script`), as someone at a terminal runs it: what the
+    /// producer drew, escape codes included, is the outcome's stdout.
+    pub async fn run_in_terminal(&self, ids: &[String], args: &[&str]) -> RunOutcome {
+        let list = self.dir.join(format!("ids-{}.txt", uuid::Uuid::new_v4()));
+        std::fs::write(&list, ids.join("\n")).unwrap();
+        let report_dir = self.dir.join("reports");
+        let producer = binary("testfleet-producer");
+        let mut line = vec![
+            producer.to_str().unwrap(),
+            "--tests",
+            list.to_str().unwrap(),
+        ];
+        line.extend(["--wait", "--report-dir", report_dir.to_str().unwrap()]);
+        line.extend_from_slice(args);
+        let line: Vec<String> = line.iter().map(|a| shell_quote(a)).collect();
+        let mut command = tokio::process::Command::new("script");
+        command.args([
+            "--quiet",
+            "--return",
+            "--command",
+            &line.join(" "),
+            "/dev/null",
+        ]);
+        self.finish(command, report_dir).await
+    }
+
     pub async fn run_producer(&self, first: &[&str], args: &[&str]) -> RunOutcome {
         let report_dir = self.dir.join("reports");
         let mut command = tokio::process::Command::new(binary("testfleet-producer"));
+        command
+            .args(first)
+            .args(["--report-dir", report_dir.to_str().unwrap()])
+            .args(args);
+        self.finish(command, report_dir).await
+    }
+
+    /// Runs a producer command against this fleet's queues, within 10 minutes.
+    async fn finish(
+        &self,
+        mut command: tokio::process::Command,
+        report_dir: PathBuf,
+    ) -> RunOutcome {
         command
             .env("TESTFLEET_BROKER__URL", &self.broker_url)
             .env("TESTFLEET_BROKER__PREFIX", &self.prefix)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.dir)
-            .args(first)
-            .args(["--report-dir", report_dir.to_str().unwrap()])
-            .args(args)
             .kill_on_drop(true);
         let output = tokio::time::timeout(Duration::from_secs(600), command.output())
             .await
@@ -375,6 +412,11 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// `arg` as one word of a POSIX shell line.
+fn shell_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', r"'\''"))
 }
 
 /// Containers labelled with this run that still exist.

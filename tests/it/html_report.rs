@@ -83,6 +83,11 @@ async fn the_html_report_shows_failures_first_with_causes_timeline_and_histogram
         run.describe()
     );
 
+    // The Markdown summary groups the same failures by the same causes.
+    let summary = std::fs::read_to_string(run.run_dir().join("summary.md")).unwrap();
+    assert!(summary.contains("4 failures, 2 causes"), "{summary}");
+    assert!(summary.contains("db down"), "{summary}");
+
     let page = run.run_dir().join("report.html");
     let dom = chromium_dom(&fleet, &page).await;
     check_page(&dom, &run.report());
@@ -141,6 +146,16 @@ fn check_page(dom: &str, report: &Value) {
     assert!(dom.contains("<span class=\"rule\">rule</span><strong>db down</strong>"));
     assert!(dom.contains("<code>assertion failed: expected N rows, got N</code>"));
     assert!(dom.contains("4 failures, 2 causes"));
+
+    // A flaky test shows its attempts: the failed one, then the pass.
+    let flaky_entry = &dom[flaky..flaky + dom[flaky..].find("</details>").unwrap()];
+    assert!(flaky_entry.contains("failed on attempt 1, then passed"));
+    let attempts_table =
+        &flaky_entry[flaky_entry.find("<table class=\"list attempts\"").unwrap()..];
+    let rows: Vec<&str> = attempts_table.split("<tr><td>").skip(1).collect();
+    assert_eq!(rows.len(), 2, "{attempts_table}");
+    assert!(rows[0].starts_with("1</td>") && rows[0].contains(">failed<"));
+    assert!(rows[1].starts_with("2</td>") && rows[1].contains(">passed<"));
 
     // Output is one click away, and markup in it is text, not markup.
     assert!(dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));

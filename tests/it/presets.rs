@@ -119,3 +119,29 @@ fn go_preset_lists_tests_and_examples_but_not_benchmarks() {
         ["ExampleAdd", "TestAdd", "TestAddNegative"]
     );
 }
+
+#[test]
+fn lines_preset_keeps_each_non_blank_line_verbatim_and_needs_a_listing() {
+    let dir = project(&[]);
+    let output = Command::new(binary("testfleet-producer"))
+        .args(["--preset", "lines", "--list", "--discover"])
+        .arg(r"printf 'a b\n\n   \nc;d $(x) \n✓\n'")
+        .current_dir(dir.path())
+        .output()
+        .expect("run the producer");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "a b\nc;d $(x) \n✓\n",
+        "blank lines dropped, the rest verbatim"
+    );
+
+    let alone = Command::new(binary("testfleet-producer"))
+        .args(["--preset", "lines", "--list"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run the producer");
+    assert_eq!(alone.status.code(), Some(2), "usage error: {alone:?}");
+    let stderr = String::from_utf8_lossy(&alone.stderr);
+    assert!(stderr.contains("--discover CMD"), "{stderr}");
+}

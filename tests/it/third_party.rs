@@ -1,6 +1,6 @@
 //! A real third-party suite (`six`'s tests from its PyPI sdist) through a real
 //! fleet, one container per test, must give the same pass/fail set as pytest run
-//! directly over the suite: `scripts/third-party.sh` does both and compares.
+//! directly over the suite: `examples/third-party/run.sh` does both and compares.
 
 use std::process::Command;
 
@@ -11,11 +11,11 @@ fn six_through_the_fleet_passes_and_fails_exactly_as_pytest_alone() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let bin_dir = binary("testfleet-producer").parent().unwrap().to_owned();
     let output = Command::new("bash")
-        .arg(root.join("scripts/third-party.sh"))
+        .arg(root.join("examples/third-party/run.sh"))
         .env("TESTFLEET_SKIP_BUILD", "1")
         .env("TESTFLEET_BIN_DIR", &bin_dir)
         .output()
-        .expect("run scripts/third-party.sh");
+        .expect("run examples/third-party/run.sh");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
@@ -24,4 +24,8 @@ fn six_through_the_fleet_passes_and_fails_exactly_as_pytest_alone() {
         "{stdout}"
     );
     assert!(stdout.contains("fleet verdict: exit 0"), "{stdout}");
+    assert!(
+        stdout.contains("== 200 containers for 200 tests"),
+        "one container per test, none retried: {stdout}"
+    );
 }
