@@ -192,14 +192,8 @@ impl Aggregator {
     ) -> Result<(), AggregatorError> {
         match decode(&delivery.data) {
             Ok(Body::Run(announce)) => self.on_announce(announce)?,
-            Ok(Body::Result(result)) => {
-                let run_id = result.run_id;
-                let finished = events::test_finished(&result, now_ms());
-                if self.on_result(result)? {
-                    self.publish_events(publish, [finished]).await;
-                    self.close_if_due(run_id, publish).await?;
-                }
-            }
+            Ok(Body::Result(result)) => self.on_results(vec![result], publish).await?,
+            Ok(Body::Results(results)) => self.on_results(results, publish).await?,
             Ok(other) => {
                 error!(kind = other.kind(), queue = %self.settings.topology.results, "parking a message of the wrong kind");
                 return Ok(broker::nack(&delivery, false).await?);
@@ -210,6 +204,32 @@ impl Aggregator {
             }
         }
         Ok(broker::ack(&delivery).await?)
+    }
+
+    /// Counts a worker's results (one, or a batch), tells followers, then closes
+    /// the rounds they may have completed.
+    async fn on_results(
+        &mut self,
+        results: Vec<TestResult>,
+        publish: &Channel,
+    ) -> Result<(), AggregatorError> {
+        let mut finished = Vec::with_capacity(results.len());
+        let mut runs: Vec<Uuid> = Vec::new();
+        for result in results {
+            let run_id = result.run_id;
+            let event = events::test_finished(&result, now_ms());
+            if self.on_result(result)? {
+                finished.push(event);
+                if !runs.contains(&run_id) {
+                    runs.push(run_id);
+                }
+            }
+        }
+        self.publish_events(publish, finished).await;
+        for run_id in runs {
+            self.close_if_due(run_id, publish).await?;
+        }
+        Ok(())
     }
 
     fn on_announce(&mut self, announce: RunAnnounce) -> Result<(), AggregatorError> {
@@ -514,16 +534,13 @@ fn replay(records: &[Record]) -> Option<RunState> {
 
 /// Publishes run events for followers, best-effort and without confirms, on
 /// the channel the verdict goes out on: a follower gets them in order, and the
-/// verdict after them.
+/// verdict after them. A run's events go out as one message.
 async fn publish_events(
     publish: &Channel,
     exchange: &str,
     events: impl IntoIterator<Item = RunEvent>,
 ) {
-    for event in events {
-        let key = Topology::events_key(&event.run_id.to_string());
-        broker::publish_event(publish, exchange, &key, &Body::Event(event)).await;
-    }
+    broker::publish_run_events(publish, exchange, events.into_iter().collect()).await;
 }
 
 fn retry_jobs(announce: &RunAnnounce, attempt: u32, tests: &[String]) -> Vec<Body> {

@@ -19,7 +19,7 @@ use tokio::time::{sleep, Instant};
 use tracing::{info, warn};
 
 use crate::topology::{Topology, DIRECT_REPLY_TO};
-use crate::wire::{encode, Body};
+use crate::wire::{encode, Body, RunEvent};
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
@@ -136,6 +136,27 @@ pub async fn publish_event(channel: &Channel, exchange: &str, routing_key: &str,
     let sent = publish_with(channel, exchange, routing_key, body, false, TRANSIENT).await;
     if let Err(error) = sent {
         warn!(%error, routing_key, "could not publish a run event; going on without it");
+    }
+}
+
+/// Publishes run events as [`publish_event`] does, one message per run (a
+/// run's events share a routing key, `Topology::events_key`): a lone event as
+/// `Event`, several as one `Events`.
+pub async fn publish_run_events(channel: &Channel, exchange: &str, events: Vec<RunEvent>) {
+    let mut by_run: Vec<(uuid::Uuid, Vec<RunEvent>)> = Vec::new();
+    for event in events {
+        match by_run.iter_mut().find(|(run, _)| *run == event.run_id) {
+            Some((_, of_run)) => of_run.push(event),
+            None => by_run.push((event.run_id, vec![event])),
+        }
+    }
+    for (run_id, mut of_run) in by_run {
+        let key = Topology::events_key(&run_id.to_string());
+        let body = match of_run.len() {
+            1 => Body::Event(of_run.pop().expect("one event")),
+            _ => Body::Events(of_run),
+        };
+        publish_event(channel, exchange, &key, &body).await;
     }
 }
 

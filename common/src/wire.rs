@@ -422,6 +422,15 @@ pub enum Body {
     /// Added in format version 1 without a bump: readers that predate it never
     /// receive one, since events go only to queues bound to their routing key.
     Event(RunEvent),
+    /// Several results in one message, as a worker sends them under load: one
+    /// publish, one confirm and one delivery instead of one per test. Added in
+    /// format version 1 without a bump, so an aggregator of this build still
+    /// reads an older worker's single `Result`; an older aggregator parks a
+    /// batch as malformed (logged), so aggregators are upgraded first.
+    Results(Vec<TestResult>),
+    /// Several events of one run in one message; as `Results`, added without a
+    /// bump (an older producer parks a batch and loses only progress).
+    Events(Vec<RunEvent>),
 }
 
 impl Body {
@@ -434,6 +443,8 @@ impl Body {
             Body::HistoryQuery(_) => "history query",
             Body::History(_) => "history",
             Body::Event(_) => "event",
+            Body::Results(_) => "results",
+            Body::Events(_) => "events",
         }
     }
 }
@@ -586,7 +597,8 @@ mod tests {
                 spec: sample_spec(),
                 published_at_ms: 1,
             }),
-            Body::Result(result),
+            Body::Result(result.clone()),
+            Body::Results(vec![result.clone(), result]),
             Body::HistoryQuery(HistoryQuery { suite: "s".into() }),
             Body::History(History {
                 suite: "s".into(),
@@ -621,6 +633,7 @@ mod tests {
         ]
         .into_iter()
         .chain(sample_events(run_id).into_iter().map(Body::Event))
+        .chain([Body::Events(sample_events(run_id))])
         .collect()
     }
 

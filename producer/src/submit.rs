@@ -244,6 +244,12 @@ async fn read_verdict(
                 broker::ack(&delivery).await?;
                 let _ = events.send(event).await;
             }
+            Ok(Body::Events(batch)) if batch.iter().all(|e| e.run_id == run_id) => {
+                broker::ack(&delivery).await?;
+                for event in batch {
+                    let _ = events.send(event).await;
+                }
+            }
             Ok(other) => {
                 let reason = format!("a {} message of another run or kind", other.kind());
                 park_stray(&channel, settings, &queue, &delivery, &reason).await?;

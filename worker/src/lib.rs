@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`service`]: the loop that owns the broker session and the running jobs.
+//! - [`outbox`]: results and start events on their way to the broker, batched.
 //! - [`executor`]: the executors a worker has, and picking one per job.
 //! - [`docker`]: running one job in a container (the only code that talks to Docker).
 //! - [`process`]: running one job as a child process in its own process group.
@@ -15,6 +16,7 @@ pub mod capture;
 pub mod docker;
 pub mod executor;
 pub mod labels;
+pub mod outbox;
 pub mod phases;
 pub mod process;
 pub mod service;

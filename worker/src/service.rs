@@ -21,7 +21,7 @@ use testfleet_common::broker::{self, BrokerError};
 use testfleet_common::now_ms;
 use testfleet_common::shutdown::Shutdown;
 use testfleet_common::topology::Topology;
-use testfleet_common::wire::{decode_job, Body, ExecutorKind, Job, RunEvent, RunEventKind};
+use testfleet_common::wire::{decode_job, ExecutorKind, Job, RunEvent, RunEventKind};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{error, info, info_span, warn, Instrument};
@@ -29,6 +29,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 use crate::docker::DockerExecutor;
 use crate::executor::{Executor, Executors, Finished, Requeue};
 use crate::labels::{self, Sweep};
+use crate::outbox::Outbox;
 use crate::phases;
 use crate::process::ProcessExecutor;
 use crate::warm::WARM_IDLE_MAX;
@@ -174,7 +175,11 @@ async fn session(
     // A permit per slot, held while a test runs (not while its result is
     // confirmed): with `prefetch_extra` = 0 one is always free for a delivery.
     let slots = Arc::new(Semaphore::new(usize::from(settings.concurrency)));
-    let publish = broker::confirm_channel(connection).await?;
+    let (outbox, outbox_task) = Outbox::start(
+        broker::confirm_channel(connection).await?,
+        settings.topology.results.clone(),
+        settings.topology.verdicts.clone(),
+    );
     let mut consumer = consume
         .basic_consume(
             settings.topology.jobs.as_str().into(),
@@ -207,9 +212,7 @@ async fn session(
                 Some(Ok(delivery)) => {
                     let job = JobContext {
                         executors: executors.clone(),
-                        publish: publish.clone(),
-                        results_queue: settings.topology.results.clone(),
-                        events_exchange: settings.topology.verdicts.clone(),
+                        outbox: outbox.clone(),
                         worker_id: settings.worker_id.clone(),
                         interrupt: interrupt.clone(),
                         slots: slots.clone(),
@@ -260,6 +263,9 @@ async fn session(
         interrupt.cancel();
         while running.join_next().await.is_some() {}
     }
+    // Every job task has ended, so nothing is left for the outbox to send.
+    drop(outbox);
+    let _ = outbox_task.await;
     Ok(end)
 }
 
@@ -309,10 +315,8 @@ async fn wait_for_engine(executor: &DockerExecutor, shutdown: &Shutdown) {
 /// What a job's task needs, cloned from the loop's state.
 struct JobContext {
     executors: Executors,
-    publish: Channel,
-    results_queue: String,
-    /// Where "test started" events go (the verdicts exchange).
-    events_exchange: String,
+    /// Where its start event and its result go, batched with other jobs'.
+    outbox: Outbox,
     worker_id: String,
     interrupt: tokio_util::sync::CancellationToken,
     slots: Arc<Semaphore>,
@@ -346,24 +350,14 @@ impl JobContext {
             }
         };
         info!(executor = job.spec.executor.as_str(), "test started");
-        self.announce_start(&job).await;
+        self.announce_start(&job);
         let ran = self.executors.run(&job, &self.interrupt).await;
         drop(slot);
         match ran {
             Ok(Finished { result, cleanup }) => {
                 info!(outcome = result.outcome.as_str(), exit_code = ?result.exit_code, duration_ms = result.duration_ms, "test finished");
-                let published = broker::publish(
-                    &self.publish,
-                    "",
-                    &self.results_queue,
-                    &Body::Result(result),
-                )
-                .await;
-                let end = match published {
-                    // Not acked: the broker redelivers the job and it runs again.
-                    Err(error) => JobEnd::BrokerLost(error),
-                    Ok(()) => settle(broker::ack(&delivery).await),
-                };
+                // Not acked if it fails: the broker redelivers the job.
+                let end = settle(self.outbox.finished(result, delivery).await);
                 if let Some(cleanup) = cleanup {
                     cleanup.run().await;
                 }
@@ -382,11 +376,11 @@ impl JobContext {
     }
 
     /// Tells followers of the run that this attempt started. Fire-and-forget:
-    /// no confirm wait on the hot path, and a failure only loses the event. It
-    /// goes out on the channel the result will, so it reaches a follower's queue
-    /// before the aggregator can have counted the result.
-    async fn announce_start(&self, job: &Job) {
-        let event = Body::Event(RunEvent {
+    /// no confirm wait on the hot path, and a failure only loses the event. The
+    /// outbox sends it before the result, on the same channel, so it reaches a
+    /// follower's queue before the aggregator can have counted the result.
+    fn announce_start(&self, job: &Job) {
+        self.outbox.started(RunEvent {
             run_id: job.run_id,
             at_ms: now_ms(),
             kind: RunEventKind::TestStarted {
@@ -395,8 +389,6 @@ impl JobContext {
                 worker_id: self.worker_id.clone(),
             },
         });
-        let key = Topology::events_key(&job.run_id.to_string());
-        broker::publish_event(&self.publish, &self.events_exchange, &key, &event).await;
     }
 }
 
