@@ -69,7 +69,7 @@ fn main() {
     }
     step("every result recorded");
     state.close_round(1);
-    let report = state.report(2);
+    let report = state.into_report(2);
     step("report built");
     let dir = std::env::temp_dir().join(format!("memory-probe-{run_id}"));
     report::write_all(&report, &dir).expect("reports written");

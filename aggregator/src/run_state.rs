@@ -390,7 +390,7 @@ impl RunState {
                 status: self.final_status(p),
                 attempts: self.attempts[p]
                     .iter()
-                    .map(|a| self.attempt_report(a))
+                    .map(|a| attempt_report(&self.workers, a.clone()))
                     .collect(),
             })
             .collect();
@@ -402,6 +402,46 @@ impl RunState {
             rounds: self.round,
             verdict: self.finished.unwrap_or(VerdictKind::TestsMissing),
             spec: self.announce.spec.clone(),
+            tests,
+        }
+    }
+
+    /// The report of a finished run, taking the state apart: ids and outputs
+    /// move into the report rather than being copied, and the index goes
+    /// first. At the end of a big run this is the aggregator's peak (state and
+    /// report side by side), so what is not copied is not held twice.
+    pub fn into_report(mut self, finished_at_ms: u64) -> RunReport {
+        self.index = HashTable::new();
+        let statuses: Vec<FinalStatus> = (0..self.attempts.len())
+            .map(|p| self.final_status(p))
+            .collect();
+        let ids = std::mem::take(&mut self.announce.tests);
+        let attempts = std::mem::take(&mut self.attempts);
+        let mut tests = Vec::with_capacity(ids.len());
+        for ((id, attempts), status) in ids.into_iter().zip(attempts).zip(statuses) {
+            // Sized first: smallvec's owning iterator gives no size hint, and a
+            // collected Vec would start at 4 reports (+120 MB at 400,000 tests).
+            let mut reports = Vec::with_capacity(attempts.len());
+            reports.extend(
+                attempts
+                    .into_iter()
+                    .map(|a| attempt_report(&self.workers, a)),
+            );
+            let attempts = reports;
+            tests.push(TestReport {
+                id,
+                status,
+                attempts,
+            });
+        }
+        RunReport {
+            run_id: self.announce.run_id,
+            suite: self.announce.suite,
+            created_at_ms: self.announce.created_at_ms,
+            finished_at_ms,
+            rounds: self.round,
+            verdict: self.finished.unwrap_or(VerdictKind::TestsMissing),
+            spec: self.announce.spec,
             tests,
         }
     }
@@ -423,6 +463,38 @@ impl RunState {
     /// Counts of attempt outcomes in the open round, for progress logs.
     pub fn progress(&self) -> (usize, usize) {
         (self.settled, self.in_round.len())
+    }
+}
+
+/// One attempt as reports show it, with the worker named.
+fn attempt_report(workers: &[String], a: Attempt) -> AttemptReport {
+    let mut ran = a.ran;
+    let (output, output_truncated, worker_message) =
+        match ran.as_mut().and_then(|r| r.detail.take()) {
+            Some(detail) => (detail.output, detail.output_truncated, detail.message),
+            None => (None, false, None),
+        };
+    let ran = ran.as_ref();
+    AttemptReport {
+        attempt: a.number,
+        status: a.status,
+        exit_code: ran.and_then(|r| r.exit_code),
+        duration_ms: ran.map_or(0, |r| r.duration_ms),
+        worker_id: ran.map(|r| workers[r.worker as usize].clone()),
+        started_at_ms: ran.map(|r| r.started_at_ms),
+        finished_at_ms: ran.map(|r| r.finished_at_ms),
+        published_at_ms: ran.map(|r| r.published_at_ms),
+        output,
+        output_truncated,
+        message: match a.status {
+            AttemptStatus::Missing => {
+                Some("did not run: no result before the run's deadline (timeout or drop)".into())
+            }
+            AttemptStatus::DeadLettered { deliveries } => Some(format!(
+                "dead-lettered by the broker after {deliveries} deliveries"
+            )),
+            AttemptStatus::Ran(_) => worker_message,
+        },
     }
 }
 
@@ -449,33 +521,7 @@ fn is_retryable(status: AttemptStatus) -> bool {
     )
 }
 
-impl RunState {
-    fn attempt_report(&self, a: &Attempt) -> AttemptReport {
-        let ran = a.ran.as_ref();
-        let detail = ran.and_then(|r| r.detail.as_deref());
-        AttemptReport {
-            attempt: a.number,
-            status: a.status,
-            exit_code: ran.and_then(|r| r.exit_code),
-            duration_ms: ran.map_or(0, |r| r.duration_ms),
-            worker_id: ran.map(|r| self.workers[r.worker as usize].clone()),
-            started_at_ms: ran.map(|r| r.started_at_ms),
-            finished_at_ms: ran.map(|r| r.finished_at_ms),
-            published_at_ms: ran.map(|r| r.published_at_ms),
-            output: detail.and_then(|d| d.output.clone()),
-            output_truncated: detail.is_some_and(|d| d.output_truncated),
-            message: match a.status {
-                AttemptStatus::Missing => Some(
-                    "did not run: no result before the run's deadline (timeout or drop)".into(),
-                ),
-                AttemptStatus::DeadLettered { deliveries } => Some(format!(
-                    "dead-lettered by the broker after {deliveries} deliveries"
-                )),
-                AttemptStatus::Ran(_) => detail.and_then(|d| d.message.clone()),
-            },
-        }
-    }
-}
+impl RunState {}
 
 #[cfg(test)]
 mod tests {
@@ -753,6 +799,31 @@ mod tests {
             report.tests[0].attempts[0].status,
             AttemptStatus::DeadLettered { deliveries: 5 }
         );
+    }
+
+    #[test]
+    fn taking_the_state_apart_reports_what_the_state_says_without_spare_room() {
+        let mut state = run(6, 1.0, 2);
+        play_round(&mut state, |p| match p {
+            0 | 1 => Outcome::Failed,
+            _ => Outcome::Passed,
+        });
+        state.close_round(0);
+        state.record_result(result(0, 2, Outcome::Passed));
+        assert_eq!(state.record_dead_letter("t1", 2, 5), Recorded::New);
+        state.close_round(DEADLINE);
+        let expected = state.report(7);
+        assert_eq!(expected.count(FinalStatus::Flaky), 1);
+        assert_eq!(expected.count(FinalStatus::DeadLettered), 1);
+        assert_eq!(expected.tests[0].attempts[0].output.as_deref(), Some("out"));
+
+        let report = state.into_report(7);
+        assert_eq!(report, expected);
+        // Each test's attempts exactly sized: at 400,000 tests, four slots
+        // instead of one cost 120 MB (docs/BENCHMARKS.md).
+        for test in &report.tests {
+            assert_eq!(test.attempts.capacity(), test.attempts.len(), "{}", test.id);
+        }
     }
 
     fn play_round_rest(state: &mut RunState) {

@@ -450,17 +450,19 @@ impl Aggregator {
     }
 
     /// Writes the reports, publishes the verdict and forgets the run.
+    /// Writes a finished run's reports, publishes its verdict, records its
+    /// durations and forgets it. Each big piece is dropped as soon as it is
+    /// used, since a run of 400,000 tests holds its state, its report and the
+    /// verdict message in turn: the run leaves `open` first, and its state is
+    /// taken apart into the report. The journal stays until the verdict is
+    /// confirmed: if publishing fails, the session's restart reloads the run
+    /// from it and finishes it again.
     async fn finish(&mut self, run_id: Uuid, publish: &Channel) -> Result<(), AggregatorError> {
-        let Some(run) = self.open.get(&run_id) else {
+        let Some(OpenRun { state, journal }) = self.open.remove(&run_id) else {
             return Ok(());
         };
-        let report = run.state.report(now_ms());
-        if let Err(error) = self
-            .history
-            .record(&report.suite, &history::samples(&report))
-        {
-            warn!(run = %run_id, %error, "could not record the run's durations");
-        }
+        let report = state.into_report(now_ms());
+        let samples = history::samples(&report);
         match report::write_all_with_rules(
             &report,
             &self.settings.report_dir,
@@ -473,16 +475,19 @@ impl Aggregator {
                 error!(run = %run_id, %error, dir = %self.settings.report_dir.display(), "could not write the reports")
             }
         }
+        let suite = report.suite.clone();
         let key = run_id.to_string();
         broker::broadcast(
             publish,
             &self.settings.topology.verdicts,
             &key,
-            &Body::Report(report),
+            Body::Report(report),
         )
         .await?;
-        let run = self.open.remove(&run_id).expect("checked above");
-        if let Err(error) = run.journal.remove() {
+        if let Err(error) = self.history.record(&suite, &samples) {
+            warn!(run = %run_id, %error, "could not record the run's durations");
+        }
+        if let Err(error) = journal.remove() {
             warn!(run = %run_id, %error, "could not remove a finished run's journal");
         }
         self.remember_finished(run_id);

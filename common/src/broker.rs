@@ -113,13 +113,28 @@ pub async fn publish_unconfirmed(
 
 /// Publishes a persistent message that may reach no queue (nobody listening is
 /// fine), and waits for the broker's confirm.
+///
+/// Takes the body by value: a verdict carries a whole run's report, which is
+/// freed once encoded, before the broker client makes its copy of the bytes.
 pub async fn broadcast(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
-    body: &Body,
+    body: Body,
 ) -> Result<(), BrokerError> {
-    let confirm = send(channel, exchange, routing_key, body, false).await?;
+    let kind = body.kind();
+    let payload = encode(&body);
+    drop(body);
+    let confirm = publish_payload(
+        channel,
+        exchange,
+        routing_key,
+        kind,
+        &payload,
+        false,
+        PERSISTENT,
+    )
+    .await?;
     match confirm.await? {
         confirmation if confirmation.is_ack() => Ok(()),
         _ => Err(BrokerError::NotConfirmed {
@@ -132,10 +147,21 @@ pub async fn broadcast(
 /// for the broker's confirm: for run events, which are information, not state.
 /// A failure is logged and swallowed, so a lost event never breaks a run; a dead
 /// channel shows up at the caller's next confirmed publish anyway.
+///
+/// On a confirm channel the confirm is still awaited, in a task of its own:
+/// lapin keeps a confirm that is dropped unresolved until `wait_for_confirms`,
+/// which nothing here calls, so dropping them grew a long run's aggregator and
+/// workers by ~110 bytes per event (measured: 11 MB per 100,000 tests).
 pub async fn publish_event(channel: &Channel, exchange: &str, routing_key: &str, body: &Body) {
-    let sent = publish_with(channel, exchange, routing_key, body, false, TRANSIENT).await;
-    if let Err(error) = sent {
-        warn!(%error, routing_key, "could not publish a run event; going on without it");
+    match publish_with(channel, exchange, routing_key, body, false, TRANSIENT).await {
+        Ok(confirm) => {
+            tokio::spawn(async move {
+                let _ = confirm.await;
+            });
+        }
+        Err(error) => {
+            warn!(%error, routing_key, "could not publish a run event; going on without it")
+        }
     }
 }
 
@@ -178,10 +204,32 @@ async fn publish_with(
     mandatory: bool,
     delivery_mode: u8,
 ) -> Result<lapin::PublisherConfirm, BrokerError> {
+    let payload = encode(body);
+    publish_payload(
+        channel,
+        exchange,
+        routing_key,
+        body.kind(),
+        &payload,
+        mandatory,
+        delivery_mode,
+    )
+    .await
+}
+
+async fn publish_payload(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    kind: &str,
+    payload: &[u8],
+    mandatory: bool,
+    delivery_mode: u8,
+) -> Result<lapin::PublisherConfirm, BrokerError> {
     let properties = BasicProperties::default()
         .with_delivery_mode(delivery_mode)
         .with_content_type("application/msgpack".into())
-        .with_type(body.kind().into());
+        .with_type(kind.into());
     let options = BasicPublishOptions {
         mandatory,
         ..Default::default()
@@ -191,7 +239,7 @@ async fn publish_with(
             exchange.into(),
             routing_key.into(),
             options,
-            &encode(body),
+            payload,
             properties,
         )
         .await?)

@@ -57,6 +57,9 @@ impl Outbox {
         results_queue: String,
         events_exchange: String,
     ) -> (Outbox, tokio::task::JoinHandle<()>) {
+        // Unbounded, yet bounded by the prefetch: it holds at most a start and a
+        // result per delivery the worker holds, and a job task hands over its
+        // result only to wait for it.
         let (sender, receiver) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(channel, results_queue, events_exchange, receiver));
         (Outbox { sender }, task)
