@@ -133,19 +133,28 @@ pub struct RunState {
 }
 
 impl RunState {
-    /// Panics if the run has more than `u32::MAX` tests (the producer caps
-    /// runs far below that).
-    pub fn new(announce: RunAnnounce) -> Self {
-        let tests = announce.tests.len();
-        let positions = u32::try_from(tests).expect("fewer than 2^32 tests");
+    /// An id announced twice counts once (the producer drops duplicates; an
+    /// announcement from elsewhere must not leave a position that no result
+    /// can fill, which would hold the round open until the deadline). Panics if
+    /// the run has more than `u32::MAX` tests (the producer caps runs far below
+    /// that).
+    pub fn new(mut announce: RunAnnounce) -> Self {
         let hasher = DefaultHashBuilder::default();
-        let mut index = HashTable::with_capacity(tests);
-        for (position, id) in (0..positions).zip(&announce.tests) {
-            let ids = &announce.tests;
-            index.insert_unique(hasher.hash_one(id), position, |&p| {
-                hasher.hash_one(&ids[p as usize])
-            });
+        let listed = std::mem::take(&mut announce.tests);
+        let mut index = HashTable::with_capacity(listed.len());
+        let mut ids: Vec<String> = Vec::with_capacity(listed.len());
+        for id in listed {
+            let hash = hasher.hash_one(&id);
+            if index.find(hash, |&p: &u32| ids[p as usize] == id).is_some() {
+                continue;
+            }
+            let position = u32::try_from(ids.len()).expect("fewer than 2^32 tests");
+            index.insert_unique(hash, position, |&p| hasher.hash_one(&ids[p as usize]));
+            ids.push(id);
         }
+        announce.tests = ids;
+        let tests = announce.tests.len();
+        let positions = tests as u32;
         RunState {
             announce,
             index,
@@ -799,6 +808,24 @@ mod tests {
             report.tests[0].attempts[0].status,
             AttemptStatus::DeadLettered { deliveries: 5 }
         );
+    }
+
+    #[test]
+    fn an_id_announced_twice_counts_once() {
+        let mut announce = run(0, 1.0, 1).announce;
+        announce.tests = ["a", "b", "a", "c", "b"].map(String::from).to_vec();
+        let mut state = RunState::new(announce);
+        assert_eq!(state.progress(), (0, 3));
+        for id in ["a", "b", "c"] {
+            let mut passed = result(0, 1, Outcome::Passed);
+            passed.test_id = id.into();
+            assert_eq!(state.record_result(passed), Recorded::New);
+        }
+        assert!(
+            state.round_complete(),
+            "no position left that no result can fill"
+        );
+        assert_eq!(state.report(0).tests.len(), 3);
     }
 
     #[test]
