@@ -436,11 +436,10 @@ impl RunState {
                     .into_iter()
                     .map(|a| attempt_report(&self.workers, a)),
             );
-            let attempts = reports;
             tests.push(TestReport {
                 id,
                 status,
-                attempts,
+                attempts: reports,
             });
         }
         RunReport {
@@ -529,8 +528,6 @@ fn is_retryable(status: AttemptStatus) -> bool {
             | AttemptStatus::DeadLettered { .. }
     )
 }
-
-impl RunState {}
 
 #[cfg(test)]
 mod tests {

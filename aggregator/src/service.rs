@@ -288,33 +288,30 @@ impl Aggregator {
         publish: &Channel,
     ) -> Result<(), AggregatorError> {
         let queue = &self.settings.topology.history;
-        let suite = match decode(&delivery.data) {
-            Ok(Body::HistoryQuery(HistoryQuery { suite })) => suite,
+        let reason = match decode(&delivery.data) {
+            Ok(Body::HistoryQuery(HistoryQuery { suite })) => {
+                return self.answer_history(suite, &delivery, channel).await
+            }
             Ok(other) => {
                 let reason = format!("expected a history query, got a {} message", other.kind());
                 error!(%reason, %queue, "parking a message of the wrong kind");
-                return Ok(broker::park(
-                    publish,
-                    &self.settings.topology,
-                    queue,
-                    &delivery,
-                    &reason,
-                )
-                .await?);
+                reason
             }
-            Err(reason) => {
-                error!(%reason, %queue, "parking an unreadable history query");
-                let reason = reason.to_string();
-                return Ok(broker::park(
-                    publish,
-                    &self.settings.topology,
-                    queue,
-                    &delivery,
-                    &reason,
-                )
-                .await?);
+            Err(unreadable) => {
+                error!(reason = %unreadable, %queue, "parking an unreadable history query");
+                unreadable.to_string()
             }
         };
+        Ok(broker::park(publish, &self.settings.topology, queue, &delivery, &reason).await?)
+    }
+
+    /// Answers a history query with the suite's durations.
+    async fn answer_history(
+        &mut self,
+        suite: String,
+        delivery: &Delivery,
+        channel: &Channel,
+    ) -> Result<(), AggregatorError> {
         let durations_ms: Vec<(String, u64)> = match self.history.load(&suite) {
             Ok(history) => history.durations_ms.into_iter().collect(),
             Err(error) => {
@@ -327,8 +324,8 @@ impl Aggregator {
             suite,
             durations_ms,
         });
-        broker::reply(channel, &delivery, &answer).await?;
-        Ok(broker::ack(&delivery).await?)
+        broker::reply(channel, delivery, &answer).await?;
+        Ok(broker::ack(delivery).await?)
     }
 
     fn log_orphan_result(&self, run_id: &Uuid, test: &str, attempt: u32) {
@@ -449,7 +446,6 @@ impl Aggregator {
         }
     }
 
-    /// Writes the reports, publishes the verdict and forgets the run.
     /// Writes a finished run's reports, publishes its verdict, records its
     /// durations and forgets it. Each big piece is dropped as soon as it is
     /// used, since a run of 400,000 tests holds its state, its report and the
