@@ -9,6 +9,7 @@
 //! - [`events`]: the run events published for followers (pure builders).
 //! - [`history`]: each suite's test durations, for longest-first ordering.
 //! - [`report`]: renderers from a finished run's report to files (no AMQP).
+//! - [`verdict`]: the verdict's copy of a report, fitted under its byte bound.
 
 pub mod events;
 pub mod framed;
@@ -17,5 +18,6 @@ pub mod journal;
 pub mod report;
 pub mod run_state;
 pub mod service;
+pub mod verdict;
 
 pub use service::{run, AggregatorError, AggregatorSettings};

@@ -412,6 +412,7 @@ impl RunState {
             verdict: self.finished.unwrap_or(VerdictKind::TestsMissing),
             spec: self.announce.spec.clone(),
             tests,
+            verdict_cut: None,
         }
     }
 
@@ -451,6 +452,7 @@ impl RunState {
             verdict: self.finished.unwrap_or(VerdictKind::TestsMissing),
             spec: self.announce.spec,
             tests,
+            verdict_cut: None,
         }
     }
 

@@ -10,7 +10,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -19,13 +20,15 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use testfleet_common::broker::{self, BrokerError};
 use testfleet_common::config::TriageRule;
+use testfleet_common::limits::MAX_VERDICT_BYTES;
 use testfleet_common::now_ms;
 use testfleet_common::order;
+use testfleet_common::parts::{Joined, Joiner};
 use testfleet_common::shutdown::Shutdown;
 use testfleet_common::topology::Topology;
 use testfleet_common::wire::{
     decode, decode_job, AttemptStatus, Body, History, HistoryQuery, Job, RunAnnounce, RunEvent,
-    TestResult,
+    RunReport, TestResult,
 };
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
@@ -35,6 +38,7 @@ use crate::history::{self, HistoryStore};
 use crate::journal::{self, Journal, JournalError, Record};
 use crate::report;
 use crate::run_state::{Recorded, RoundDecision, RunState};
+use crate::verdict;
 
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(500);
@@ -44,6 +48,10 @@ const PREFETCH: u16 = 512;
 const PUBLISH_WINDOW: usize = 1000;
 /// Finished run ids remembered, to tell late results from unknown runs.
 const FINISHED_MEMORY: usize = 10_000;
+/// How often a standby aggregator tries for the lead.
+const STANDBY_POLL: Duration = Duration::from_secs(2);
+/// How long the parts of a message may wait for the rest of it.
+const PARTS_PATIENCE: Duration = Duration::from_secs(300);
 
 /// Validated settings of the aggregator.
 #[derive(Debug, Clone)]
@@ -78,28 +86,37 @@ struct Aggregator {
     finished: HashSet<Uuid>,
     finished_order: VecDeque<Uuid>,
     history: HistoryStore,
+    /// Parts of messages being joined, with their deliveries (unacked).
+    joiner: Joiner<Delivery>,
 }
 
 /// Runs the aggregator until `shutdown` drains it.
+///
+/// One aggregator leads a prefix at a time: the holder of the broker's
+/// exclusive lock queue (`Topology::aggregator_lock`). Another one started on
+/// the same prefix (a redeploy's overlap, `--scale aggregator=2`) stands by,
+/// consuming nothing, until the leader's connection goes; then it takes over,
+/// resuming open runs from the journals in its state dir.
 pub async fn run(settings: AggregatorSettings, shutdown: Shutdown) -> Result<(), AggregatorError> {
     let mut aggregator = Aggregator::restore(settings)?;
+    let mut backoff = broker::SessionBackoff::default();
     while !shutdown.is_draining() {
         let connection = tokio::select! {
             connected = broker::connect(&aggregator.settings.broker_url, aggregator.settings.connect_timeout) => connected?,
             () = shutdown.draining() => break,
         };
-        match aggregator.session(&connection, &shutdown).await {
+        let began = Instant::now();
+        match aggregator.lead(&connection, &shutdown).await {
             Ok(()) => {
                 let _ = connection.close(200, "aggregator stopped".into()).await;
                 break;
             }
+            Err(AggregatorError::Broker(error)) if error.is_fatal() => return Err(error.into()),
             Err(AggregatorError::Broker(error)) => {
-                warn!(%error, "lost the broker connection, reconnecting");
+                let pause = backoff.after(began.elapsed());
+                warn!(%error, retry_in = ?pause, "lost the broker connection, reconnecting");
                 let _ = connection.close(200, "reconnecting".into()).await;
-                // The journals are the truth: a round whose retries were not all
-                // confirmed is not journaled as closed, so it closes again (and
-                // its retries are published again) in the next session.
-                aggregator.reload_open_runs()?;
+                shutdown.sleep(pause).await;
             }
             Err(fatal) => return Err(fatal),
         }
@@ -116,6 +133,7 @@ impl Aggregator {
             finished: HashSet::new(),
             finished_order: VecDeque::new(),
             history: HistoryStore::new(&settings.state_dir),
+            joiner: Joiner::default(),
             settings,
         };
         aggregator.reload_open_runs()?;
@@ -139,6 +157,22 @@ impl Aggregator {
         Ok(())
     }
 
+    /// Stands by until this aggregator holds the prefix's lock, then resumes
+    /// the open runs from the journals (a predecessor sharing the state dir
+    /// may have moved them on) and serves until the session ends.
+    async fn lead(
+        &mut self,
+        connection: &Connection,
+        shutdown: &Shutdown,
+    ) -> Result<(), AggregatorError> {
+        let topology = &self.settings.topology;
+        if !broker::take_lock(connection, topology, STANDBY_POLL, shutdown).await? {
+            return Ok(());
+        }
+        self.reload_open_runs()?;
+        self.session(connection, shutdown).await
+    }
+
     /// One connection's worth of work; a broker error ends it for a reconnect.
     async fn session(
         &mut self,
@@ -149,11 +183,7 @@ impl Aggregator {
             .create_channel()
             .await
             .map_err(BrokerError::from)?;
-        self.settings
-            .topology
-            .declare(&channel)
-            .await
-            .map_err(BrokerError::from)?;
+        broker::declare(&channel, &self.settings.topology).await?;
         channel
             .basic_qos(PREFETCH, BasicQosOptions::default())
             .await
@@ -164,6 +194,9 @@ impl Aggregator {
         let mut history_queries = consume(&channel, &self.settings.topology.history).await?;
         info!(open_runs = self.open.len(), "aggregator ready");
 
+        // Parts of a message being joined: their deliveries belong to this
+        // session's channel, so a new session starts with none.
+        self.joiner = Joiner::default();
         let mut ticker = tokio::time::interval(TICK);
         loop {
             tokio::select! {
@@ -180,7 +213,10 @@ impl Aggregator {
                     let delivery = delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?;
                     self.on_history_query(delivery, &channel, &publish).await?;
                 }
-                _ = ticker.tick() => self.close_due_rounds(&publish).await?,
+                _ = ticker.tick() => {
+                    self.close_due_rounds(&publish).await?;
+                    self.expire_parts().await?;
+                }
             }
         }
     }
@@ -190,33 +226,68 @@ impl Aggregator {
         delivery: Delivery,
         publish: &Channel,
     ) -> Result<(), AggregatorError> {
-        match decode(&delivery.data) {
-            Ok(Body::Run(announce)) => self.on_announce(announce)?,
-            Ok(Body::Result(result)) => self.on_results(vec![result], publish).await?,
-            Ok(Body::Results(results)) => self.on_results(results, publish).await?,
+        let (body, held) = match decode(&delivery.data) {
+            Ok(Body::Part(part)) => match self.joiner.add(part, delivery) {
+                Joined::Incomplete => return Ok(()),
+                Joined::Whole { body, held } => (*body, held),
+                Joined::Refused { reason, held } => {
+                    error!(%reason, queue = %self.settings.topology.results, "parking a part of a message");
+                    return Ok(broker::nack(&held, false).await?);
+                }
+            },
+            body => (body, vec![delivery]),
+        };
+        let settled = match body {
+            Ok(Body::Run(announce)) => self.on_announce(announce).map(|()| true),
+            Ok(Body::Result(result)) => self.on_results(vec![result], publish).await,
+            Ok(Body::Results(results)) => self.on_results(results, publish).await,
             Ok(other) => {
                 error!(kind = other.kind(), queue = %self.settings.topology.results, "parking a message of the wrong kind");
-                return Ok(broker::nack(&delivery, false).await?);
+                Ok(false)
             }
             Err(reason) => {
                 error!(%reason, queue = %self.settings.topology.results, "parking an unreadable message");
-                return Ok(broker::nack(&delivery, false).await?);
+                Ok(false)
+            }
+        }?;
+        for delivery in &held {
+            if settled {
+                broker::ack(delivery).await?;
+            } else {
+                broker::nack(delivery, false).await?;
             }
         }
-        Ok(broker::ack(&delivery).await?)
+        Ok(())
+    }
+
+    /// Parks the parts of messages whose other parts never came: their sender
+    /// died half-way, and the parts would hold the prefetch for ever.
+    async fn expire_parts(&mut self) -> Result<(), AggregatorError> {
+        for delivery in self.joiner.expire(PARTS_PATIENCE) {
+            error!(queue = %self.settings.topology.results, "parking a part whose message never completed");
+            broker::nack(&delivery, false).await?;
+        }
+        Ok(())
     }
 
     /// Counts a worker's results (one, or a batch), tells followers, then closes
-    /// the rounds they may have completed.
+    /// the rounds they may have completed. Results of a run this aggregator
+    /// does not know are parked, not dropped: their run may be another
+    /// aggregator's, or its journal lost. Always `true`: the delivery is settled.
     async fn on_results(
         &mut self,
         results: Vec<TestResult>,
         publish: &Channel,
-    ) -> Result<(), AggregatorError> {
+    ) -> Result<bool, AggregatorError> {
         let mut finished = Vec::with_capacity(results.len());
         let mut runs: Vec<Uuid> = Vec::new();
+        let mut unknown = Vec::new();
         for result in results {
             let run_id = result.run_id;
+            if !self.open.contains_key(&run_id) && !self.finished.contains(&run_id) {
+                unknown.push(result);
+                continue;
+            }
             let event = events::test_finished(&result, now_ms());
             if self.on_result(result)? {
                 finished.push(event);
@@ -225,10 +296,31 @@ impl Aggregator {
                 }
             }
         }
+        self.park_unknown(unknown, publish).await?;
         self.publish_events(publish, finished).await;
         for run_id in runs {
             self.close_if_due(run_id, publish).await?;
         }
+        Ok(true)
+    }
+
+    /// Keeps results of runs this aggregator never heard of in the parked
+    /// queue, each with the reason, confirmed before their message is acked.
+    async fn park_unknown(
+        &self,
+        unknown: Vec<TestResult>,
+        publish: &Channel,
+    ) -> Result<(), AggregatorError> {
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let topology = &self.settings.topology;
+        for result in &unknown {
+            warn!(run = %result.run_id, test = %result.test_id, attempt = result.attempt, "parking a result of a run this aggregator does not know");
+        }
+        let reason = "a result of a run this aggregator does not know (its announcement never reached it, or its journal is gone)";
+        let body = Body::Results(unknown);
+        broker::park_body(publish, topology, &topology.results, &body, reason).await?;
         Ok(())
     }
 
@@ -328,12 +420,10 @@ impl Aggregator {
         Ok(broker::ack(delivery).await?)
     }
 
+    /// Only a run that finished gets here: the callers park what belongs to
+    /// runs never heard of.
     fn log_orphan_result(&self, run_id: &Uuid, test: &str, attempt: u32) {
-        if self.finished.contains(run_id) {
-            info!(run = %run_id, %test, attempt, "ignoring a late result of a finished run");
-        } else {
-            warn!(run = %run_id, %test, attempt, "ignoring a result of a run this aggregator does not know");
-        }
+        info!(run = %run_id, %test, attempt, "ignoring a late result of a finished run");
     }
 
     async fn on_dead_job(
@@ -348,10 +438,14 @@ impl Aggregator {
                 return Ok(broker::nack(&delivery, false).await?);
             }
         };
+        if !self.open.contains_key(&job.run_id) && !self.finished.contains(&job.run_id) {
+            warn!(run = %job.run_id, test = %job.test_id, attempt = job.attempt, "parking a dead-lettered job of a run this aggregator does not know");
+            return Ok(broker::nack(&delivery, false).await?);
+        }
         // Workers reject only unreadable jobs, so a readable job got here by using up
         // its deliveries. RabbitMQ 3.10 puts no delivery count on dead-lettered
         // messages (checked), so the count is the one the limit implies.
-        let deliveries = self.settings.topology.delivery_limit + 1;
+        let deliveries = self.settings.topology.delivery_limit.saturating_add(1);
         if self.on_dead_letter(&job, deliveries)? {
             let status = AttemptStatus::DeadLettered { deliveries };
             let event =
@@ -459,25 +553,19 @@ impl Aggregator {
         };
         let report = state.into_report(now_ms());
         let samples = history::samples(&report);
-        match report::write_all_with_rules(
-            &report,
-            &self.settings.report_dir,
-            &self.settings.triage_rules,
-        ) {
-            Ok(paths) => {
-                info!(run = %run_id, verdict = report.verdict.as_str(), reports = %paths.dir.display(), html = %paths.html.display(), "run finished")
-            }
-            Err(error) => {
-                error!(run = %run_id, %error, dir = %self.settings.report_dir.display(), "could not write the reports")
-            }
-        }
+        let report = self.write_reports(report).await;
         let suite = report.suite.clone();
         let key = run_id.to_string();
+        let full_report = self.full_report_location(run_id);
+        let verdict = verdict::fit(report, MAX_VERDICT_BYTES, &full_report);
+        if let Some(cut) = &verdict.verdict_cut {
+            warn!(run = %run_id, outputs_shortened = cut.outputs_shortened, output_bytes_cut = cut.output_bytes_cut, passed_tests_left_out = cut.passed_tests_left_out, "the verdict carries a shortened report; the full one is in this aggregator's reports");
+        }
         broker::broadcast(
             publish,
             &self.settings.topology.verdicts,
             &key,
-            Body::Report(report),
+            Body::Report(verdict),
         )
         .await?;
         if let Err(error) = self.history.record(&suite, &samples) {
@@ -488,6 +576,45 @@ impl Aggregator {
         }
         self.remember_finished(run_id);
         Ok(())
+    }
+
+    /// Writes the run's reports on a blocking thread, so that a renderer that
+    /// panics fails this run's files only: the loop, every other run and
+    /// this run's verdict go on. Returns the report for the verdict.
+    async fn write_reports(&self, report: RunReport) -> RunReport {
+        let report = Arc::new(report);
+        let run_id = report.run_id;
+        let dir = self.settings.report_dir.clone();
+        let rules = self.settings.triage_rules.clone();
+        let shared = report.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            report::write_all_with_rules(&shared, &dir, &rules)
+        })
+        .await;
+        match written {
+            Ok(Ok(paths)) => {
+                info!(run = %run_id, verdict = report.verdict.as_str(), reports = %paths.dir.display(), html = %paths.html.display(), "run finished")
+            }
+            Ok(Err(error)) => {
+                error!(run = %run_id, %error, dir = %self.settings.report_dir.display(), "could not write the reports")
+            }
+            Err(panic) => {
+                error!(run = %run_id, %panic, dir = %self.settings.report_dir.display(), "writing the reports panicked; the verdict goes out without them")
+            }
+        }
+        // The blocking task has ended, so its clone is gone.
+        Arc::try_unwrap(report).unwrap_or_else(|shared| (*shared).clone())
+    }
+
+    /// Where this aggregator's full reports of `run_id` are, for a verdict that
+    /// carries a shortened copy: its host and the run's folder.
+    fn full_report_location(&self, run_id: Uuid) -> String {
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "the aggregator's host".into());
+        let dir = std::path::absolute(&self.settings.report_dir)
+            .unwrap_or_else(|_| self.settings.report_dir.clone());
+        format!("{host}:{}", dir.join(run_id.to_string()).display())
     }
 
     async fn publish_events(&self, publish: &Channel, events: impl IntoIterator<Item = RunEvent>) {

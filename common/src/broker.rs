@@ -18,8 +18,10 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::time::{sleep, Instant};
 use tracing::{info, warn};
 
+use crate::limits::{MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
+use crate::parts::{self, Joined, Joiner};
 use crate::topology::{Topology, DIRECT_REPLY_TO};
-use crate::wire::{encode, Body, RunEvent};
+use crate::wire::{decode, encode, Body, RunEvent, WireError};
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
@@ -43,6 +45,150 @@ pub enum BrokerError {
     NotConfirmed { routing_key: String },
     #[error("the channel carrying a delivery is gone; the broker will redeliver it")]
     ChannelGone,
+    /// Refused before it reached the broker, which would close the channel.
+    #[error("a {kind} message of {bytes} bytes is over the {max}-byte message bound")]
+    TooBig {
+        kind: String,
+        bytes: usize,
+        max: usize,
+    },
+    #[error(transparent)]
+    TooBigForParts(#[from] crate::parts::TooBig),
+    #[error("unreadable answer: {0}")]
+    Unreadable(#[from] WireError),
+    /// A queue exists with other arguments than this configuration gives it;
+    /// reconnecting cannot fix that, so services stop with this message.
+    #[error("{0}")]
+    TopologyMismatch(String),
+}
+
+impl BrokerError {
+    /// Whether retrying cannot help: the service should stop and say why.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            BrokerError::TopologyMismatch(_) | BrokerError::Unreachable { .. }
+        )
+    }
+}
+
+/// Declares `topology` on `channel`, explaining a queue that exists with other
+/// arguments (the broker's `PRECONDITION_FAILED - inequivalent arg`): which
+/// setting disagrees, and how to make them agree.
+pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
+    topology
+        .declare(channel)
+        .await
+        .map_err(|error| match protocol_message(&error) {
+            Some(message) if message.contains("inequivalent arg") => {
+                BrokerError::TopologyMismatch(explain_mismatch(&message))
+            }
+            _ => BrokerError::from(error),
+        })
+}
+
+/// The broker's own words, for an error it sent.
+fn protocol_message(error: &lapin::Error) -> Option<String> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => Some(amqp.get_message().to_string()),
+        _ => None,
+    }
+}
+
+/// "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue
+/// 'testfleet.jobs' in vhost '/': received …" as something a person can act on.
+fn explain_mismatch(message: &str) -> String {
+    let quoted: Vec<&str> = message.split('\'').skip(1).step_by(2).collect();
+    let (argument, queue) = match quoted.as_slice() {
+        [argument, queue, ..] => (*argument, *queue),
+        _ => ("?", "?"),
+    };
+    let setting = match argument {
+        "x-delivery-limit" => "`broker.delivery_limit`",
+        "x-queue-type" | "x-dead-letter-exchange" | "x-dead-letter-routing-key" => {
+            "this testfleet version's queue layout"
+        }
+        "x-max-length" | "x-message-ttl" | "x-expires" => "this testfleet version's queue bounds",
+        _ => "this configuration",
+    };
+    format!(
+        "queue `{queue}` already exists with another `{argument}` than {setting} gives it \
+         (the broker said: {message}); use the value the queue was declared with, \
+         or delete the queue once no run uses it (`rabbitmqctl delete_queue {queue}`)"
+    )
+}
+
+/// Stands by until this connection holds `topology`'s aggregator lock,
+/// trying every `poll`. `false` if asked to drain first.
+pub async fn take_lock(
+    connection: &Connection,
+    topology: &Topology,
+    poll: Duration,
+    shutdown: &crate::shutdown::Shutdown,
+) -> Result<bool, BrokerError> {
+    let mut said = false;
+    loop {
+        let channel = connection.create_channel().await?;
+        match topology.declare_lock(&channel).await {
+            Ok(()) => {
+                let _ = channel.close(200, "lock taken".into()).await;
+                if said {
+                    info!("the leading aggregator is gone: taking over");
+                }
+                return Ok(true);
+            }
+            Err(error) if is_resource_locked(&error) => {
+                if !said {
+                    info!(lock = %topology.aggregator_lock, "another aggregator leads this prefix: standing by");
+                    said = true;
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+        if shutdown.is_draining() {
+            return Ok(false);
+        }
+        shutdown.sleep(poll).await;
+    }
+}
+
+fn is_resource_locked(error: &lapin::Error) -> bool {
+    protocol_message(error).is_some_and(|m| m.starts_with("RESOURCE_LOCKED"))
+}
+
+/// Pauses between sessions with the broker: none after a session that lasted,
+/// doubling (up to 30 s) after each that ended at once, so that a refusal that
+/// repeats (a message the broker rejects, a declaration it refuses) is never
+/// retried in a tight loop.
+#[derive(Debug)]
+pub struct SessionBackoff {
+    next: Duration,
+}
+
+impl Default for SessionBackoff {
+    fn default() -> Self {
+        SessionBackoff {
+            next: SESSION_FIRST_BACKOFF,
+        }
+    }
+}
+
+/// A session that lasted this long was healthy: the next failure starts over.
+const SESSION_HEALTHY: Duration = Duration::from_secs(30);
+const SESSION_FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const SESSION_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl SessionBackoff {
+    /// How long to pause after a session that lasted `lasted`.
+    pub fn after(&mut self, lasted: Duration) -> Duration {
+        if lasted >= SESSION_HEALTHY {
+            self.next = SESSION_FIRST_BACKOFF;
+            return Duration::ZERO;
+        }
+        let pause = self.next;
+        self.next = (self.next * 2).min(SESSION_MAX_BACKOFF);
+        pause
+    }
 }
 
 /// Hides the password of a broker URL so it can be logged or reported.
@@ -112,7 +258,8 @@ pub async fn publish_unconfirmed(
 }
 
 /// Publishes a persistent message that may reach no queue (nobody listening is
-/// fine), and waits for the broker's confirm.
+/// fine), in parts if it is too big for one (`crate::parts`), and waits for
+/// the broker's confirms.
 ///
 /// Takes the body by value: a verdict carries a whole run's report, which is
 /// freed once encoded, before the broker client makes its copy of the bytes.
@@ -123,24 +270,60 @@ pub async fn broadcast(
     body: Body,
 ) -> Result<(), BrokerError> {
     let kind = body.kind();
-    let payload = encode(&body);
+    let payloads = parts::split(&body)?;
     drop(body);
-    let confirm = publish_payload(
-        channel,
-        exchange,
-        routing_key,
-        kind,
-        &payload,
-        false,
-        PERSISTENT,
-    )
-    .await?;
-    match confirm.await? {
-        confirmation if confirmation.is_ack() => Ok(()),
-        _ => Err(BrokerError::NotConfirmed {
-            routing_key: routing_key.to_owned(),
-        }),
+    let mut confirms = Vec::with_capacity(payloads.len());
+    for payload in &payloads {
+        let confirm = publish_payload(
+            channel,
+            exchange,
+            routing_key,
+            kind,
+            payload,
+            false,
+            PERSISTENT,
+        )
+        .await?;
+        confirms.push(confirm);
     }
+    drop(payloads);
+    for confirm in confirms {
+        if !confirm.await?.is_ack() {
+            return Err(BrokerError::NotConfirmed {
+                routing_key: routing_key.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Publishes a persistent message that must reach a queue, in parts if it is
+/// too big for one, and waits for the broker's confirms: a run's
+/// announcement, which grows with the run's ids.
+pub async fn publish_parted(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &Body,
+) -> Result<(), BrokerError> {
+    let mut confirms = Vec::new();
+    for payload in parts::split(body)? {
+        let confirm = publish_payload(
+            channel,
+            exchange,
+            routing_key,
+            body.kind(),
+            &payload,
+            true,
+            PERSISTENT,
+        )
+        .await?;
+        confirms.push(confirm);
+    }
+    for confirm in confirms {
+        check_confirm(confirm.await?, routing_key)?;
+    }
+    Ok(())
 }
 
 /// Publishes a transient message that may reach no queue, and does not wait
@@ -176,14 +359,58 @@ pub async fn publish_run_events(channel: &Channel, exchange: &str, events: Vec<R
             None => by_run.push((event.run_id, vec![event])),
         }
     }
-    for (run_id, mut of_run) in by_run {
+    for (run_id, of_run) in by_run {
         let key = Topology::events_key(&run_id.to_string());
-        let body = match of_run.len() {
-            1 => Body::Event(of_run.pop().expect("one event")),
-            _ => Body::Events(of_run),
-        };
-        publish_event(channel, exchange, &key, &body).await;
+        for mut batch in batches_within(of_run, MAX_BATCH_BYTES, event_size) {
+            let body = match batch.len() {
+                1 => Body::Event(batch.pop().expect("one event")),
+                _ => Body::Events(batch),
+            };
+            publish_event(channel, exchange, &key, &body).await;
+        }
     }
+}
+
+/// An upper bound of an event's encoded size: its strings plus room for the
+/// fixed fields.
+fn event_size(event: &RunEvent) -> usize {
+    use crate::wire::RunEventKind::*;
+    let strings = match &event.kind {
+        TestStarted {
+            test_id, worker_id, ..
+        } => test_id.len() + worker_id.len(),
+        TestFinished {
+            test_id, worker_id, ..
+        } => test_id.len() + worker_id.as_ref().map_or(0, String::len),
+        TestRetried { test_id, .. } => test_id.len(),
+        RoundClosed { .. } => 0,
+    };
+    strings + 192
+}
+
+/// `items` in order, cut into batches whose estimated sizes add up to at most
+/// `max_bytes` (an item bigger than that alone goes in a batch of its own).
+pub fn batches_within<T>(
+    items: Vec<T>,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
+    let mut batches = Vec::new();
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let item_bytes = size(&item);
+        if !batch.is_empty() && bytes + item_bytes > max_bytes {
+            batches.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        bytes += item_bytes;
+        batch.push(item);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
 }
 
 async fn send(
@@ -226,6 +453,7 @@ async fn publish_payload(
     mandatory: bool,
     delivery_mode: u8,
 ) -> Result<lapin::PublisherConfirm, BrokerError> {
+    check_size(kind, payload)?;
     let properties = BasicProperties::default()
         .with_delivery_mode(delivery_mode)
         .with_content_type("application/msgpack".into())
@@ -243,6 +471,19 @@ async fn publish_payload(
             properties,
         )
         .await?)
+}
+
+/// Refuses a payload over the message bound before the broker sees it: the
+/// broker would close the channel, and the sender would retry in a loop.
+fn check_size(kind: &str, payload: &[u8]) -> Result<(), BrokerError> {
+    if payload.len() <= MAX_MESSAGE_BYTES {
+        return Ok(());
+    }
+    Err(BrokerError::TooBig {
+        kind: kind.to_owned(),
+        bytes: payload.len(),
+        max: MAX_MESSAGE_BYTES,
+    })
 }
 
 /// Publishes a persistent message and waits until the broker has taken it.
@@ -306,6 +547,7 @@ async fn await_confirms(
 
 /// Sends `body` to `queue` as a request and waits up to `timeout` for the answer,
 /// through RabbitMQ's direct reply-to: no reply queue to declare or clean up.
+/// An answer too big for one message comes in parts, joined here.
 /// `Ok(None)` when no answer came in time. The request expires with the timeout,
 /// so an answerer that starts later does not work for nobody.
 pub async fn request(
@@ -313,7 +555,7 @@ pub async fn request(
     queue: &str,
     body: &Body,
     timeout: Duration,
-) -> Result<Option<Vec<u8>>, BrokerError> {
+) -> Result<Option<Body>, BrokerError> {
     let channel = connection.create_channel().await?;
     // Direct reply-to: consume the pseudo-queue, without acks, before publishing.
     let mut replies = channel
@@ -344,6 +586,7 @@ pub async fn request(
         )
         .await?;
     let answer = tokio::time::timeout(timeout, async {
+        let mut joiner = Joiner::default();
         while let Some(delivery) = replies.next().await {
             let delivery = delivery?;
             let matches = delivery
@@ -351,8 +594,19 @@ pub async fn request(
                 .correlation_id()
                 .as_ref()
                 .is_some_and(|id| id.as_str() == correlation);
-            if matches {
-                return Ok(Some(delivery.data));
+            if !matches {
+                continue;
+            }
+            match decode(&delivery.data) {
+                Ok(Body::Part(part)) => match joiner.add(part, ()) {
+                    Joined::Incomplete => {}
+                    Joined::Whole { body, .. } => return Ok(Some((*body)?)),
+                    Joined::Refused { reason, .. } => {
+                        return Err(BrokerError::Unreadable(WireError::Malformed(reason)))
+                    }
+                },
+                Ok(body) => return Ok(Some(body)),
+                Err(error) => return Err(BrokerError::Unreadable(error)),
             }
         }
         Err(BrokerError::ChannelGone)
@@ -363,10 +617,10 @@ pub async fn request(
     answer
 }
 
-/// Answers a [`request`]: publishes `body` to the delivery's reply-to address
-/// with its correlation id. Not persistent and not confirmed: the requester waits
-/// briefly and falls back if the answer is lost. `false` if the delivery asked
-/// for no answer.
+/// Answers a [`request`]: publishes `body` (in parts if it is too big for one)
+/// to the delivery's reply-to address with its correlation id. Not persistent
+/// and not confirmed: the requester waits briefly and falls back if the answer
+/// is lost. `false` if the delivery asked for no answer.
 pub async fn reply(
     channel: &Channel,
     delivery: &Delivery,
@@ -381,15 +635,18 @@ pub async fn reply(
     if let Some(correlation) = delivery.properties.correlation_id().clone() {
         properties = properties.with_correlation_id(correlation);
     }
-    channel
-        .basic_publish(
-            "".into(),
-            reply_to.as_str().into(),
-            BasicPublishOptions::default(),
-            &encode(body),
-            properties,
-        )
-        .await?;
+    for payload in parts::split(body)? {
+        check_size(body.kind(), &payload)?;
+        channel
+            .basic_publish(
+                "".into(),
+                reply_to.as_str().into(),
+                BasicPublishOptions::default(),
+                &payload,
+                properties.clone(),
+            )
+            .await?;
+    }
     Ok(true)
 }
 
@@ -406,6 +663,32 @@ pub async fn park(
     topology: &Topology,
     queue: &str,
     delivery: &Delivery,
+    reason: &str,
+) -> Result<(), BrokerError> {
+    park_payload(publish, topology, queue, &delivery.data, reason).await?;
+    ack(delivery).await
+}
+
+/// Parks `body` (part of what a delivery of `queue` brought) with the reason,
+/// confirmed; the caller acks the delivery once the rest of it is used.
+pub async fn park_body(
+    publish: &Channel,
+    topology: &Topology,
+    queue: &str,
+    body: &Body,
+    reason: &str,
+) -> Result<(), BrokerError> {
+    for payload in parts::split(body)? {
+        park_payload(publish, topology, queue, &payload, reason).await?;
+    }
+    Ok(())
+}
+
+async fn park_payload(
+    publish: &Channel,
+    topology: &Topology,
+    queue: &str,
+    payload: &[u8],
     reason: &str,
 ) -> Result<(), BrokerError> {
     let (exchange, key) = topology.parked_route();
@@ -426,16 +709,9 @@ pub async fn park(
         ..Default::default()
     };
     let confirm = publish
-        .basic_publish(
-            exchange.into(),
-            key.into(),
-            options,
-            &delivery.data,
-            properties,
-        )
+        .basic_publish(exchange.into(), key.into(), options, payload, properties)
         .await?;
-    check_confirm(confirm.await?, key)?;
-    ack(delivery).await
+    check_confirm(confirm.await?, key)
 }
 
 /// Acks a delivery, treating a dead channel as an error (lapin returns `Ok(false)`).

@@ -14,6 +14,7 @@ use config::{Config, Environment, File, FileFormat};
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::limits;
 use crate::topology::Topology;
 use crate::wire::{ContainerLimits, ContainerMode, ExecutorKind, RetryPolicy, RunSpec};
 
@@ -21,6 +22,8 @@ const DEFAULTS: &str = include_str!("defaults.toml");
 /// The file read from the working directory when no `--config` is given.
 pub const DEFAULT_FILE: &str = "testfleet.toml";
 const ENV_PREFIX: &str = "TESTFLEET";
+/// A worker's id travels in every result and labels its containers.
+const MAX_WORKER_ID_BYTES: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -226,6 +229,7 @@ impl RunConfig {
         if self.warm_reuse == 0 {
             return invalid("run.warm_reuse", "must be at least 1");
         }
+        self.within_bounds()?;
         let nano_cpus = match self.cpus {
             Some(cpus) if !(cpus.is_finite() && cpus > 0.0) => {
                 return invalid("run.cpus", "must be a positive number of CPUs")
@@ -233,7 +237,7 @@ impl RunConfig {
             Some(cpus) => Some((cpus * 1e9) as i64),
             None => None,
         };
-        Ok(RunSpec {
+        let spec = RunSpec {
             image: self.image.clone(),
             command: self.command.clone(),
             env: self.env.clone(),
@@ -256,7 +260,54 @@ impl RunConfig {
             container_mode: self.container_mode,
             warm_reuse: self.warm_reuse,
             runtime: (!self.runtime.is_empty()).then(|| self.runtime.clone()),
-        })
+        };
+        limits::check_spec(&spec).map_err(|problem| ConfigError::Invalid {
+            key: "run.command",
+            problem,
+        })?;
+        Ok(spec)
+    }
+}
+
+impl RunConfig {
+    /// The bounds every spec keeps on the wire (`crate::limits`), said with
+    /// the key to change.
+    fn within_bounds(&self) -> Result<(), ConfigError> {
+        let max_timeout_secs = (limits::MAX_TIMEOUT_MS / 1000) as f64;
+        if self.timeout_secs > max_timeout_secs {
+            return invalid(
+                "run.timeout_secs",
+                &format!("must be at most {max_timeout_secs} (a week)"),
+            );
+        }
+        if self.deadline_secs > limits::MAX_RUN_MS / 1000 {
+            return invalid(
+                "run.deadline_secs",
+                &format!("must be at most {} (30 days)", limits::MAX_RUN_MS / 1000),
+            );
+        }
+        if self.output_cap_bytes > limits::MAX_OUTPUT_CAP_BYTES {
+            return invalid(
+                "run.output_cap_bytes",
+                &format!(
+                    "must be at most {} (4 MiB, so that any result fits a broker message)",
+                    limits::MAX_OUTPUT_CAP_BYTES
+                ),
+            );
+        }
+        if self.max_rounds > limits::MAX_ROUNDS {
+            return invalid(
+                "run.max_rounds",
+                &format!("must be at most {}", limits::MAX_ROUNDS),
+            );
+        }
+        if self.warm_reuse > limits::MAX_WARM_REUSE {
+            return invalid(
+                "run.warm_reuse",
+                &format!("must be at most {}", limits::MAX_WARM_REUSE),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -294,6 +345,12 @@ impl WorkerConfig {
         }
         if self.executors.is_empty() {
             return invalid("worker.executors", "must name at least one executor");
+        }
+        if self.id.len() > MAX_WORKER_ID_BYTES {
+            return invalid(
+                "worker.id",
+                &format!("must be at most {MAX_WORKER_ID_BYTES} bytes"),
+            );
         }
         if u64::from(self.concurrency) + u64::from(self.prefetch_extra) > u64::from(u16::MAX) {
             return invalid(
@@ -429,6 +486,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("run.command"));
+    }
+
+    #[test]
+    fn values_the_wire_cannot_carry_are_refused_with_their_key() {
+        for (toml, key) in [
+            (
+                "[run]\noutput_cap_bytes = 1000000000\n",
+                "run.output_cap_bytes",
+            ),
+            ("[run]\ntimeout_secs = 1e17\n", "run.timeout_secs"),
+            ("[run]\nmax_rounds = 1000\n", "run.max_rounds"),
+            ("[run]\ndeadline_secs = 100000000\n", "run.deadline_secs"),
+        ] {
+            let raw = load_file(toml, vec![]).unwrap();
+            let err = raw.run.to_spec().unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
     }
 
     #[test]

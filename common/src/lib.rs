@@ -3,6 +3,8 @@
 //!
 //! Layout:
 //! - [`wire`]: message types and their versioned MessagePack codec.
+//! - [`limits`]: the bounds on every message sent and every value received.
+//! - [`parts`]: messages too big for one, split and joined again.
 //! - [`topology`]: queue and exchange names and their one declaration.
 //! - [`broker`]: connecting with backoff, confirmed publishing, checked acks.
 //! - [`config`]: layered configuration and its validation.
@@ -14,8 +16,10 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod limits;
 pub mod logging;
 pub mod order;
+pub mod parts;
 pub mod shutdown;
 pub mod topology;
 pub mod wire;

@@ -37,6 +37,14 @@ impl Shutdown {
         self.drain.cancelled().await
     }
 
+    /// Sleeps for `pause`, or less if the service is asked to drain meanwhile.
+    pub async fn sleep(&self, pause: std::time::Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = self.draining() => {}
+        }
+    }
+
     /// The token that fires on abort, for work that must be interrupted.
     pub fn abort_token(&self) -> &CancellationToken {
         &self.abort

@@ -57,6 +57,8 @@ pub struct Topology {
     pub verdicts: String,
     /// Producers ask the aggregator for a suite's past durations here.
     pub history: String,
+    /// An exclusive queue whose holder is the prefix's one active aggregator.
+    pub aggregator_lock: String,
     /// Deliveries of a job beyond the first before it is dead-lettered.
     pub delivery_limit: u32,
 }
@@ -71,6 +73,7 @@ impl Topology {
             parked: format!("{prefix}.parked"),
             verdicts: format!("{prefix}.verdicts"),
             history: format!("{prefix}.history"),
+            aggregator_lock: format!("{prefix}.aggregator.lock"),
             delivery_limit,
         }
     }
@@ -142,6 +145,25 @@ impl Topology {
 
         self.bind(channel, &self.dead_jobs, DEAD_JOBS_KEY).await?;
         self.bind(channel, &self.parked, PARKED_KEY).await
+    }
+
+    /// Declares the aggregators' lock: an exclusive queue, which only one
+    /// connection can hold and which the broker deletes when that connection
+    /// goes. Another connection's declaration fails with `RESOURCE_LOCKED`.
+    pub async fn declare_lock(&self, channel: &Channel) -> lapin::Result<()> {
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(
+                self.aggregator_lock.as_str().into(),
+                options,
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Exchange and routing key that reach the parked queue: where a consumer

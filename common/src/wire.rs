@@ -313,6 +313,24 @@ pub struct RunReport {
     pub spec: RunSpec,
     /// In the order the run listed them.
     pub tests: Vec<TestReport>,
+    /// What the aggregator left out of this copy to keep the verdict message
+    /// within its bound; `None` in the aggregator's own reports and whenever
+    /// nothing was cut. Appended with a default, as `RunSpec::executor`.
+    #[serde(default)]
+    pub verdict_cut: Option<VerdictCut>,
+}
+
+/// What a verdict's copy of the report lacks, and where the whole one is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictCut {
+    /// Attempts whose output was shortened (head and tail kept) or dropped.
+    pub outputs_shortened: u64,
+    /// Output bytes left out in all.
+    pub output_bytes_cut: u64,
+    /// Passed tests left out of `tests` altogether (only for huge runs).
+    pub passed_tests_left_out: u64,
+    /// Where the aggregator wrote the full reports: host and folder.
+    pub full_report: String,
 }
 
 impl RunReport {
@@ -353,6 +371,21 @@ pub struct RoundCounts {
 }
 
 impl RoundCounts {
+    /// Every attempt counted, whatever its status.
+    pub fn total(&self) -> u64 {
+        [
+            self.passed,
+            self.failed,
+            self.timed_out,
+            self.error,
+            self.missing,
+            self.dead_lettered,
+        ]
+        .iter()
+        .map(|&n| u64::from(n))
+        .sum()
+    }
+
     /// Counts one attempt's status.
     pub fn add(&mut self, status: AttemptStatus) {
         let slot = match status {
@@ -363,7 +396,7 @@ impl RoundCounts {
             AttemptStatus::Missing => &mut self.missing,
             AttemptStatus::DeadLettered { .. } => &mut self.dead_lettered,
         };
-        *slot += 1;
+        *slot = slot.saturating_add(1);
     }
 }
 
@@ -431,6 +464,23 @@ pub enum Body {
     /// Several events of one run in one message; as `Results`, added without a
     /// bump (an older producer parks a batch and loses only progress).
     Events(Vec<RunEvent>),
+    /// One piece of a message too big to travel whole (see `crate::parts`).
+    /// Added without a bump, as `Results`: only a receiver that asked for a
+    /// parted message (a waiting producer, the aggregator) gets one.
+    Part(Part),
+}
+
+/// One of `count` pieces of an encoded message bigger than
+/// [`crate::limits::MAX_MESSAGE_BYTES`]; the receiver joins them in `index`
+/// order and decodes the whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    /// Shared by every part of one message.
+    pub message_id: Uuid,
+    pub index: u32,
+    pub count: u32,
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
 }
 
 impl Body {
@@ -445,6 +495,7 @@ impl Body {
             Body::Event(_) => "event",
             Body::Results(_) => "results",
             Body::Events(_) => "events",
+            Body::Part(_) => "part",
         }
     }
 }
@@ -471,6 +522,9 @@ pub enum WireError {
         expected: &'static str,
         found: &'static str,
     },
+    /// Readable, but a value is out of the bounds `crate::limits` keeps.
+    #[error("a {kind} message out of bounds: {reason}")]
+    OutOfBounds { kind: &'static str, reason: String },
 }
 
 /// Serializes a body into its wire form.
@@ -505,6 +559,10 @@ pub fn decode(bytes: &[u8]) -> Result<Body, WireError> {
     }
     let envelope: Envelope =
         rmp_serde::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+    crate::limits::check(&envelope.body).map_err(|reason| WireError::OutOfBounds {
+        kind: envelope.body.kind(),
+        reason,
+    })?;
     Ok(envelope.body)
 }
 
@@ -629,6 +687,12 @@ mod tests {
                         published_at_ms: None,
                     }],
                 }],
+                verdict_cut: Some(VerdictCut {
+                    outputs_shortened: 1,
+                    output_bytes_cut: 2,
+                    passed_tests_left_out: 3,
+                    full_report: "host:/reports/x".into(),
+                }),
             }),
         ]
         .into_iter()

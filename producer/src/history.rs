@@ -10,7 +10,7 @@ use lapin::Connection;
 use testfleet_common::broker;
 use testfleet_common::order;
 use testfleet_common::topology::Topology;
-use testfleet_common::wire::{decode_history, Body, HistoryQuery};
+use testfleet_common::wire::{Body, HistoryQuery};
 use tracing::{info, warn};
 
 /// How long to wait for the aggregator's answer before publishing in arrival order.
@@ -37,7 +37,7 @@ pub async fn fetch(
         suite: suite.to_owned(),
     });
     let answer = match broker::request(connection, &topology.history, &query, timeout).await {
-        Ok(Some(bytes)) => bytes,
+        Ok(Some(body)) => body,
         Ok(None) => {
             warn!(%suite, ?timeout, "no history from the aggregator in time; publishing in arrival order");
             return None;
@@ -47,14 +47,16 @@ pub async fn fetch(
             return None;
         }
     };
-    match decode_history(&answer) {
-        Ok(history) if history.suite == suite => Some(history.durations_ms.into_iter().collect()),
-        Ok(other) => {
+    match answer {
+        Body::History(history) if history.suite == suite => {
+            Some(history.durations_ms.into_iter().collect())
+        }
+        Body::History(other) => {
             warn!(%suite, answered = %other.suite, "history of another suite; publishing in arrival order");
             None
         }
-        Err(error) => {
-            warn!(%suite, %error, "unreadable history; publishing in arrival order");
+        other => {
+            warn!(%suite, kind = other.kind(), "an answer that is no history; publishing in arrival order");
             None
         }
     }

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use testfleet_common::limits::{MAX_TESTS_PER_RUN, MAX_TEST_ID_BYTES};
 
 use regex::Regex;
 use tracing::warn;
@@ -38,6 +39,15 @@ pub enum IdError {
         status: String,
         stderr: String,
     },
+    #[error("test id {position} is {bytes} bytes long; ids are at most {max} bytes: {start}…")]
+    TooLong {
+        position: usize,
+        bytes: usize,
+        max: usize,
+        start: String,
+    },
+    #[error("{count} tests in one run; a run has at most {max}: split it with --filter")]
+    TooMany { count: usize, max: usize },
     #[error("no tests to run: {listed} listed, {filtered_out} filtered out")]
     Empty { listed: usize, filtered_out: usize },
 }
@@ -167,7 +177,28 @@ pub fn select(listed: Vec<String>, selection: &Selection) -> Result<Vec<String>,
             filtered_out,
         });
     }
+    within_bounds(&kept)?;
     Ok(kept)
+}
+
+/// Refuses a run whose ids the wire could not carry (`limits`): better said
+/// here, with the culprit named, than as a run the aggregator parks.
+fn within_bounds(ids: &[String]) -> Result<(), IdError> {
+    if ids.len() > MAX_TESTS_PER_RUN {
+        return Err(IdError::TooMany {
+            count: ids.len(),
+            max: MAX_TESTS_PER_RUN,
+        });
+    }
+    match ids.iter().position(|id| id.len() > MAX_TEST_ID_BYTES) {
+        Some(position) => Err(IdError::TooLong {
+            position: position + 1,
+            bytes: ids[position].len(),
+            max: MAX_TEST_ID_BYTES,
+            start: ids[position].chars().take(60).collect(),
+        }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -189,6 +220,13 @@ mod tests {
             split(b"line\none\0two", Separator::Nul),
             ids(&["line\none", "two"])
         );
+    }
+
+    #[test]
+    fn an_id_over_the_bound_is_named() {
+        let long = "x".repeat(MAX_TEST_ID_BYTES + 1);
+        let error = select(ids(&["a", &long]), &Selection::default()).unwrap_err();
+        assert!(error.to_string().starts_with("test id 2 is"), "{error}");
     }
 
     #[test]

@@ -424,6 +424,7 @@ mod tests {
                     attempts: vec![],
                 })
                 .collect(),
+            verdict_cut: None,
         };
         let paths = ReportPaths {
             dir: PathBuf::from("r/x"),

@@ -103,7 +103,7 @@ impl Progress {
                 round, retrying, ..
             } => {
                 if *retrying > 0 {
-                    self.round = self.round.max(round + 1);
+                    self.round = self.round.max(round.saturating_add(1));
                 }
             }
         }

@@ -10,6 +10,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use testfleet_common::broker::{self, BrokerError};
 use testfleet_common::now_ms;
+use testfleet_common::parts::{Joined, Joiner};
 use testfleet_common::topology::Topology;
 use testfleet_common::wire::{decode, Body, Job, RunAnnounce, RunEvent, RunReport, RunSpec};
 use tokio::sync::mpsc;
@@ -104,7 +105,7 @@ async fn publish_run(
     };
     // The announcement goes first, on the queue results travel: the aggregator
     // knows the run's expected tests before any result of it can arrive.
-    broker::publish(
+    broker::publish_parted(
         &channel,
         "",
         &settings.topology.results,
@@ -223,11 +224,23 @@ async fn read_verdict(
             FieldTable::default(),
         )
         .await?;
+    let mut joiner = Joiner::default();
     loop {
         let delivery = consumer.next().await.ok_or(BrokerError::ChannelGone)??;
-        match decode(&delivery.data) {
+        let (body, held) = match decode(&delivery.data) {
+            Ok(Body::Part(part)) => match joiner.add(part, delivery) {
+                Joined::Incomplete => continue,
+                Joined::Whole { body, held } => (*body, held),
+                Joined::Refused { reason, held } => {
+                    park_stray(&channel, settings, &queue, &held, &reason).await?;
+                    continue;
+                }
+            },
+            body => (body, vec![delivery]),
+        };
+        match body {
             Ok(Body::Report(report)) if report.run_id == run_id => {
-                broker::ack(&delivery).await?;
+                ack_all(&held).await?;
                 // Cancel before deleting: a queue deleted under its consumer makes
                 // the broker cancel it while the channel closes, which lapin logs
                 // as a connection error over the progress display.
@@ -241,22 +254,33 @@ async fn read_verdict(
                 return Ok(report);
             }
             Ok(Body::Event(event)) if event.run_id == run_id => {
-                broker::ack(&delivery).await?;
+                ack_all(&held).await?;
                 let _ = events.send(event).await;
             }
             Ok(Body::Events(batch)) if batch.iter().all(|e| e.run_id == run_id) => {
-                broker::ack(&delivery).await?;
+                ack_all(&held).await?;
                 for event in batch {
                     let _ = events.send(event).await;
                 }
             }
             Ok(other) => {
                 let reason = format!("a {} message of another run or kind", other.kind());
-                park_stray(&channel, settings, &queue, &delivery, &reason).await?;
+                for delivery in &held {
+                    park_stray(&channel, settings, &queue, delivery, &reason).await?;
+                }
             }
             Err(error) => {
-                park_stray(&channel, settings, &queue, &delivery, &error.to_string()).await?
+                for delivery in &held {
+                    park_stray(&channel, settings, &queue, delivery, &error.to_string()).await?;
+                }
             }
         }
     }
+}
+
+async fn ack_all(deliveries: &[lapin::message::Delivery]) -> Result<(), BrokerError> {
+    for delivery in deliveries {
+        broker::ack(delivery).await?;
+    }
+    Ok(())
 }

@@ -154,7 +154,7 @@ impl DockerExecutor {
 
     /// A kept container of the job's run, or a new one started for it.
     async fn warm_container(&self, job: &Job) -> Result<Result<Warm, String>, Requeue> {
-        let needed_until = now_ms() + job.spec.timeout_ms + labels::ORPHAN_GRACE_MS;
+        let needed_until = labels::expiry(job.spec.timeout_ms);
         let (found, expired) = self.warm.checkout(job.run_id, needed_until);
         for container in expired {
             self.remove(&container).await;
@@ -498,8 +498,8 @@ fn warm_expiry(job: &Job) -> u64 {
         .spec
         .timeout_ms
         .saturating_mul(u64::from(job.spec.warm_reuse));
-    let idle = WARM_IDLE_MAX.as_millis() as u64 * u64::from(job.spec.warm_reuse);
-    now_ms() + busy + idle + labels::ORPHAN_GRACE_MS
+    let idle = (WARM_IDLE_MAX.as_millis() as u64).saturating_mul(u64::from(job.spec.warm_reuse));
+    labels::expiry(busy.saturating_add(idle))
 }
 
 async fn read_output(

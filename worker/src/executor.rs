@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use testfleet_common::limits::MAX_MESSAGE_TEXT_BYTES;
 use testfleet_common::now_ms;
 use testfleet_common::wire::{ExecutorKind, Job, Outcome, TestResult};
 use tokio::task::JoinHandle;
@@ -159,10 +160,23 @@ impl Ran {
             finished_at_ms: now_ms(),
             output,
             output_truncated,
-            message: self.message,
+            message: self.message.map(|m| within(m, MAX_MESSAGE_TEXT_BYTES)),
             published_at_ms: job.published_at_ms,
         }
     }
+}
+
+/// `text` cut at a character boundary to at most `max` bytes: an engine's
+/// error can quote anything, and a result must stay within its bounds.
+fn within(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let end = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
+    }
+    text
 }
 
 pub(crate) fn timed_out(timeout: Duration) -> Ran {

@@ -39,7 +39,7 @@ pub const ORPHAN_GRACE_MS: u64 = ORPHAN_GRACE.as_millis() as u64;
 const MAX_LABEL_VALUE: usize = 256;
 
 pub fn for_job(job: &Job, worker_id: &str) -> HashMap<String, String> {
-    let expires = now_ms() + job.spec.timeout_ms + ORPHAN_GRACE.as_millis() as u64;
+    let expires = expiry(job.spec.timeout_ms);
     let test: String = job.test_id.chars().take(MAX_LABEL_VALUE).collect();
     HashMap::from([
         (MANAGED.to_owned(), "1".to_owned()),
@@ -50,6 +50,15 @@ pub fn for_job(job: &Job, worker_id: &str) -> HashMap<String, String> {
         (EXPIRES.to_owned(), expires.to_string()),
         (OWNER.to_owned(), Owner::current().label()),
     ])
+}
+
+/// When a container whose test may take `busy_ms` is certainly orphaned.
+/// Saturating: the bounds on a spec keep it far from overflow, and a clock
+/// gone wild must not panic a worker.
+pub fn expiry(busy_ms: u64) -> u64 {
+    now_ms()
+        .saturating_add(busy_ms)
+        .saturating_add(ORPHAN_GRACE_MS)
 }
 
 /// A worker process, as far as another process on its host can check it is alive.

@@ -16,6 +16,9 @@
 use lapin::message::Delivery;
 use lapin::Channel;
 use testfleet_common::broker::{self, BrokerError};
+use testfleet_common::limits::{
+    MAX_BATCH_BYTES, MAX_MESSAGE_TEXT_BYTES, MAX_OUTPUT_CAP_BYTES, MAX_TEST_ID_BYTES,
+};
 use testfleet_common::wire::{Body, RunEvent, TestResult};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
@@ -23,9 +26,6 @@ use tracing::warn;
 /// Results per message at most: a batch is one confirm, so a bigger one holds
 /// back every job in it for longer.
 const MAX_RESULTS: usize = 64;
-/// Output bytes per message at most (a test's output is capped at 1 MiB by
-/// default); a single result above this still goes, alone.
-const MAX_OUTPUT_BYTES: usize = 4 << 20;
 
 /// Told to a job task once its result is confirmed and its job acked, or not.
 type Settled = oneshot::Sender<Result<(), BrokerError>>;
@@ -95,12 +95,15 @@ struct Batch {
     started: Vec<RunEvent>,
     results: Vec<TestResult>,
     waiting: Vec<(Box<Delivery>, Settled)>,
-    output_bytes: usize,
+    /// The results' estimated encoded size.
+    bytes: usize,
 }
 
 impl Batch {
+    /// Full when one more result might take the message over its bound:
+    /// a result is at most `result_size_bound` (its output is capped).
     fn is_full(&self) -> bool {
-        self.results.len() >= MAX_RESULTS || self.output_bytes >= MAX_OUTPUT_BYTES
+        self.results.len() >= MAX_RESULTS || self.bytes + MAX_RESULT_BYTES > MAX_BATCH_BYTES
     }
 
     fn add(&mut self, outgoing: Outgoing) {
@@ -111,12 +114,26 @@ impl Batch {
                 delivery,
                 settled,
             } => {
-                self.output_bytes += result.output.len();
+                self.bytes += result_size(&result);
                 self.results.push(result);
                 self.waiting.push((delivery, settled));
             }
         }
     }
+}
+
+/// The most a result's encoding can take: its strings are bounded by
+/// `limits` (output cap, id, worker id, remark) and the rest is fixed-size.
+const MAX_RESULT_BYTES: usize =
+    MAX_OUTPUT_CAP_BYTES as usize + 2 * MAX_TEST_ID_BYTES + MAX_MESSAGE_TEXT_BYTES + (4 << 10);
+
+/// An upper bound of a result's encoded size.
+fn result_size(result: &TestResult) -> usize {
+    result.output.len()
+        + result.test_id.len()
+        + result.worker_id.len()
+        + result.message.as_ref().map_or(0, String::len)
+        + 256
 }
 
 async fn run(

@@ -9,12 +9,13 @@
 //! The Docker engine matters only to a worker with the Docker executor: one
 //! started with `--executors process` never looks for it.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use testfleet_common::broker::{self, BrokerError};
@@ -86,11 +87,13 @@ pub async fn run(settings: WorkerSettings, shutdown: Shutdown) -> Result<(), Wor
     };
     info!(worker = %settings.worker_id, slots = settings.concurrency, executors = %executors.kinds().join(","), "worker started");
 
+    let mut backoff = broker::SessionBackoff::default();
     while !shutdown.is_draining() {
         let connection = tokio::select! {
             connected = broker::connect(&settings.broker_url, settings.connect_timeout) => connected?,
             () = shutdown.draining() => break,
         };
+        let began = std::time::Instant::now();
         match session(
             &connection,
             &settings,
@@ -104,9 +107,15 @@ pub async fn run(settings: WorkerSettings, shutdown: Shutdown) -> Result<(), Wor
                 let _ = connection.close(200, "worker stopped".into()).await;
                 break;
             }
+            Err(error) if error.is_fatal() => {
+                let _ = connection.close(200, "cannot go on".into()).await;
+                return Err(error.into());
+            }
             Ok(SessionEnd::Lost(error)) | Err(error) => {
-                warn!(%error, "lost the broker connection, reconnecting");
+                let pause = backoff.after(began.elapsed());
+                warn!(%error, retry_in = ?pause, "lost the broker connection, reconnecting");
                 let _ = connection.close(200, "reconnecting".into()).await;
+                shutdown.sleep(pause).await;
             }
         }
     }
@@ -165,7 +174,7 @@ async fn session(
     shutdown: &Shutdown,
 ) -> Result<SessionEnd, BrokerError> {
     let consume = connection.create_channel().await?;
-    settings.topology.declare(&consume).await?;
+    broker::declare(&consume, &settings.topology).await?;
     consume
         .basic_qos(
             settings.concurrency + settings.prefetch_extra,
@@ -332,7 +341,27 @@ impl JobContext {
             }
         };
         let span = info_span!("job", run = %job.run_id, test = %job.test_id, attempt = job.attempt);
-        self.run_job(delivery, job).instrument(span).await
+        // A handle on the delivery's ack, kept here so that a panic anywhere
+        // in the job still gives the job back: a dropped delivery is neither
+        // acked nor nacked, and would hold its slot until the connection died.
+        // The handle is single-use, so a job settled before it panicked stays
+        // settled.
+        let acker = delivery.acker.clone();
+        let running = AssertUnwindSafe(self.run_job(delivery, job)).catch_unwind();
+        match running.instrument(span).await {
+            Ok(end) => end,
+            Err(panic) => {
+                error!(panic = %panic_message(&panic), "a job task panicked; giving its job back to the queue");
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                };
+                match acker.nack(requeue).await {
+                    Ok(_) => JobEnd::Done,
+                    Err(error) => JobEnd::BrokerLost(error.into()),
+                }
+            }
+        }
     }
 
     async fn run_job(self, delivery: Delivery, job: Job) -> JobEnd {
@@ -390,6 +419,15 @@ impl JobContext {
             },
         });
     }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 fn settle(acked: Result<(), BrokerError>) -> JobEnd {

@@ -2,7 +2,7 @@
 
 use testfleet_common::wire::{FinalStatus, RunReport};
 
-use super::format::{counts_line, one_line, plural, run_duration_ms, seconds};
+use super::format::{counts_line, one_line, plural, run_duration_ms, seconds, verdict_cut_note};
 
 /// Statuses whose tests are named, in this order.
 const NAMED: [FinalStatus; 6] = [
@@ -41,6 +41,11 @@ pub fn console_summary(report: &RunReport) -> String {
     ));
     out.push_str(&counts_line(report));
     out.push('\n');
+    let cut = verdict_cut_note(report);
+    if !cut.is_empty() {
+        out.push_str(&cut);
+        out.push('\n');
+    }
     for status in NAMED {
         out.push_str(&names(report, status));
     }

@@ -92,6 +92,7 @@ pub fn report_with(tests: Vec<TestReport>, verdict: VerdictKind) -> RunReport {
         verdict,
         spec: spec(),
         tests,
+        verdict_cut: None,
     }
 }
 

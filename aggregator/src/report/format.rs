@@ -100,15 +100,48 @@ pub(crate) fn describe_final(test: &TestReport, spec: &RunSpec) -> String {
 }
 
 /// "9 tests: 1 passed, 2 failed, …" in [`COUNT_ORDER`].
+/// Passed tests a verdict's copy left out count as passed.
 pub(crate) fn counts_line(report: &RunReport) -> String {
+    let left_out = report
+        .verdict_cut
+        .as_ref()
+        .map_or(0, |cut| cut.passed_tests_left_out as usize);
+    let count = |status| match status {
+        FinalStatus::Passed => report.count(status).saturating_add(left_out),
+        _ => report.count(status),
+    };
     let counts: Vec<String> = COUNT_ORDER
         .iter()
-        .map(|&status| count_phrase(status, report.count(status)))
+        .map(|&status| count_phrase(status, count(status)))
         .collect();
     format!(
         "{}: {}",
-        plural(report.tests.len(), "test"),
+        plural(report.tests.len().saturating_add(left_out), "test"),
         counts.join(", ")
+    )
+}
+
+/// A sentence saying what a verdict's copy of the report lacks and where the
+/// whole one is; empty when nothing was cut.
+pub(crate) fn verdict_cut_note(report: &RunReport) -> String {
+    let Some(cut) = &report.verdict_cut else {
+        return String::new();
+    };
+    let mut lacks = vec![format!(
+        "{} shortened ({} bytes cut)",
+        plural(cut.outputs_shortened as usize, "output"),
+        cut.output_bytes_cut
+    )];
+    if cut.passed_tests_left_out > 0 {
+        lacks.push(format!(
+            "{} left out",
+            plural(cut.passed_tests_left_out as usize, "passed test")
+        ));
+    }
+    format!(
+        "This report was cut to fit the verdict message: {}. The aggregator's full reports: {}",
+        lacks.join(", "),
+        one_line(&cut.full_report, 500)
     )
 }
 

@@ -9,7 +9,7 @@ use testfleet_common::wire::{AttemptReport, FinalStatus, RunReport, TestReport};
 
 use super::format::{
     counts_line, describe_final, did_not_pass, failed_attempts, last_attempt, one_line, plural,
-    rfc3339, run_duration_ms, seconds, tail_lines,
+    rfc3339, run_duration_ms, seconds, tail_lines, verdict_cut_note,
 };
 use super::triage::{Group, Triage};
 
@@ -145,7 +145,7 @@ fn header(report: &RunReport) -> String {
     } else {
         "❌"
     };
-    format!(
+    let mut header = format!(
         "## {icon} {} — {}\n\nSuite {} · run `{}` · {} · {} · finished {}\n\n",
         capitalized(report.verdict.as_str()),
         counts_line(report),
@@ -154,7 +154,12 @@ fn header(report: &RunReport) -> String {
         plural(report.rounds as usize, "round"),
         seconds(run_duration_ms(report)),
         rfc3339(report.finished_at_ms),
-    )
+    );
+    let cut = verdict_cut_note(report);
+    if !cut.is_empty() {
+        header.push_str(&format!("> {}\n\n", code_span(&cut)));
+    }
+    header
 }
 
 /// "### Failure causes: 40 failures, 2 causes", then one line per cause with

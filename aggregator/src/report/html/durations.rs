@@ -42,14 +42,14 @@ impl Scale {
             .copied()
             .unwrap_or(0);
         if max > p99.max(1).saturating_mul(2) && sorted.len() >= 20 {
-            let width = nice_step(p99 + 1, BINS - 1);
+            let width = nice_step(p99.saturating_add(1), BINS - 1);
             Scale {
                 width,
                 bins: (p99 / width) as usize + 2,
                 overflow: true,
             }
         } else {
-            let width = nice_step(max + 1, BINS);
+            let width = nice_step(max.saturating_add(1), BINS);
             Scale {
                 width,
                 bins: (max / width) as usize + 1,

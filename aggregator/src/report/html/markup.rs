@@ -82,8 +82,8 @@ pub fn nice_step(span: u64, parts: u64) -> u64 {
     let wanted = span.div_ceil(parts.max(1)).max(1);
     let mut power = 1u64;
     loop {
-        for factor in [1, 2, 5] {
-            let step = factor * power;
+        for factor in [1u64, 2, 5] {
+            let step = factor.saturating_mul(power);
             if step >= wanted {
                 return step;
             }

@@ -1,0 +1,331 @@
+//! The bounds testfleet keeps: on every message it sends and on every value it
+//! accepts from the wire.
+//!
+//! A message is never bigger than [`MAX_MESSAGE_BYTES`], well under what any
+//! RabbitMQ accepts (128 MiB on 3.x, 16 MiB by default on 4.x): what can be
+//! bigger (a run's announcement, a verdict, a history answer) travels in
+//! [`crate::wire::Part`]s. A decoded message whose values are out of range is
+//! refused with the reason, as garbage is, so that no arithmetic downstream
+//! (deadlines, timelines, progress) meets a value it cannot hold.
+
+use crate::wire::{Body, Job, RunAnnounce, RunEvent, RunEventKind, RunReport, RunSpec, TestResult};
+
+/// No message testfleet publishes is bigger than this.
+pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+/// The payload of one part of a message that is split.
+pub const PART_BYTES: usize = 4 << 20;
+/// A message split into parts is at most this big in all (64 parts).
+pub const MAX_PARTED_BYTES: usize = 256 << 20;
+/// A verdict's encoded report is fitted under this (outputs shortened first).
+pub const MAX_VERDICT_BYTES: usize = 32 << 20;
+/// Results or events in one message at most, by their estimated size.
+pub const MAX_BATCH_BYTES: usize = 6 << 20;
+/// `run.output_cap_bytes` at most: one result always fits a message.
+pub const MAX_OUTPUT_CAP_BYTES: u64 = 4 << 20;
+/// A result's output may exceed the cap by the cut marker; its message by this.
+const OUTPUT_SLACK_BYTES: usize = 1 << 10;
+/// A worker's remark on a result (an engine error, say), at most.
+pub const MAX_MESSAGE_TEXT_BYTES: usize = 64 << 10;
+/// A test id at most (a pytest id with long parameters fits easily).
+pub const MAX_TEST_ID_BYTES: usize = 16 << 10;
+/// Tests in one run at most.
+pub const MAX_TESTS_PER_RUN: usize = 5_000_000;
+/// Rounds (and so attempts) of a run at most.
+pub const MAX_ROUNDS: u32 = 100;
+/// A per-test timeout at most: a week.
+pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
+/// A run's deadline at most this long after its creation: 30 days.
+pub const MAX_RUN_MS: u64 = 30 * 24 * 3600 * 1000;
+/// A reported duration at most (longer than any run may last).
+pub const MAX_DURATION_MS: u64 = MAX_RUN_MS;
+/// Any Unix time on the wire at most: the year 3000.
+pub const MAX_TIME_MS: u64 = 32_503_680_000_000;
+/// `run.warm_reuse` at most.
+pub const MAX_WARM_REUSE: u32 = 1_000_000;
+/// A run spec's command and environment, in bytes, at most.
+pub const MAX_SPEC_BYTES: usize = 256 << 10;
+/// Tests in one batched job at most.
+pub const MAX_TESTS_PER_JOB: usize = 10_000;
+
+/// Checks every value of a decoded body against the bounds above; the `Err`
+/// is the reason, for the parked message's log line.
+pub fn check(body: &Body) -> Result<(), String> {
+    match body {
+        Body::Run(announce) => check_announce(announce),
+        Body::Job(job) => check_job(job),
+        Body::Result(result) => check_result(result),
+        Body::Results(results) => results.iter().try_for_each(check_result),
+        Body::Report(report) => check_report(report),
+        Body::HistoryQuery(query) => check_len("suite", &query.suite, MAX_TEST_ID_BYTES),
+        Body::History(history) => {
+            check_len("suite", &history.suite, MAX_TEST_ID_BYTES)?;
+            history.durations_ms.iter().try_for_each(|(id, ms)| {
+                check_id(id)?;
+                at_most("a history duration", *ms, MAX_DURATION_MS)
+            })
+        }
+        Body::Event(event) => check_event(event),
+        Body::Events(events) => events.iter().try_for_each(check_event),
+        Body::Part(part) => {
+            let parts = MAX_PARTED_BYTES.div_ceil(PART_BYTES) as u32;
+            at_most("a part count", u64::from(part.count), u64::from(parts))?;
+            if part.index >= part.count {
+                return Err(format!("part {} of {}", part.index, part.count));
+            }
+            at_most("a part's size", part.bytes.len() as u64, PART_BYTES as u64)
+        }
+    }
+}
+
+fn check_announce(announce: &RunAnnounce) -> Result<(), String> {
+    check_len("suite", &announce.suite, MAX_TEST_ID_BYTES)?;
+    check_time("created_at_ms", announce.created_at_ms)?;
+    check_time("deadline_ms", announce.deadline_ms)?;
+    let lasts = announce.deadline_ms.saturating_sub(announce.created_at_ms);
+    at_most("a run's length in ms", lasts, MAX_RUN_MS)?;
+    check_spec(&announce.spec)?;
+    at_most(
+        "tests in a run",
+        announce.tests.len() as u64,
+        MAX_TESTS_PER_RUN as u64,
+    )?;
+    announce.tests.iter().try_for_each(|id| check_id(id))
+}
+
+fn check_job(job: &Job) -> Result<(), String> {
+    check_attempt(job.attempt)?;
+    check_time("deadline_ms", job.deadline_ms)?;
+    check_time("published_at_ms", job.published_at_ms)?;
+    check_spec(&job.spec)?;
+    check_id(&job.test_id)
+}
+
+/// What a worker may say about one attempt.
+pub fn check_result(result: &TestResult) -> Result<(), String> {
+    check_id(&result.test_id)?;
+    check_attempt(result.attempt)?;
+    at_most("duration_ms", result.duration_ms, MAX_DURATION_MS)?;
+    check_time("started_at_ms", result.started_at_ms)?;
+    check_time("finished_at_ms", result.finished_at_ms)?;
+    check_time("published_at_ms", result.published_at_ms)?;
+    let output_max = MAX_OUTPUT_CAP_BYTES as usize + OUTPUT_SLACK_BYTES;
+    check_len("output", &result.output, output_max)?;
+    check_len("worker_id", &result.worker_id, MAX_TEST_ID_BYTES)?;
+    match &result.message {
+        Some(message) => check_len("message", message, MAX_MESSAGE_TEXT_BYTES),
+        None => Ok(()),
+    }
+}
+
+/// A run spec, from the wire or from configuration.
+pub fn check_spec(spec: &RunSpec) -> Result<(), String> {
+    if spec.command.is_empty() {
+        return Err("the command is empty".into());
+    }
+    if !(spec.timeout_ms >= 1 && spec.timeout_ms <= MAX_TIMEOUT_MS) {
+        return Err(format!(
+            "timeout_ms {} is not within 1..={MAX_TIMEOUT_MS}",
+            spec.timeout_ms
+        ));
+    }
+    at_most(
+        "output_cap_bytes",
+        spec.output_cap_bytes,
+        MAX_OUTPUT_CAP_BYTES,
+    )?;
+    let retry = &spec.retry;
+    if !(retry.threshold.is_finite() && (0.0..=1.0).contains(&retry.threshold)) {
+        return Err(format!(
+            "retry threshold {} is not a ratio",
+            retry.threshold
+        ));
+    }
+    if !(1..=MAX_ROUNDS).contains(&retry.max_rounds) {
+        return Err(format!(
+            "max_rounds {} is not within 1..={MAX_ROUNDS}",
+            retry.max_rounds
+        ));
+    }
+    if !(1..=MAX_WARM_REUSE).contains(&spec.warm_reuse) {
+        return Err(format!(
+            "warm_reuse {} is not within 1..={MAX_WARM_REUSE}",
+            spec.warm_reuse
+        ));
+    }
+    let text: usize = spec.command.iter().map(String::len).sum::<usize>()
+        + spec
+            .env
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + spec.image.len()
+        + spec.workdir.as_ref().map_or(0, String::len);
+    at_most(
+        "the spec's command and environment, in bytes",
+        text as u64,
+        MAX_SPEC_BYTES as u64,
+    )
+}
+
+fn check_report(report: &RunReport) -> Result<(), String> {
+    check_time("created_at_ms", report.created_at_ms)?;
+    check_time("finished_at_ms", report.finished_at_ms)?;
+    at_most("rounds", u64::from(report.rounds), u64::from(MAX_ROUNDS))?;
+    check_spec(&report.spec)?;
+    for test in &report.tests {
+        check_id(&test.id)?;
+        at_most(
+            "attempts of a test",
+            test.attempts.len() as u64,
+            u64::from(MAX_ROUNDS),
+        )?;
+        for attempt in &test.attempts {
+            check_attempt(attempt.attempt)?;
+            at_most("duration_ms", attempt.duration_ms, MAX_DURATION_MS)?;
+            for time in [
+                attempt.started_at_ms,
+                attempt.finished_at_ms,
+                attempt.published_at_ms,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                check_time("an attempt's time", time)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_event(event: &RunEvent) -> Result<(), String> {
+    check_time("at_ms", event.at_ms)?;
+    match &event.kind {
+        RunEventKind::TestStarted {
+            test_id, attempt, ..
+        }
+        | RunEventKind::TestRetried { test_id, attempt } => {
+            check_id(test_id)?;
+            check_attempt(*attempt)
+        }
+        RunEventKind::TestFinished {
+            test_id,
+            attempt,
+            duration_ms,
+            ..
+        } => {
+            check_id(test_id)?;
+            check_attempt(*attempt)?;
+            at_most("duration_ms", *duration_ms, MAX_DURATION_MS)
+        }
+        RunEventKind::RoundClosed {
+            round,
+            counts,
+            retrying,
+        } => {
+            check_attempt(*round)?;
+            let tests = MAX_TESTS_PER_RUN as u64;
+            at_most("tests retrying", u64::from(*retrying), tests)?;
+            at_most("a round's count", counts.total(), tests)
+        }
+    }
+}
+
+fn check_id(id: &str) -> Result<(), String> {
+    check_len("a test id", id, MAX_TEST_ID_BYTES)
+}
+
+fn check_attempt(attempt: u32) -> Result<(), String> {
+    if (1..=MAX_ROUNDS).contains(&attempt) {
+        Ok(())
+    } else {
+        Err(format!("attempt {attempt} is not within 1..={MAX_ROUNDS}"))
+    }
+}
+
+fn check_time(what: &str, ms: u64) -> Result<(), String> {
+    at_most(what, ms, MAX_TIME_MS)
+}
+
+fn check_len(what: &str, text: &str, max: usize) -> Result<(), String> {
+    at_most(&format!("{what}'s length"), text.len() as u64, max as u64)
+}
+
+fn at_most(what: &str, value: u64, max: u64) -> Result<(), String> {
+    if value <= max {
+        Ok(())
+    } else {
+        Err(format!("{what} {value} is over the bound of {max}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Outcome, RoundCounts};
+
+    fn result() -> TestResult {
+        TestResult {
+            run_id: uuid::Uuid::nil(),
+            test_id: "t".into(),
+            attempt: 1,
+            outcome: Outcome::Passed,
+            exit_code: Some(0),
+            duration_ms: 5,
+            worker_id: "w".into(),
+            started_at_ms: 1,
+            finished_at_ms: 6,
+            output: String::new(),
+            output_truncated: false,
+            message: None,
+            published_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn values_out_of_range_are_refused_with_their_name() {
+        let mut huge = result();
+        huge.duration_ms = u64::MAX;
+        let reason = check(&Body::Result(huge)).unwrap_err();
+        assert!(reason.contains("duration_ms"), "{reason}");
+
+        let mut zero = result();
+        zero.attempt = 0;
+        assert!(check(&Body::Results(vec![result(), zero])).is_err());
+
+        let mut spec = crate::config::default_spec();
+        spec.timeout_ms = 100_000_000_000_000_000;
+        let reason = check_spec(&spec).unwrap_err();
+        assert!(reason.contains("timeout_ms"), "{reason}");
+        spec = crate::config::default_spec();
+        spec.output_cap_bytes = u64::MAX;
+        assert!(check_spec(&spec).unwrap_err().contains("output_cap_bytes"));
+        spec = crate::config::default_spec();
+        spec.retry.threshold = f64::NAN;
+        assert!(check_spec(&spec).is_err());
+    }
+
+    #[test]
+    fn a_round_of_every_kind_at_the_limit_is_accepted() {
+        let event = RunEvent {
+            run_id: uuid::Uuid::nil(),
+            at_ms: MAX_TIME_MS,
+            kind: RunEventKind::RoundClosed {
+                round: MAX_ROUNDS,
+                counts: RoundCounts {
+                    passed: MAX_TESTS_PER_RUN as u32,
+                    ..RoundCounts::default()
+                },
+                retrying: 0,
+            },
+        };
+        check(&Body::Event(event.clone())).unwrap();
+        let mut over = event;
+        over.kind = RunEventKind::RoundClosed {
+            round: u32::MAX,
+            counts: RoundCounts::default(),
+            retrying: 0,
+        };
+        assert!(check(&Body::Event(over)).is_err());
+        check(&Body::Result(result())).unwrap();
+    }
+}

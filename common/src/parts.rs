@@ -1,0 +1,266 @@
+//! Messages too big for one broker message: split into [`Part`]s by the sender,
+//! joined again by the receiver.
+//!
+//! Only messages with one reader are split: a run's announcement (the
+//! aggregator), a verdict (the waiting producer), a history answer (the
+//! producer that asked). A queue of competing consumers (jobs) never carries
+//! parts, since its parts would go to different workers.
+//!
+//! The receiver holds every part's delivery unacked until the message is whole
+//! and used, then acks them all: a receiver that dies half-way gets every part
+//! again from the broker. Whatever a sender claims is checked: a part count
+//! within [`MAX_PARTED_BYTES`], indices in range, and a bounded number of
+//! messages being joined at once.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::limits::{MAX_MESSAGE_BYTES, MAX_PARTED_BYTES, PART_BYTES};
+use crate::wire::{decode, encode, Body, Part, WireError};
+
+/// Messages being joined at once, at most; a receiver sees one or two.
+const MAX_JOINING: usize = 16;
+
+/// A body too big even for parts.
+#[derive(Debug, thiserror::Error)]
+#[error("a {kind} message of {bytes} bytes is over the {MAX_PARTED_BYTES}-byte bound of a parted message")]
+pub struct TooBig {
+    pub kind: &'static str,
+    pub bytes: usize,
+}
+
+/// The encoded messages that carry `body`: itself when it fits one message,
+/// else its encoding cut into parts.
+pub fn split(body: &Body) -> Result<Vec<Vec<u8>>, TooBig> {
+    let whole = encode(body);
+    if whole.len() <= MAX_MESSAGE_BYTES {
+        return Ok(vec![whole]);
+    }
+    if whole.len() > MAX_PARTED_BYTES {
+        return Err(TooBig {
+            kind: body.kind(),
+            bytes: whole.len(),
+        });
+    }
+    let message_id = Uuid::new_v4();
+    let count = whole.len().div_ceil(PART_BYTES) as u32;
+    Ok(whole
+        .chunks(PART_BYTES)
+        .enumerate()
+        .map(|(index, chunk)| {
+            encode(&Body::Part(Part {
+                message_id,
+                index: index as u32,
+                count,
+                bytes: chunk.to_vec(),
+            }))
+        })
+        .collect())
+}
+
+/// What adding a part led to. `H` is what the receiver holds per part (its
+/// delivery, to ack or reject once the message is settled).
+#[derive(Debug)]
+pub enum Joined<H> {
+    /// More parts to come; the part's delivery is held.
+    Incomplete,
+    /// Every part is in: the decoded message (or why it cannot be read), and
+    /// every part's delivery.
+    Whole {
+        body: Box<Result<Body, WireError>>,
+        held: Vec<H>,
+    },
+    /// This part cannot belong to any message (its count disagrees with its
+    /// siblings', or too many messages are being joined): refuse it alone.
+    Refused { reason: String, held: H },
+}
+
+/// Joins parts into messages.
+pub struct Joiner<H> {
+    joining: HashMap<Uuid, Joining<H>>,
+}
+
+struct Joining<H> {
+    count: u32,
+    parts: Vec<Option<Vec<u8>>>,
+    received: u32,
+    held: Vec<H>,
+    since: Instant,
+}
+
+impl<H> Default for Joiner<H> {
+    fn default() -> Self {
+        Joiner {
+            joining: HashMap::new(),
+        }
+    }
+}
+
+impl<H> Joiner<H> {
+    /// Adds one part (already checked against `limits` by `decode`).
+    pub fn add(&mut self, part: Part, held: H) -> Joined<H> {
+        if !self.joining.contains_key(&part.message_id) && self.joining.len() >= MAX_JOINING {
+            return Joined::Refused {
+                reason: format!("over {MAX_JOINING} parted messages at once"),
+                held,
+            };
+        }
+        let joining = self
+            .joining
+            .entry(part.message_id)
+            .or_insert_with(|| Joining {
+                count: part.count,
+                parts: vec![None; part.count as usize],
+                received: 0,
+                held: Vec::new(),
+                since: Instant::now(),
+            });
+        if part.count != joining.count {
+            return Joined::Refused {
+                reason: format!(
+                    "part of {} when its message has {}",
+                    part.count, joining.count
+                ),
+                held,
+            };
+        }
+        let slot = &mut joining.parts[part.index as usize];
+        if slot.is_none() {
+            *slot = Some(part.bytes);
+            joining.received += 1;
+        }
+        joining.held.push(held);
+        if joining.received < joining.count {
+            return Joined::Incomplete;
+        }
+        let joining = self
+            .joining
+            .remove(&part.message_id)
+            .expect("present above");
+        let whole: Vec<u8> = joining.parts.into_iter().flatten().flatten().collect();
+        let body = match decode(&whole) {
+            Ok(Body::Part(_)) => Err(WireError::Malformed("a part inside a part".into())),
+            other => other,
+        };
+        Joined::Whole {
+            body: Box::new(body),
+            held: joining.held,
+        }
+    }
+
+    /// Gives up on messages still incomplete after `patience`: their sender
+    /// died half-way. Returns what was held for them.
+    pub fn expire(&mut self, patience: Duration) -> Vec<H> {
+        let stale: Vec<Uuid> = self
+            .joining
+            .iter()
+            .filter(|(_, j)| j.since.elapsed() >= patience)
+            .map(|(id, _)| *id)
+            .collect();
+        stale
+            .into_iter()
+            .filter_map(|id| self.joining.remove(&id))
+            .flat_map(|j| j.held)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::History;
+
+    fn big_history(tests: usize) -> Body {
+        Body::History(History {
+            suite: "big".into(),
+            durations_ms: (0..tests)
+                .map(|i| (format!("tests/test_{i:08}.py::test_something[{i}]"), 1500))
+                .collect(),
+        })
+    }
+
+    fn decoded(payload: &[u8]) -> Part {
+        match decode(payload).unwrap() {
+            Body::Part(part) => part,
+            other => panic!("expected a part, got {}", other.kind()),
+        }
+    }
+
+    #[test]
+    fn a_small_message_travels_whole() {
+        let body = big_history(10);
+        let payloads = split(&body).unwrap();
+        assert_eq!(payloads.len(), 1);
+        assert_eq!(decode(&payloads[0]).unwrap(), body);
+    }
+
+    #[test]
+    fn a_big_message_is_split_under_the_bound_and_joined_in_any_order() {
+        let body = big_history(400_000);
+        let mut payloads = split(&body).unwrap();
+        assert!(payloads.len() > 2, "{} parts", payloads.len());
+        assert!(payloads.iter().all(|p| p.len() <= MAX_MESSAGE_BYTES));
+        payloads.reverse();
+        let mut joiner = Joiner::default();
+        let last = payloads.pop().unwrap();
+        for (i, payload) in payloads.iter().enumerate() {
+            assert!(matches!(
+                joiner.add(decoded(payload), i),
+                Joined::Incomplete
+            ));
+        }
+        // A redelivered part is held (acked with the rest) and changes nothing.
+        assert!(matches!(
+            joiner.add(decoded(&payloads[0]), 99),
+            Joined::Incomplete
+        ));
+        match joiner.add(decoded(&last), 100) {
+            Joined::Whole { body: joined, held } => {
+                assert_eq!((*joined).unwrap(), body);
+                assert_eq!(held.len(), payloads.len() + 2);
+            }
+            other => panic!("expected the whole message, got {other:?}"),
+        }
+        assert!(joiner.joining.is_empty());
+    }
+
+    #[test]
+    fn a_part_that_disagrees_with_its_siblings_is_refused() {
+        let id = Uuid::new_v4();
+        let part = |index, count| Part {
+            message_id: id,
+            index,
+            count,
+            bytes: vec![1],
+        };
+        let mut joiner = Joiner::default();
+        assert!(matches!(joiner.add(part(0, 3), 0), Joined::Incomplete));
+        assert!(matches!(
+            joiner.add(part(1, 2), 1),
+            Joined::Refused { held: 1, .. }
+        ));
+        assert_eq!(joiner.expire(Duration::ZERO), vec![0]);
+    }
+
+    #[test]
+    fn garbage_joined_is_an_unreadable_message_not_a_panic() {
+        let mut joiner = Joiner::default();
+        let id = Uuid::new_v4();
+        for index in 0..2 {
+            let joined = joiner.add(
+                Part {
+                    message_id: id,
+                    index,
+                    count: 2,
+                    bytes: vec![0xc1; 3],
+                },
+                index,
+            );
+            if index == 1 {
+                assert!(matches!(joined, Joined::Whole { body, .. } if body.is_err()));
+            }
+        }
+    }
+}
