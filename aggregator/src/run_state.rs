@@ -15,8 +15,8 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
 
 use testfleet_common::wire::{
-    AttemptReport, AttemptStatus, FinalStatus, Outcome, RunAnnounce, RunReport, TestReport,
-    TestResult, VerdictKind,
+    AttemptReport, AttemptStatus, FinalStatus, IgnoredReason, IgnoredResult, Outcome, RunAnnounce,
+    RunReport, TestReport, TestResult, VerdictKind,
 };
 
 /// How an incoming result relates to what the run already knows.
@@ -130,7 +130,12 @@ pub struct RunState {
     settled: usize,
     too_many_failures: bool,
     finished: Option<VerdictKind>,
+    /// Results not counted, the first [`MAX_IGNORED_KEPT`].
+    ignored: Vec<IgnoredResult>,
 }
+
+/// Ignored results a run keeps for its report, at most.
+pub const MAX_IGNORED_KEPT: usize = 1_000;
 
 impl RunState {
     /// An id announced twice counts once (the producer drops duplicates; an
@@ -166,6 +171,7 @@ impl RunState {
             settled: 0,
             too_many_failures: false,
             finished: None,
+            ignored: Vec::new(),
         }
     }
 
@@ -220,7 +226,8 @@ impl RunState {
             .find_map(|a| a.ran.as_ref().map(|r| r.duration_ms))
     }
 
-    /// Counts a worker's result, unless it is a duplicate or stale.
+    /// Counts a worker's result, unless it is a duplicate or stale (which is
+    /// kept among the ignored results, up to [`MAX_IGNORED_KEPT`]).
     pub fn record_result(&mut self, result: TestResult) -> Recorded {
         let status = AttemptStatus::Ran(result.outcome);
         let passed = result.outcome == Outcome::Passed;
@@ -240,7 +247,23 @@ impl RunState {
             published_at_ms: result.published_at_ms,
             detail,
         };
-        self.record(&result.test_id, result.attempt, status, Some(ran))
+        let recorded = self.record(&result.test_id, result.attempt, status, Some(ran));
+        let reason = match recorded {
+            Recorded::New => return recorded,
+            Recorded::Duplicate => IgnoredReason::Duplicate,
+            Recorded::Stale => IgnoredReason::Stale,
+        };
+        if self.ignored.len() < MAX_IGNORED_KEPT {
+            self.ignored.push(IgnoredResult {
+                test_id: result.test_id,
+                attempt: result.attempt,
+                worker_id: result.worker_id,
+                started_at_ms: result.started_at_ms,
+                finished_at_ms: result.finished_at_ms,
+                reason,
+            });
+        }
+        recorded
     }
 
     /// Counts a job the broker dead-lettered after `deliveries` deliveries.
@@ -413,6 +436,7 @@ impl RunState {
             spec: self.announce.spec.clone(),
             tests,
             verdict_cut: None,
+            ignored_results: self.ignored.clone(),
         }
     }
 
@@ -453,6 +477,7 @@ impl RunState {
             spec: self.announce.spec,
             tests,
             verdict_cut: None,
+            ignored_results: self.ignored,
         }
     }
 
@@ -756,6 +781,23 @@ mod tests {
             state.record_result(result(1, 2, Outcome::Failed)),
             Recorded::Stale,
             "not in round 2"
+        );
+        let ignored: Vec<_> = state
+            .report(0)
+            .ignored_results
+            .iter()
+            .map(|i| (i.test_id.clone(), i.attempt, i.reason))
+            .collect();
+        assert_eq!(
+            ignored,
+            vec![
+                ("t0".into(), 1, IgnoredReason::Duplicate),
+                ("t1".into(), 2, IgnoredReason::Stale),
+                ("nope".into(), 1, IgnoredReason::Stale),
+                ("t1".into(), 1, IgnoredReason::Duplicate),
+                ("t1".into(), 2, IgnoredReason::Stale),
+            ],
+            "every result not counted is kept, with why"
         );
     }
 

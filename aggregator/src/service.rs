@@ -588,6 +588,7 @@ impl Aggregator {
         let rules = self.settings.triage_rules.clone();
         let shared = report.clone();
         let written = tokio::task::spawn_blocking(move || {
+            testfleet_common::faults::panic_if_asked("report", &shared.suite);
             report::write_all_with_rules(&shared, &dir, &rules)
         })
         .await;

@@ -156,6 +156,7 @@ mod tests {
             spec: testfleet_common::config::default_spec(),
             tests: failing.chain(passing).collect(),
             verdict_cut: None,
+            ignored_results: Vec::new(),
         }
     }
 

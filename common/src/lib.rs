@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`wire`]: message types and their versioned MessagePack codec.
+//! - [`faults`]: deliberate panics for the end-to-end tests (debug builds).
 //! - [`limits`]: the bounds on every message sent and every value received.
 //! - [`parts`]: messages too big for one, split and joined again.
 //! - [`topology`]: queue and exchange names and their one declaration.
@@ -16,6 +17,7 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod faults;
 pub mod limits;
 pub mod logging;
 pub mod order;

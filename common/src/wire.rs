@@ -318,6 +318,32 @@ pub struct RunReport {
     /// nothing was cut. Appended with a default, as `RunSpec::executor`.
     #[serde(default)]
     pub verdict_cut: Option<VerdictCut>,
+    /// Results the aggregator received but did not count (the first 1,000):
+    /// a second result for an attempt already counted (at-least-once: a job
+    /// redelivered after its result went out but before its ack), or one for
+    /// a round already closed. Kept in memory only, so a restarted aggregator
+    /// knows those it saw since. Appended with a default.
+    #[serde(default)]
+    pub ignored_results: Vec<IgnoredResult>,
+}
+
+/// A result the aggregator did not count, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IgnoredResult {
+    pub test_id: String,
+    pub attempt: u32,
+    pub worker_id: String,
+    pub started_at_ms: u64,
+    pub finished_at_ms: u64,
+    pub reason: IgnoredReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IgnoredReason {
+    /// The attempt already had an outcome.
+    Duplicate,
+    /// Its round had closed, or the run has no such test.
+    Stale,
 }
 
 /// What a verdict's copy of the report lacks, and where the whole one is.
@@ -693,6 +719,14 @@ mod tests {
                     passed_tests_left_out: 3,
                     full_report: "host:/reports/x".into(),
                 }),
+                ignored_results: vec![IgnoredResult {
+                    test_id: "t1".into(),
+                    attempt: 1,
+                    worker_id: "w".into(),
+                    started_at_ms: 1,
+                    finished_at_ms: 2,
+                    reason: IgnoredReason::Duplicate,
+                }],
             }),
         ]
         .into_iter()

@@ -425,6 +425,7 @@ mod tests {
                 })
                 .collect(),
             verdict_cut: None,
+            ignored_results: Vec::new(),
         };
         let paths = ReportPaths {
             dir: PathBuf::from("r/x"),

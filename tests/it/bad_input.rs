@@ -277,3 +277,36 @@ fn assert_valid_xml(xml: &str) {
     let _ = std::fs::remove_file(&path);
     assert!(status.success(), "junit.xml is not well-formed XML");
 }
+
+/// A worker configured with another delivery limit than the jobs queue was
+/// declared with cannot work with that queue: it stops at once, saying which
+/// setting disagrees and how to fix it, instead of reconnecting in a loop.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_setting_that_disagrees_with_an_existing_queue_is_named_and_the_service_stops() {
+    let fleet = Fleet::start(1, 1);
+    let warmup = fleet
+        .run(&["x".into()], &["--image", BUSYBOX, "--", "true"])
+        .await;
+    assert_eq!(warmup.exit_code(), 0, "{}", warmup.describe());
+    let started = Instant::now();
+    let output = fleet.run_service_to_exit(
+        "testfleet-worker",
+        &[("TESTFLEET_BROKER__DELIVERY_LIMIT", "7")],
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped at once"
+    );
+    let jobs = fleet.topology().jobs;
+    for said in [
+        "`broker.delivery_limit`",
+        jobs.as_str(),
+        "rabbitmqctl delete_queue",
+    ] {
+        assert!(stderr.contains(said), "{said} in: {stderr}");
+    }
+    fleet.teardown().await;
+}

@@ -38,6 +38,8 @@ pub struct Fleet {
     /// Extra environment for every process of the fleet.
     env: Vec<(String, String)>,
     aggregator: Option<Child>,
+    /// A second aggregator on the same prefix and state dir, if started.
+    standby: Option<Child>,
     workers: BTreeMap<String, Child>,
 }
 
@@ -142,6 +144,7 @@ impl Fleet {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             aggregator: None,
+            standby: None,
             workers: BTreeMap::new(),
         };
         fleet.start_aggregator();
@@ -181,6 +184,85 @@ impl Fleet {
             .spawn()
             .expect("start aggregator");
         self.aggregator = Some(child);
+    }
+
+    /// Starts a second aggregator on this fleet's prefix, sharing the first
+    /// one's state dir (as a redeploy's overlap would), logging to
+    /// `standby.log`.
+    pub fn start_standby_aggregator(&mut self) {
+        let child = self
+            .command("testfleet-aggregator", "standby.log")
+            .args(["--report-dir", "standby-reports", "--state-dir", "state"])
+            .spawn()
+            .expect("start the second aggregator");
+        self.standby = Some(child);
+    }
+
+    pub fn standby_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("standby.log")).unwrap_or_default()
+    }
+
+    /// Ids of the runs with a journal in the aggregator's state dir: the runs
+    /// it follows now.
+    pub fn journaled_runs(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("state")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|name| name.strip_suffix(".journal").map(str::to_owned))
+            .collect()
+    }
+
+    /// Messages waiting in the fleet's parked queue.
+    pub async fn parked_count(&self) -> u32 {
+        let connection = lapin::Connection::connect(BROKER, Default::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let queue = channel
+            .queue_declare(
+                self.topology().parked.as_str().into(),
+                passive,
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let _ = connection.close(200, "counted".into()).await;
+        queue.message_count()
+    }
+
+    /// Runs one of the services against this fleet's queues with `env` added,
+    /// until it exits by itself (within `limit`), and returns what it did.
+    pub fn run_service_to_exit(
+        &self,
+        binary_name: &str,
+        env: &[(&str, &str)],
+        limit: Duration,
+    ) -> Output {
+        let mut child = Command::new(binary(binary_name))
+            .env("TESTFLEET_BROKER__URL", &self.broker_url)
+            .env("TESTFLEET_BROKER__PREFIX", &self.prefix)
+            .envs(env.iter().copied())
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the service");
+        let until = std::time::Instant::now() + limit;
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > until {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child.wait_with_output().unwrap()
     }
 
     pub fn kill_aggregator(&mut self) {
@@ -319,6 +401,7 @@ impl Fleet {
             .aggregator
             .take()
             .into_iter()
+            .chain(self.standby.take())
             .chain(std::mem::take(&mut self.workers).into_values());
         for mut child in children {
             let _ = child.kill();
@@ -471,4 +554,16 @@ pub fn in_flight(log: &str) -> Vec<String> {
             None => true,
         })
         .collect()
+}
+
+/// Consumers the broker has on `queue`.
+pub fn consumers(queue: &str) -> usize {
+    let output = Command::new("rabbitmqctl")
+        .args(["-q", "--no-table-headers", "list_consumers", "queue_name"])
+        .output()
+        .expect("rabbitmqctl");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.trim() == queue)
+        .count()
 }

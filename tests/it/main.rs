@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod bench_smoke;
+mod bounds;
 mod compose;
 mod disruptive;
 mod events;

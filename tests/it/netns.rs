@@ -140,6 +140,40 @@ impl BrokerUser {
     }
 }
 
+impl BrokerUser {
+    /// Connections the broker has open for this user.
+    pub fn connections(&self) -> usize {
+        self.listed("list_connections", "user")
+            .iter()
+            .filter(|row| row[0] == self.name)
+            .count()
+    }
+
+    /// Deliveries the broker has handed this user's channels and not had
+    /// acked: jobs its worker holds.
+    pub fn unacked(&self) -> u64 {
+        self.listed("list_channels", "user messages_unacknowledged")
+            .iter()
+            .filter(|row| row[0] == self.name)
+            .filter_map(|row| row.get(1)?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// `rabbitmqctl <what> <columns>`, as rows of tab-separated fields.
+    fn listed(&self, what: &str, columns: &str) -> Vec<Vec<String>> {
+        let mut args = vec!["-q", "--no-table-headers", what];
+        args.extend(columns.split(' '));
+        let output = Command::new("rabbitmqctl")
+            .args(&args)
+            .output()
+            .expect("rabbitmqctl");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| line.split('\t').map(str::to_owned).collect())
+            .collect()
+    }
+}
+
 impl Drop for BrokerUser {
     fn drop(&mut self) {
         let _ = Command::new("rabbitmqctl")

@@ -380,6 +380,7 @@ impl JobContext {
         };
         info!(executor = job.spec.executor.as_str(), "test started");
         self.announce_start(&job);
+        testfleet_common::faults::panic_if_asked("job", &job.test_id);
         let ran = self.executors.run(&job, &self.interrupt).await;
         drop(slot);
         match ran {

@@ -93,6 +93,7 @@ pub fn report_with(tests: Vec<TestReport>, verdict: VerdictKind) -> RunReport {
         spec: spec(),
         tests,
         verdict_cut: None,
+        ignored_results: Vec::new(),
     }
 }
 

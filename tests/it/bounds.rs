@@ -1,0 +1,238 @@
+//! Bounds on messages and values: a run of any size and output volume gets its
+//! verdict; a value no arithmetic can hold is refused at the door; a panic
+//! costs one job or one run's reports, never the fleet.
+
+use std::time::{Duration, Instant};
+
+use lapin::options::BasicPublishOptions;
+use lapin::BasicProperties;
+use testfleet_common::wire::{encode, Body, Outcome, TestResult};
+
+use crate::fixtures::{scripted_command, tests, Fleet, BROKER, BUSYBOX};
+
+/// The repro of a verdict bigger than the broker's message limit: 200 tests
+/// that print 2 MB each and fail make a 200 MB report. The verdict must reach
+/// the producer quickly, its reports must say what was cut and where the
+/// aggregator's whole copy is, and that copy must be whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_reports_exceed_the_broker_message_size_gets_its_verdict() {
+    let mut fleet = Fleet::start(0, 1);
+    let worker = format!("{}-proc", fleet.prefix);
+    fleet.start_worker_with(&worker, 4, &["--executors", "process"]);
+    let ids: Vec<String> = (1..=200).map(|i| format!("big-{i:03}")).collect();
+    let started = Instant::now();
+    let run = fleet
+        .run(
+            &ids,
+            &[
+                "--executor",
+                "process",
+                "--timeout",
+                "60",
+                "--deadline",
+                "400",
+                "--",
+                "sh",
+                "-c",
+                "head -c 2000000 /dev/zero | tr '\\0' x; exit 1",
+            ],
+        )
+        .await;
+    let took = started.elapsed();
+
+    // Every test fails: over the retry threshold, so one round and exit 3.
+    assert_eq!(run.exit_code(), 3, "{}", run.describe());
+    assert!(took < Duration::from_secs(300), "verdict after {took:?}");
+    let report = run.report();
+    assert_eq!(tests(&report).count(), 200, "every test in the report");
+    let cut = &report["verdict_cut"];
+    assert_eq!(cut["outputs_shortened"], 200, "{cut}");
+    assert_eq!(cut["passed_tests_left_out"], 0, "{cut}");
+    let full = cut["full_report"].as_str().unwrap();
+    let dir = full.split_once(':').unwrap().1;
+    assert!(
+        dir.ends_with(&run.run_id()),
+        "names the run's folder: {full}"
+    );
+    assert!(
+        run.stdout().contains("cut to fit the verdict message"),
+        "{}",
+        run.stdout()
+    );
+    let shortened = tests(&report).next().unwrap()["attempts"][0]["output"]
+        .as_str()
+        .unwrap();
+    assert!(
+        shortened.contains(full),
+        "the output says where the rest is"
+    );
+
+    let whole: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(whole["verdict_cut"], serde_json::Value::Null);
+    let output = tests(&whole).next().unwrap()["attempts"][0]["output"]
+        .as_str()
+        .unwrap();
+    assert!(
+        output.len() >= 1 << 20,
+        "the aggregator keeps the whole output: {} bytes",
+        output.len()
+    );
+    fleet.teardown().await;
+}
+
+/// A result whose duration no chart can scale (`u64::MAX`) is parked at the
+/// door with its reason, and the run it claims to belong to finishes with its
+/// real result; so does the next run. Before the bounds, it was counted, and
+/// rendering the run's HTML overflowed: the aggregator crashed on every
+/// restart, since the result was in its journal.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_with_an_impossible_duration_is_parked_and_every_run_finishes() {
+    let fleet = Fleet::start(1, 2);
+    let producer = fleet.producer();
+    let run = tokio::spawn(async move {
+        let ids = ["slow".to_owned(), "quick".to_owned()];
+        let command = scripted_command(r#"[ "$1" = slow ] && sleep 4; true"#);
+        let mut args = vec!["--image", BUSYBOX, "--deadline", "120"];
+        args.extend(command.iter().map(String::as_str));
+        producer.run(&ids, &args).await
+    });
+    let run_id = loop {
+        if let Some(run_id) = fleet.journaled_runs().pop() {
+            break run_id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let forged = Body::Result(TestResult {
+        run_id: run_id.parse().unwrap(),
+        test_id: "slow".into(),
+        attempt: 1,
+        outcome: Outcome::Passed,
+        exit_code: Some(0),
+        duration_ms: u64::MAX,
+        worker_id: "forger".into(),
+        started_at_ms: 1,
+        finished_at_ms: 2,
+        output: String::new(),
+        output_truncated: false,
+        message: None,
+        published_at_ms: 0,
+    });
+    publish(&fleet.topology().results, &encode(&forged)).await;
+    let run = run.await.unwrap();
+
+    assert_eq!(run.exit_code(), 0, "{}", run.describe());
+    let slow = tests(&run.report())
+        .find(|t| t["id"] == "slow")
+        .unwrap()
+        .clone();
+    assert_ne!(slow["attempts"][0]["worker_id"], "forger", "{slow}");
+    assert_eq!(fleet.parked_count().await, 1, "the forged result is kept");
+    assert!(
+        fleet.aggregator_log().contains("duration_ms"),
+        "reason logged"
+    );
+    let next = fleet
+        .run(&["after".into()], &["--image", BUSYBOX, "--", "true"])
+        .await;
+    assert_eq!(next.exit_code(), 0, "{}", next.describe());
+    fleet.teardown().await;
+}
+
+/// A job whose task panics goes back to the queue at once (and, panicking
+/// at every delivery, is dead-lettered after the limit), while the worker
+/// carries on with the other jobs. Before, its delivery was dropped unacked:
+/// the job held a slot and the run waited for its deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_task_panics_is_given_back_and_the_worker_goes_on() {
+    let fleet = Fleet::start_with_broker(1, 2, BROKER, &[("TESTFLEET_FAULT_PANIC", "job:boom")]);
+    let ids: Vec<String> = ["boom", "a", "b", "c"].map(String::from).to_vec();
+    let started = Instant::now();
+    let run = fleet
+        .run(
+            &ids,
+            &[
+                "--image",
+                BUSYBOX,
+                "--max-rounds",
+                "1",
+                "--retry-threshold",
+                "1",
+                "--deadline",
+                "200",
+                "--",
+                "true",
+            ],
+        )
+        .await;
+    assert_eq!(run.exit_code(), 1, "{}", run.describe());
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "ended long before its deadline: {:?}",
+        started.elapsed()
+    );
+    let statuses = run.statuses();
+    assert_eq!(statuses["boom"], "DeadLettered", "{statuses:?}");
+    for id in ["a", "b", "c"] {
+        assert_eq!(statuses[id], "Passed", "{statuses:?}");
+    }
+    fleet.teardown().await;
+}
+
+/// Reports that panic while being written cost that run its aggregator-side
+/// files only: its verdict still reaches its producer (which writes its own
+/// reports from it), and another run finishing beside it is untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_writing_one_runs_reports_spares_its_verdict_and_the_other_runs() {
+    let fleet =
+        Fleet::start_with_broker(1, 2, BROKER, &[("TESTFLEET_FAULT_PANIC", "report:doomed")]);
+    let doomed = fleet.producer();
+    let doomed = tokio::spawn(async move {
+        let args = ["--suite", "doomed", "--image", BUSYBOX, "--", "true"];
+        doomed.run(&["d1".into(), "d2".into()], &args).await
+    });
+    let fine = fleet
+        .run(
+            &["f1".into(), "f2".into()],
+            &["--suite", "fine", "--image", BUSYBOX, "--", "true"],
+        )
+        .await;
+    let doomed = doomed.await.unwrap();
+    assert_eq!(fine.exit_code(), 0, "{}", fine.describe());
+    assert_eq!(doomed.exit_code(), 0, "{}", doomed.describe());
+    assert_eq!(doomed.statuses().len(), 2, "the producer's own report");
+    let aggregator_reports = fleet.dir.join("aggregator-reports");
+    assert!(aggregator_reports
+        .join(fine.run_id())
+        .join("report.json")
+        .is_file());
+    assert!(
+        !aggregator_reports
+            .join(doomed.run_id())
+            .join("report.json")
+            .exists(),
+        "the panic did strike"
+    );
+    fleet.teardown().await;
+}
+
+async fn publish(queue: &str, payload: &[u8]) {
+    let connection = lapin::Connection::connect(BROKER, Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            payload,
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let _ = connection.close(200, "published".into()).await;
+}
