@@ -12,6 +12,8 @@
 //! - [`order`]: longest-first ordering of a run's jobs from past durations.
 //! - [`cli`]: flags, exit codes and the start-up flow the binaries share.
 //! - [`shutdown`]: two-stage shutdown (drain, then abort).
+//! - `strategies` (tests, feature `strategies`): proptest strategies for the
+//!   wire types, which `properties` and the other crates' property tests use.
 //! - [`logging`]: the tracing subscriber the binaries install.
 
 pub mod broker;
@@ -22,7 +24,11 @@ pub mod limits;
 pub mod logging;
 pub mod order;
 pub mod parts;
+#[cfg(test)]
+mod properties;
 pub mod shutdown;
+#[cfg(any(test, feature = "strategies"))]
+pub mod strategies;
 pub mod topology;
 pub mod wire;
 

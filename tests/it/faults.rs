@@ -407,7 +407,7 @@ fn sample_job() -> Job {
         run_id: uuid::Uuid::new_v4(),
         test_id: "x".into(),
         attempt: 1,
-        deadline_ms: u64::MAX,
+        deadline_ms: testfleet_common::now_ms() + 3_600_000,
         spec,
         published_at_ms: 0,
     }

@@ -64,7 +64,7 @@ impl Scale {
 
     /// Where bin `i` starts, in ms.
     fn start(self, i: usize) -> u64 {
-        i as u64 * self.width
+        (i as u64).saturating_mul(self.width)
     }
 
     fn is_overflow(self, i: usize) -> bool {

@@ -242,7 +242,11 @@ fn axis(span: u64, plot_h: f64, x: &impl Fn(u64) -> f64, t0: u64) -> String {
             plot_h + 18.0,
             axis_time(offset)
         );
-        offset += step;
+        // Saturating: a span near `u64::MAX` (times no run has) ends the axis.
+        match offset.checked_add(step) {
+            Some(next) => offset = next,
+            None => break,
+        }
     }
     out.push_str("</g>\n");
     out
