@@ -84,7 +84,8 @@ async fn a_run_whose_reports_exceed_the_broker_message_size_gets_its_verdict() {
 
 /// A result whose duration no chart can scale (`u64::MAX`) is parked at the
 /// door with its reason, and the run it claims to belong to finishes with its
-/// real result; so does the next run. Before the bounds, it was counted, and
+/// real result; so does the next run. A result of a run nobody announced is
+/// parked too, never acked away. Before the bounds, it was counted, and
 /// rendering the run's HTML overflowed: the aggregator crashed on every
 /// restart, since the result was in its journal.
 #[tokio::test(flavor = "multi_thread")]
@@ -120,6 +121,13 @@ async fn a_result_with_an_impossible_duration_is_parked_and_every_run_finishes()
         published_at_ms: 0,
     });
     publish(&fleet.topology().results, &encode(&forged)).await;
+    // A result of a run nobody announced: kept, not acked away.
+    let Body::Result(mut stray) = forged else {
+        unreachable!()
+    };
+    stray.run_id = uuid::Uuid::new_v4();
+    stray.duration_ms = 5;
+    publish(&fleet.topology().results, &encode(&Body::Result(stray))).await;
     let run = run.await.unwrap();
 
     assert_eq!(run.exit_code(), 0, "{}", run.describe());
@@ -128,7 +136,11 @@ async fn a_result_with_an_impossible_duration_is_parked_and_every_run_finishes()
         .unwrap()
         .clone();
     assert_ne!(slow["attempts"][0]["worker_id"], "forger", "{slow}");
-    assert_eq!(fleet.parked_count().await, 1, "the forged result is kept");
+    assert_eq!(
+        fleet.parked_count().await,
+        2,
+        "the forged result and the stray one are kept"
+    );
     assert!(
         fleet.aggregator_log().contains("duration_ms"),
         "reason logged"
