@@ -44,6 +44,7 @@ fn passing_result(run_id: Uuid, test_id: String, n: u64) -> TestResult {
         output_truncated: false,
         message: None,
         published_at_ms: 900,
+        batch: None,
     }
 }
 

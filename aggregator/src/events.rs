@@ -181,6 +181,7 @@ mod tests {
             output_truncated: false,
             message: None,
             published_at_ms: 0,
+            batch: None,
         };
         let event = test_finished(&result, 5);
         assert_eq!(

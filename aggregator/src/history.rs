@@ -86,11 +86,16 @@ impl HistoryStore {
     }
 }
 
+/// The history key of a suite's batch overhead, beside its tests' durations:
+/// a NUL byte is in no test id (no argv can carry one; `limits` refuses it).
+const BATCH_OVERHEAD_KEY: &str = "\0batch-overhead";
+
 /// What a finished run teaches about durations: every attempt that ran to an end
 /// the test chose or the timeout imposed. Errors, missing and dead-lettered
-/// attempts say nothing about the test's own length.
+/// attempts say nothing about the test's own length. With batches, also the
+/// median batch overhead: a batch's wall time less its tests' reported times.
 pub fn samples(report: &RunReport) -> Vec<(String, u64)> {
-    report
+    let mut samples: Vec<(String, u64)> = report
         .tests
         .iter()
         .flat_map(|test| {
@@ -104,10 +109,47 @@ pub fn samples(report: &RunReport) -> Vec<(String, u64)> {
                 })
                 .map(|a| (test.id.clone(), a.duration_ms))
         })
-        .collect()
+        .collect();
+    if let Some(overhead) = batch_overhead_ms(report) {
+        samples.push((BATCH_OVERHEAD_KEY.to_owned(), overhead));
+    }
+    samples
+}
+
+/// The median over the run's batches that reported every test of what a
+/// batch cost beyond its tests.
+pub fn batch_overhead_ms(report: &RunReport) -> Option<u64> {
+    let mut reported: HashMap<uuid::Uuid, u64> = HashMap::new();
+    for attempt in report.tests.iter().flat_map(|t| &t.attempts) {
+        if let Some(batch) = attempt.batch {
+            let sum = reported.entry(batch).or_default();
+            *sum = sum.saturating_add(attempt.duration_ms);
+        }
+    }
+    let mut overheads: Vec<u64> = report
+        .batches
+        .iter()
+        .filter(|b| b.reported == b.tests && !b.timed_out)
+        .map(|b| {
+            let wall = b.finished_at_ms.saturating_sub(b.started_at_ms);
+            wall.saturating_sub(reported.get(&b.id).copied().unwrap_or(0))
+        })
+        .collect();
+    if overheads.is_empty() {
+        return None;
+    }
+    overheads.sort_unstable();
+    Some(overheads[overheads.len() / 2])
 }
 
 impl SuiteHistory {
+    /// The tests' durations and the batch overhead, as a history answer
+    /// carries them.
+    pub fn into_answer(mut self) -> (Vec<(String, u64)>, Option<u64>) {
+        let overhead = self.durations_ms.remove(BATCH_OVERHEAD_KEY);
+        (self.durations_ms.into_iter().collect(), overhead)
+    }
+
     fn fold(&mut self, samples: &[(String, u64)]) {
         for (test, ms) in samples {
             match self.durations_ms.get_mut(test) {

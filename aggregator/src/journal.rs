@@ -13,7 +13,7 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use testfleet_common::wire::{RunAnnounce, TestResult};
+use testfleet_common::wire::{BatchRecord, RunAnnounce, TestResult};
 use tracing::warn;
 
 use crate::framed;
@@ -35,6 +35,8 @@ pub enum Record {
     RoundClosed {
         at_ms: u64,
     },
+    /// A batch the run's tests ran in.
+    Batch(BatchRecord),
 }
 
 /// A journal could not be read or written; names the file or folder.

@@ -15,9 +15,10 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
 
 use testfleet_common::wire::{
-    AttemptReport, AttemptStatus, FinalStatus, IgnoredReason, IgnoredResult, Outcome, RunAnnounce,
-    RunReport, TestReport, TestResult, VerdictKind,
+    AttemptReport, AttemptStatus, BatchRecord, FinalStatus, IgnoredReason, IgnoredResult, Outcome,
+    RunAnnounce, RunReport, TestReport, TestResult, VerdictKind,
 };
+use uuid::Uuid;
 
 /// How an incoming result relates to what the run already knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +95,8 @@ struct Ran {
     started_at_ms: u64,
     finished_at_ms: u64,
     published_at_ms: u64,
+    /// The batch it ran in, if any (`RunState::batches`).
+    batch: Option<Uuid>,
     /// Output (dropped when the attempt passed) and the worker's message; most
     /// attempts pass without a message, so this is usually `None`.
     detail: Option<Box<Detail>>,
@@ -132,7 +135,12 @@ pub struct RunState {
     finished: Option<VerdictKind>,
     /// Results not counted, the first [`MAX_IGNORED_KEPT`].
     ignored: Vec<IgnoredResult>,
+    /// The batches its tests ran in, the first [`MAX_BATCHES_KEPT`].
+    batches: Vec<BatchRecord>,
 }
+
+/// Batch records a run keeps for its report, at most.
+pub const MAX_BATCHES_KEPT: usize = 100_000;
 
 /// Ignored results a run keeps for its report, at most.
 pub const MAX_IGNORED_KEPT: usize = 1_000;
@@ -172,6 +180,7 @@ impl RunState {
             too_many_failures: false,
             finished: None,
             ignored: Vec::new(),
+            batches: Vec::new(),
         }
     }
 
@@ -245,6 +254,7 @@ impl RunState {
             started_at_ms: result.started_at_ms,
             finished_at_ms: result.finished_at_ms,
             published_at_ms: result.published_at_ms,
+            batch: result.batch,
             detail,
         };
         let recorded = self.record(&result.test_id, result.attempt, status, Some(ran));
@@ -264,6 +274,18 @@ impl RunState {
             });
         }
         recorded
+    }
+
+    /// Keeps a batch's record for the report (a redelivered record, same id,
+    /// once). `false` when it was known already or the run keeps no more.
+    pub fn record_batch(&mut self, batch: BatchRecord) -> bool {
+        if self.batches.len() >= MAX_BATCHES_KEPT
+            || self.batches.iter().rev().any(|b| b.id == batch.id)
+        {
+            return false;
+        }
+        self.batches.push(batch);
+        true
     }
 
     /// Counts a job the broker dead-lettered after `deliveries` deliveries.
@@ -437,6 +459,7 @@ impl RunState {
             tests,
             verdict_cut: None,
             ignored_results: self.ignored.clone(),
+            batches: self.batches.clone(),
         }
     }
 
@@ -478,6 +501,7 @@ impl RunState {
             tests,
             verdict_cut: None,
             ignored_results: self.ignored,
+            batches: self.batches,
         }
     }
 
@@ -519,6 +543,7 @@ fn attempt_report(workers: &[String], a: Attempt) -> AttemptReport {
         started_at_ms: ran.map(|r| r.started_at_ms),
         finished_at_ms: ran.map(|r| r.finished_at_ms),
         published_at_ms: ran.map(|r| r.published_at_ms),
+        batch: ran.and_then(|r| r.batch),
         output,
         output_truncated,
         message: match a.status {
@@ -560,7 +585,6 @@ fn is_retryable(status: AttemptStatus) -> bool {
 mod tests {
     use super::*;
     use testfleet_common::wire::RetryPolicy;
-    use uuid::Uuid;
 
     const DEADLINE: u64 = 1_000_000;
 
@@ -595,6 +619,7 @@ mod tests {
             output_truncated: false,
             message: None,
             published_at_ms: 0,
+            batch: None,
         }
     }
 

@@ -27,8 +27,8 @@ use testfleet_common::parts::{Joined, Joiner};
 use testfleet_common::shutdown::Shutdown;
 use testfleet_common::topology::Topology;
 use testfleet_common::wire::{
-    decode, decode_job, AttemptStatus, Body, History, HistoryQuery, Job, RunAnnounce, RunEvent,
-    RunReport, TestResult,
+    decode, AttemptStatus, BatchRecord, Batches, Body, History, HistoryQuery, Job, RunAnnounce,
+    RunEvent, RunReport, TestResult,
 };
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
@@ -241,6 +241,10 @@ impl Aggregator {
             Ok(Body::Run(announce)) => self.on_announce(announce).map(|()| true),
             Ok(Body::Result(result)) => self.on_results(vec![result], publish).await,
             Ok(Body::Results(results)) => self.on_results(results, publish).await,
+            Ok(Body::Batches(Batches { batches, results })) => {
+                self.on_batches(batches)?;
+                self.on_results(results, publish).await
+            }
             Ok(other) => {
                 error!(kind = other.kind(), queue = %self.settings.topology.results, "parking a message of the wrong kind");
                 Ok(false)
@@ -324,6 +328,23 @@ impl Aggregator {
         Ok(())
     }
 
+    /// Keeps the records of the batches a worker ran, for the reports and
+    /// the history's batch overhead. A record of a run this aggregator does
+    /// not know is dropped: the results beside it are parked, with their
+    /// batch ids, which is what a person needs to find them.
+    fn on_batches(&mut self, batches: Vec<BatchRecord>) -> Result<(), AggregatorError> {
+        for batch in batches {
+            let Some(run) = self.open.get_mut(&batch.run_id) else {
+                continue;
+            };
+            let record = Record::Batch(batch.clone());
+            if run.state.record_batch(batch) {
+                run.journal.append(&record)?;
+            }
+        }
+        Ok(())
+    }
+
     fn on_announce(&mut self, announce: RunAnnounce) -> Result<(), AggregatorError> {
         let run_id = announce.run_id;
         if self.open.contains_key(&run_id) || self.finished.contains(&run_id) {
@@ -404,17 +425,18 @@ impl Aggregator {
         delivery: &Delivery,
         channel: &Channel,
     ) -> Result<(), AggregatorError> {
-        let durations_ms: Vec<(String, u64)> = match self.history.load(&suite) {
-            Ok(history) => history.durations_ms.into_iter().collect(),
+        let (durations_ms, batch_overhead_ms) = match self.history.load(&suite) {
+            Ok(history) => history.into_answer(),
             Err(error) => {
                 error!(%suite, %error, "could not read the suite's history");
-                Vec::new()
+                (Vec::new(), None)
             }
         };
         debug!(%suite, tests = durations_ms.len(), "answering a history query");
         let answer = Body::History(History {
             suite,
             durations_ms,
+            batch_overhead_ms,
         });
         broker::reply(channel, delivery, &answer).await?;
         Ok(broker::ack(delivery).await?)
@@ -431,16 +453,30 @@ impl Aggregator {
         delivery: Delivery,
         publish: &Channel,
     ) -> Result<(), AggregatorError> {
-        let job = match decode_job(&delivery.data) {
-            Ok(job) => job,
+        let job = match decode(&delivery.data) {
+            Ok(Body::Job(job)) => job,
+            // A discovery no worker took before its producer stopped waiting:
+            // it expired, and nobody wants its answer.
+            Ok(Body::Discover(request)) => {
+                info!(request = %request.request_id, "dropping a discovery request that expired unanswered");
+                return Ok(broker::ack(&delivery).await?);
+            }
+            Ok(other) => {
+                let reason = format!("expected a job message, got a {} message", other.kind());
+                error!(%reason, queue = %self.settings.topology.dead_jobs, "parking an unreadable dead-lettered message");
+                return Ok(broker::nack(&delivery, false).await?);
+            }
             Err(reason) => {
                 error!(%reason, queue = %self.settings.topology.dead_jobs, "parking an unreadable dead-lettered message");
                 return Ok(broker::nack(&delivery, false).await?);
             }
         };
         if !self.open.contains_key(&job.run_id) && !self.finished.contains(&job.run_id) {
-            warn!(run = %job.run_id, test = %job.test_id, attempt = job.attempt, "parking a dead-lettered job of a run this aggregator does not know");
+            warn!(run = %job.run_id, test = %job.label(), attempt = job.attempt, "parking a dead-lettered job of a run this aggregator does not know");
             return Ok(broker::nack(&delivery, false).await?);
+        }
+        if job.tests.len() > 1 {
+            return self.split_dead_batch(job, delivery, publish).await;
         }
         // Workers reject only unreadable jobs, so a readable job got here by using up
         // its deliveries. RabbitMQ 3.10 puts no delivery count on dead-lettered
@@ -449,27 +485,55 @@ impl Aggregator {
         if self.on_dead_letter(&job, deliveries)? {
             let status = AttemptStatus::DeadLettered { deliveries };
             let event =
-                events::test_ended_unrun(job.run_id, &job.test_id, job.attempt, status, now_ms());
+                events::test_ended_unrun(job.run_id, &job.label(), job.attempt, status, now_ms());
             self.publish_events(publish, [event]).await;
             self.close_if_due(job.run_id, publish).await?;
         }
         Ok(broker::ack(&delivery).await?)
     }
 
+    /// A batch the broker gave up on: its workers died under it. Which test
+    /// killed them, if any, only running them apart can tell, so the batch
+    /// goes back as two halves in the same attempt, each with a fresh delivery
+    /// budget (workers split a batch delivered again themselves; this covers a
+    /// delivery limit of 0). A test that kills workers ends up alone and is
+    /// dead-lettered alone.
+    async fn split_dead_batch(
+        &mut self,
+        job: Job,
+        delivery: Delivery,
+        publish: &Channel,
+    ) -> Result<(), AggregatorError> {
+        warn!(run = %job.run_id, tests = job.tests.len(), attempt = job.attempt, "a batch was dead-lettered: running it again as two halves");
+        let middle = job.tests.len() / 2;
+        let halves = [&job.tests[..middle], &job.tests[middle..]].map(|tests| {
+            Body::Job(Job {
+                tests: tests.to_vec(),
+                published_at_ms: now_ms(),
+                ..job.clone()
+            })
+        });
+        let jobs = &self.settings.topology.jobs;
+        broker::publish_all(publish, "", jobs, halves, PUBLISH_WINDOW).await?;
+        Ok(broker::ack(&delivery).await?)
+    }
+
+    /// Counts a dead-lettered job of one test.
     fn on_dead_letter(&mut self, job: &Job, deliveries: u32) -> Result<bool, AggregatorError> {
+        let test_id = job.ids().next().unwrap_or_default();
         let Some(run) = self.open.get_mut(&job.run_id) else {
-            self.log_orphan_result(&job.run_id, &job.test_id, job.attempt);
+            self.log_orphan_result(&job.run_id, test_id, job.attempt);
             return Ok(false);
         };
         let recorded = run
             .state
-            .record_dead_letter(&job.test_id, job.attempt, deliveries);
-        error!(run = %job.run_id, test = %job.test_id, attempt = job.attempt, deliveries, ?recorded, "job dead-lettered by the broker");
+            .record_dead_letter(test_id, job.attempt, deliveries);
+        error!(run = %job.run_id, test = %test_id, attempt = job.attempt, deliveries, ?recorded, "job dead-lettered by the broker");
         if recorded != Recorded::New {
             return Ok(false);
         }
         let record = Record::DeadLetter {
-            test_id: job.test_id.clone(),
+            test_id: test_id.to_owned(),
             attempt: job.attempt,
             deliveries,
         };
@@ -656,6 +720,9 @@ fn replay(records: &[Record]) -> Option<RunState> {
             Record::RoundClosed { at_ms } => {
                 state.close_round(*at_ms);
             }
+            Record::Batch(batch) => {
+                state.record_batch(batch.clone());
+            }
         }
     }
     Some(state)
@@ -672,18 +739,23 @@ async fn publish_events(
     broker::publish_run_events(publish, exchange, events.into_iter().collect()).await;
 }
 
+/// A retry round's jobs: one test each. Retries are few (the threshold caps
+/// them at a tenth of the run by default), and alone a test meets no state an
+/// earlier test of its batch left behind: one that failed only beside
+/// another passes alone, and shows as flaky with both attempts' batches.
 fn retry_jobs(announce: &RunAnnounce, attempt: u32, tests: &[String]) -> Vec<Body> {
     tests
         .iter()
         .map(|test_id| {
-            Body::Job(Job {
-                run_id: announce.run_id,
-                test_id: test_id.clone(),
+            let mut job = Job::single(
+                announce.run_id,
+                test_id.clone(),
                 attempt,
-                deadline_ms: announce.deadline_ms,
-                spec: announce.spec.clone(),
-                published_at_ms: now_ms(),
-            })
+                announce.deadline_ms,
+                announce.spec.clone(),
+            );
+            job.published_at_ms = now_ms();
+            Body::Job(job)
         })
         .collect()
 }

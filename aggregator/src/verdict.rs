@@ -135,6 +135,7 @@ mod tests {
             output_truncated: false,
             message: None,
             published_at_ms: None,
+            batch: None,
         };
         let failing = outputs.iter().enumerate().map(|(i, &len)| TestReport {
             id: format!("failing-{i}"),
@@ -157,6 +158,7 @@ mod tests {
             tests: failing.chain(passing).collect(),
             verdict_cut: None,
             ignored_results: Vec::new(),
+            batches: Vec::new(),
         }
     }
 

@@ -260,6 +260,7 @@ impl RunConfig {
             container_mode: self.container_mode,
             warm_reuse: self.warm_reuse,
             runtime: (!self.runtime.is_empty()).then(|| self.runtime.clone()),
+            runner_report: None,
         };
         limits::check_spec(&spec).map_err(|problem| ConfigError::Invalid {
             key: "run.command",

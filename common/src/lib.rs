@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`wire`]: message types and their versioned MessagePack codec.
+//! - [`batch`]: cutting a run's tests into batches, and a batch's timeout (pure).
 //! - [`faults`]: deliberate panics for the end-to-end tests (debug builds).
 //! - [`limits`]: the bounds on every message sent and every value received.
 //! - [`parts`]: messages too big for one, split and joined again.
@@ -16,6 +17,7 @@
 //!   wire types, which `properties` and the other crates' property tests use.
 //! - [`logging`]: the tracing subscriber the binaries install.
 
+pub mod batch;
 pub mod broker;
 pub mod cli;
 pub mod config;

@@ -8,7 +8,9 @@
 //! refused with the reason, as garbage is, so that no arithmetic downstream
 //! (deadlines, timelines, progress) meets a value it cannot hold.
 
-use crate::wire::{Body, Job, RunAnnounce, RunEvent, RunEventKind, RunReport, RunSpec, TestResult};
+use crate::wire::{
+    BatchRecord, Body, Job, RunAnnounce, RunEvent, RunEventKind, RunReport, RunSpec, TestResult,
+};
 
 /// No message testfleet publishes is bigger than this.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
@@ -55,6 +57,10 @@ pub fn check(body: &Body) -> Result<(), String> {
         Body::Job(job) => check_job(job),
         Body::Result(result) => check_result(result),
         Body::Results(results) => results.iter().try_for_each(check_result),
+        Body::Batches(batches) => {
+            batches.batches.iter().try_for_each(check_batch)?;
+            batches.results.iter().try_for_each(check_result)
+        }
         Body::Report(report) => check_report(report),
         Body::HistoryQuery(query) => check_len("suite", &query.suite, MAX_TEST_ID_BYTES),
         Body::History(history) => {
@@ -66,6 +72,22 @@ pub fn check(body: &Body) -> Result<(), String> {
         }
         Body::Event(event) => check_event(event),
         Body::Events(events) => events.iter().try_for_each(check_event),
+        Body::Discover(discover) => {
+            check_time("deadline_ms", discover.deadline_ms)?;
+            check_spec(&discover.spec)
+        }
+        Body::Listing(listing) => {
+            at_most(
+                "a listing's length",
+                listing.listing.len() as u64,
+                MAX_PARTED_BYTES as u64,
+            )?;
+            check_len(
+                "output",
+                &listing.output,
+                MAX_OUTPUT_CAP_BYTES as usize + OUTPUT_SLACK_BYTES,
+            )
+        }
         Body::Part(part) => {
             let parts = MAX_PARTED_BYTES.div_ceil(PART_BYTES) as u32;
             at_most("a part count", u64::from(part.count), u64::from(parts))?;
@@ -97,7 +119,43 @@ fn check_job(job: &Job) -> Result<(), String> {
     check_time("deadline_ms", job.deadline_ms)?;
     check_time("published_at_ms", job.published_at_ms)?;
     check_spec(&job.spec)?;
-    check_id(&job.test_id)
+    if job.tests.is_empty() {
+        return Err("a job without tests".into());
+    }
+    at_most(
+        "tests in a job",
+        job.tests.len() as u64,
+        MAX_TESTS_PER_JOB as u64,
+    )?;
+    job.tests.iter().try_for_each(|test| {
+        check_id(&test.id)?;
+        at_most("a test's allowance_ms", test.allowance_ms, MAX_TIMEOUT_MS)
+    })
+}
+
+/// What a worker may say about one batch.
+fn check_batch(batch: &BatchRecord) -> Result<(), String> {
+    check_attempt(batch.attempt)?;
+    check_len("worker_id", &batch.worker_id, MAX_TEST_ID_BYTES)?;
+    at_most(
+        "tests in a batch",
+        u64::from(batch.tests),
+        MAX_TESTS_PER_JOB as u64,
+    )?;
+    at_most(
+        "tests reported",
+        u64::from(batch.reported),
+        u64::from(batch.tests),
+    )?;
+    at_most("jobs split into", u64::from(batch.split_into), 2)?;
+    check_time("started_at_ms", batch.started_at_ms)?;
+    check_time("command_started_at_ms", batch.command_started_at_ms)?;
+    check_time("finished_at_ms", batch.finished_at_ms)?;
+    let log_max = MAX_OUTPUT_CAP_BYTES as usize + OUTPUT_SLACK_BYTES;
+    match &batch.log {
+        Some(log) => check_len("log", log, log_max),
+        None => Ok(()),
+    }
 }
 
 /// What a worker may say about one attempt.
@@ -172,6 +230,7 @@ fn check_report(report: &RunReport) -> Result<(), String> {
     check_time("finished_at_ms", report.finished_at_ms)?;
     at_most("rounds", u64::from(report.rounds), u64::from(MAX_ROUNDS))?;
     check_spec(&report.spec)?;
+    report.batches.iter().try_for_each(check_batch)?;
     for test in &report.tests {
         check_id(&test.id)?;
         at_most(
@@ -230,7 +289,11 @@ fn check_event(event: &RunEvent) -> Result<(), String> {
     }
 }
 
+/// A test id: bounded, and without NUL, which no argv can carry.
 fn check_id(id: &str) -> Result<(), String> {
+    if id.contains('\0') {
+        return Err("a test id holds a NUL byte".into());
+    }
     check_len("a test id", id, MAX_TEST_ID_BYTES)
 }
 
@@ -278,6 +341,7 @@ mod tests {
             output_truncated: false,
             message: None,
             published_at_ms: 0,
+            batch: None,
         }
     }
 

@@ -178,6 +178,7 @@ mod tests {
             durations_ms: (0..tests)
                 .map(|i| (format!("tests/test_{i:08}.py::test_something[{i}]"), 1500))
                 .collect(),
+            batch_overhead_ms: None,
         })
     }
 

@@ -125,6 +125,7 @@ pub fn test_result() -> impl Strategy<Value = TestResult> {
                 output_truncated,
                 message,
                 published_at_ms,
+                batch: None,
             },
         )
 }
@@ -161,6 +162,7 @@ pub fn attempt_report() -> impl Strategy<Value = AttemptReport> {
                 output_truncated,
                 message,
                 published_at_ms,
+                batch: None,
             },
         )
 }
@@ -229,6 +231,7 @@ pub fn run_report() -> impl Strategy<Value = RunReport> {
                 tests,
                 verdict_cut,
                 ignored_results,
+                batches: Vec::new(),
             },
         )
 }
@@ -302,7 +305,8 @@ pub fn body() -> impl Strategy<Value = Body> {
         (text(), vec((text(), number()), 0..5)).prop_map(|(suite, durations_ms)| Body::History(
             History {
                 suite,
-                durations_ms
+                durations_ms,
+                batch_overhead_ms: None
             }
         )),
     ]

@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Bumped whenever a wire type changes incompatibly.
-pub const FORMAT_VERSION: u16 = 1;
+/// Bumped whenever a wire type changes incompatibly: 2 made a job carry
+/// several tests (a batch).
+pub const FORMAT_VERSION: u16 = 2;
 
 /// What a test's container did, as seen by the worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -127,6 +128,46 @@ pub struct RunSpec {
     /// engine's default. Appended with a default, like `executor`.
     #[serde(default)]
     pub runtime: Option<String>,
+    /// The machine-readable report the command writes at `{report}`, read
+    /// back for per-test results; `None`: a job's outcome is its exit code.
+    #[serde(default)]
+    pub runner_report: Option<RunnerReport>,
+}
+
+/// A test runner's report of a batch, and how its entries name the tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerReport {
+    pub format: ReportFormat,
+    pub ids: IdScheme,
+}
+
+/// The formats of runner reports testfleet reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReportFormat {
+    /// JUnit XML: pytest `--junitxml`, nextest, RSpec's JUnit formatter,
+    /// gotestsum, jest-junit.
+    Junit,
+    /// `go test -json`.
+    GoTestJson,
+    /// RSpec's `--format json`.
+    RspecJson,
+}
+
+/// How a runner's report names a listed id (see the worker's `runner_report`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdScheme {
+    /// pytest node ids: `path.py::Class::name[params]`.
+    Pytest,
+    /// nextest ids: `<binary-id> <test name>`.
+    Nextest,
+    /// RSpec example ids: `./spec/a_spec.rb[1:2]`.
+    Rspec,
+    /// go test names: `TestX`.
+    Go,
+    /// The report's test name, or `classname::name`, or `classname.name`.
+    Name,
 }
 
 fn default_warm_reuse() -> u32 {
@@ -159,12 +200,15 @@ pub struct RunAnnounce {
     pub tests: Vec<String>,
 }
 
-/// One attempt at one test.
+/// One attempt at one test, or at a batch of tests sharing a container and a
+/// runner start; each test of a batch keeps its own result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub run_id: Uuid,
-    pub test_id: String,
-    /// 1 for the first round, 2 for its first retry, …
+    /// In running order; one for a test alone.
+    pub tests: Vec<JobTest>,
+    /// 1 for the first round, 2 for its first retry, … (every test of a batch
+    /// is in the same round).
     pub attempt: u32,
     pub deadline_ms: u64,
     pub spec: RunSpec,
@@ -172,6 +216,60 @@ pub struct Job {
     /// job; 0 from older senders. Appended with a default, as `RunSpec::executor`.
     #[serde(default)]
     pub published_at_ms: u64,
+}
+
+/// A test of a job, with the time it is allowed in a batch (`crate::batch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobTest {
+    pub id: String,
+    pub allowance_ms: u64,
+}
+
+impl Job {
+    /// The job of one test alone, as every job was before batches.
+    pub fn single(
+        run_id: Uuid,
+        test_id: String,
+        attempt: u32,
+        deadline_ms: u64,
+        spec: RunSpec,
+    ) -> Job {
+        let allowance_ms = spec.timeout_ms;
+        Job {
+            run_id,
+            tests: vec![JobTest {
+                id: test_id,
+                allowance_ms,
+            }],
+            attempt,
+            deadline_ms,
+            spec,
+            published_at_ms: 0,
+        }
+    }
+
+    /// The job's ids, in running order.
+    pub fn ids(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.tests.iter().map(|t| t.id.as_str())
+    }
+
+    /// How long the whole job may run: the per-test timeout for a test alone,
+    /// else the batch rule of `crate::batch`.
+    pub fn timeout_ms(&self) -> u64 {
+        crate::batch::batch_timeout_ms(
+            self.tests.iter().map(|t| t.allowance_ms),
+            self.spec.timeout_ms,
+        )
+    }
+
+    /// A short name for logs: the test, or the first test and how many more.
+    pub fn label(&self) -> String {
+        match self.tests.as_slice() {
+            [only] => only.id.clone(),
+            [first, rest @ ..] => format!("{} (+{} more)", first.id, rest.len()),
+            [] => "(no tests)".into(),
+        }
+    }
 }
 
 /// What a worker observed running one job.
@@ -195,6 +293,38 @@ pub struct TestResult {
     /// read off results and reports; 0 when unknown.
     #[serde(default)]
     pub published_at_ms: u64,
+    /// The batch this test ran in (see [`BatchRecord`]), if its job held
+    /// several tests or read a runner report.
+    #[serde(default)]
+    pub batch: Option<Uuid>,
+}
+
+/// One run of a job's command over its tests, as the worker saw it: when it
+/// started, when the runner started (the fixed cost before it: a container
+/// created and started), when it ended, and its output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub id: Uuid,
+    pub run_id: Uuid,
+    pub attempt: u32,
+    pub worker_id: String,
+    /// Tests the job held.
+    pub tests: u32,
+    /// Tests the runner's report covered; the rest ran again, split.
+    pub reported: u32,
+    pub started_at_ms: u64,
+    /// When the command started: the container created and started, or the
+    /// process spawned.
+    pub command_started_at_ms: u64,
+    pub finished_at_ms: u64,
+    pub exit_code: Option<i64>,
+    pub timed_out: bool,
+    /// The command's whole output (capped), kept when a test of the batch did
+    /// not pass or was not reported.
+    pub log: Option<String>,
+    pub log_truncated: bool,
+    /// Jobs its unreported tests were split into (0, 1 or 2).
+    pub split_into: u32,
 }
 
 /// How one attempt ended, as the aggregator records it.
@@ -291,6 +421,9 @@ pub struct AttemptReport {
     /// When the attempt's job was published (see `Job::published_at_ms`).
     #[serde(default)]
     pub published_at_ms: Option<u64>,
+    /// The batch it ran in (`RunReport::batches`).
+    #[serde(default)]
+    pub batch: Option<Uuid>,
 }
 
 /// One test as reported: its final status and every attempt.
@@ -325,6 +458,10 @@ pub struct RunReport {
     /// knows those it saw since. Appended with a default.
     #[serde(default)]
     pub ignored_results: Vec<IgnoredResult>,
+    /// Every batch the run's tests ran in (the first 100,000), in the order
+    /// they reached the aggregator.
+    #[serde(default)]
+    pub batches: Vec<BatchRecord>,
 }
 
 /// A result the aggregator did not count, and why.
@@ -377,11 +514,14 @@ pub struct HistoryQuery {
 }
 
 /// The aggregator's answer: the average duration of each test of a suite it has
-/// seen finish, in milliseconds.
+/// seen finish, in milliseconds, and what a batch of it costs beyond its
+/// tests (container and runner start-up), once a batch has run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct History {
     pub suite: String,
     pub durations_ms: Vec<(String, u64)>,
+    #[serde(default)]
+    pub batch_overhead_ms: Option<u64>,
 }
 
 /// The payload of an [`Envelope`]. New variants go at the end.
@@ -487,6 +627,13 @@ pub enum Body {
     /// reads an older worker's single `Result`; an older aggregator parks a
     /// batch as malformed (logged), so aggregators are upgraded first.
     Results(Vec<TestResult>),
+    /// Results of batches: each batch's record and its tests' results.
+    Batches(Batches),
+    /// A producer asks a worker to list a suite's tests inside the run's
+    /// image (on the jobs queue, answered through its reply-to).
+    Discover(Discover),
+    /// A worker's answer to a [`Discover`].
+    Listing(Listing),
     /// Several events of one run in one message; as `Results`, added without a
     /// bump (an older producer parks a batch and loses only progress).
     Events(Vec<RunEvent>),
@@ -494,6 +641,42 @@ pub enum Body {
     /// Added without a bump, as `Results`: only a receiver that asked for a
     /// parted message (a waiting producer, the aggregator) gets one.
     Part(Part),
+}
+
+/// Run the spec's command (which writes the listing at `{report}`) where
+/// the run's tests would run, and answer with what it listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Discover {
+    pub request_id: Uuid,
+    pub spec: RunSpec,
+    /// Unix ms after which nobody waits for the answer.
+    pub deadline_ms: u64,
+}
+
+/// What a discovery listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listing {
+    pub request_id: Uuid,
+    /// How the listing command ended (its exit code, or why it did not run).
+    pub outcome: Outcome,
+    pub exit_code: Option<i64>,
+    /// What the command wrote at `{report}`.
+    pub listing: String,
+    /// Its own output (what it said on failure), capped.
+    pub output: String,
+    pub message: Option<String>,
+    /// The image's id on the worker's engine, when known.
+    pub image_id: Option<String>,
+    /// Answered from the worker's listing of the same image id and command.
+    pub cached: bool,
+}
+
+/// Batch records and the results of their tests (and of tests run alone),
+/// as a worker sends them: one message per group commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batches {
+    pub batches: Vec<BatchRecord>,
+    pub results: Vec<TestResult>,
 }
 
 /// One of `count` pieces of an encoded message bigger than
@@ -522,6 +705,9 @@ impl Body {
             Body::Results(_) => "results",
             Body::Events(_) => "events",
             Body::Part(_) => "part",
+            Body::Batches(_) => "batches",
+            Body::Discover(_) => "discover",
+            Body::Listing(_) => "listing",
         }
     }
 }
@@ -663,6 +849,23 @@ mod tests {
             output_truncated: true,
             message: None,
             published_at_ms: 1,
+            batch: Some(Uuid::nil()),
+        };
+        let batch = BatchRecord {
+            id: Uuid::nil(),
+            run_id,
+            attempt: 2,
+            worker_id: "w1".into(),
+            tests: 3,
+            reported: 1,
+            started_at_ms: 1,
+            command_started_at_ms: 5,
+            finished_at_ms: 11,
+            exit_code: Some(1),
+            timed_out: false,
+            log: Some("log".into()),
+            log_truncated: false,
+            split_into: 2,
         };
         vec![
             Body::Run(RunAnnounce {
@@ -675,18 +878,32 @@ mod tests {
             }),
             Body::Job(Job {
                 run_id,
-                test_id: "t1".into(),
+                tests: vec![
+                    JobTest {
+                        id: "t1".into(),
+                        allowance_ms: 5,
+                    },
+                    JobTest {
+                        id: "t2".into(),
+                        allowance_ms: 7,
+                    },
+                ],
                 attempt: 1,
                 deadline_ms: 2,
                 spec: sample_spec(),
                 published_at_ms: 1,
             }),
             Body::Result(result.clone()),
-            Body::Results(vec![result.clone(), result]),
+            Body::Results(vec![result.clone(), result.clone()]),
+            Body::Batches(Batches {
+                batches: vec![batch.clone()],
+                results: vec![result],
+            }),
             Body::HistoryQuery(HistoryQuery { suite: "s".into() }),
             Body::History(History {
                 suite: "s".into(),
                 durations_ms: vec![("t1".into(), 1500), ("a b;$(rm)".into(), 0)],
+                batch_overhead_ms: Some(900),
             }),
             Body::Report(RunReport {
                 run_id,
@@ -711,6 +928,7 @@ mod tests {
                         output_truncated: false,
                         message: Some("x".into()),
                         published_at_ms: None,
+                        batch: None,
                     }],
                 }],
                 verdict_cut: Some(VerdictCut {
@@ -727,6 +945,7 @@ mod tests {
                     finished_at_ms: 2,
                     reason: IgnoredReason::Duplicate,
                 }],
+                batches: vec![batch],
             }),
         ]
         .into_iter()
@@ -790,63 +1009,29 @@ mod tests {
         }
     }
 
-    /// A job from a peer that predates `executor` and `workdir` still reads, as
-    /// a Docker job: the fields were appended with defaults.
+    /// A job of one test alone keeps the per-test timeout; a batch gets
+    /// the batch rule's.
     #[test]
-    fn a_job_without_the_executor_fields_is_a_docker_job() {
-        #[derive(Serialize)]
-        struct OldSpec {
-            image: String,
-            command: Vec<String>,
-            env: BTreeMap<String, String>,
-            timeout_ms: u64,
-            output_cap_bytes: u64,
-            retry: RetryPolicy,
-            container: ContainerLimits,
-        }
-        #[derive(Serialize)]
-        struct OldJob {
-            run_id: Uuid,
-            test_id: String,
-            attempt: u32,
-            deadline_ms: u64,
-            spec: OldSpec,
-        }
-        #[derive(Serialize)]
-        enum OldBody {
-            // Only its position matters: `Job` is the second variant.
-            #[allow(dead_code)]
-            Run(()),
-            Job(Box<OldJob>),
-        }
-        #[derive(Serialize)]
-        struct OldEnvelope {
-            version: u16,
-            body: OldBody,
-        }
+    fn a_jobs_timeout_follows_its_tests() {
         let spec = crate::config::default_spec();
-        let old = OldEnvelope {
-            version: FORMAT_VERSION,
-            body: OldBody::Job(Box::new(OldJob {
-                run_id: Uuid::nil(),
-                test_id: "t".into(),
-                attempt: 1,
-                deadline_ms: 9,
-                spec: OldSpec {
-                    image: spec.image.clone(),
-                    command: spec.command.clone(),
-                    env: spec.env.clone(),
-                    timeout_ms: spec.timeout_ms,
-                    output_cap_bytes: spec.output_cap_bytes,
-                    retry: spec.retry.clone(),
-                    container: spec.container.clone(),
+        let alone = Job::single(Uuid::nil(), "t".into(), 1, 9, spec.clone());
+        assert_eq!(alone.timeout_ms(), spec.timeout_ms);
+        assert_eq!(alone.label(), "t");
+        let batch = Job {
+            tests: vec![
+                JobTest {
+                    id: "a".into(),
+                    allowance_ms: 1_000,
                 },
-            })),
+                JobTest {
+                    id: "b".into(),
+                    allowance_ms: 2_000,
+                },
+            ],
+            ..alone
         };
-        let job = decode_job(&rmp_serde::to_vec(&old).unwrap()).unwrap();
-        assert_eq!(job.spec.executor, ExecutorKind::Docker);
-        assert_eq!(job.spec.workdir, None);
-        assert_eq!(job.spec, spec);
+        assert_eq!(batch.timeout_ms(), crate::batch::BATCH_STARTUP_MS + 3_000);
+        assert_eq!(batch.label(), "a (+1 more)");
     }
 
     #[test]

@@ -25,14 +25,22 @@ pub enum Order {
     LongestFirst,
 }
 
-/// The suite's past durations from the aggregator, or `None` (with a warning)
+/// What the aggregator knows of a suite's past runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    pub durations_ms: HashMap<String, u64>,
+    /// What a batch of this suite costs beyond its tests, once measured.
+    pub batch_overhead_ms: Option<u64>,
+}
+
+/// The suite's history from the aggregator, or `None` (with a warning)
 /// when none came in time: the caller keeps arrival order.
 pub async fn fetch(
     connection: &Connection,
     topology: &Topology,
     suite: &str,
     timeout: Duration,
-) -> Option<HashMap<String, u64>> {
+) -> Option<History> {
     let query = Body::HistoryQuery(HistoryQuery {
         suite: suite.to_owned(),
     });
@@ -48,9 +56,10 @@ pub async fn fetch(
         }
     };
     match answer {
-        Body::History(history) if history.suite == suite => {
-            Some(history.durations_ms.into_iter().collect())
-        }
+        Body::History(history) if history.suite == suite => Some(History {
+            durations_ms: history.durations_ms.into_iter().collect(),
+            batch_overhead_ms: history.batch_overhead_ms,
+        }),
         Body::History(other) => {
             warn!(%suite, answered = %other.suite, "history of another suite; publishing in arrival order");
             None

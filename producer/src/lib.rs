@@ -3,7 +3,9 @@
 //!
 //! Layout:
 //! - [`ids`]: reading test ids from a file, stdin or a discovery command; filtering.
-//! - [`presets`]: discovery commands and listing parsers of common test runners.
+//! - [`presets`]: discovery commands, listing parsers and batched commands of
+//!   common test runners.
+//! - [`discovery`]: listing a suite's tests inside its image, through a worker.
 //! - [`submit`]: publishing the run with confirms; waiting for its verdict.
 //! - [`history`]: asking the aggregator for the suite's durations (longest first).
 
@@ -11,6 +13,7 @@
 //! - [`progress`]: progress counts and ETA from events (pure), bar or plain lines.
 //! - [`ndjson`]: the `--events` stream's lines (schema in `docs/EVENTS.md`).
 
+pub mod discovery;
 pub mod follow;
 pub mod history;
 pub mod ids;

@@ -12,15 +12,21 @@ use testfleet_aggregator::report;
 use testfleet_common::cli::{fail, CommonArgs, Overrides, INFRA, USAGE};
 use testfleet_common::config::{ConfigError, TriageRule};
 use testfleet_common::now_ms;
+use testfleet_common::wire::{IdScheme, ReportFormat, RunSpec, RunnerReport};
+use testfleet_producer::discovery::{self, DiscoveryError};
 use testfleet_producer::follow::{follow, Watch};
 use testfleet_producer::history::Order;
 use testfleet_producer::ids::{self, IdSource, Selection, Separator};
 use testfleet_producer::ndjson::{self, EventSink};
 use testfleet_producer::presets::Preset;
 use testfleet_producer::progress::ProgressView;
+use testfleet_producer::submit::Batching;
 use testfleet_producer::{ProducerSettings, Submitted};
 
 const PROGRAM: &str = "testfleet-producer";
+/// How long a discovery in the image may wait for a worker beyond the
+/// per-test timeout it runs under: workers may be busy with other jobs.
+const DISCOVERY_SLACK: Duration = Duration::from_secs(120);
 
 /// Publishes one job per test to the fleet; `--wait` waits for the verdict.
 #[derive(Debug, Parser)]
@@ -89,6 +95,19 @@ struct Cli {
     /// Publish jobs in `arrival` order or `longest-first` from the suite's history.
     #[arg(long, value_enum, default_value = "longest-first")]
     order: Order,
+    /// With a batched command (`{ids}`): `auto` plans batches from the suite's
+    /// history (the default), N puts at most N tests in a job.
+    #[arg(long, value_name = "auto|N")]
+    batch: Option<String>,
+    /// Test slots in the fleet, for planning batches (default: the workers
+    /// consuming jobs now, times 2).
+    #[arg(long)]
+    slots: Option<usize>,
+    /// The report a batched command writes at `{report}`, and how it names
+    /// tests: FORMAT:IDS, FORMAT one of junit, go-test-json, rspec-json, IDS
+    /// one of pytest, nextest, rspec, go, name. `--preset` implies it.
+    #[arg(long, value_name = "FORMAT:IDS")]
+    report_format: Option<String>,
     /// Wait for the verdict, print it, write the reports, exit with its code.
     #[arg(long)]
     wait: bool,
@@ -110,7 +129,14 @@ struct Cli {
 
 impl Cli {
     fn overrides(&self) -> Overrides {
-        let command = (!self.command.is_empty()).then(|| self.command.clone());
+        let command = match (
+            self.command.is_empty(),
+            self.preset.and_then(Preset::batched_command),
+        ) {
+            (false, _) => Some(self.command.clone()),
+            (true, Some((argv, _))) => Some(argv),
+            (true, None) => None,
+        };
         Overrides::default()
             .set("run.suite", self.suite.clone())
             .set("run.image", self.image.clone())
@@ -125,13 +151,16 @@ impl Cli {
             .set("run.command", command)
     }
 
-    fn id_source(&self) -> Result<IdSource, String> {
+    /// Where the ids come from; `None`: the preset's listing inside the run's
+    /// image (`--preset` and `--image` without `--discover`), through a worker.
+    fn id_source(&self) -> Result<Option<IdSource>, String> {
         match (&self.tests, &self.discover) {
-            (Some(path), None) if path.as_os_str() == "-" => Ok(IdSource::Stdin),
-            (Some(path), None) => Ok(IdSource::File(path.clone())),
-            (None, Some(command)) => Ok(IdSource::Discover(command.clone())),
+            (Some(path), None) if path.as_os_str() == "-" => Ok(Some(IdSource::Stdin)),
+            (Some(path), None) => Ok(Some(IdSource::File(path.clone()))),
+            (None, Some(command)) => Ok(Some(IdSource::Discover(command.clone()))),
             (None, None) => match self.preset.and_then(Preset::command) {
-                Some(command) => Ok(IdSource::Discover(command.into())),
+                Some(_) if self.image.is_some() => Ok(None),
+                Some(command) => Ok(Some(IdSource::Discover(command.into()))),
                 None if self.preset == Some(Preset::Lines) => Err(
                     "--preset lines reads one id per line of a listing: give it --discover CMD or --tests FILE".into(),
                 ),
@@ -183,16 +212,103 @@ impl Cli {
 fn settings(cli: &Cli) -> Result<(ProducerSettings, Vec<TriageRule>), ConfigError> {
     let raw = cli.common.load(cli.overrides())?;
     let triage_rules = raw.report.triage_rules()?;
+    let mut spec = raw.run.to_spec()?;
+    spec.runner_report = cli.runner_report(&spec.command)?;
+    let batching = cli.batching(&spec)?;
     let settings = ProducerSettings {
         broker_url: raw.broker.url.clone(),
         connect_timeout: raw.broker.connect_timeout(),
         topology: raw.broker.topology(),
         suite: raw.run.suite.clone(),
-        spec: raw.run.to_spec()?,
+        spec,
         deadline: Duration::from_secs(raw.run.deadline_secs),
         order: cli.order,
+        batching,
     };
     Ok((settings, triage_rules))
+}
+
+impl Cli {
+    /// The report the command writes: `--report-format`, else the preset's
+    /// when the command writes one at `{report}`.
+    fn runner_report(&self, command: &[String]) -> Result<Option<RunnerReport>, ConfigError> {
+        if let Some(text) = &self.report_format {
+            return parse_report_format(text)
+                .map(Some)
+                .map_err(|problem| ConfigError::Invalid {
+                    key: "--report-format",
+                    problem,
+                });
+        }
+        let writes_report = command.iter().any(|a| a.contains("{report}"));
+        Ok(self
+            .preset
+            .and_then(Preset::batched_command)
+            .filter(|_| writes_report)
+            .map(|(_, report)| report))
+    }
+
+    /// One test per job unless the command takes several (`{ids}`,
+    /// `{ids_file}`, `{ids_regex}`); then batches, which need a report.
+    fn batching(&self, spec: &RunSpec) -> Result<Batching, ConfigError> {
+        let batched = spec
+            .command
+            .iter()
+            .any(|a| a == "{ids}" || a.contains("{ids_file}") || a.contains("{ids_regex}"));
+        let invalid = |problem: &str| ConfigError::Invalid {
+            key: "--batch",
+            problem: problem.to_owned(),
+        };
+        if !batched {
+            return match self.batch {
+                Some(_) => Err(invalid(
+                    "needs a batched command: one with `{ids}`, `{ids_file}` or `{ids_regex}`",
+                )),
+                None => Ok(Batching::One),
+            };
+        }
+        if spec.runner_report.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "--report-format",
+                problem: "a batched command must write a report at `{report}` saying how each test ended: give --report-format FORMAT:IDS, or --preset".into(),
+            });
+        }
+        match self.batch.as_deref() {
+            None | Some("auto") => Ok(Batching::Auto { slots: self.slots }),
+            Some(size) => match size.parse::<usize>() {
+                Ok(size) if size >= 1 => Ok(Batching::AtMost(size)),
+                _ => Err(invalid("must be `auto` or a number of tests of at least 1")),
+            },
+        }
+    }
+}
+
+/// `junit:pytest` as a report format and an id scheme.
+fn parse_report_format(text: &str) -> Result<RunnerReport, String> {
+    let (format, ids) = text.split_once(':').unwrap_or((text, "name"));
+    let format = match format {
+        "junit" => ReportFormat::Junit,
+        "go-test-json" => ReportFormat::GoTestJson,
+        "rspec-json" => ReportFormat::RspecJson,
+        other => {
+            return Err(format!(
+                "unknown report format `{other}` (junit, go-test-json, rspec-json)"
+            ))
+        }
+    };
+    let ids = match ids {
+        "pytest" => IdScheme::Pytest,
+        "nextest" => IdScheme::Nextest,
+        "rspec" => IdScheme::Rspec,
+        "go" => IdScheme::Go,
+        "name" => IdScheme::Name,
+        other => {
+            return Err(format!(
+                "unknown id scheme `{other}` (pytest, nextest, rspec, go, name)"
+            ))
+        }
+    };
+    Ok(RunnerReport { format, ids })
 }
 
 #[tokio::main]
@@ -212,9 +328,15 @@ async fn main() -> ExitCode {
         (None, true) => Separator::Nul,
         (None, false) => Separator::Newline,
     };
-    let tests = match ids::collect(&source, separator, &selection) {
+    let tests = match source {
+        Some(source) => {
+            ids::collect(&source, separator, &selection).map_err(|e| (USAGE, e.to_string()))
+        }
+        None => listed_in_image(&cli, &settings, &selection).await,
+    };
+    let tests = match tests {
         Ok(tests) => tests,
-        Err(error) => return fail(PROGRAM, USAGE, error),
+        Err((code, error)) => return fail(PROGRAM, code, error),
     };
     if cli.list {
         for id in &tests {
@@ -244,6 +366,22 @@ async fn main() -> ExitCode {
         submitted.deadline_ms,
     ));
     wait_and_report(&cli, &settings, &triage_rules, &submitted, &mut sink).await
+}
+
+/// The ids the preset lists inside the run's image, through a worker.
+async fn listed_in_image(
+    cli: &Cli,
+    settings: &ProducerSettings,
+    selection: &Selection,
+) -> Result<Vec<String>, (u8, String)> {
+    let preset = cli.preset.expect("only a preset lists in the image");
+    let timeout = Duration::from_millis(settings.spec.timeout_ms) + DISCOVERY_SLACK;
+    let listing = match discovery::list_in_image(settings, preset, timeout).await {
+        Ok(listing) => listing,
+        Err(error @ DiscoveryError::Failed { .. }) => return Err((USAGE, error.to_string())),
+        Err(error) => return Err((INFRA, error.to_string())),
+    };
+    ids::select(preset.parse(&listing), selection).map_err(|e| (USAGE, e.to_string()))
 }
 
 /// Follows the run to its verdict, then prints the summary, writes the reports

@@ -426,6 +426,7 @@ mod tests {
                 .collect(),
             verdict_cut: None,
             ignored_results: Vec::new(),
+            batches: Vec::new(),
         };
         let paths = ReportPaths {
             dir: PathBuf::from("r/x"),

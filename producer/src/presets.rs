@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use testfleet_common::wire::{IdScheme, ReportFormat, RunnerReport};
+
 /// A test runner whose listing testfleet understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
@@ -31,6 +33,50 @@ impl Preset {
             Preset::Go => Some("go test -list ."),
             Preset::Lines => None,
         }
+    }
+
+    /// The command that runs a batch of this runner's tests and writes its
+    /// report at `{report}` (argv, no shell of ours), and how to read that
+    /// report; `None` for `lines`, which knows no runner.
+    pub fn batched_command(self) -> Option<(Vec<String>, RunnerReport)> {
+        let (argv, format, ids): (&[&str], _, _) = match self {
+            Preset::Pytest => (
+                &[
+                    "python3",
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "--junitxml={report}",
+                    "{ids}",
+                ],
+                ReportFormat::Junit,
+                IdScheme::Pytest,
+            ),
+            Preset::Rspec => (
+                &["rspec", "--format", "json", "--out", "{report}", "{ids}"],
+                ReportFormat::RspecJson,
+                IdScheme::Rspec,
+            ),
+            // `go test -json` writes its report to stdout; the ids become one
+            // anchored `-run` regex, passed to the shell as an argument.
+            Preset::Go => (
+                &[
+                    "sh",
+                    "-c",
+                    "go test -json -run \"$1\" . > \"$2\"",
+                    "sh",
+                    "{ids_regex}",
+                    "{report}",
+                ],
+                ReportFormat::GoTestJson,
+                IdScheme::Go,
+            ),
+            Preset::Nextest | Preset::Lines => return None,
+        };
+        let argv = argv.iter().map(|a| a.to_string()).collect();
+        Some((argv, RunnerReport { format, ids }))
     }
 
     /// The ids in a listing printed by this runner.
@@ -150,6 +196,19 @@ mod tests {
             ["./spec/a_spec.rb[1:1]", "./spec/a_spec.rb[1:2]"]
         );
         assert!(Preset::Rspec.parse("not json").is_empty());
+    }
+
+    #[test]
+    fn batched_commands_write_a_report_and_take_the_ids() {
+        for preset in [Preset::Pytest, Preset::Rspec, Preset::Go] {
+            let (argv, _) = preset.batched_command().unwrap();
+            assert!(argv.iter().any(|a| a.contains("{report}")), "{preset}");
+            assert!(
+                argv.iter().any(|a| a == "{ids}" || a == "{ids_regex}"),
+                "{preset}"
+            );
+        }
+        assert!(Preset::Lines.batched_command().is_none());
     }
 
     #[test]

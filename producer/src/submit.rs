@@ -5,19 +5,25 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
+use testfleet_common::batch::{self, PlanParams, Planned};
 use testfleet_common::broker::{self, BrokerError};
+use testfleet_common::limits::MAX_TESTS_PER_JOB;
 use testfleet_common::now_ms;
 use testfleet_common::parts::{Joined, Joiner};
 use testfleet_common::topology::Topology;
-use testfleet_common::wire::{decode, Body, Job, RunAnnounce, RunEvent, RunReport, RunSpec};
+use testfleet_common::wire::{
+    decode, Body, ExecutorKind, Job, JobTest, RunAnnounce, RunEvent, RunReport, RunSpec,
+};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::history::{self, Order};
+use crate::history::{self, History, Order};
 
 /// Jobs published per confirm round trip.
 const PUBLISH_WINDOW: usize = 2000;
@@ -38,7 +44,33 @@ pub struct ProducerSettings {
     pub deadline: Duration,
     /// The order jobs are published in.
     pub order: Order,
+    /// How tests are grouped into jobs.
+    pub batching: Batching,
 }
+
+/// How a run's tests are grouped into jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    /// One test per job, as a command with `{id}` needs.
+    One,
+    /// Batches planned from the suite's history (`testfleet_common::batch`),
+    /// for `slots` test slots (`None`: the workers consuming now, 2 each).
+    Auto { slots: Option<usize> },
+    /// Batches of at most this many tests, by count.
+    AtMost(usize),
+}
+
+/// Bytes of ids per batch at most: each id is an argv element (or part of
+/// one, `{ids_regex}`), and Linux allows 128 KiB per element, 2 MiB in all.
+const MAX_BATCH_IDS_BYTES: usize = 96 << 10;
+/// Slots per consuming worker, when the producer counts them: the default
+/// `worker.concurrency`.
+const SLOTS_PER_WORKER: usize = 2;
+/// What a batch is taken to cost beyond its tests before the suite's history
+/// says: a container created, started and removed plus a runner's start-up,
+/// or a process and a runner's start-up.
+const DEFAULT_DOCKER_BATCH_COST_MS: u64 = 1_500;
+const DEFAULT_PROCESS_BATCH_COST_MS: u64 = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerError {
@@ -114,28 +146,30 @@ async fn publish_run(
     .await?;
     let count = announce.tests.len();
     // The announcement keeps the listed order (reports follow it); only the
-    // jobs are reordered.
-    let tests = match settings.order {
-        Order::Arrival => announce.tests,
-        Order::LongestFirst => {
+    // jobs are reordered and grouped.
+    let history = match (settings.order, settings.batching) {
+        (Order::Arrival, Batching::One | Batching::AtMost(_)) => None,
+        _ => {
             let topology = &settings.topology;
-            match history::fetch(
+            history::fetch(
                 connection,
                 topology,
                 &settings.suite,
                 history::HISTORY_TIMEOUT,
             )
             .await
-            {
-                Some(known) => history::longest_first(announce.tests, &known),
-                None => announce.tests,
-            }
         }
     };
-    let jobs = tests.into_iter().map(|test_id| {
+    let slots = match settings.batching {
+        Batching::Auto { slots: None } => Some(fleet_slots(&channel, &settings.topology).await),
+        _ => None,
+    };
+    let jobs = plan_jobs(settings, announce.tests, history, slots);
+    info!(run = %run_id, tests = count, jobs = jobs.len(), "publishing the run's jobs");
+    let jobs = jobs.into_iter().map(|tests| {
         Body::Job(Job {
             run_id,
-            test_id,
+            tests,
             attempt: 1,
             deadline_ms,
             spec: settings.spec.clone(),
@@ -152,6 +186,113 @@ async fn publish_run(
         created_at_ms,
         deadline_ms,
     })
+}
+
+/// The fleet's test slots, as far as the broker tells: the workers consuming
+/// the jobs queue now, at `SLOTS_PER_WORKER` each; at least one.
+async fn fleet_slots(channel: &Channel, topology: &Topology) -> usize {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let consumers = channel
+        .queue_declare(
+            topology.jobs.as_str().into(),
+            passive,
+            FieldTable::default(),
+        )
+        .await
+        .map(|queue| queue.consumer_count() as usize)
+        .unwrap_or(0);
+    consumers.max(1) * SLOTS_PER_WORKER
+}
+
+/// The run's jobs, each a list of tests with their allowances, in publishing
+/// order: one test each (longest first with history), or batches.
+fn plan_jobs(
+    settings: &ProducerSettings,
+    tests: Vec<String>,
+    history: Option<History>,
+    slots: Option<usize>,
+) -> Vec<Vec<JobTest>> {
+    let timeout_ms = settings.spec.timeout_ms;
+    let known = history.as_ref().map(|h| &h.durations_ms);
+    let expected = |id: &str| known.and_then(|k| k.get(id).copied());
+    let planned: Vec<Planned> = tests
+        .into_iter()
+        .map(|id| Planned {
+            expected_ms: expected(&id),
+            id,
+        })
+        .collect();
+    let batches = match settings.batching {
+        Batching::One => {
+            let ordered: Vec<String> = match (&history, settings.order) {
+                (Some(history), Order::LongestFirst) => history::longest_first(
+                    planned.into_iter().map(|p| p.id).collect(),
+                    &history.durations_ms,
+                ),
+                _ => planned.into_iter().map(|p| p.id).collect(),
+            };
+            return ordered
+                .into_iter()
+                .map(|id| {
+                    vec![JobTest {
+                        id,
+                        allowance_ms: timeout_ms,
+                    }]
+                })
+                .collect();
+        }
+        // By count, in the listed order: what a user who chose the size expects.
+        Batching::AtMost(size) => {
+            let ids: Vec<String> = planned.into_iter().map(|p| p.id).collect();
+            return ids
+                .chunks(size.max(1))
+                .map(|chunk| {
+                    chunk
+                        .iter()
+                        .map(|id| JobTest {
+                            id: id.clone(),
+                            allowance_ms: timeout_ms,
+                        })
+                        .collect()
+                })
+                .collect();
+        }
+        Batching::Auto { slots: counted } => {
+            let fixed_cost_ms = history
+                .as_ref()
+                .and_then(|h| h.batch_overhead_ms)
+                .unwrap_or(match settings.spec.executor {
+                    ExecutorKind::Docker => DEFAULT_DOCKER_BATCH_COST_MS,
+                    ExecutorKind::Process => DEFAULT_PROCESS_BATCH_COST_MS,
+                });
+            let params = PlanParams {
+                slots: counted.or(slots).unwrap_or(1),
+                fixed_cost_ms,
+                max_tests: MAX_TESTS_PER_JOB,
+                max_ids_bytes: MAX_BATCH_IDS_BYTES,
+                timeout_ms,
+            };
+            info!(
+                slots = params.slots,
+                fixed_cost_ms,
+                known = known.map_or(0, |k| k.len()),
+                "planning batches"
+            );
+            batch::plan(planned, &params)
+        }
+    };
+    batches
+        .into_iter()
+        .map(|b| {
+            b.tests
+                .into_iter()
+                .map(|(id, allowance_ms)| JobTest { id, allowance_ms })
+                .collect()
+        })
+        .collect()
 }
 
 /// Waits for the run's verdict, reconnecting to the broker if needed. The run's

@@ -119,6 +119,7 @@ async fn a_result_with_an_impossible_duration_is_parked_and_every_run_finishes()
         output_truncated: false,
         message: None,
         published_at_ms: 0,
+        batch: None,
     });
     publish(&fleet.topology().results, &encode(&forged)).await;
     // A result of a run nobody announced: kept, not acked away.

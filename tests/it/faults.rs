@@ -280,6 +280,7 @@ async fn unreadable_messages_on_every_queue_are_parked_and_the_run_goes_on() {
         output_truncated: false,
         message: None,
         published_at_ms: 0,
+        batch: None,
     });
     let mut wrong_version = encode(&result);
     assert_eq!(wrong_version[1], 1, "a msgpack array of [version, body]");
@@ -403,14 +404,8 @@ fn sample_job() -> Job {
     let mut spec = testfleet_common::config::default_spec();
     spec.image = BUSYBOX.into();
     spec.command = vec!["true".into()];
-    Job {
-        run_id: uuid::Uuid::new_v4(),
-        test_id: "x".into(),
-        attempt: 1,
-        deadline_ms: testfleet_common::now_ms() + 3_600_000,
-        spec,
-        published_at_ms: 0,
-    }
+    let deadline_ms = testfleet_common::now_ms() + 3_600_000;
+    Job::single(uuid::Uuid::new_v4(), "x".into(), 1, deadline_ms, spec)
 }
 
 /// Kills every worker that starts `poison`, replacing it, until the run ends.

@@ -4,6 +4,7 @@
 //! its own fleet under its own queue prefix, so tests run in parallel on one broker.
 
 mod bad_input;
+mod batches;
 mod bench_smoke;
 mod bounds;
 mod compose;

@@ -12,8 +12,9 @@ use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
-    RemoveContainerOptionsBuilder, WaitContainerOptions,
+    AttachContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    WaitContainerOptions,
 };
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
@@ -24,11 +25,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::capture::OutputCapture;
-use crate::executor::{collect_output, error_outcome, timed_out, Cleanup, Finished, Ran, Requeue};
+use crate::job::{
+    argv, collect_output, error_outcome, ids_file_contents, needs_files, report_file_name,
+    test_env, timed_out, writes_report, Cleanup, Observed, Paths, Ran, Requeue,
+};
 use crate::labels;
 use crate::phases::Phase;
-use crate::process::argv;
+use crate::runner_report;
 use crate::warm::{Warm, WarmPool, WARM_IDLE_MAX};
+
+/// Where a container's command finds its ids file and writes its report.
+const STAGE_DIR: &str = "/testfleet";
 
 /// PID 1 of a kept container (warm mode): the image needs `sleep`.
 const KEEP_ALIVE: [&str; 2] = ["sleep", "2147483647"];
@@ -65,63 +72,94 @@ impl DockerExecutor {
         &self.docker
     }
 
+    /// The image's id on this engine, if it has the image.
+    pub async fn image_id(&self, image: &str) -> Option<String> {
+        self.docker.inspect_image(image).await.ok()?.id
+    }
+
     /// Runs `job` to its end. `interrupt` kills the container and requeues the job.
     ///
-    /// A passed test's container is handed back as a [`Cleanup`], removed after
+    /// A passed job's container is handed back as a [`Cleanup`], removed after
     /// the job is acked: removal is the slowest step after the run itself, and
     /// an exit 0 that the engine reported leaves nothing to doubt. Any other
     /// container is removed before the result exists, since an engine that fails
-    /// to remove it casts doubt on how the test ended.
-    pub async fn run(&self, job: &Job, interrupt: &CancellationToken) -> Result<Finished, Requeue> {
+    /// to remove it casts doubt on how the test ended. A runner's report is
+    /// read out of the container before it goes.
+    pub async fn run(
+        &self,
+        job: &Job,
+        interrupt: &CancellationToken,
+    ) -> Result<(Observed, Option<Cleanup>), Requeue> {
         if job.spec.container_mode == ContainerMode::Warm {
             return self.run_warm(job, interrupt).await;
         }
         let started_at_ms = now_ms();
         let clock = tokio::time::Instant::now();
-        let mut cleanup = None;
-        let (ran, capture) = match Phase::Create.time(self.create(job)).await? {
-            Err(message) => (error_outcome(message), None),
-            Ok(container) => {
-                let ran = self.run_created(&container, job, interrupt).await;
-                if matches!(&ran, Ok((r, _)) if r.outcome == Outcome::Passed) {
-                    cleanup = Some(Cleanup::Container(self.clone(), container));
-                    ran?
-                } else {
-                    self.checked_remove(&container, ran).await?
-                }
-            }
+        let paths = paths(job, None);
+        let container = match Phase::Create.time(self.create(job, &paths)).await? {
+            Ok(container) => container,
+            Err(message) => return Ok((not_started(message, started_at_ms, clock), None)),
         };
-        let result = ran.into_result(job, &self.worker_id, capture, started_at_ms, clock);
-        Ok(Finished { result, cleanup })
+        let attached = match self.stage(&container, job, &paths).await? {
+            Err(message) => Ok(not_run(message)),
+            Ok(()) => self.run_created(&container, job, interrupt).await,
+        };
+        let report = match &attached {
+            Ok(_) if writes_report(job) => self.fetch_report(&container, &paths.report).await,
+            _ => None,
+        };
+        let mut cleanup = None;
+        let attached = if matches!(&attached, Ok(a) if a.ran.outcome == Outcome::Passed) {
+            cleanup = Some(self.cleanup(container));
+            attached?
+        } else {
+            self.checked_remove(&container, attached).await?
+        };
+        Ok((attached.observed(report, started_at_ms, clock), cleanup))
     }
 
     /// Warm mode: runs `job` as an exec in a kept container of its run. The
-    /// container goes back to the pool after a passed test, is removed after the
-    /// ack once it has run `warm_reuse` tests, and is removed before the result
+    /// container goes back to the pool after a passed job, is removed after the
+    /// ack once it has run `warm_reuse` jobs, and is removed before the result
     /// exists after any other outcome (its leftovers must not meet the next test).
     async fn run_warm(
         &self,
         job: &Job,
         interrupt: &CancellationToken,
-    ) -> Result<Finished, Requeue> {
+    ) -> Result<(Observed, Option<Cleanup>), Requeue> {
         let started_at_ms = now_ms();
         let clock = tokio::time::Instant::now();
+        let paths = paths(job, Some(uuid::Uuid::new_v4()));
         let mut cleanup = None;
-        let (ran, capture) = match self.exec_somewhere(job, interrupt).await? {
-            Err(message) => (error_outcome(message), None),
-            Ok((mut warm, (ran, capture))) if ran.outcome == Outcome::Passed => {
-                warm.used += 1;
-                if warm.used >= job.spec.warm_reuse {
-                    cleanup = Some(Cleanup::Container(self.clone(), warm.id));
+        let (attached, report) = match self.exec_somewhere(job, &paths, interrupt).await? {
+            Err(message) => return Ok((not_started(message, started_at_ms, clock), None)),
+            Ok((mut warm, attached)) => {
+                let report = match writes_report(job) {
+                    true => self.fetch_report(&warm.id, &paths.report).await,
+                    false => None,
+                };
+                if attached.ran.outcome == Outcome::Passed {
+                    warm.used += 1;
+                    if warm.used >= job.spec.warm_reuse {
+                        cleanup = Some(self.cleanup(warm.id));
+                    } else {
+                        self.warm.put_back(warm);
+                    }
+                    (attached, report)
                 } else {
-                    self.warm.put_back(warm);
+                    (self.checked_remove(&warm.id, Ok(attached)).await?, report)
                 }
-                (ran, capture)
             }
-            Ok((warm, ran)) => self.checked_remove(&warm.id, Ok(ran)).await?,
         };
-        let result = ran.into_result(job, &self.worker_id, capture, started_at_ms, clock);
-        Ok(Finished { result, cleanup })
+        Ok((attached.observed(report, started_at_ms, clock), cleanup))
+    }
+
+    /// Removes `container` after the job is acked.
+    fn cleanup(&self, container: String) -> Cleanup {
+        let docker = self.clone();
+        Cleanup::new(async move {
+            docker.remove(&container).await;
+        })
     }
 
     /// Runs the exec in a kept container, or in a new one when the kept one is
@@ -130,15 +168,20 @@ impl DockerExecutor {
     async fn exec_somewhere(
         &self,
         job: &Job,
+        paths: &Paths,
         interrupt: &CancellationToken,
-    ) -> Result<Result<(Warm, (Ran, Option<OutputCapture>)), String>, Requeue> {
+    ) -> Result<Result<(Warm, Attached), String>, Requeue> {
         for _ in 0..2 {
-            let warm = match self.warm_container(job).await? {
+            let warm = match self.warm_container(job, paths).await? {
                 Ok(warm) => warm,
                 Err(message) => return Ok(Err(message)),
             };
-            match self.exec(&warm.id, job, interrupt).await {
-                Ok(Some(ran)) => return Ok(Ok((warm, ran))),
+            if let Err(message) = self.stage(&warm.id, job, paths).await? {
+                self.remove(&warm.id).await;
+                return Ok(Err(message));
+            }
+            match self.exec(&warm.id, job, paths, interrupt).await {
+                Ok(Some(attached)) => return Ok(Ok((warm, attached))),
                 Ok(None) => {
                     debug!(container = %warm.id, "kept container gone; starting another");
                     self.remove(&warm.id).await;
@@ -153,8 +196,12 @@ impl DockerExecutor {
     }
 
     /// A kept container of the job's run, or a new one started for it.
-    async fn warm_container(&self, job: &Job) -> Result<Result<Warm, String>, Requeue> {
-        let needed_until = labels::expiry(job.spec.timeout_ms);
+    async fn warm_container(
+        &self,
+        job: &Job,
+        paths: &Paths,
+    ) -> Result<Result<Warm, String>, Requeue> {
+        let needed_until = labels::expiry(job.timeout_ms());
         let (found, expired) = self.warm.checkout(job.run_id, needed_until);
         for container in expired {
             self.remove(&container).await;
@@ -162,7 +209,7 @@ impl DockerExecutor {
         if let Some(warm) = found {
             return Ok(Ok(warm));
         }
-        let container = match Phase::Create.time(self.create(job)).await? {
+        let container = match Phase::Create.time(self.create(job, paths)).await? {
             Ok(container) => container,
             Err(message) => return Ok(Err(message)),
         };
@@ -175,18 +222,20 @@ impl DockerExecutor {
     }
 
     /// One exec of the job's argv in `container`, output attached, under the
-    /// timeout; `None` when the container is gone. A timeout or an interrupt
-    /// kills the container: there is no other way to kill an exec's processes.
+    /// job's timeout; `None` when the container is gone. A timeout or an
+    /// interrupt kills the container: there is no other way to kill an exec's
+    /// processes.
     async fn exec(
         &self,
         container: &str,
         job: &Job,
+        paths: &Paths,
         interrupt: &CancellationToken,
-    ) -> Result<Option<(Ran, Option<OutputCapture>)>, Requeue> {
+    ) -> Result<Option<Attached>, Requeue> {
         let clock = std::time::Instant::now();
         let options = CreateExecOptions {
-            cmd: Some(argv(job)),
-            env: Some(test_env(job)),
+            cmd: Some(argv(job, paths)),
+            env: Some(env_lines(job, paths)),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             ..Default::default()
@@ -199,6 +248,7 @@ impl DockerExecutor {
             }) => return Ok(None),
             Err(error) => return classify(error, "create the exec").map(not_run).map(Some),
         };
+        let command_started_at_ms = now_ms();
         let output = match self.docker.start_exec(&exec, None).await {
             Ok(StartExecResults::Attached { output, .. }) => output,
             Ok(StartExecResults::Detached) => {
@@ -207,13 +257,13 @@ impl DockerExecutor {
             Err(error) => return classify(error, "start the exec").map(not_run).map(Some),
         };
         let cap = job.spec.output_cap_bytes as usize;
-        let timeout = Duration::from_millis(job.spec.timeout_ms);
+        let timeout = Duration::from_millis(job.timeout_ms());
         let capture = tokio::select! {
             read = tokio::time::timeout(timeout, read_output(output, OutputCapture::new(cap))) => match read {
                 Ok(capture) => capture,
                 Err(_elapsed) => {
                     self.kill(container).await;
-                    return Ok(Some((timed_out(timeout), None)));
+                    return Ok(Some(Attached { ran: timed_out(timeout), output: None, command_started_at_ms }));
                 }
             },
             () = interrupt.cancelled() => {
@@ -223,17 +273,73 @@ impl DockerExecutor {
         };
         let ran = match self.docker.inspect_exec(&exec).await {
             Ok(inspect) => match inspect.exit_code {
-                Some(exit) => Ran {
-                    outcome: Outcome::from_exit_code(exit),
-                    exit_code: Some(exit),
-                    message: None,
-                },
+                Some(exit) => Ran::exited(exit),
                 None => error_outcome("the exec ended without an exit code".into()),
             },
             Err(error) => classify(error, "inspect the exec").map(error_outcome)?,
         };
         Phase::Exec.record(clock.elapsed());
-        Ok(Some((ran, Some(capture))))
+        Ok(Some(Attached {
+            ran,
+            output: Some(capture),
+            command_started_at_ms,
+        }))
+    }
+
+    /// Puts the job's files into the container before its command starts: the
+    /// ids file and an empty report folder anyone may write (the image's user
+    /// may not be root). Nothing for a job of one that reads no report. The
+    /// inner `Err` is a message for an error outcome.
+    async fn stage(
+        &self,
+        container: &str,
+        job: &Job,
+        paths: &Paths,
+    ) -> Result<Result<(), String>, Requeue> {
+        if !needs_files(job) {
+            return Ok(Ok(()));
+        }
+        let tar = match staging_tar(job, paths) {
+            Ok(tar) => tar,
+            Err(error) => return Ok(Err(format!("could not pack the job's files: {error}"))),
+        };
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        let upload = self.docker.upload_to_container(
+            container,
+            Some(options),
+            bollard::body_full(tar.into()),
+        );
+        match Phase::Stage.time(upload).await {
+            Ok(()) => Ok(Ok(())),
+            Err(error) => classify(error, "put the job's files into the container").map(Err),
+        }
+    }
+
+    /// The runner's report, read out of the container; `None` when the
+    /// command wrote none (or one over `MAX_REPORT_BYTES`).
+    async fn fetch_report(&self, container: &str, path: &str) -> Option<Vec<u8>> {
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut stream = self
+            .docker
+            .download_from_container(container, Some(options));
+        let mut tar = Vec::new();
+        let limit = runner_report::MAX_REPORT_BYTES as usize + (64 << 10);
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) if tar.len() + bytes.len() <= limit => tar.extend_from_slice(&bytes),
+                Ok(_) => {
+                    warn!(container, "the runner's report is over its bound; not read");
+                    return None;
+                }
+                Err(error) => {
+                    debug!(%error, container, "no runner report");
+                    return None;
+                }
+            }
+        }
+        first_file_in(&tar)
     }
 
     /// Removes kept containers idle for `idle_for` (all of them with zero).
@@ -243,27 +349,29 @@ impl DockerExecutor {
         }
     }
 
-    /// Removes the container of a test that did not pass, or could not run.
+    /// Removes the container of a job that did not pass, or could not run.
     async fn checked_remove(
         &self,
         container: &str,
-        ran: Result<(Ran, Option<OutputCapture>), Requeue>,
-    ) -> Result<(Ran, Option<OutputCapture>), Requeue> {
+        attached: Result<Attached, Requeue>,
+    ) -> Result<Attached, Requeue> {
         let engine_lost = self.remove(container).await;
-        let (ran, capture) = ran?;
+        let attached = attached?;
         match engine_lost {
             // A daemon that shuts down kills its containers (exit 137) and is
-            // gone a moment later: a test that did not pass while the engine
-            // went away says nothing about the test.
-            Some(error) if ran.outcome != Outcome::Passed => Err(Requeue::EngineUnreachable(error)),
-            _ => Ok((ran, capture)),
+            // gone a moment later: a job that did not pass while the engine
+            // went away says nothing about its tests.
+            Some(error) if attached.ran.outcome != Outcome::Passed => {
+                Err(Requeue::EngineUnreachable(error))
+            }
+            _ => Ok(attached),
         }
     }
 
     /// Creates the container, pulling its image once if the engine lacks it.
     /// The inner `Err` is a message for an error outcome (nothing to remove).
-    async fn create(&self, job: &Job) -> Result<Result<String, String>, Requeue> {
-        match self.try_create(job).await {
+    async fn create(&self, job: &Job, paths: &Paths) -> Result<Result<String, String>, Requeue> {
+        match self.try_create(job, paths).await {
             Ok(id) => return Ok(Ok(id)),
             Err(error) if !is_missing_image(&error) => {
                 return classify(error, "create the container").map(Err)
@@ -279,14 +387,14 @@ impl DockerExecutor {
                 job.spec.image
             )));
         }
-        match self.try_create(job).await {
+        match self.try_create(job, paths).await {
             Ok(id) => Ok(Ok(id)),
             Err(error) => classify(error, "create the container").map(Err),
         }
     }
 
-    async fn try_create(&self, job: &Job) -> Result<String, DockerError> {
-        let body = container_body(job, &self.worker_id);
+    async fn try_create(&self, job: &Job, paths: &Paths) -> Result<String, DockerError> {
+        let body = container_body(job, paths, &self.worker_id);
         let created = self
             .docker
             .create_container(
@@ -317,7 +425,7 @@ impl DockerExecutor {
         container: &str,
         job: &Job,
         interrupt: &CancellationToken,
-    ) -> Result<(Ran, Option<OutputCapture>), Requeue> {
+    ) -> Result<Attached, Requeue> {
         // Attach before start so that not a byte of output is missed.
         let options = AttachContainerOptionsBuilder::default()
             .stdout(true)
@@ -337,7 +445,8 @@ impl DockerExecutor {
             reader.abort();
             return classify(error, "start the container").map(not_run);
         }
-        let timeout = Duration::from_millis(job.spec.timeout_ms);
+        let command_started_at_ms = now_ms();
+        let timeout = Duration::from_millis(job.timeout_ms());
         let ran = tokio::select! {
             waited = tokio::time::timeout(timeout, Phase::Wait.time(self.wait(container))) => match waited {
                 Ok(exit) => exit?,
@@ -352,18 +461,18 @@ impl DockerExecutor {
                 return Err(Requeue::Interrupted);
             }
         };
-        Ok((
+        let output = Phase::Output
+            .time(collect_output(
+                reader,
+                OUTPUT_DRAIN,
+                "output could not be collected",
+            ))
+            .await;
+        Ok(Attached {
             ran,
-            Some(
-                Phase::Output
-                    .time(collect_output(
-                        reader,
-                        OUTPUT_DRAIN,
-                        "output could not be collected",
-                    ))
-                    .await,
-            ),
-        ))
+            output: Some(output),
+            command_started_at_ms,
+        })
     }
 
     /// Waits for the container to stop. A non-zero exit arrives from bollard as a
@@ -384,11 +493,7 @@ impl DockerExecutor {
                 ))
             }
         };
-        Ok(Ran {
-            outcome: Outcome::from_exit_code(exit),
-            exit_code: Some(exit),
-            message: None,
-        })
+        Ok(Ran::exited(exit))
     }
 
     async fn kill(&self, container: &str) {
@@ -429,10 +534,10 @@ impl DockerExecutor {
 }
 
 /// The container's full definition: argv without a shell, labels, confinement.
-fn container_body(job: &Job, worker_id: &str) -> ContainerCreateBody {
+fn container_body(job: &Job, paths: &Paths, worker_id: &str) -> ContainerCreateBody {
     let spec = &job.spec;
     let (cmd, env) = match spec.container_mode {
-        ContainerMode::Fresh => (argv(job), test_env(job)),
+        ContainerMode::Fresh => (argv(job, paths), env_lines(job, paths)),
         // PID 1 of a kept container only keeps it alive; tests come as execs,
         // each with its own argv and environment.
         ContainerMode::Warm => (KEEP_ALIVE.iter().map(|s| s.to_string()).collect(), vec![]),
@@ -477,17 +582,74 @@ fn container_body(job: &Job, worker_id: &str) -> ContainerCreateBody {
     }
 }
 
-fn test_env(job: &Job) -> Vec<String> {
-    let mut env: Vec<String> = job
-        .spec
-        .env
-        .iter()
+/// The job's environment as the engine takes it, `KEY=value`.
+fn env_lines(job: &Job, paths: &Paths) -> Vec<String> {
+    test_env(job, paths)
+        .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    env.push(format!("TEST_ID={}", job.test_id));
-    env.push(format!("TESTFLEET_RUN_ID={}", job.run_id));
-    env.push(format!("TESTFLEET_ATTEMPT={}", job.attempt));
-    env
+        .collect()
+}
+
+/// Where a container's command finds its files: under `/testfleet`, or a
+/// folder of the job's own there in a kept container (warm mode), which
+/// several jobs use in turn.
+fn paths(job: &Job, job_folder: Option<uuid::Uuid>) -> Paths {
+    let base = match job_folder {
+        Some(folder) => format!("{STAGE_DIR}/{folder}"),
+        None => STAGE_DIR.to_owned(),
+    };
+    Paths {
+        ids_file: format!("{base}/ids"),
+        report: format!("{base}/report/{}", report_file_name(job)),
+    }
+}
+
+/// The job's files as a tar to unpack at `/`: the folders (anyone may
+/// write the report's) and the ids file.
+fn staging_tar(job: &Job, paths: &Paths) -> std::io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let ids_file = paths.ids_file.trim_start_matches('/');
+    let report_dir = match paths.report.trim_start_matches('/').rsplit_once('/') {
+        Some((dir, _)) => dir.to_owned(),
+        None => String::new(),
+    };
+    let mut folders = vec![STAGE_DIR.trim_start_matches('/').to_owned()];
+    if let Some((folder, _)) = ids_file.rsplit_once('/') {
+        if !folders.iter().any(|f| f == folder) {
+            folders.push(folder.to_owned());
+        }
+    }
+    folders.push(report_dir);
+    for folder in folders {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o777);
+        header.set_size(0);
+        header.set_mtime(now_ms() / 1000);
+        tar.append_data(&mut header, format!("{folder}/"), std::io::empty())?;
+    }
+    let ids = ids_file_contents(job);
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(0o644);
+    header.set_size(ids.len() as u64);
+    header.set_mtime(now_ms() / 1000);
+    tar.append_data(&mut header, ids_file, ids.as_bytes())?;
+    tar.into_inner()
+}
+
+/// The contents of the first file in a tar (what the engine sends for a
+/// path that is a file).
+fn first_file_in(tar: &[u8]) -> Option<Vec<u8>> {
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().ok()? {
+        let mut entry = entry.ok()?;
+        if entry.header().entry_type().is_file() {
+            let mut contents = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut contents).ok()?;
+            return Some(contents);
+        }
+    }
+    None
 }
 
 /// When a kept container is certainly orphaned: after `warm_reuse` tests at
@@ -495,8 +657,7 @@ fn test_env(job: &Job) -> Vec<String> {
 /// stops using it before then (see `WarmPool::checkout`).
 fn warm_expiry(job: &Job) -> u64 {
     let busy = job
-        .spec
-        .timeout_ms
+        .timeout_ms()
         .saturating_mul(u64::from(job.spec.warm_reuse));
     let idle = (WARM_IDLE_MAX.as_millis() as u64).saturating_mul(u64::from(job.spec.warm_reuse));
     labels::expiry(busy.saturating_add(idle))
@@ -520,9 +681,43 @@ async fn read_output(
     capture
 }
 
+/// How a container's command ended, with its output and when it started.
+struct Attached {
+    ran: Ran,
+    output: Option<OutputCapture>,
+    command_started_at_ms: u64,
+}
+
+impl Attached {
+    fn observed(
+        self,
+        report: Option<Vec<u8>>,
+        started_at_ms: u64,
+        clock: tokio::time::Instant,
+    ) -> Observed {
+        Observed {
+            ran: self.ran,
+            output: self.output,
+            report,
+            started_at_ms,
+            command_started_at_ms: self.command_started_at_ms,
+            clock,
+        }
+    }
+}
+
 /// An error outcome for a container that never ran, so has no output.
-fn not_run(message: String) -> (Ran, Option<OutputCapture>) {
-    (error_outcome(message), None)
+fn not_run(message: String) -> Attached {
+    Attached {
+        ran: error_outcome(message),
+        output: None,
+        command_started_at_ms: now_ms(),
+    }
+}
+
+/// What is observed of a job whose container could not be created.
+fn not_started(message: String, started_at_ms: u64, clock: tokio::time::Instant) -> Observed {
+    not_run(message).observed(None, started_at_ms, clock)
 }
 
 /// An unreachable engine requeues the job; any other engine refusal is reported.
@@ -567,20 +762,17 @@ mod tests {
         spec.env = BTreeMap::from([("K".into(), "v".into())]);
         spec.container.tmpfs = vec!["/tmp:size=1m".into(), "/scratch".into()];
         spec.container.pids_limit = Some(64);
-        Job {
-            run_id: uuid::Uuid::nil(),
-            test_id: test_id.into(),
-            attempt: 2,
-            deadline_ms: 0,
-            spec,
-            published_at_ms: 0,
-        }
+        Job::single(uuid::Uuid::nil(), test_id.into(), 2, 0, spec)
+    }
+
+    fn body(job: &Job) -> ContainerCreateBody {
+        container_body(job, &paths(job, None), "w")
     }
 
     #[test]
     fn the_id_goes_into_argv_verbatim() {
         let id = "a b'\"; $(rm -rf /)\n✓";
-        let body = container_body(&job(id), "w");
+        let body = body(&job(id));
         assert_eq!(
             body.cmd.unwrap(),
             vec!["run".to_owned(), format!("--test={id}"), id.to_owned()]
@@ -590,7 +782,7 @@ mod tests {
 
     #[test]
     fn environment_names_the_test() {
-        let env = container_body(&job("t1"), "w").env.unwrap();
+        let env = body(&job("t1")).env.unwrap();
         for expected in [
             "K=v",
             "TEST_ID=t1",
@@ -602,8 +794,42 @@ mod tests {
     }
 
     #[test]
+    fn the_staging_tar_holds_open_folders_and_the_ids() {
+        let mut batch = job("a");
+        batch.tests.push(testfleet_common::wire::JobTest {
+            id: "b c".into(),
+            allowance_ms: 1,
+        });
+        let paths = paths(&batch, Some(uuid::Uuid::nil()));
+        let tar = staging_tar(&batch, &paths).unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let entries: Vec<(String, u32)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().display().to_string(),
+                    e.header().mode().unwrap(),
+                )
+            })
+            .collect();
+        let folder = "testfleet/00000000-0000-0000-0000-000000000000";
+        assert!(
+            entries.contains(&(format!("{folder}/report/"), 0o777)),
+            "{entries:?}"
+        );
+        assert!(
+            entries.contains(&(format!("{folder}/ids"), 0o644)),
+            "{entries:?}"
+        );
+        assert_eq!(paths.report, format!("/{folder}/report/report.xml"));
+        assert_eq!(first_file_in(&tar), Some(b"a\nb c\n".to_vec()));
+    }
+
+    #[test]
     fn confinement_follows_the_spec() {
-        let host = container_body(&job("t1"), "w").host_config.unwrap();
+        let host = body(&job("t1")).host_config.unwrap();
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(host.pids_limit, Some(64));
         let tmpfs = host.tmpfs.unwrap();
@@ -617,12 +843,12 @@ mod tests {
 
         let mut privileged = job("t3");
         privileged.spec.container.no_new_privileges = false;
-        let host = container_body(&privileged, "w").host_config.unwrap();
+        let host = body(&privileged).host_config.unwrap();
         assert_eq!(host.security_opt, None, "the spec may allow setuid");
 
         let mut crun = job("t2");
         crun.spec.runtime = Some("crun".into());
-        let host = container_body(&crun, "w").host_config.unwrap();
+        let host = body(&crun).host_config.unwrap();
         assert_eq!(host.runtime.as_deref(), Some("crun"));
     }
 }

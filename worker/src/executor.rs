@@ -1,59 +1,38 @@
-//! The executors a worker runs jobs with, chosen per job by its run spec.
+//! The executors a worker runs jobs with, chosen per job by its run spec, and
+//! what a job's run yields once its executor is done.
 //!
 //! An enum rather than a trait object: there are two executors, each with its own
 //! needs (Docker's engine health, leftovers and sweeps), and the service loop
-//! matches on them where they differ.
+//! matches on them where they differ. Both report what they observed in the
+//! shared vocabulary of `job`, and `results` turns that into results, a batch
+//! record and follow-up jobs the same way for both.
 
-use std::time::Duration;
-
-use testfleet_common::limits::MAX_MESSAGE_TEXT_BYTES;
 use testfleet_common::now_ms;
-use testfleet_common::wire::{ExecutorKind, Job, Outcome, TestResult};
-use tokio::task::JoinHandle;
+use testfleet_common::wire::{BatchRecord, ExecutorKind, Job, TestResult};
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::OutputCapture;
-
 use crate::docker::DockerExecutor;
+use crate::job::{error_outcome, Cleanup, Observed, Requeue};
 use crate::process::ProcessExecutor;
+use crate::results::{self, Yield};
 
-/// Why a job could not be run here and must go back to the queue.
-#[derive(Debug, thiserror::Error)]
-pub enum Requeue {
-    #[error("docker engine unreachable: {0}")]
-    EngineUnreachable(#[source] bollard::errors::Error),
-    #[error("the worker is shutting down")]
-    Interrupted,
-}
-
-/// A job's result, and what is left to do after its job is acked.
+/// A job's results, batch record and follow-up jobs, and what is left to do
+/// after its job is acked.
 pub struct Finished {
-    pub result: TestResult,
+    pub results: Vec<TestResult>,
+    pub batch: Option<BatchRecord>,
+    /// Jobs for tests the runner did not report, published with the results.
+    pub follow_ups: Vec<Job>,
     pub cleanup: Option<Cleanup>,
 }
 
-impl From<TestResult> for Finished {
-    fn from(result: TestResult) -> Self {
+impl Finished {
+    fn from(settled: Yield, cleanup: Option<Cleanup>) -> Self {
         Finished {
-            result,
-            cleanup: None,
-        }
-    }
-}
-
-/// Work kept off a job's critical path: it runs after the ack, in the job's own
-/// task, which the service loop still awaits (so a draining worker finishes it).
-pub enum Cleanup {
-    /// Remove a passed test's container.
-    Container(DockerExecutor, String),
-}
-
-impl Cleanup {
-    pub async fn run(self) {
-        match self {
-            Cleanup::Container(docker, container) => {
-                docker.remove(&container).await;
-            }
+            results: settled.results,
+            batch: settled.batch,
+            follow_ups: settled.follow_ups,
+            cleanup,
         }
     }
 }
@@ -73,10 +52,14 @@ impl Executor {
         }
     }
 
-    async fn run(&self, job: &Job, interrupt: &CancellationToken) -> Result<Finished, Requeue> {
+    async fn run(
+        &self,
+        job: &Job,
+        interrupt: &CancellationToken,
+    ) -> Result<(Observed, Option<Cleanup>), Requeue> {
         match self {
             Executor::Docker(docker) => docker.run(job, interrupt).await,
-            Executor::Process(process) => process.run(job, interrupt).await.map(Finished::from),
+            Executor::Process(process) => Ok((process.run(job, interrupt).await?, None)),
         }
     }
 }
@@ -105,18 +88,39 @@ impl Executors {
     }
 
     /// Runs `job` with the executor its spec names. A job for an executor this
-    /// worker lacks is an `Error` result naming the worker: the aggregator counts
-    /// it as an infrastructure error and retries it, instead of the job bouncing
-    /// between workers until the broker dead-letters it.
+    /// worker lacks is an `Error` for each of its tests, naming the worker: the
+    /// aggregator counts it as an infrastructure error and retries it, instead
+    /// of the job bouncing between workers until the broker dead-letters it.
     pub async fn run(&self, job: &Job, interrupt: &CancellationToken) -> Result<Finished, Requeue> {
+        let (observed, cleanup) = self.observe(job, interrupt).await?;
+        let settled = results::settle(job, observed, &self.worker_id);
+        Ok(Finished::from(settled, cleanup))
+    }
+
+    /// Runs `job`'s command with the executor its spec names and returns
+    /// what it observed (see [`Executors::run`] for a missing executor).
+    pub async fn observe(
+        &self,
+        job: &Job,
+        interrupt: &CancellationToken,
+    ) -> Result<(Observed, Option<Cleanup>), Requeue> {
         let wanted = job.spec.executor;
         match self.enabled.iter().find(|e| e.kind() == wanted) {
             Some(executor) => executor.run(job, interrupt).await,
-            None => Ok(self.refuse(job, wanted).into()),
+            None => Ok((self.refuse(wanted), None)),
         }
     }
 
-    fn refuse(&self, job: &Job, wanted: ExecutorKind) -> TestResult {
+    /// The id of the image a Docker job runs in, as this worker's engine
+    /// knows it; `None` for process jobs or an image it lacks.
+    pub async fn image_id(&self, job: &Job) -> Option<String> {
+        match job.spec.executor {
+            ExecutorKind::Docker => self.docker()?.image_id(&job.spec.image).await,
+            ExecutorKind::Process => None,
+        }
+    }
+
+    fn refuse(&self, wanted: ExecutorKind) -> Observed {
         let message = format!(
             "worker {} does not run {} jobs (its executors: {}); start workers with `--executors {}`",
             self.worker_id,
@@ -124,90 +128,13 @@ impl Executors {
             self.kinds().join(","),
             wanted.as_str(),
         );
-        let clock = tokio::time::Instant::now();
-        error_outcome(message).into_result(job, &self.worker_id, None, now_ms(), clock)
-    }
-}
-
-/// How a test ended, before it becomes a result: what both executors report.
-pub(crate) struct Ran {
-    pub outcome: Outcome,
-    pub exit_code: Option<i64>,
-    pub message: Option<String>,
-}
-
-impl Ran {
-    /// The result of `job`'s attempt on `worker_id`, started at `started_at_ms`
-    /// (wall clock) and timed by `clock` (monotonic).
-    pub fn into_result(
-        self,
-        job: &Job,
-        worker_id: &str,
-        capture: Option<OutputCapture>,
-        started_at_ms: u64,
-        clock: tokio::time::Instant,
-    ) -> TestResult {
-        let (output, output_truncated) = capture.map(OutputCapture::finish).unwrap_or_default();
-        TestResult {
-            run_id: job.run_id,
-            test_id: job.test_id.clone(),
-            attempt: job.attempt,
-            outcome: self.outcome,
-            exit_code: self.exit_code,
-            duration_ms: clock.elapsed().as_millis() as u64,
-            worker_id: worker_id.to_owned(),
-            started_at_ms,
-            finished_at_ms: now_ms(),
-            output,
-            output_truncated,
-            message: self.message.map(|m| within(m, MAX_MESSAGE_TEXT_BYTES)),
-            published_at_ms: job.published_at_ms,
-        }
-    }
-}
-
-/// `text` cut at a character boundary to at most `max` bytes: an engine's
-/// error can quote anything, and a result must stay within its bounds.
-fn within(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let end = (0..=max)
-            .rev()
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(0);
-        text.truncate(end);
-    }
-    text
-}
-
-pub(crate) fn timed_out(timeout: Duration) -> Ran {
-    Ran {
-        outcome: Outcome::TimedOut,
-        exit_code: None,
-        message: Some(format!("killed after the {timeout:?} timeout")),
-    }
-}
-
-pub(crate) fn error_outcome(message: String) -> Ran {
-    Ran {
-        outcome: Outcome::Error,
-        exit_code: None,
-        message: Some(message),
-    }
-}
-
-/// The output a reader task captured, waiting at most `drain` for it to end;
-/// past that (or if the task failed) a capture that says so, with `lost`.
-pub(crate) async fn collect_output(
-    reader: JoinHandle<OutputCapture>,
-    drain: Duration,
-    lost: &str,
-) -> OutputCapture {
-    match tokio::time::timeout(drain, reader).await {
-        Ok(Ok(capture)) => capture,
-        Ok(Err(_)) | Err(_) => {
-            let mut capture = OutputCapture::new(256);
-            capture.push(format!("[testfleet: {lost}]").as_bytes());
-            capture
+        Observed {
+            ran: error_outcome(message),
+            output: None,
+            report: None,
+            started_at_ms: now_ms(),
+            command_started_at_ms: now_ms(),
+            clock: tokio::time::Instant::now(),
         }
     }
 }
@@ -215,26 +142,25 @@ pub(crate) async fn collect_output(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use testfleet_common::wire::Outcome;
 
     #[tokio::test]
     async fn a_job_for_a_missing_executor_is_an_error_that_says_why() {
-        let executors = Executors::new(
-            "w1".into(),
-            vec![Executor::Process(ProcessExecutor::new("w1".into()))],
+        let executors =
+            Executors::new("w1".into(), vec![Executor::Process(ProcessExecutor::new())]);
+        let job = Job::single(
+            uuid::Uuid::nil(),
+            "t".into(),
+            1,
+            u64::MAX,
+            testfleet_common::config::default_spec(),
         );
-        let job = Job {
-            run_id: uuid::Uuid::nil(),
-            test_id: "t".into(),
-            attempt: 1,
-            deadline_ms: u64::MAX,
-            spec: testfleet_common::config::default_spec(),
-            published_at_ms: 0,
-        };
         let result = executors
             .run(&job, &CancellationToken::new())
             .await
             .unwrap()
-            .result;
+            .results
+            .remove(0);
         assert_eq!(result.outcome, Outcome::Error);
         let message = result.message.unwrap();
         assert!(

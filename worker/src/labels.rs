@@ -39,8 +39,8 @@ pub const ORPHAN_GRACE_MS: u64 = ORPHAN_GRACE.as_millis() as u64;
 const MAX_LABEL_VALUE: usize = 256;
 
 pub fn for_job(job: &Job, worker_id: &str) -> HashMap<String, String> {
-    let expires = expiry(job.spec.timeout_ms);
-    let test: String = job.test_id.chars().take(MAX_LABEL_VALUE).collect();
+    let expires = expiry(job.timeout_ms());
+    let test: String = job.label().chars().take(MAX_LABEL_VALUE).collect();
     HashMap::from([
         (MANAGED.to_owned(), "1".to_owned()),
         (RUN.to_owned(), job.run_id.to_string()),

@@ -4,7 +4,15 @@
 //! Layout:
 //! - [`service`]: the loop that owns the broker session and the running jobs.
 //! - [`outbox`]: results and start events on their way to the broker, batched.
-//! - [`executor`]: the executors a worker has, and picking one per job.
+//! - [`executor`]: the executors a worker has, picking one per job, and what a
+//!   job's run yields.
+//! - [`job`]: what every executor shares (argv, environment, files, outcomes,
+//!   output); a leaf that imports no executor.
+//! - [`results`]: a job's run as per-test results, a batch record and the
+//!   jobs its unreported tests run again in.
+//! - [`runner_report`]: per-test results from a runner's own report (JUnit
+//!   XML, `go test -json`, RSpec JSON), mapped back to the listed ids.
+//! - [`discovery`]: listing a suite's tests in its image for a producer.
 //! - [`docker`]: running one job in a container (the only code that talks to Docker).
 //! - [`process`]: running one job as a child process in its own process group.
 //! - [`labels`]: container labels and the orphan sweep.
@@ -13,12 +21,16 @@
 //! - [`capture`]: head-and-tail output capture under a cap.
 
 pub mod capture;
+pub mod discovery;
 pub mod docker;
 pub mod executor;
+pub mod job;
 pub mod labels;
 pub mod outbox;
 pub mod phases;
 pub mod process;
+pub mod results;
+pub mod runner_report;
 pub mod service;
 pub mod warm;
 

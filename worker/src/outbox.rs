@@ -10,8 +10,9 @@
 //! machines (docs/BENCHMARKS.md).
 //!
 //! The guarantee is the same as one result at a time: a job is acked only after
-//! the message carrying its result is confirmed, and a start event goes out
-//! before its test's result, on the same channel.
+//! every message carrying what it yields (its results, its batch record, the
+//! jobs its unreported tests run again in) is confirmed, and a start event goes
+//! out before its test's result, on the same channel.
 
 use lapin::message::Delivery;
 use lapin::Channel;
@@ -19,25 +20,35 @@ use testfleet_common::broker::{self, BrokerError};
 use testfleet_common::limits::{
     MAX_BATCH_BYTES, MAX_MESSAGE_TEXT_BYTES, MAX_OUTPUT_CAP_BYTES, MAX_TEST_ID_BYTES,
 };
-use testfleet_common::wire::{Body, RunEvent, TestResult};
+use testfleet_common::topology::Topology;
+use testfleet_common::wire::{BatchRecord, Batches, Body, Job, RunEvent, TestResult};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-/// Results per message at most: a batch is one confirm, so a bigger one holds
-/// back every job in it for longer.
-const MAX_RESULTS: usize = 64;
+use crate::executor::Finished;
 
-/// Told to a job task once its result is confirmed and its job acked, or not.
+/// Jobs per group commit at most: a group is one confirm wait, so a bigger
+/// one holds back every job in it for longer.
+const MAX_JOBS: usize = 64;
+
+/// Told to a job task once its results are confirmed and its job acked, or not.
 type Settled = oneshot::Sender<Result<(), BrokerError>>;
 
 /// Something a job task hands the outbox.
 enum Outgoing {
+    /// An answer to a request (a discovery): to its reply-to, then the ack.
+    Reply {
+        body: Box<Body>,
+        delivery: Box<Delivery>,
+        settled: Settled,
+    },
     /// A test started: an event for followers of its run.
     Started(RunEvent),
-    /// A test finished: its result, and the delivery to ack once it is confirmed.
+    /// A job finished: what it yields, and the delivery to ack once all of it
+    /// is confirmed.
     Finished {
-        result: TestResult,
         /// Boxed: the variants travel through one channel, sized by the largest.
+        finished: Box<Finished>,
         delivery: Box<Delivery>,
         settled: Settled,
     },
@@ -52,16 +63,12 @@ pub struct Outbox {
 impl Outbox {
     /// Starts the outbox of one session, publishing on `channel` (confirm mode).
     /// It ends when every `Outbox` clone is dropped and it has sent the rest.
-    pub fn start(
-        channel: Channel,
-        results_queue: String,
-        events_exchange: String,
-    ) -> (Outbox, tokio::task::JoinHandle<()>) {
+    pub fn start(channel: Channel, topology: Topology) -> (Outbox, tokio::task::JoinHandle<()>) {
         // Unbounded, yet bounded by the prefetch: it holds at most a start and a
         // result per delivery the worker holds, and a job task hands over its
         // result only to wait for it.
         let (sender, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(channel, results_queue, events_exchange, receiver));
+        let task = tokio::spawn(run(channel, topology, receiver));
         (Outbox { sender }, task)
     }
 
@@ -70,15 +77,31 @@ impl Outbox {
         let _ = self.sender.send(Outgoing::Started(event));
     }
 
-    /// Hands over a result and waits until it is confirmed and its job acked.
+    /// Answers the request `delivery` brought with `body`, then acks it; waits
+    /// until both are done.
+    pub async fn reply(&self, body: Body, delivery: Delivery) -> Result<(), BrokerError> {
+        let (settled, done) = oneshot::channel();
+        let outgoing = Outgoing::Reply {
+            body: Box::new(body),
+            delivery: Box::new(delivery),
+            settled,
+        };
+        if self.sender.send(outgoing).is_err() {
+            return Err(BrokerError::ChannelGone);
+        }
+        done.await.unwrap_or(Err(BrokerError::ChannelGone))
+    }
+
+    /// Hands over what a job yields (its cleanup already taken) and waits
+    /// until all of it is confirmed and the job acked.
     pub async fn finished(
         &self,
-        result: TestResult,
+        finished: Finished,
         delivery: Delivery,
     ) -> Result<(), BrokerError> {
         let (settled, done) = oneshot::channel();
         let outgoing = Outgoing::Finished {
-            result,
+            finished: Box::new(finished),
             delivery: Box::new(delivery),
             settled,
         };
@@ -89,81 +112,129 @@ impl Outbox {
     }
 }
 
-/// One batch: starts first (in order), then results with their deliveries.
+/// One group commit: starts first (in order), then follow-up jobs, batch
+/// records and results, with the deliveries they settle.
 #[derive(Default)]
-struct Batch {
+struct Group {
     started: Vec<RunEvent>,
-    results: Vec<TestResult>,
+    follow_ups: Vec<Job>,
+    items: Vec<Item>,
     waiting: Vec<(Box<Delivery>, Settled)>,
-    /// The results' estimated encoded size.
-    bytes: usize,
+    replies: Vec<(Box<Body>, Box<Delivery>, Settled)>,
 }
 
-impl Batch {
-    /// Full when one more result might take the message over its bound:
-    /// a result is at most `result_size_bound` (its output is capped).
+/// What goes to the results queue.
+enum Item {
+    Batch(BatchRecord),
+    Result(TestResult),
+}
+
+impl Group {
     fn is_full(&self) -> bool {
-        self.results.len() >= MAX_RESULTS || self.bytes + MAX_RESULT_BYTES > MAX_BATCH_BYTES
+        self.waiting.len() + self.replies.len() >= MAX_JOBS
     }
 
     fn add(&mut self, outgoing: Outgoing) {
         match outgoing {
             Outgoing::Started(event) => self.started.push(event),
+            Outgoing::Reply {
+                body,
+                delivery,
+                settled,
+            } => self.replies.push((body, delivery, settled)),
             Outgoing::Finished {
-                result,
+                finished,
                 delivery,
                 settled,
             } => {
-                self.bytes += result_size(&result);
-                self.results.push(result);
+                let Finished {
+                    results,
+                    batch,
+                    follow_ups,
+                    ..
+                } = *finished;
+                self.items.extend(batch.map(Item::Batch));
+                self.items.extend(results.into_iter().map(Item::Result));
+                self.follow_ups.extend(follow_ups);
                 self.waiting.push((delivery, settled));
             }
         }
     }
+
+    /// The results-queue messages: batch records and results in order, cut
+    /// so that no message exceeds `MAX_BATCH_BYTES`.
+    fn messages(items: Vec<Item>) -> Vec<Body> {
+        broker::batches_within(items, MAX_BATCH_BYTES - MAX_ITEM_BYTES, item_size)
+            .into_iter()
+            .map(|items| {
+                let mut message = Batches {
+                    batches: Vec::new(),
+                    results: Vec::new(),
+                };
+                for item in items {
+                    match item {
+                        Item::Batch(batch) => message.batches.push(batch),
+                        Item::Result(result) => message.results.push(result),
+                    }
+                }
+                Body::Batches(message)
+            })
+            .collect()
+    }
 }
 
-/// The most a result's encoding can take: its strings are bounded by
-/// `limits` (output cap, id, worker id, remark) and the rest is fixed-size.
-const MAX_RESULT_BYTES: usize =
+/// The most one item's encoding can take: its strings are bounded by `limits`
+/// (output or log cap, ids, worker id, remark) and the rest is fixed-size.
+/// A message is cut before it could pass `MAX_BATCH_BYTES` with one more.
+const MAX_ITEM_BYTES: usize =
     MAX_OUTPUT_CAP_BYTES as usize + 2 * MAX_TEST_ID_BYTES + MAX_MESSAGE_TEXT_BYTES + (4 << 10);
 
-/// An upper bound of a result's encoded size.
-fn result_size(result: &TestResult) -> usize {
-    result.output.len()
-        + result.test_id.len()
-        + result.worker_id.len()
-        + result.message.as_ref().map_or(0, String::len)
-        + 256
+/// An upper bound of an item's encoded size.
+fn item_size(item: &Item) -> usize {
+    match item {
+        Item::Result(result) => {
+            result.output.len()
+                + result.test_id.len()
+                + result.worker_id.len()
+                + result.message.as_ref().map_or(0, String::len)
+                + 256
+        }
+        Item::Batch(batch) => {
+            batch.log.as_ref().map_or(0, String::len) + batch.worker_id.len() + 256
+        }
+    }
 }
 
 async fn run(
     channel: Channel,
-    results_queue: String,
-    events_exchange: String,
+    topology: Topology,
     mut receiver: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     while let Some(first) = receiver.recv().await {
-        let mut batch = Batch::default();
-        batch.add(first);
-        while !batch.is_full() {
+        let mut group = Group::default();
+        group.add(first);
+        while !group.is_full() {
             match receiver.try_recv() {
-                Ok(outgoing) => batch.add(outgoing),
+                Ok(outgoing) => group.add(outgoing),
                 Err(_) => break,
             }
         }
-        broker::publish_run_events(&channel, &events_exchange, batch.started).await;
-        if batch.results.is_empty() {
+        broker::publish_run_events(&channel, &topology.verdicts, group.started).await;
+        for (body, delivery, settled) in group.replies {
+            let answered = match broker::reply(&channel, &delivery, &body).await {
+                Ok(_) => broker::ack(&delivery).await,
+                Err(error) => Err(error),
+            };
+            let _ = settled.send(answered);
+        }
+        if group.waiting.is_empty() {
             continue;
         }
-        let body = match batch.results.len() {
-            1 => Body::Result(batch.results.pop().expect("one result")),
-            _ => Body::Results(batch.results),
-        };
-        let published = broker::publish(&channel, "", &results_queue, &body).await;
+        let published = publish(&channel, &topology, group.follow_ups, group.items).await;
         if let Err(error) = &published {
-            warn!(%error, results = batch.waiting.len(), "could not publish results; their jobs will be redelivered");
+            warn!(%error, jobs = group.waiting.len(), "could not publish results; their jobs will be redelivered");
         }
-        for (delivery, settled) in batch.waiting {
+        for (delivery, settled) in group.waiting {
             let acked = match &published {
                 Ok(()) => broker::ack(&delivery).await,
                 // Not acked: the broker redelivers the job and it runs again.
@@ -172,4 +243,31 @@ async fn run(
             let _ = settled.send(acked);
         }
     }
+}
+
+/// Publishes the follow-up jobs and the results messages, confirms pipelined,
+/// and waits for every confirm.
+async fn publish(
+    channel: &Channel,
+    topology: &Topology,
+    follow_ups: Vec<Job>,
+    items: Vec<Item>,
+) -> Result<(), BrokerError> {
+    let mut confirms = Vec::new();
+    for job in follow_ups {
+        let body = Body::Job(job);
+        let confirm = broker::publish_unconfirmed(channel, "", &topology.jobs, &body).await?;
+        confirms.push((confirm, &topology.jobs));
+    }
+    if !items.is_empty() {
+        for body in Group::messages(items) {
+            let confirm =
+                broker::publish_unconfirmed(channel, "", &topology.results, &body).await?;
+            confirms.push((confirm, &topology.results));
+        }
+    }
+    for (confirm, queue) in confirms {
+        broker::check_confirm(confirm.await?, queue)?;
+    }
+    Ok(())
 }

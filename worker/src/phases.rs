@@ -25,9 +25,11 @@ pub enum Phase {
     Remove,
     /// Warm mode: creating and running one exec in a kept container.
     Exec,
+    /// Putting a batch's files (ids, report folder) into its container.
+    Stage,
 }
 
-const PHASES: [Phase; 7] = [
+const PHASES: [Phase; 8] = [
     Phase::Create,
     Phase::Attach,
     Phase::Start,
@@ -35,6 +37,7 @@ const PHASES: [Phase; 7] = [
     Phase::Output,
     Phase::Remove,
     Phase::Exec,
+    Phase::Stage,
 ];
 
 /// Buckets by powers of two of microseconds: bucket `b` holds [2^(b-1), 2^b) µs,
@@ -68,6 +71,7 @@ impl Phase {
             Phase::Output => "output",
             Phase::Remove => "remove",
             Phase::Exec => "exec",
+            Phase::Stage => "stage",
         }
     }
 

@@ -16,14 +16,18 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use testfleet_common::now_ms;
-use testfleet_common::wire::{Job, Outcome, TestResult};
+use testfleet_common::wire::{Job, Outcome};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::capture::OutputCapture;
-use crate::executor::{collect_output, error_outcome, timed_out, Ran, Requeue};
+use crate::job::{
+    argv, collect_output, error_outcome, ids_file_contents, needs_files, report_file_name,
+    test_env, timed_out, writes_report, Observed, Paths, Ran, Requeue,
+};
+use crate::runner_report;
 
 /// How long output may keep arriving after the group was killed: only a process
 /// that escaped the group (`setsid`) can hold the pipe open longer.
@@ -35,30 +39,40 @@ const ESCAPED: &str = "output could not be collected; did a process escape the t
 const WORKER_ENV_PREFIX: &str = "TESTFLEET_";
 
 /// Runs jobs as child processes of this worker.
-#[derive(Debug, Clone)]
-pub struct ProcessExecutor {
-    worker_id: String,
-}
+#[derive(Debug, Clone, Default)]
+pub struct ProcessExecutor;
 
 impl ProcessExecutor {
-    pub fn new(worker_id: String) -> Self {
-        ProcessExecutor { worker_id }
+    pub fn new() -> Self {
+        ProcessExecutor
     }
 
     /// Runs `job` to its end. `interrupt` kills the process group and requeues.
-    pub async fn run(
-        &self,
-        job: &Job,
-        interrupt: &CancellationToken,
-    ) -> Result<TestResult, Requeue> {
+    /// A batch's files live in a folder of the job's own under the system's
+    /// temporary folder, removed when the job ends.
+    pub async fn run(&self, job: &Job, interrupt: &CancellationToken) -> Result<Observed, Requeue> {
         let started_at_ms = now_ms();
         let clock = tokio::time::Instant::now();
-        let (ran, capture) = match spawn(job) {
+        let folder = match JobFolder::create(job) {
+            Ok(folder) => folder,
+            Err(message) => {
+                return Ok(Observed {
+                    ran: error_outcome(message),
+                    output: None,
+                    report: None,
+                    started_at_ms,
+                    command_started_at_ms: now_ms(),
+                    clock,
+                })
+            }
+        };
+        let command_started_at_ms = now_ms();
+        let (ran, output) = match spawn(job, &folder.paths) {
             Err(message) => (error_outcome(message), None),
             Ok((child, output)) => {
                 let cap = job.spec.output_cap_bytes as usize;
                 let reader = tokio::spawn(read_output(output, OutputCapture::new(cap)));
-                let timeout = Duration::from_millis(job.spec.timeout_ms);
+                let timeout = Duration::from_millis(job.timeout_ms());
                 let ran = supervise(child, timeout, interrupt).await;
                 if ran.is_err() {
                     reader.abort();
@@ -69,44 +83,81 @@ impl ProcessExecutor {
                 )
             }
         };
-        Ok(ran.into_result(job, &self.worker_id, capture, started_at_ms, clock))
+        let report = writes_report(job).then(|| folder.report()).flatten();
+        Ok(Observed {
+            ran,
+            output,
+            report,
+            started_at_ms,
+            command_started_at_ms,
+            clock,
+        })
     }
 }
 
-/// The argv with `{id}` replaced inside each element; never a shell line.
-pub fn argv(job: &Job) -> Vec<String> {
-    job.spec
-        .command
-        .iter()
-        .map(|arg| arg.replace("{id}", &job.test_id))
-        .collect()
+/// A job's own folder on this host: its ids file and its report folder;
+/// removed when dropped.
+struct JobFolder {
+    _dir: Option<tempfile::TempDir>,
+    paths: Paths,
 }
 
-/// The variables a test gets on top of the worker's (filtered) environment:
-/// the spec's, then the ones naming the test, as a container gets them.
-pub fn test_env(job: &Job) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = job
-        .spec
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    env.push(("TEST_ID".into(), job.test_id.clone()));
-    env.push(("TESTFLEET_RUN_ID".into(), job.run_id.to_string()));
-    env.push(("TESTFLEET_ATTEMPT".into(), job.attempt.to_string()));
-    env
+impl JobFolder {
+    fn create(job: &Job) -> Result<JobFolder, String> {
+        if !needs_files(job) {
+            let nowhere = Paths {
+                ids_file: String::new(),
+                report: String::new(),
+            };
+            return Ok(JobFolder {
+                _dir: None,
+                paths: nowhere,
+            });
+        }
+        let failed = |e: io::Error| format!("could not make the job's folder: {e}");
+        let dir = tempfile::Builder::new()
+            .prefix("testfleet-job-")
+            .tempdir()
+            .map_err(failed)?;
+        let ids_file = dir.path().join("ids");
+        std::fs::write(&ids_file, ids_file_contents(job)).map_err(failed)?;
+        let report_dir = dir.path().join("report");
+        std::fs::create_dir(&report_dir).map_err(failed)?;
+        let paths = Paths {
+            ids_file: ids_file.display().to_string(),
+            report: report_dir.join(report_file_name(job)).display().to_string(),
+        };
+        Ok(JobFolder {
+            _dir: Some(dir),
+            paths,
+        })
+    }
+
+    /// The runner's report, if it wrote one within `MAX_REPORT_BYTES`.
+    fn report(&self) -> Option<Vec<u8>> {
+        let path = Path::new(&self.paths.report);
+        let size = path.metadata().ok()?.len();
+        if size > runner_report::MAX_REPORT_BYTES {
+            return None;
+        }
+        std::fs::read(path).ok()
+    }
 }
 
 /// Starts the child in a new process group, stdout and stderr on one pipe so
 /// that their interleaving is kept, as Docker's attach keeps it. The `Err` is
 /// the message of an error outcome: the test never started.
-fn spawn(job: &Job) -> Result<(Child, tokio::net::unix::pipe::Receiver), String> {
-    let argv = argv(job);
+fn spawn(job: &Job, paths: &Paths) -> Result<(Child, tokio::net::unix::pipe::Receiver), String> {
+    let argv = argv(job, paths);
     let (program, args) = argv.split_first().ok_or("the run's command is empty")?;
     let workdir = workdir(job)?;
     let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
         .filter(|(k, _)| !is_worker_variable(k))
-        .chain(test_env(job).into_iter().map(|(k, v)| (k.into(), v.into())))
+        .chain(
+            test_env(job, paths)
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into())),
+        )
         .collect();
     let path_var = env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v);
     let resolved = resolve_program(program, path_var.map(|v| v.as_os_str()), &workdir)
@@ -233,11 +284,7 @@ fn kill_group(group: Option<Pid>) {
 fn exited(status: ExitStatus) -> Ran {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
-        (Some(code), _) => Ran {
-            outcome: Outcome::from_exit_code(i64::from(code)),
-            exit_code: Some(i64::from(code)),
-            message: None,
-        },
+        (Some(code), _) => Ran::exited(i64::from(code)),
         (None, Some(signal)) => Ran {
             outcome: Outcome::Failed,
             exit_code: Some(128 + i64::from(signal)),
@@ -274,42 +321,13 @@ mod tests {
         let mut spec = testfleet_common::config::default_spec();
         spec.command = vec!["run".into(), "--test={id}".into(), "{id}{id}".into()];
         spec.env = BTreeMap::from([("K".into(), "v".into())]);
-        Job {
-            run_id: uuid::Uuid::nil(),
-            test_id: test_id.into(),
-            attempt: 2,
-            deadline_ms: 0,
-            spec,
-            published_at_ms: 0,
-        }
+        Job::single(uuid::Uuid::nil(), test_id.into(), 2, 0, spec)
     }
 
-    #[test]
-    fn the_id_goes_into_argv_verbatim() {
-        let id = "a b'\"; $(rm -rf /) `x` {id}\n✓";
-        assert_eq!(
-            argv(&job(id)),
-            vec![
-                "run".to_owned(),
-                format!("--test={id}"),
-                format!("{id}{id}")
-            ]
-        );
-    }
-
-    #[test]
-    fn environment_names_the_test() {
-        let env = test_env(&job("t1"));
-        for (key, value) in [
-            ("K", "v"),
-            ("TEST_ID", "t1"),
-            ("TESTFLEET_ATTEMPT", "2"),
-            ("TESTFLEET_RUN_ID", "00000000-0000-0000-0000-000000000000"),
-        ] {
-            assert!(
-                env.contains(&(key.to_owned(), value.to_owned())),
-                "{key}={value} in {env:?}"
-            );
+    fn nowhere() -> Paths {
+        Paths {
+            ids_file: String::new(),
+            report: String::new(),
         }
     }
 
@@ -352,7 +370,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
             cancel.cancel();
         });
-        let executor = ProcessExecutor::new("w".into());
+        let executor = ProcessExecutor::new();
         let ended = executor.run(&job, &interrupt).await;
         assert!(matches!(ended, Err(Requeue::Interrupted)), "{ended:?}");
         let left = std::process::Command::new("pgrep")
@@ -401,12 +419,12 @@ mod tests {
     async fn a_missing_workdir_or_program_is_an_error_outcome() {
         let mut missing_dir = job("t");
         missing_dir.spec.workdir = Some("/no/such/dir".into());
-        let message = spawn(&missing_dir).err().unwrap();
+        let message = spawn(&missing_dir, &nowhere()).err().unwrap();
         assert!(message.contains("/no/such/dir"), "{message}");
 
         let mut missing_program = job("t");
         missing_program.spec.command = vec!["testfleet-no-such-program".into()];
-        let message = spawn(&missing_program).err().unwrap();
+        let message = spawn(&missing_program, &nowhere()).err().unwrap();
         assert!(
             message.contains("`testfleet-no-such-program`") && message.contains("not found"),
             "{message}"

@@ -22,13 +22,17 @@ use testfleet_common::broker::{self, BrokerError};
 use testfleet_common::now_ms;
 use testfleet_common::shutdown::Shutdown;
 use testfleet_common::topology::Topology;
-use testfleet_common::wire::{decode_job, ExecutorKind, Job, RunEvent, RunEventKind};
+use testfleet_common::wire::{
+    decode, Body, Discover, ExecutorKind, Job, Outcome, RunEvent, RunEventKind,
+};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{error, info, info_span, warn, Instrument};
 
+use crate::discovery::{self, Listings};
 use crate::docker::DockerExecutor;
-use crate::executor::{Executor, Executors, Finished, Requeue};
+use crate::executor::{Executor, Executors, Finished};
+use crate::job::Requeue;
 use crate::labels::{self, Sweep};
 use crate::outbox::Outbox;
 use crate::phases;
@@ -88,6 +92,7 @@ pub async fn run(settings: WorkerSettings, shutdown: Shutdown) -> Result<(), Wor
     info!(worker = %settings.worker_id, slots = settings.concurrency, executors = %executors.kinds().join(","), "worker started");
 
     let mut backoff = broker::SessionBackoff::default();
+    let listings = Listings::default();
     while !shutdown.is_draining() {
         let connection = tokio::select! {
             connected = broker::connect(&settings.broker_url, settings.connect_timeout) => connected?,
@@ -99,6 +104,7 @@ pub async fn run(settings: WorkerSettings, shutdown: Shutdown) -> Result<(), Wor
             &settings,
             &executors,
             &mut leftovers,
+            &listings,
             &shutdown,
         )
         .await
@@ -147,9 +153,7 @@ async fn start_executors(
                 leftovers = Some(receiver);
                 enabled.push(Executor::Docker(executor));
             }
-            ExecutorKind::Process => enabled.push(Executor::Process(ProcessExecutor::new(
-                settings.worker_id.clone(),
-            ))),
+            ExecutorKind::Process => enabled.push(Executor::Process(ProcessExecutor::new())),
         }
     }
     Some((
@@ -171,6 +175,7 @@ async fn session(
     settings: &WorkerSettings,
     executors: &Executors,
     leftovers: &mut Leftovers,
+    listings: &Listings,
     shutdown: &Shutdown,
 ) -> Result<SessionEnd, BrokerError> {
     let consume = connection.create_channel().await?;
@@ -186,8 +191,7 @@ async fn session(
     let slots = Arc::new(Semaphore::new(usize::from(settings.concurrency)));
     let (outbox, outbox_task) = Outbox::start(
         broker::confirm_channel(connection).await?,
-        settings.topology.results.clone(),
-        settings.topology.verdicts.clone(),
+        settings.topology.clone(),
     );
     let mut consumer = consume
         .basic_consume(
@@ -220,6 +224,7 @@ async fn session(
             delivery = consumer.next(), if consuming && engine_ok => match delivery {
                 Some(Ok(delivery)) => {
                     let job = JobContext {
+                        listings: listings.clone(),
                         executors: executors.clone(),
                         outbox: outbox.clone(),
                         worker_id: settings.worker_id.clone(),
@@ -323,6 +328,8 @@ async fn wait_for_engine(executor: &DockerExecutor, shutdown: &Shutdown) {
 
 /// What a job's task needs, cloned from the loop's state.
 struct JobContext {
+    /// Listings of images this worker made (discovery).
+    listings: Listings,
     executors: Executors,
     /// Where its start event and its result go, batched with other jobs'.
     outbox: Outbox,
@@ -333,14 +340,23 @@ struct JobContext {
 
 impl JobContext {
     async fn handle(self, delivery: Delivery) -> JobEnd {
-        let job = match decode_job(&delivery.data) {
-            Ok(job) => job,
+        let job = match decode(&delivery.data) {
+            Ok(Body::Job(job)) => job,
+            Ok(Body::Discover(request)) => {
+                let span = info_span!("discovery", request = %request.request_id);
+                return self.discover(delivery, request).instrument(span).await;
+            }
+            Ok(other) => {
+                let error = format!("expected a job message, got a {} message", other.kind());
+                error!(%error, "rejecting a message of the wrong kind to the dead-letter queue");
+                return settle(broker::nack(&delivery, false).await);
+            }
             Err(error) => {
                 error!(%error, "rejecting an unreadable job to the dead-letter queue");
                 return settle(broker::nack(&delivery, false).await);
             }
         };
-        let span = info_span!("job", run = %job.run_id, test = %job.test_id, attempt = job.attempt);
+        let span = info_span!("job", run = %job.run_id, test = %job.label(), attempt = job.attempt);
         // A handle on the delivery's ack, kept here so that a panic anywhere
         // in the job still gives the job back: a dropped delivery is neither
         // acked nor nacked, and would hold its slot until the connection died.
@@ -369,6 +385,9 @@ impl JobContext {
             info!("skipping a job whose run is past its deadline");
             return settle(broker::ack(&delivery).await);
         }
+        if delivery.redelivered && job.tests.len() > 1 {
+            return self.split_redelivered(delivery, &job).await;
+        }
         let slot = tokio::select! {
             slot = self.slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             () = self.interrupt.cancelled() => {
@@ -378,16 +397,23 @@ impl JobContext {
                 };
             }
         };
-        info!(executor = job.spec.executor.as_str(), "test started");
+        info!(
+            executor = job.spec.executor.as_str(),
+            tests = job.tests.len(),
+            "test started"
+        );
         self.announce_start(&job);
-        testfleet_common::faults::panic_if_asked("job", &job.test_id);
+        for id in job.ids() {
+            testfleet_common::faults::panic_if_asked("job", id);
+        }
         let ran = self.executors.run(&job, &self.interrupt).await;
         drop(slot);
         match ran {
-            Ok(Finished { result, cleanup }) => {
-                info!(outcome = result.outcome.as_str(), exit_code = ?result.exit_code, duration_ms = result.duration_ms, "test finished");
+            Ok(mut finished) => {
+                log_finished(&finished);
+                let cleanup = finished.cleanup.take();
                 // Not acked if it fails: the broker redelivers the job.
-                let end = settle(self.outbox.finished(result, delivery).await);
+                let end = settle(self.outbox.finished(finished, delivery).await);
                 if let Some(cleanup) = cleanup {
                     cleanup.run().await;
                 }
@@ -405,20 +431,116 @@ impl JobContext {
         }
     }
 
-    /// Tells followers of the run that this attempt started. Fire-and-forget:
-    /// no confirm wait on the hot path, and a failure only loses the event. The
-    /// outbox sends it before the result, on the same channel, so it reaches a
-    /// follower's queue before the aggregator can have counted the result.
-    fn announce_start(&self, job: &Job) {
-        self.outbox.started(RunEvent {
-            run_id: job.run_id,
-            at_ms: now_ms(),
-            kind: RunEventKind::TestStarted {
-                test_id: job.test_id.clone(),
-                attempt: job.attempt,
-                worker_id: self.worker_id.clone(),
-            },
+    /// Lists a suite's tests in its image and answers the producer that
+    /// asked, from this worker's listings when it has the same image id.
+    async fn discover(self, delivery: Delivery, request: Discover) -> JobEnd {
+        if now_ms() > request.deadline_ms {
+            info!("skipping a discovery nobody waits for any more");
+            return settle(broker::ack(&delivery).await);
+        }
+        let job = discovery::job(&request);
+        let image_id = self.executors.image_id(&job).await;
+        let cached = image_id
+            .as_deref()
+            .and_then(|id| self.listings.get(id, &request));
+        let listing = match cached {
+            Some(listing) => listing,
+            None => {
+                let _slot = tokio::select! {
+                    slot = self.slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                    () = self.interrupt.cancelled() => return settle(broker::nack(&delivery, true).await),
+                };
+                info!(image = %request.spec.image, "listing tests");
+                let observed = match self.executors.observe(&job, &self.interrupt).await {
+                    Ok((observed, cleanup)) => {
+                        if let Some(cleanup) = cleanup {
+                            cleanup.run().await;
+                        }
+                        observed
+                    }
+                    Err(requeue) => {
+                        warn!(reason = %requeue, "giving the discovery back to the queue");
+                        return settle(broker::nack(&delivery, true).await);
+                    }
+                };
+                let listing = discovery::listing(&request, observed, image_id.clone());
+                if let (Outcome::Passed, Some(id)) = (listing.outcome, image_id) {
+                    self.listings.keep(id, &request, &listing);
+                }
+                listing
+            }
+        };
+        info!(
+            cached = listing.cached,
+            outcome = listing.outcome.as_str(),
+            "tests listed"
+        );
+        settle(self.outbox.reply(Body::Listing(listing), delivery).await)
+    }
+
+    /// A batch delivered again: whoever ran it before died (or lost the
+    /// broker) while it ran. Rather than run it whole again, and die again
+    /// if one of its tests kills workers, it goes back as two halves, in the
+    /// same attempt with a fresh delivery budget each: a test that kills
+    /// whoever runs it ends up alone, and dead-lettered alone.
+    async fn split_redelivered(&self, delivery: Delivery, job: &Job) -> JobEnd {
+        let middle = job.tests.len() / 2;
+        let halves = [&job.tests[..middle], &job.tests[middle..]].map(|tests| Job {
+            tests: tests.to_vec(),
+            published_at_ms: now_ms(),
+            ..job.clone()
         });
+        warn!(
+            tests = job.tests.len(),
+            "a batch delivered again: running it as two halves"
+        );
+        let finished = Finished {
+            results: Vec::new(),
+            batch: None,
+            follow_ups: halves.to_vec(),
+            cleanup: None,
+        };
+        settle(self.outbox.finished(finished, delivery).await)
+    }
+
+    /// Tells followers of the run that the job's tests started. Fire-and-forget:
+    /// no confirm wait on the hot path, and a failure only loses the events.
+    /// The outbox sends them before the results, on the same channel, so they
+    /// reach a follower's queue before the aggregator can have counted a result.
+    fn announce_start(&self, job: &Job) {
+        for id in job.ids() {
+            self.outbox.started(RunEvent {
+                run_id: job.run_id,
+                at_ms: now_ms(),
+                kind: RunEventKind::TestStarted {
+                    test_id: id.to_owned(),
+                    attempt: job.attempt,
+                    worker_id: self.worker_id.clone(),
+                },
+            });
+        }
+    }
+}
+
+/// Logs how a job ended: one line per test alone, one per batch.
+fn log_finished(finished: &Finished) {
+    match (&finished.batch, finished.results.as_slice()) {
+        (None, [result]) => {
+            info!(outcome = result.outcome.as_str(), exit_code = ?result.exit_code, duration_ms = result.duration_ms, "test finished")
+        }
+        (batch, results) => {
+            let failed = results
+                .iter()
+                .filter(|r| r.outcome != Outcome::Passed)
+                .count();
+            info!(
+                results = results.len(),
+                failed,
+                split_into = batch.as_ref().map_or(0, |b| b.split_into),
+                exit_code = ?batch.as_ref().and_then(|b| b.exit_code),
+                "batch finished"
+            );
+        }
     }
 }
 

@@ -49,6 +49,7 @@ pub fn ran(attempt: u32, outcome: Outcome, exit_code: Option<i64>, output: &str)
         output_truncated: false,
         message: None,
         published_at_ms: None,
+        batch: None,
     }
 }
 
@@ -66,6 +67,7 @@ pub fn unrun(attempt: u32, status: AttemptStatus, message: Option<&str>) -> Atte
         output_truncated: false,
         message: message.map(str::to_owned),
         published_at_ms: None,
+        batch: None,
     }
 }
 
@@ -94,6 +96,7 @@ pub fn report_with(tests: Vec<TestReport>, verdict: VerdictKind) -> RunReport {
         tests,
         verdict_cut: None,
         ignored_results: Vec::new(),
+        batches: Vec::new(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! Everything from outside (ids, outputs, messages, worker names) goes through
 //! [`markup`]'s escaping; every list and chart is capped, and the page says so.
 
+mod batches;
 mod durations;
 mod markup;
 mod page;

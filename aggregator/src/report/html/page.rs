@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use testfleet_common::wire::{AttemptReport, FinalStatus, RunReport, TestReport};
 
 use super::markup::{attempt_class, esc, final_class, output_tail, text};
-use super::{durations, timeline};
+use super::{batches, durations, timeline};
 use crate::report::format::{
     attempt_status_str, counts_line, describe_attempt, describe_final, did_not_pass,
     failed_attempts, last_attempt, one_line, plural, rfc3339, run_duration_ms, seconds,
@@ -58,6 +58,10 @@ pub fn render(report: &RunReport, triage: &Triage<'_>) -> String {
         "",
         &(legend() + &timeline::render(report)),
     ));
+    if let Some(body) = batches::render(report) {
+        let count = report.batches.len().to_string();
+        page.push_str(&section("batches", "Batches", &count, &body));
+    }
     page.push_str(&section(
         "durations",
         "Durations",

@@ -2,11 +2,17 @@
 //! per attempt from its start to its end, coloured by how it ended. A worker
 //! running several tests at once gets a row per concurrent attempt in its
 //! lane. The longest attempts are outlined and named, so stragglers stand out.
+//!
+//! A batch is a frame around its tests, which sit one after another in it
+//! from the moment its command started (their reported durations, in report
+//! order: a runner's report says how long each test took, not when it ran),
+//! and the frame's shaded start is its fixed cost: the container starting.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
-use testfleet_common::wire::{AttemptReport, RunReport, TestReport};
+use testfleet_common::wire::{AttemptReport, BatchRecord, RunReport, TestReport};
+use uuid::Uuid;
 
 use super::markup::{attempt_class, axis_time, esc, nice_step, text};
 use crate::report::format::{attempt_status_str, did_not_pass, one_line, seconds};
@@ -40,10 +46,18 @@ struct Bar<'a> {
     end: u64,
 }
 
+/// A batch's frame: from its job's start, through its command's start (the
+/// shaded setup), to its end.
+struct Frame<'a> {
+    batch: &'a BatchRecord,
+    row: usize,
+}
+
 /// One worker's bars, and where its lane starts, in rows from the top.
 #[derive(Default)]
 struct Lane<'a> {
     bars: Vec<Bar<'a>>,
+    frames: Vec<Frame<'a>>,
     rows: usize,
     top: usize,
 }
@@ -75,16 +89,31 @@ pub fn render(report: &RunReport) -> String {
     out
 }
 
-/// Every attempt with a worker and both times, cut to the bounds.
+/// Every attempt with a worker and both times, cut to the bounds. An attempt
+/// of a known batch is placed after the one before it in that batch.
 fn plan(report: &RunReport) -> Option<Plan<'_>> {
+    let batches: HashMap<Uuid, &BatchRecord> = report.batches.iter().map(|b| (b.id, b)).collect();
+    let mut cursors: HashMap<Uuid, u64> = HashMap::new();
     let mut bars: Vec<Bar<'_>> = report
         .tests
         .iter()
         .flat_map(|test| test.attempts.iter().map(move |attempt| (test, attempt)))
         .filter_map(|(test, attempt)| {
             attempt.worker_id.as_ref()?;
-            let start = attempt.started_at_ms?;
-            let end = attempt.finished_at_ms?.max(start);
+            let (start, end) = match attempt.batch.and_then(|id| batches.get(&id)) {
+                Some(batch) => {
+                    let cursor = cursors
+                        .entry(batch.id)
+                        .or_insert(batch.command_started_at_ms);
+                    let start = *cursor;
+                    *cursor = start.saturating_add(attempt.duration_ms);
+                    (start, *cursor)
+                }
+                None => {
+                    let start = attempt.started_at_ms?;
+                    (start, attempt.finished_at_ms?.max(start))
+                }
+            };
             Some(Bar {
                 index: 0,
                 row: 0,
@@ -113,10 +142,28 @@ fn plan(report: &RunReport) -> Option<Plan<'_>> {
         bars.truncate(MAX_BARS);
     }
     let drawn_bars = bars.len();
+    let framed: Vec<&BatchRecord> = report
+        .batches
+        .iter()
+        .filter(|b| bars.iter().any(|bar| bar.attempt.batch == Some(b.id)))
+        .collect();
     let t0 = report
         .created_at_ms
-        .min(bars.iter().map(|b| b.start).min().unwrap_or(0));
-    let t1 = bars.iter().map(|b| b.end).max().unwrap_or(t0);
+        .min(bars.iter().map(|b| b.start).min().unwrap_or(0))
+        .min(
+            framed
+                .iter()
+                .map(|b| b.started_at_ms)
+                .min()
+                .unwrap_or(u64::MAX),
+        );
+    let t1 = bars
+        .iter()
+        .map(|b| b.end)
+        .chain(framed.iter().map(|b| b.finished_at_ms))
+        .max()
+        .unwrap_or(t0)
+        .max(t0);
     let mut lanes: BTreeMap<&str, Lane<'_>> = BTreeMap::new();
     for bar in bars {
         lanes.entry(worker_of(&bar)).or_default().bars.push(bar);
@@ -126,6 +173,19 @@ fn plan(report: &RunReport) -> Option<Plan<'_>> {
         lane.rows = pack_rows(&mut lane.bars);
         lane.top = rows;
         rows += lane.rows;
+        lane.frames = framed
+            .iter()
+            .filter_map(|batch| {
+                let first = lane
+                    .bars
+                    .iter()
+                    .find(|b| b.attempt.batch == Some(batch.id))?;
+                Some(Frame {
+                    batch,
+                    row: first.row,
+                })
+            })
+            .collect();
     }
     Some(Plan {
         lanes,
@@ -166,19 +226,44 @@ fn note(plan: &Plan<'_>) -> String {
 
 /// Gives each bar the first row of its lane that is free when it starts (the
 /// slots a worker ran attempts in, as far as the times tell) and returns the
-/// rows used.
+/// rows used. A batch's bars move as one, so that its frame holds them all.
 fn pack_rows(bars: &mut [Bar<'_>]) -> usize {
-    bars.sort_by_key(|b| (b.start, b.end));
+    // Units: a batch's bars together, every other bar alone; by start.
+    let mut units: Vec<(u64, u64, Option<Uuid>, usize)> = Vec::new();
+    for (i, bar) in bars.iter().enumerate() {
+        match bar.attempt.batch {
+            Some(id) => match units.iter_mut().find(|u| u.2 == Some(id)) {
+                Some(unit) => {
+                    unit.0 = unit.0.min(bar.start);
+                    unit.1 = unit.1.max(bar.end);
+                }
+                None => units.push((bar.start, bar.end, Some(id), i)),
+            },
+            None => units.push((bar.start, bar.end, None, i)),
+        }
+    }
+    units.sort_by_key(|u| (u.0, u.1));
     let mut row_ends: Vec<u64> = Vec::new();
-    for bar in bars.iter_mut() {
-        bar.row = match row_ends.iter().position(|&end| end <= bar.start) {
+    let mut unit_rows: Vec<usize> = Vec::with_capacity(units.len());
+    for unit in &units {
+        let row = match row_ends.iter().position(|&end| end <= unit.0) {
             Some(free) => free,
             None => {
                 row_ends.push(0);
                 row_ends.len() - 1
             }
         };
-        row_ends[bar.row] = bar.end;
+        row_ends[row] = unit.1;
+        unit_rows.push(row);
+    }
+    for (unit, row) in units.iter().zip(unit_rows) {
+        match unit.2 {
+            Some(id) => bars
+                .iter_mut()
+                .filter(|b| b.attempt.batch == Some(id))
+                .for_each(|b| b.row = row),
+            None => bars[unit.3].row = row,
+        }
     }
     row_ends.len()
 }
@@ -290,6 +375,9 @@ fn lane_svg(
             text(worker, 300)
         );
     }
+    for frame in &lane.frames {
+        out.push_str(&frame_svg(lane, index, frame, row_h, x));
+    }
     for bar in &lane.bars {
         let (bar_y, bar_h) = bar_box(lane, index, bar, row_h);
         let left = x(bar.start);
@@ -306,6 +394,35 @@ fn lane_svg(
     }
     out.push_str("</g>\n");
     out
+}
+
+/// A batch's frame around its row, its setup shaded.
+fn frame_svg(
+    lane: &Lane<'_>,
+    index: usize,
+    frame: &Frame<'_>,
+    row_h: f64,
+    x: &impl Fn(u64) -> f64,
+) -> String {
+    let (lane_y, lane_h) = lane_box(lane, index, row_h);
+    let pad = (lane_h - lane.rows as f64 * row_h) / 2.0;
+    let y = lane_y + pad + frame.row as f64 * row_h;
+    let batch = frame.batch;
+    let left = x(batch.started_at_ms);
+    let setup_end = x(batch.command_started_at_ms.max(batch.started_at_ms));
+    let right = x(batch.finished_at_ms.max(batch.started_at_ms));
+    format!(
+        "<g class=\"batch\" data-batch=\"{}\" data-tests=\"{}\">\
+         <rect class=\"batch-setup\" x=\"{left:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{row_h:.1}\">\
+         <title>batch of {} tests: {} before its command started (container start)</title></rect>\
+         <rect class=\"batch-frame\" x=\"{left:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{row_h:.1}\"/></g>\n",
+        batch.id,
+        batch.tests,
+        (setup_end - left).max(0.5),
+        batch.tests,
+        seconds(batch.command_started_at_ms.saturating_sub(batch.started_at_ms)),
+        (right - left).max(1.0),
+    )
 }
 
 fn tooltip(bar: &Bar<'_>, worker: &str) -> String {

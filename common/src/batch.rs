@@ -1,0 +1,397 @@
+//! Cutting a run's tests into batches: which tests share a job (and so a
+//! container and a runner start), and each batch's timeout.
+//!
+//! Pure, so that the rules below are tested exactly:
+//!
+//! - **Too short to split.** When running the whole suite as one batch costs
+//!   no more than splitting it would save, `T · (1 − 1/S) ≤ F` (`T` the
+//!   expected total, `S` the slots, `F` the fixed cost of a batch), it runs as
+//!   one batch.
+//! - **With history**, longest first, in phases whose batches shrink: phase
+//!   `j` holds the fraction `PHASES[j]` of the total time in `S` batches, each
+//!   filled by longest-processing-time (the next longest test to the lightest
+//!   batch). Early batches are big (few fixed costs); the last are small, so
+//!   that slots that ran ahead take them and the tail ends together. A phase
+//!   whose batches would fall under `MIN_BATCH_FIXED_COSTS × F` is folded into
+//!   the one before it, so no batch spends much of itself starting up.
+//! - **Without history**, by count, in the same phases, every test weighing
+//!   the same.
+//! - Tests without history in a run that has some are estimated at the median
+//!   of the known ones.
+//! - A batch never holds more than `max_tests` tests or `max_ids_bytes` of ids
+//!   (argv limits), splitting where needed.
+//!
+//! **Timeout of a batch**: `BATCH_STARTUP_MS` plus, for each test, its
+//! allowance: `min(timeout, 3 × expected + 2 s)` with history, the per-test
+//! timeout without; capped at `limits::MAX_TIMEOUT_MS`. A batch of one test
+//! keeps the per-test timeout, as a test alone always had.
+
+use crate::limits::MAX_TIMEOUT_MS;
+
+/// The share of the total expected time each phase holds, in order.
+pub const PHASES: [f64; 4] = [0.5, 0.25, 0.15, 0.10];
+/// A batch is at least this many fixed costs long (so at most a fifth of it
+/// is start-up), or it joins the phase before.
+pub const MIN_BATCH_FIXED_COSTS: f64 = 4.0;
+/// Time a batch may take beyond its tests' allowances: a container or process
+/// start and the runner's start-up and collection (a go package's build).
+pub const BATCH_STARTUP_MS: u64 = 30_000;
+/// Extra allowance per test with history, beyond three times its expected time.
+const ALLOWANCE_SLACK_MS: u64 = 2_000;
+
+/// What the plan depends on besides the tests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanParams {
+    /// Test slots in the fleet (at least 1).
+    pub slots: usize,
+    /// What a batch costs beyond its tests (container, runner start-up), ms.
+    pub fixed_cost_ms: u64,
+    /// Tests per batch at most.
+    pub max_tests: usize,
+    /// Bytes of ids per batch at most (they become argv elements).
+    pub max_ids_bytes: usize,
+    /// The per-test timeout, ms.
+    pub timeout_ms: u64,
+}
+
+/// One test as the planner sees it: its id and, if known, its usual duration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub id: String,
+    pub expected_ms: Option<u64>,
+}
+
+/// A batch: its tests in running order (longest first), each with its timeout
+/// allowance, and what it is expected to take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub tests: Vec<(String, u64)>,
+    pub expected_ms: u64,
+}
+
+impl Batch {
+    /// The batch's timeout: see the module.
+    pub fn timeout_ms(&self, per_test_timeout_ms: u64) -> u64 {
+        batch_timeout_ms(self.tests.iter().map(|(_, a)| *a), per_test_timeout_ms)
+    }
+}
+
+/// A batch's timeout from its tests' allowances (module docs).
+pub fn batch_timeout_ms(allowances: impl ExactSizeIterator<Item = u64>, per_test_ms: u64) -> u64 {
+    if allowances.len() <= 1 {
+        return per_test_ms.min(MAX_TIMEOUT_MS);
+    }
+    allowances
+        .fold(BATCH_STARTUP_MS, u64::saturating_add)
+        .min(MAX_TIMEOUT_MS)
+}
+
+/// A test's allowance in a batch: module docs.
+pub fn allowance_ms(expected_ms: Option<u64>, timeout_ms: u64) -> u64 {
+    match expected_ms {
+        Some(ms) => ms
+            .saturating_mul(3)
+            .saturating_add(ALLOWANCE_SLACK_MS)
+            .min(timeout_ms),
+        None => timeout_ms,
+    }
+}
+
+/// Cuts `tests` into batches, in the order they should be published.
+pub fn plan(tests: Vec<Planned>, params: &PlanParams) -> Vec<Batch> {
+    if tests.is_empty() {
+        return Vec::new();
+    }
+    let slots = params.slots.max(1);
+    let known: Vec<u64> = tests.iter().filter_map(|t| t.expected_ms).collect();
+    let by_count = known.is_empty();
+    let median = median(known);
+    // Weights: expected ms with history (median for the unknown); 1 each by count.
+    let mut weighed: Vec<(Planned, u64)> = tests
+        .into_iter()
+        .map(|t| {
+            let weight = if by_count {
+                1
+            } else {
+                t.expected_ms.unwrap_or(median).max(1)
+            };
+            (t, weight)
+        })
+        .collect();
+    // Longest first; ties keep the listed order (a stable sort).
+    weighed.sort_by_key(|(_, w)| std::cmp::Reverse(*w));
+    let total: u64 = weighed.iter().map(|(_, w)| *w).fold(0, u64::saturating_add);
+    let fixed = if by_count { 0 } else { params.fixed_cost_ms };
+    let shares = phase_shares(total, slots, fixed, weighed.len());
+    let mut batches = Vec::new();
+    let mut rest = weighed.into_iter().peekable();
+    for (phase, (share, count)) in shares.iter().enumerate() {
+        let last_phase = phase + 1 == shares.len();
+        let budget = (total as f64 * share).ceil() as u64;
+        let mut taken = Vec::new();
+        let mut weight = 0u64;
+        while let Some((_, w)) = rest.peek() {
+            if !last_phase && weight >= budget {
+                break;
+            }
+            weight = weight.saturating_add(*w);
+            taken.push(rest.next().expect("peeked"));
+        }
+        batches.extend(fill(taken, *count, params));
+    }
+    batches
+}
+
+/// Each phase's share of the total and its number of batches (module docs).
+fn phase_shares(total: u64, slots: usize, fixed_ms: u64, tests: usize) -> Vec<(f64, usize)> {
+    if fixed_ms > 0 && total as f64 * (1.0 - 1.0 / slots as f64) <= fixed_ms as f64 {
+        return vec![(1.0, 1)];
+    }
+    let min_batch = MIN_BATCH_FIXED_COSTS * fixed_ms as f64;
+    let mut shares: Vec<(f64, usize)> = Vec::new();
+    for &share in &PHASES {
+        let per_batch = total as f64 * share / slots as f64;
+        match shares.last_mut() {
+            Some(last) if per_batch < min_batch => last.0 += share,
+            _ => shares.push((share, slots)),
+        }
+    }
+    // Even the first phase's batches are too short: fewer, longer batches.
+    if let Some(first) = shares.first_mut() {
+        let per_batch = total as f64 * first.0 / first.1 as f64;
+        if per_batch < min_batch {
+            let batches = (total as f64 * first.0 / min_batch).floor() as usize;
+            first.1 = batches.clamp(1, slots);
+        }
+    }
+    // Never more batches than tests.
+    let mut left = tests;
+    for share in &mut shares {
+        share.1 = share.1.min(left).max(1);
+        left = left.saturating_sub(share.1);
+    }
+    shares
+}
+
+/// Deals `tests` (longest first) into `count` batches by longest processing
+/// time, then splits any batch over the argv limits.
+fn fill(tests: Vec<(Planned, u64)>, count: usize, params: &PlanParams) -> Vec<Batch> {
+    if tests.is_empty() {
+        return Vec::new();
+    }
+    let mut batches: Vec<Batch> = (0..count.max(1))
+        .map(|_| Batch {
+            tests: Vec::new(),
+            expected_ms: 0,
+        })
+        .collect();
+    for (test, weight) in tests {
+        let lightest = batches
+            .iter_mut()
+            .min_by_key(|b| b.expected_ms)
+            .expect("at least one batch");
+        lightest.expected_ms = lightest.expected_ms.saturating_add(weight);
+        let allowance = allowance_ms(test.expected_ms, params.timeout_ms);
+        lightest.tests.push((test.id, allowance));
+    }
+    batches.sort_by_key(|b| std::cmp::Reverse(b.expected_ms));
+    batches
+        .into_iter()
+        .filter(|b| !b.tests.is_empty())
+        .flat_map(|b| within_limits(b, params))
+        .collect()
+}
+
+/// `batch` split into pieces of at most `max_tests` tests and `max_ids_bytes`
+/// of ids, keeping its order.
+fn within_limits(batch: Batch, params: &PlanParams) -> Vec<Batch> {
+    let mut pieces = Vec::new();
+    let mut piece = Vec::new();
+    let mut bytes = 0;
+    let per_test = batch.expected_ms / batch.tests.len().max(1) as u64;
+    for (id, allowance) in batch.tests {
+        let full = piece.len() >= params.max_tests.max(1)
+            || (!piece.is_empty() && bytes + id.len() > params.max_ids_bytes);
+        if full {
+            pieces.push(std::mem::take(&mut piece));
+            bytes = 0;
+        }
+        bytes += id.len();
+        piece.push((id, allowance));
+    }
+    pieces.push(piece);
+    pieces
+        .into_iter()
+        .map(|tests| Batch {
+            expected_ms: per_test.saturating_mul(tests.len() as u64),
+            tests,
+        })
+        .collect()
+}
+
+fn median(mut known: Vec<u64>) -> u64 {
+    if known.is_empty() {
+        return 1;
+    }
+    known.sort_unstable();
+    known[known.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(slots: usize, fixed_cost_ms: u64) -> PlanParams {
+        PlanParams {
+            slots,
+            fixed_cost_ms,
+            max_tests: 10_000,
+            max_ids_bytes: 64 << 10,
+            timeout_ms: 300_000,
+        }
+    }
+
+    fn known(durations: &[u64]) -> Vec<Planned> {
+        durations
+            .iter()
+            .enumerate()
+            .map(|(i, &ms)| Planned {
+                id: format!("t{i}"),
+                expected_ms: Some(ms),
+            })
+            .collect()
+    }
+
+    fn ids(batches: &[Batch]) -> Vec<String> {
+        let mut ids: Vec<String> = batches
+            .iter()
+            .flat_map(|b| b.tests.iter().map(|(id, _)| id.clone()))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Every slot takes the next batch when it is free: the plan's makespan.
+    fn makespan(batches: &[Batch], slots: usize, fixed: u64) -> u64 {
+        let mut free_at = vec![0u64; slots];
+        for batch in batches {
+            let slot = (0..slots).min_by_key(|&s| free_at[s]).unwrap();
+            free_at[slot] += fixed + batch.expected_ms;
+        }
+        free_at.into_iter().max().unwrap()
+    }
+
+    #[test]
+    fn a_suite_too_short_to_split_is_one_batch() {
+        // 200 tests of 2 ms: 0.4 s in all, a batch costs 1 s to start.
+        let batches = plan(known(&[2; 200]), &params(4, 1_000));
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].tests.len(), 200);
+    }
+
+    #[test]
+    fn every_test_is_in_exactly_one_batch() {
+        let durations: Vec<u64> = (0..1000).map(|i| 50 + (i * 7919) % 3000).collect();
+        let batches = plan(known(&durations), &params(8, 400));
+        let mut expected: Vec<String> = (0..1000).map(|i| format!("t{i}")).collect();
+        expected.sort();
+        assert_eq!(ids(&batches), expected);
+    }
+
+    #[test]
+    fn a_heavy_tailed_suite_ends_near_the_bound_with_few_batches() {
+        // 1,000 tests of 0.05-3 s, most short, a few long (heavy tail).
+        let durations: Vec<u64> = (0..1000u64)
+            .map(|i| {
+                let u = ((i * 2654435761) % 1000) as f64 / 1000.0;
+                (50.0 + 2950.0 * u.powi(4)) as u64
+            })
+            .collect();
+        let slots = 8;
+        let fixed = 400;
+        let batches = plan(known(&durations), &params(slots, fixed));
+        let total: u64 = durations.iter().sum();
+        let longest = *durations.iter().max().unwrap();
+        let bound = longest.max(total / slots as u64);
+        let span = makespan(&batches, slots, fixed);
+        assert!(
+            (span as f64) <= 1.10 * bound as f64,
+            "makespan {span} ms, bound {bound} ms"
+        );
+        assert!(batches.len() <= slots * 4, "{} batches", batches.len());
+        // Longest first: the first batch holds the longest test.
+        assert!(batches[0].tests.iter().any(|(id, _)| {
+            let i: usize = id[1..].parse().unwrap();
+            durations[i] == longest
+        }));
+    }
+
+    #[test]
+    fn without_history_batches_go_by_count_and_shrink() {
+        let tests: Vec<Planned> = (0..200)
+            .map(|i| Planned {
+                id: format!("t{i}"),
+                expected_ms: None,
+            })
+            .collect();
+        let batches = plan(tests, &params(4, 1_000));
+        assert_eq!(batches.len(), 16, "four phases of four batches");
+        let sizes: Vec<usize> = batches.iter().map(|b| b.tests.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 200);
+        assert!(sizes.first() > sizes.last(), "{sizes:?}");
+        assert!(batches
+            .iter()
+            .all(|b| b.tests.iter().all(|(_, a)| *a == 300_000)));
+    }
+
+    #[test]
+    fn tests_without_history_weigh_the_median() {
+        let mut tests = known(&[10_000, 10_000, 100, 100, 100]);
+        tests.push(Planned {
+            id: "new".into(),
+            expected_ms: None,
+        });
+        let batches = plan(tests, &params(2, 10));
+        assert_eq!(ids(&batches).len(), 6);
+    }
+
+    #[test]
+    fn argv_limits_split_a_batch() {
+        let mut p = params(1, 1_000);
+        p.max_tests = 3;
+        let batches = plan(known(&[1; 10]), &p);
+        assert!(batches.iter().all(|b| b.tests.len() <= 3));
+        assert_eq!(ids(&batches).len(), 10);
+        p.max_tests = 100;
+        p.max_ids_bytes = 6;
+        let batches = plan(known(&[1; 10]), &p);
+        assert!(batches
+            .iter()
+            .all(|b| b.tests.iter().map(|(id, _)| id.len()).sum::<usize>() <= 6));
+    }
+
+    #[test]
+    fn a_batch_timeout_follows_its_allowances() {
+        assert_eq!(allowance_ms(Some(1_000), 300_000), 5_000);
+        assert_eq!(allowance_ms(Some(200_000), 300_000), 300_000);
+        assert_eq!(allowance_ms(None, 300_000), 300_000);
+        let batch = Batch {
+            tests: vec![("a".into(), 5_000), ("b".into(), 7_000)],
+            expected_ms: 3_000,
+        };
+        assert_eq!(batch.timeout_ms(300_000), BATCH_STARTUP_MS + 12_000);
+        let alone = Batch {
+            tests: vec![("a".into(), 5_000)],
+            expected_ms: 1_000,
+        };
+        assert_eq!(
+            alone.timeout_ms(300_000),
+            300_000,
+            "a test alone keeps its timeout"
+        );
+        assert_eq!(
+            batch_timeout_ms([u64::MAX, u64::MAX].into_iter(), 1),
+            MAX_TIMEOUT_MS
+        );
+    }
+}

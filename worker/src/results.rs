@@ -1,0 +1,434 @@
+//! What a job's run yields, whichever executor ran it: a result per test, the
+//! batch's record, and the jobs its unreported tests run again in.
+//!
+//! A job of one test without a runner report ends as its command did, as
+//! every job did before batches. Otherwise the runner's report decides each
+//! test it covers, and a test it does not cover (the runner crashed, was
+//! killed at the batch's timeout, or stopped early) is run again in the same
+//! attempt: alone when it is the only one, else in two halves, so that a
+//! crashing or hanging test ends up alone (a bisection) and gets its own
+//! outcome while every other test gets its true one. A job of one test that
+//! its report does not cover ends as its command did. For a batch of `n`
+//! tests with one culprit that costs at most `2 · log2(n)` extra jobs; in the
+//! worst case (every split loses everything) `2n − 2`.
+//!
+//! An infrastructure error (the image is missing, the command cannot start)
+//! is every test's outcome: splitting would only repeat it.
+
+use testfleet_common::now_ms;
+use testfleet_common::wire::{BatchRecord, Job, Outcome, TestResult};
+use uuid::Uuid;
+
+use testfleet_common::limits::MAX_MESSAGE_TEXT_BYTES;
+
+use crate::capture::OutputCapture;
+use crate::job::{Observed, Ran};
+use crate::runner_report::{self, Reported};
+
+/// Bytes of every test's own output in one batch, at most (each test keeps
+/// at least [`MIN_TEST_OUTPUT`], and never more than the run's cap): a batch
+/// of thousands of failing tests must not hold gigabytes. The batch's whole
+/// log is kept beside them.
+const BATCH_OUTPUTS_BUDGET: usize = 64 << 20;
+const MIN_TEST_OUTPUT: usize = 4 << 10;
+
+/// What a job's run yields.
+#[derive(Debug)]
+pub struct Yield {
+    pub results: Vec<TestResult>,
+    pub batch: Option<BatchRecord>,
+    /// Jobs for the tests the runner did not report, in the same attempt.
+    pub follow_ups: Vec<Job>,
+}
+
+/// Turns what an executor observed into results, a batch record and
+/// follow-up jobs (module docs).
+pub fn settle(job: &Job, observed: Observed, worker_id: &str) -> Yield {
+    let ids: Vec<String> = job.ids().map(str::to_owned).collect();
+    let (reported, report_problem) = read_report(job, &observed, &ids);
+    let Observed {
+        ran,
+        output,
+        started_at_ms,
+        command_started_at_ms,
+        clock,
+        ..
+    } = observed;
+    let log = output.map(OutputCapture::finish).unwrap_or_default();
+    let ended = Ended {
+        ran,
+        log,
+        started_at_ms,
+        command_started_at_ms,
+        duration_ms: clock.elapsed().as_millis() as u64,
+    };
+    if job.tests.len() == 1 && job.spec.runner_report.is_none() {
+        return Yield {
+            results: vec![ended.result_of(job, 0, worker_id, None)],
+            batch: None,
+            follow_ups: Vec::new(),
+        };
+    }
+    let batch_id = Uuid::new_v4();
+    let per_test_cap = per_test_output_cap(job);
+    let mut results = Vec::new();
+    let mut unreported = Vec::new();
+    for (position, reported) in reported.into_iter().enumerate() {
+        match reported {
+            Some(reported) => results.push(from_report(
+                job,
+                position,
+                reported,
+                per_test_cap,
+                &ended,
+                worker_id,
+                batch_id,
+            )),
+            None => unreported.push(position),
+        }
+    }
+    let reported_count = results.len() as u32;
+    let keep_log = !unreported.is_empty()
+        || report_problem.is_some()
+        || results.iter().any(|r| r.outcome != Outcome::Passed);
+    let mut follow_ups = Vec::new();
+    if !unreported.is_empty() {
+        if job.tests.len() == 1 || ended.ran.outcome == Outcome::Error {
+            // The command's end is the outcome of what it did not report.
+            for &position in &unreported {
+                results.push(ended.result_of(job, position, worker_id, Some(batch_id)));
+            }
+        } else {
+            follow_ups = split(job, &unreported);
+        }
+    }
+    let log = keep_log.then(|| match &report_problem {
+        Some(problem) => format!("[testfleet: {problem}]\n{}", ended.log.0),
+        None => ended.log.0.clone(),
+    });
+    let batch = BatchRecord {
+        id: batch_id,
+        run_id: job.run_id,
+        attempt: job.attempt,
+        worker_id: worker_id.to_owned(),
+        tests: job.tests.len() as u32,
+        reported: reported_count,
+        started_at_ms: ended.started_at_ms,
+        command_started_at_ms: ended.command_started_at_ms,
+        finished_at_ms: now_ms(),
+        exit_code: ended.ran.exit_code,
+        timed_out: ended.ran.outcome == Outcome::TimedOut,
+        log,
+        log_truncated: keep_log && ended.log.1,
+        split_into: follow_ups.len() as u32,
+    };
+    Yield {
+        results,
+        batch: Some(batch),
+        follow_ups,
+    }
+}
+
+/// How a job's command ended, with its whole output.
+struct Ended {
+    ran: Ran,
+    /// The output and whether it was cut.
+    log: (String, bool),
+    started_at_ms: u64,
+    command_started_at_ms: u64,
+    duration_ms: u64,
+}
+
+impl Ended {
+    /// The result of the test at `position` when the command's own end is its
+    /// outcome: a job of one, or an infrastructure error.
+    fn result_of(
+        &self,
+        job: &Job,
+        position: usize,
+        worker_id: &str,
+        batch: Option<Uuid>,
+    ) -> TestResult {
+        TestResult {
+            run_id: job.run_id,
+            test_id: job.tests[position].id.clone(),
+            attempt: job.attempt,
+            outcome: self.ran.outcome,
+            exit_code: self.ran.exit_code,
+            duration_ms: self.duration_ms,
+            worker_id: worker_id.to_owned(),
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: now_ms(),
+            output: self.log.0.clone(),
+            output_truncated: self.log.1,
+            message: self
+                .ran
+                .message
+                .clone()
+                .map(|m| within(m, MAX_MESSAGE_TEXT_BYTES)),
+            published_at_ms: job.published_at_ms,
+            batch,
+        }
+    }
+}
+
+/// The report's entries per listed id, and why there is no report, if so.
+fn read_report(
+    job: &Job,
+    observed: &Observed,
+    ids: &[String],
+) -> (Vec<Option<Reported>>, Option<String>) {
+    let none = vec![None; ids.len()];
+    let Some(format) = job.spec.runner_report else {
+        return (none, None);
+    };
+    let Some(bytes) = &observed.report else {
+        let problem = (observed.ran.outcome != Outcome::Error)
+            .then(|| "the command wrote no report at {report}".to_owned());
+        return (none, problem);
+    };
+    match runner_report::read(format.format, format.ids, bytes, ids) {
+        Ok(reported) => (reported, None),
+        Err(problem) => (none, Some(format!("unreadable report: {problem}"))),
+    }
+}
+
+/// Each test's own output in a batch: the run's cap, shared out so that the
+/// batch's outputs stay within [`BATCH_OUTPUTS_BUDGET`].
+fn per_test_output_cap(job: &Job) -> usize {
+    let cap = job.spec.output_cap_bytes as usize;
+    let share = BATCH_OUTPUTS_BUDGET / job.tests.len().max(1);
+    cap.min(share.max(MIN_TEST_OUTPUT))
+}
+
+fn from_report(
+    job: &Job,
+    position: usize,
+    reported: Reported,
+    cap: usize,
+    ended: &Ended,
+    worker_id: &str,
+    batch: Uuid,
+) -> TestResult {
+    let mut capture = OutputCapture::new(cap);
+    capture.push(reported.output.as_bytes());
+    let (output, output_truncated) = capture.finish();
+    TestResult {
+        run_id: job.run_id,
+        test_id: job.tests[position].id.clone(),
+        attempt: job.attempt,
+        outcome: reported.outcome,
+        exit_code: ended.ran.exit_code,
+        duration_ms: reported.duration_ms,
+        worker_id: worker_id.to_owned(),
+        started_at_ms: ended.command_started_at_ms,
+        finished_at_ms: now_ms(),
+        output,
+        output_truncated,
+        message: reported.message,
+        published_at_ms: job.published_at_ms,
+        batch: Some(batch),
+    }
+}
+
+/// The unreported tests, in their running order, as one job (one test) or
+/// two (halves), in the same attempt with their allowances.
+fn split(job: &Job, unreported: &[usize]) -> Vec<Job> {
+    let tests: Vec<_> = unreported.iter().map(|&p| job.tests[p].clone()).collect();
+    let halves: Vec<Vec<_>> = if tests.len() == 1 {
+        vec![tests]
+    } else {
+        let middle = tests.len() / 2;
+        let (first, second) = tests.split_at(middle);
+        vec![first.to_vec(), second.to_vec()]
+    };
+    halves
+        .into_iter()
+        .map(|tests| Job {
+            run_id: job.run_id,
+            tests,
+            attempt: job.attempt,
+            deadline_ms: job.deadline_ms,
+            spec: job.spec.clone(),
+            published_at_ms: now_ms(),
+        })
+        .collect()
+}
+
+/// `text` cut at a character boundary to at most `max` bytes: an engine's
+/// error can quote anything, and a result must stay within its bounds.
+pub fn within(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let end = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use testfleet_common::wire::{IdScheme, JobTest, ReportFormat, RunnerReport};
+
+    fn job(ids: &[&str]) -> Job {
+        let mut spec = testfleet_common::config::default_spec();
+        spec.command = vec!["run".into(), "{report}".into(), "{ids}".into()];
+        spec.runner_report = Some(RunnerReport {
+            format: ReportFormat::Junit,
+            ids: IdScheme::Name,
+        });
+        Job {
+            run_id: Uuid::nil(),
+            tests: ids
+                .iter()
+                .map(|id| JobTest {
+                    id: id.to_string(),
+                    allowance_ms: 1_000,
+                })
+                .collect(),
+            attempt: 1,
+            deadline_ms: u64::MAX,
+            spec,
+            published_at_ms: 0,
+        }
+    }
+
+    fn observed(ran: Ran, report: Option<&str>) -> Observed {
+        let mut output = OutputCapture::new(1 << 20);
+        output.push(b"the whole batch log\n");
+        Observed {
+            ran,
+            output: Some(output),
+            report: report.map(|r| r.as_bytes().to_vec()),
+            started_at_ms: 1,
+            command_started_at_ms: 2,
+            clock: tokio::time::Instant::now(),
+        }
+    }
+
+    fn junit(cases: &[(&str, bool)]) -> String {
+        let cases: String = cases
+            .iter()
+            .map(|(name, passed)| {
+                if *passed {
+                    format!(r#"<testcase classname="c" name="{name}" time="0.5"/>"#)
+                } else {
+                    format!(r#"<testcase classname="c" name="{name}" time="0.5"><failure message="no">trace of {name}</failure></testcase>"#)
+                }
+            })
+            .collect();
+        format!("<testsuites><testsuite>{cases}</testsuite></testsuites>")
+    }
+
+    #[test]
+    fn each_reported_test_keeps_its_own_outcome_and_output() {
+        let job = job(&["a", "b", "c"]);
+        let report = junit(&[("a", true), ("b", false), ("c", true)]);
+        let settled = settle(&job, observed(Ran::exited(1), Some(&report)), "w");
+        let outcomes: Vec<_> = settled
+            .results
+            .iter()
+            .map(|r| (r.test_id.as_str(), r.outcome))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("a", Outcome::Passed),
+                ("b", Outcome::Failed),
+                ("c", Outcome::Passed)
+            ]
+        );
+        assert_eq!(settled.results[1].output, "trace of b");
+        assert_eq!(settled.results[1].duration_ms, 500);
+        let batch = settled.batch.unwrap();
+        assert_eq!((batch.tests, batch.reported, batch.split_into), (3, 3, 0));
+        assert_eq!(
+            batch.log.as_deref(),
+            Some("the whole batch log\n"),
+            "kept: b failed"
+        );
+        assert!(settled.results.iter().all(|r| r.batch == Some(batch.id)));
+        assert!(settled.follow_ups.is_empty());
+    }
+
+    #[test]
+    fn a_batch_that_passes_keeps_no_log() {
+        let job = job(&["a", "b"]);
+        let report = junit(&[("a", true), ("b", true)]);
+        let settled = settle(&job, observed(Ran::exited(0), Some(&report)), "w");
+        assert_eq!(settled.batch.unwrap().log, None);
+    }
+
+    #[test]
+    fn unreported_tests_run_again_in_halves_in_the_same_attempt() {
+        let job = job(&["a", "b", "c", "d", "e"]);
+        // The runner died after `a`: b..e unreported.
+        let report = junit(&[("a", true)]);
+        let settled = settle(&job, observed(Ran::exited(137), Some(&report)), "w");
+        assert_eq!(settled.results.len(), 1);
+        let halves: Vec<Vec<&str>> = settled
+            .follow_ups
+            .iter()
+            .map(|j| j.ids().collect())
+            .collect();
+        assert_eq!(halves, [vec!["b", "c"], vec!["d", "e"]]);
+        assert!(settled.follow_ups.iter().all(|j| j.attempt == 1));
+        assert_eq!(settled.batch.unwrap().split_into, 2);
+
+        // No report at all (killed at the batch's timeout): the same.
+        let timed_out = crate::job::timed_out(std::time::Duration::from_secs(1));
+        let settled = settle(&job, observed(timed_out, None), "w");
+        assert_eq!(settled.follow_ups.len(), 2);
+        assert!(settled.batch.unwrap().timed_out);
+    }
+
+    #[test]
+    fn a_lone_unreported_test_runs_alone_and_alone_ends_as_its_command() {
+        let pair = job(&["a", "b"]);
+        let settled = settle(
+            &pair,
+            observed(Ran::exited(1), Some(&junit(&[("a", true)]))),
+            "w",
+        );
+        let again: Vec<Vec<&str>> = settled
+            .follow_ups
+            .iter()
+            .map(|j| j.ids().collect())
+            .collect();
+        assert_eq!(again, [vec!["b"]]);
+
+        let alone_job = job(&["b"]);
+        let settled = settle(&alone_job, observed(Ran::exited(139), Some("")), "w");
+        assert!(settled.follow_ups.is_empty());
+        let result = &settled.results[0];
+        assert_eq!(
+            (result.outcome, result.exit_code),
+            (Outcome::Failed, Some(139))
+        );
+        assert_eq!(result.output, "the whole batch log\n");
+    }
+
+    #[test]
+    fn an_infrastructure_error_is_every_tests_outcome() {
+        let job = job(&["a", "b", "c"]);
+        let error = crate::job::error_outcome("image missing".into());
+        let settled = settle(&job, observed(error, None), "w");
+        assert!(settled.follow_ups.is_empty());
+        assert_eq!(settled.results.len(), 3);
+        assert!(settled.results.iter().all(|r| r.outcome == Outcome::Error));
+    }
+
+    #[test]
+    fn a_job_of_one_without_a_report_is_todays_job() {
+        let mut job = job(&["only"]);
+        job.spec.runner_report = None;
+        job.spec.command = vec!["run".into(), "{id}".into()];
+        let settled = settle(&job, observed(Ran::exited(0), None), "w");
+        assert!(settled.batch.is_none());
+        assert_eq!(settled.results[0].outcome, Outcome::Passed);
+        assert_eq!(settled.results[0].batch, None);
+    }
+}

@@ -1,0 +1,111 @@
+//! `go test -json`: one JSON event per line. A top-level test's `pass`,
+//! `fail` or `skip` ends it; its subtests' events fold into it, and its
+//! `output` events are its output. Lines that are not JSON (a build failure
+//! printed around the stream) are skipped.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use testfleet_common::wire::Outcome;
+
+use super::{Entry, Names};
+
+#[derive(Deserialize)]
+struct Event {
+    #[serde(rename = "Action")]
+    action: String,
+    #[serde(rename = "Test")]
+    test: Option<String>,
+    #[serde(rename = "Elapsed")]
+    elapsed: Option<f64>,
+    #[serde(rename = "Output")]
+    output: Option<String>,
+}
+
+pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut order: Vec<String> = Vec::new();
+    let mut entries: HashMap<String, Entry> = HashMap::new();
+    let mut ended: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let Ok(event) = serde_json::from_str::<Event>(line) else {
+            continue;
+        };
+        let Some(test) = event.test else { continue };
+        let top = test.split('/').next().unwrap_or_default().to_owned();
+        let entry = entries.entry(top.clone()).or_insert_with(|| {
+            order.push(top.clone());
+            Entry {
+                names: Names {
+                    class: String::new(),
+                    name: top.clone(),
+                },
+                outcome: Outcome::Passed,
+                duration_ms: 0,
+                output: String::new(),
+                message: None,
+            }
+        });
+        let is_top = test == top;
+        match event.action.as_str() {
+            "output" => entry
+                .output
+                .push_str(event.output.as_deref().unwrap_or_default()),
+            "fail" => {
+                entry.outcome = Outcome::Failed;
+                if is_top {
+                    ended.push(top);
+                }
+            }
+            "pass" | "skip" if is_top => {
+                if event.action == "skip" {
+                    entry.message = Some("skipped".into());
+                }
+                ended.push(top);
+            }
+            _ => {}
+        }
+        if is_top {
+            if let Some(secs) = event.elapsed {
+                entry.duration_ms = super::seconds_to_ms(&secs.to_string());
+            }
+        }
+    }
+    // A test that started but never ended (the binary crashed) is unreported.
+    Ok(order
+        .into_iter()
+        .filter(|test| ended.contains(test))
+        .filter_map(|test| entries.remove(&test))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_level_tests_end_with_their_subtests_folded_in() {
+        let stream = r#"{"Action":"start","Package":"p"}
+{"Action":"run","Package":"p","Test":"TestA"}
+{"Action":"output","Package":"p","Test":"TestA","Output":"=== RUN   TestA\n"}
+{"Action":"pass","Package":"p","Test":"TestA","Elapsed":0.25}
+{"Action":"run","Package":"p","Test":"TestB"}
+{"Action":"run","Package":"p","Test":"TestB/sub"}
+{"Action":"output","Package":"p","Test":"TestB/sub","Output":"b_test.go:9: wrong\n"}
+{"Action":"fail","Package":"p","Test":"TestB/sub","Elapsed":0}
+{"Action":"fail","Package":"p","Test":"TestB","Elapsed":0.5}
+not json: a build line
+{"Action":"run","Package":"p","Test":"TestCrash"}
+{"Action":"output","Package":"p","Package":"p","Output":"panic: boom\n"}
+{"Action":"fail","Package":"p","Elapsed":0.8}"#;
+        let entries = parse(stream.as_bytes()).unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.names.name.as_str()).collect();
+        assert_eq!(names, ["TestA", "TestB"], "TestCrash never ended");
+        assert_eq!(
+            (entries[0].outcome, entries[0].duration_ms),
+            (Outcome::Passed, 250)
+        );
+        assert_eq!(entries[1].outcome, Outcome::Failed);
+        assert!(entries[1].output.contains("wrong"));
+    }
+}

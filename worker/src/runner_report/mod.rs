@@ -1,0 +1,244 @@
+//! Per-test results from a test runner's own report, mapped back to the ids a
+//! batch listed.
+//!
+//! Each format has its parser (`junit`, `go_json`, `rspec_json`), which yields
+//! [`Entry`]s as the runner names its tests; the run's [`IdScheme`] says how a
+//! listed id is named in that report, so that the mapping is exact: a pytest
+//! node id `tests/test_a.py::TestX::test_y[1]` is the JUnit testcase
+//! `classname="tests.test_a.TestX" name="test_y[1]"`, a nextest id
+//! `<binary-id> <test name>` is `classname name`, an RSpec example id is its
+//! JSON `id`, a go test name is its `-json` `Test`. An entry that maps to no
+//! listed id is ignored; a listed id with no entry is unreported (the caller
+//! runs it again).
+
+mod go_json;
+mod junit;
+mod rspec_json;
+
+use std::collections::HashMap;
+
+use testfleet_common::wire::{IdScheme, Outcome, ReportFormat};
+
+/// A runner report bigger than this is not read (its tests count as
+/// unreported and are run again in smaller batches).
+pub const MAX_REPORT_BYTES: u64 = 256 << 20;
+
+/// One test as the runner reported it, before mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The runner's names for it: the keys an [`IdScheme`] matches.
+    pub names: Names,
+    pub outcome: Outcome,
+    pub duration_ms: u64,
+    /// What the report holds of its own output and failure.
+    pub output: String,
+    /// Why it did not pass, or that it was skipped, in one line.
+    pub message: Option<String>,
+}
+
+/// How a report names a test.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Names {
+    /// JUnit `classname`, or empty.
+    pub class: String,
+    /// JUnit `name`, the go test name, or the RSpec example id.
+    pub name: String,
+}
+
+/// A listed test the report covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reported {
+    pub outcome: Outcome,
+    pub duration_ms: u64,
+    pub output: String,
+    pub message: Option<String>,
+}
+
+/// Parses `bytes` as `format` and maps its entries to `ids` by `scheme`.
+/// Returns, per listed id (by position), what the report says of it.
+pub fn read(
+    format: ReportFormat,
+    scheme: IdScheme,
+    bytes: &[u8],
+    ids: &[String],
+) -> Result<Vec<Option<Reported>>, String> {
+    let entries = match format {
+        ReportFormat::Junit => junit::parse(bytes)?,
+        ReportFormat::GoTestJson => go_json::parse(bytes)?,
+        ReportFormat::RspecJson => rspec_json::parse(bytes)?,
+    };
+    Ok(map(entries, scheme, ids))
+}
+
+/// Matches entries to ids: each id's key under `scheme` against each entry's
+/// keys. Several entries for one id (a teardown error beside the call, a
+/// retry) merge: the worst outcome, durations added, outputs joined.
+fn map(entries: Vec<Entry>, scheme: IdScheme, ids: &[String]) -> Vec<Option<Reported>> {
+    let positions: HashMap<String, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (key_of_id(scheme, id), i))
+        .collect();
+    let mut reported: Vec<Option<Reported>> = vec![None; ids.len()];
+    for entry in entries {
+        let position = keys_of_entry(scheme, &entry.names)
+            .iter()
+            .find_map(|key| positions.get(key).copied());
+        let Some(position) = position else {
+            continue;
+        };
+        let slot = &mut reported[position];
+        *slot = Some(match slot.take() {
+            None => Reported {
+                outcome: entry.outcome,
+                duration_ms: entry.duration_ms,
+                output: entry.output,
+                message: entry.message,
+            },
+            Some(earlier) => merge(earlier, entry),
+        });
+    }
+    reported
+}
+
+fn merge(earlier: Reported, entry: Entry) -> Reported {
+    let outcome = if severity(entry.outcome) > severity(earlier.outcome) {
+        entry.outcome
+    } else {
+        earlier.outcome
+    };
+    Reported {
+        outcome,
+        duration_ms: earlier.duration_ms.saturating_add(entry.duration_ms),
+        output: format!("{}{}", earlier.output, entry.output),
+        message: earlier.message.or(entry.message),
+    }
+}
+
+fn severity(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::Passed => 0,
+        Outcome::Failed => 1,
+        Outcome::TimedOut => 2,
+        Outcome::Error => 3,
+    }
+}
+
+/// A listed id as the key its report entry will have.
+fn key_of_id(scheme: IdScheme, id: &str) -> String {
+    match scheme {
+        IdScheme::Pytest => pytest_key(id),
+        IdScheme::Nextest | IdScheme::Rspec | IdScheme::Go | IdScheme::Name => id.to_owned(),
+    }
+}
+
+/// The keys an entry can match under `scheme`.
+fn keys_of_entry(scheme: IdScheme, names: &Names) -> Vec<String> {
+    match scheme {
+        IdScheme::Pytest => vec![format!("{}::{}", names.class, names.name)],
+        IdScheme::Nextest => vec![format!("{} {}", names.class, names.name)],
+        IdScheme::Rspec | IdScheme::Go => vec![names.name.clone()],
+        IdScheme::Name => vec![
+            names.name.clone(),
+            format!("{}::{}", names.class, names.name),
+            format!("{}.{}", names.class, names.name),
+        ],
+    }
+}
+
+/// A pytest node id as JUnit names it: `tests/test_a.py::TestX::test_y[p]`
+/// is classname `tests.test_a.TestX`, name `test_y[p]`, so the key
+/// `tests.test_a.TestX::test_y[p]`. Parameters may hold `::` and `/`, so only
+/// what comes before them is split.
+fn pytest_key(node_id: &str) -> String {
+    let params_at = node_id.find('[').unwrap_or(node_id.len());
+    let (path_part, params) = node_id.split_at(params_at);
+    let mut parts: Vec<&str> = path_part.split("::").collect();
+    let name = format!("{}{params}", parts.pop().unwrap_or_default());
+    let module = parts
+        .first()
+        .map(|file| file.strip_suffix(".py").unwrap_or(file).replace('/', "."))
+        .unwrap_or_default();
+    let class = std::iter::once(module)
+        .chain(parts.iter().skip(1).map(|c| c.to_string()))
+        .collect::<Vec<_>>()
+        .join(".");
+    format!("{class}::{name}")
+}
+
+/// Seconds as a report writes them ("0.123") to whole milliseconds, 0 when
+/// unreadable or absurd.
+pub(crate) fn seconds_to_ms(text: &str) -> u64 {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => (secs * 1000.0).round().min(1e15) as u64,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pytest_node_ids_become_junit_names() {
+        assert_eq!(pytest_key("test_a.py::test_x"), "test_a::test_x");
+        assert_eq!(
+            pytest_key("tests/unit/test_a.py::TestX::TestY::test_z[1-a::b/c]"),
+            "tests.unit.test_a.TestX.TestY::test_z[1-a::b/c]"
+        );
+    }
+
+    fn entry(class: &str, name: &str, outcome: Outcome) -> Entry {
+        Entry {
+            names: Names {
+                class: class.into(),
+                name: name.into(),
+            },
+            outcome,
+            duration_ms: 5,
+            output: format!("{name} says hi\n"),
+            message: None,
+        }
+    }
+
+    #[test]
+    fn entries_map_to_listed_ids_exactly_and_merge() {
+        let ids: Vec<String> = [
+            "tests/test_a.py::TestX::test_y[1]",
+            "tests/test_a.py::test_z",
+            "tests/test_b.py::test_missing",
+        ]
+        .map(String::from)
+        .to_vec();
+        let entries = vec![
+            entry("tests.test_a.TestX", "test_y[1]", Outcome::Passed),
+            entry("tests.test_a", "test_z", Outcome::Passed),
+            // A teardown error reported beside the call.
+            entry("tests.test_a", "test_z", Outcome::Failed),
+            // Not listed in this batch: ignored.
+            entry("tests.test_a", "test_other", Outcome::Failed),
+        ];
+        let mapped = map(entries, IdScheme::Pytest, &ids);
+        assert_eq!(mapped[0].as_ref().unwrap().outcome, Outcome::Passed);
+        let z = mapped[1].as_ref().unwrap();
+        assert_eq!((z.outcome, z.duration_ms), (Outcome::Failed, 10));
+        assert!(mapped[2].is_none(), "unreported");
+    }
+
+    #[test]
+    fn nextest_ids_are_binary_and_name() {
+        let ids = vec!["my-crate::tests parse::works".to_owned()];
+        let entries = vec![entry("my-crate::tests", "parse::works", Outcome::Failed)];
+        let mapped = map(entries, IdScheme::Nextest, &ids);
+        assert_eq!(mapped[0].as_ref().unwrap().outcome, Outcome::Failed);
+    }
+
+    #[test]
+    fn seconds_read_leniently() {
+        assert_eq!(seconds_to_ms("0.0015"), 2);
+        assert_eq!(seconds_to_ms(" 12 "), 12_000);
+        assert_eq!(seconds_to_ms("NaN"), 0);
+        assert_eq!(seconds_to_ms("-1"), 0);
+        assert_eq!(seconds_to_ms("1e300"), 1_000_000_000_000_000);
+    }
+}
