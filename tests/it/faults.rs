@@ -283,7 +283,11 @@ async fn unreadable_messages_on_every_queue_are_parked_and_the_run_goes_on() {
         batch: None,
     });
     let mut wrong_version = encode(&result);
-    assert_eq!(wrong_version[1], 1, "a msgpack array of [version, body]");
+    assert_eq!(
+        wrong_version[1],
+        testfleet_common::wire::FORMAT_VERSION as u8,
+        "a msgpack array of [version, body]"
+    );
     wrong_version[1] = 0x7f;
     let bad: Vec<Vec<u8>> = vec![
         b"\xde\xad garbage \xbe\xef".to_vec(),

@@ -1,10 +1,13 @@
 //! Discovery presets on tiny real projects, listed by the real runners that
-//! `scripts/setup-runners.sh` installs: pytest, cargo nextest, RSpec, go test.
+//! `scripts/setup-runners.sh` installs: pytest, cargo nextest, RSpec, go test;
+//! and the presets' batched commands run by those runners through a fleet,
+//! each test's result read from the runner's own report.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use crate::fixtures::binary;
+use crate::fixtures::{binary, Fleet};
 
 /// Writes `files` (path, content) under a fresh folder; returns it.
 fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -144,4 +147,142 @@ fn lines_preset_keeps_each_non_blank_line_verbatim_and_needs_a_listing() {
     assert_eq!(alone.status.code(), Some(2), "usage error: {alone:?}");
     let stderr = String::from_utf8_lossy(&alone.stderr);
     assert!(stderr.contains("--discover CMD"), "{stderr}");
+}
+
+/// Runs a project's suite through a fleet with the preset's batched command
+/// (no command given), as process jobs in `dir`, and returns each test's
+/// final status and the number of jobs (batch records) it took.
+async fn batched_run(
+    dir: &Path,
+    preset: &str,
+    extra: &[&str],
+) -> (BTreeMap<String, String>, usize) {
+    let mut fleet = Fleet::start(0, 1);
+    let worker = format!("{}-proc", fleet.prefix);
+    fleet.start_worker_with(&worker, 2, &["--executors", "process"]);
+    let discover = format!(
+        "cd '{}' && {}",
+        dir.display(),
+        preset_listing_command(preset)
+    );
+    let workdir = dir.to_str().unwrap();
+    let mut args = vec![
+        "--preset",
+        preset,
+        "--discover",
+        &discover,
+        "--wait",
+        "--executor",
+        "process",
+        "--workdir",
+        workdir,
+        "--max-rounds",
+        "1",
+        "--retry-threshold",
+        "1",
+        "--timeout",
+        "120",
+    ];
+    args.extend_from_slice(extra);
+    let run = fleet.run_producer(&args, &[]).await;
+    assert!(
+        [0, 1].contains(&run.exit_code()),
+        "{preset}: {}",
+        run.describe()
+    );
+    let jobs = run.report()["batches"].as_array().unwrap().len();
+    let statuses = run.statuses();
+    fleet.teardown().await;
+    (statuses, jobs)
+}
+
+fn preset_listing_command(preset: &str) -> &'static str {
+    match preset {
+        "pytest" => "python3 -m pytest --collect-only -q",
+        "rspec" => "rspec --dry-run --format json",
+        "go" => "go test -list .",
+        other => panic!("no listing for {other}"),
+    }
+}
+
+fn expect(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(id, status)| (id.to_string(), status.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pytest_batches_read_each_tests_result_from_pytests_junit_report() {
+    let dir = project(&[(
+        "tests/test_calc.py",
+        "import pytest\n\
+         def test_add():\n    assert 1 + 1 == 2\n\
+         @pytest.mark.parametrize('n', [1, 2, 'a::b'])\n\
+         def test_square(n):\n    assert n != 2\n\
+         class TestSub:\n    def test_sub(self):\n        print('inside TestSub')\n        assert 2 - 1 == 0\n\
+         @pytest.mark.skip(reason='not today')\n\
+         def test_skipped():\n    assert False\n",
+    )]);
+    let (statuses, jobs) = batched_run(dir.path(), "pytest", &["--batch", "10"]).await;
+    assert_eq!(
+        statuses,
+        expect(&[
+            ("tests/test_calc.py::TestSub::test_sub", "Failed"),
+            ("tests/test_calc.py::test_add", "Passed"),
+            ("tests/test_calc.py::test_skipped", "Passed"),
+            ("tests/test_calc.py::test_square[1]", "Passed"),
+            ("tests/test_calc.py::test_square[2]", "Failed"),
+            ("tests/test_calc.py::test_square[a::b]", "Passed"),
+        ])
+    );
+    assert_eq!(jobs, 1, "one batch, one pytest");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rspec_batches_read_each_examples_result_from_rspecs_json_report() {
+    let dir = project(&[(
+        "spec/calc_spec.rb",
+        "RSpec.describe 'calc' do\n  it('adds') { expect(1 + 1).to eq(2) }\n  \
+         context 'sub' do\n    it('subtracts') { expect(2 - 1).to eq(0) }\n  end\n  \
+         it('waits') { pending('later'); expect(1).to eq(2) }\nend\n",
+    )]);
+    let (statuses, jobs) = batched_run(dir.path(), "rspec", &["--batch", "10"]).await;
+    assert_eq!(
+        statuses,
+        expect(&[
+            ("./spec/calc_spec.rb[1:1]", "Passed"),
+            ("./spec/calc_spec.rb[1:2:1]", "Failed"),
+            ("./spec/calc_spec.rb[1:3]", "Passed"),
+        ])
+    );
+    assert_eq!(jobs, 1, "one batch, one rspec");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn go_batches_read_each_tests_result_from_go_test_json() {
+    let dir = project(&[
+        ("go.mod", "module example.com/calc\n\ngo 1.19\n"),
+        (
+            "calc.go",
+            "package calc\n\nfunc Add(a, b int) int { return a + b }\n",
+        ),
+        (
+            "calc_test.go",
+            "package calc\n\nimport (\n\t\"fmt\"\n\t\"testing\"\n)\n\n\
+             func TestAdd(t *testing.T) {\n\tif Add(1, 2) != 3 {\n\t\tt.Fatal(\"wrong\")\n\t}\n}\n\
+             func TestBroken(t *testing.T) {\n\tt.Run(\"inner\", func(t *testing.T) { t.Fatal(\"broken inside\") })\n}\n\
+             func ExampleAdd() {\n\tfmt.Println(Add(1, 2))\n\t// Output: 3\n}\n",
+        ),
+    ]);
+    let (statuses, jobs) = batched_run(dir.path(), "go", &["--batch", "10"]).await;
+    assert_eq!(
+        statuses,
+        expect(&[
+            ("ExampleAdd", "Passed"),
+            ("TestAdd", "Passed"),
+            ("TestBroken", "Failed"),
+        ])
+    );
+    assert_eq!(jobs, 1, "one batch, one go test");
 }
