@@ -20,6 +20,10 @@
 //!   of the known ones.
 //! - A batch never holds more than `max_tests` tests or `max_ids_bytes` of ids
 //!   (argv limits), splitting where needed.
+//! - Within a batch, tests run in the order they were listed: longest first
+//!   decides which batch a test joins, not where it runs in it, since a suite
+//!   may depend on its own order (one that imports a module before another
+//!   checks it is not imported yet).
 //!
 //! **Timeout of a batch**: `BATCH_STARTUP_MS` plus, for each test, its
 //! allowance: `min(timeout, 3 × expected + 2 s)` with history, the per-test
@@ -61,8 +65,9 @@ pub struct Planned {
     pub expected_ms: Option<u64>,
 }
 
-/// A batch: its tests in running order (longest first), each with its timeout
-/// allowance, and what it is expected to take.
+/// A batch: its tests in running order (the order they were listed, which
+/// suites that depend on order expect), each with its timeout allowance, and
+/// what it is expected to take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub tests: Vec<(String, u64)>,
@@ -107,20 +112,24 @@ pub fn plan(tests: Vec<Planned>, params: &PlanParams) -> Vec<Batch> {
     let by_count = known.is_empty();
     let median = median(known);
     // Weights: expected ms with history (median for the unknown); 1 each by count.
-    let mut weighed: Vec<(Planned, u64)> = tests
+    let mut weighed: Vec<(usize, Planned, u64)> = tests
         .into_iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(listed, t)| {
             let weight = if by_count {
                 1
             } else {
                 t.expected_ms.unwrap_or(median).max(1)
             };
-            (t, weight)
+            (listed, t, weight)
         })
         .collect();
     // Longest first; ties keep the listed order (a stable sort).
-    weighed.sort_by_key(|(_, w)| std::cmp::Reverse(*w));
-    let total: u64 = weighed.iter().map(|(_, w)| *w).fold(0, u64::saturating_add);
+    weighed.sort_by_key(|(_, _, w)| std::cmp::Reverse(*w));
+    let total: u64 = weighed
+        .iter()
+        .map(|(_, _, w)| *w)
+        .fold(0, u64::saturating_add);
     let fixed = if by_count { 0 } else { params.fixed_cost_ms };
     let shares = phase_shares(total, slots, fixed, weighed.len());
     let mut batches = Vec::new();
@@ -130,7 +139,7 @@ pub fn plan(tests: Vec<Planned>, params: &PlanParams) -> Vec<Batch> {
         let budget = (total as f64 * share).ceil() as u64;
         let mut taken = Vec::new();
         let mut weight = 0u64;
-        while let Some((_, w)) = rest.peek() {
+        while let Some((_, _, w)) = rest.peek() {
             if !last_phase && weight >= budget {
                 break;
             }
@@ -174,26 +183,33 @@ fn phase_shares(total: u64, slots: usize, fixed_ms: u64, tests: usize) -> Vec<(f
 }
 
 /// Deals `tests` (longest first) into `count` batches by longest processing
-/// time, then splits any batch over the argv limits.
-fn fill(tests: Vec<(Planned, u64)>, count: usize, params: &PlanParams) -> Vec<Batch> {
+/// time, puts each batch back in listed order, then splits any batch over the
+/// argv limits.
+fn fill(tests: Vec<(usize, Planned, u64)>, count: usize, params: &PlanParams) -> Vec<Batch> {
     if tests.is_empty() {
         return Vec::new();
     }
-    let mut batches: Vec<Batch> = (0..count.max(1))
-        .map(|_| Batch {
-            tests: Vec::new(),
-            expected_ms: 0,
+    let mut dealt: Vec<(u64, Vec<(usize, String, u64)>)> =
+        (0..count.max(1)).map(|_| (0, Vec::new())).collect();
+    for (listed, test, weight) in tests {
+        let lightest = dealt
+            .iter_mut()
+            .min_by_key(|(load, _)| *load)
+            .expect("at least one batch");
+        lightest.0 = lightest.0.saturating_add(weight);
+        let allowance = allowance_ms(test.expected_ms, params.timeout_ms);
+        lightest.1.push((listed, test.id, allowance));
+    }
+    let mut batches: Vec<Batch> = dealt
+        .into_iter()
+        .map(|(expected_ms, mut tests)| {
+            tests.sort_by_key(|(listed, _, _)| *listed);
+            Batch {
+                tests: tests.into_iter().map(|(_, id, a)| (id, a)).collect(),
+                expected_ms,
+            }
         })
         .collect();
-    for (test, weight) in tests {
-        let lightest = batches
-            .iter_mut()
-            .min_by_key(|b| b.expected_ms)
-            .expect("at least one batch");
-        lightest.expected_ms = lightest.expected_ms.saturating_add(weight);
-        let allowance = allowance_ms(test.expected_ms, params.timeout_ms);
-        lightest.tests.push((test.id, allowance));
-    }
     batches.sort_by_key(|b| std::cmp::Reverse(b.expected_ms));
     batches
         .into_iter()
@@ -342,6 +358,21 @@ mod tests {
         assert!(batches
             .iter()
             .all(|b| b.tests.iter().all(|(_, a)| *a == 300_000)));
+    }
+
+    #[test]
+    fn a_batch_runs_its_tests_in_listed_order() {
+        let batches = plan(known(&[5, 900, 10, 700, 20, 800]), &params(2, 10));
+        for batch in &batches {
+            let positions: Vec<usize> = batch
+                .tests
+                .iter()
+                .map(|(id, _)| id[1..].parse().unwrap())
+                .collect();
+            let mut sorted = positions.clone();
+            sorted.sort();
+            assert_eq!(positions, sorted, "{batches:?}");
+        }
     }
 
     #[test]
