@@ -182,6 +182,9 @@ fn phase_shares(total: u64, slots: usize, fixed_ms: u64, tests: usize) -> Vec<(f
     shares
 }
 
+/// A test dealt into a batch: its listed position, id and allowance.
+type Dealt = (usize, String, u64);
+
 /// Deals `tests` (longest first) into `count` batches by longest processing
 /// time, puts each batch back in listed order, then splits any batch over the
 /// argv limits.
@@ -189,8 +192,7 @@ fn fill(tests: Vec<(usize, Planned, u64)>, count: usize, params: &PlanParams) ->
     if tests.is_empty() {
         return Vec::new();
     }
-    let mut dealt: Vec<(u64, Vec<(usize, String, u64)>)> =
-        (0..count.max(1)).map(|_| (0, Vec::new())).collect();
+    let mut dealt: Vec<(u64, Vec<Dealt>)> = (0..count.max(1)).map(|_| (0, Vec::new())).collect();
     for (listed, test, weight) in tests {
         let lightest = dealt
             .iter_mut()
