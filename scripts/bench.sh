@@ -4,7 +4,7 @@
 # tools side by side on this machine, and prints one table of figures, each with
 # its target and whether it is met. Every figure is measured in this run.
 #
-#   scripts/bench.sh [--quick] [throughput] [warm] [overhead] [scale] [scheduling] [recovery]
+#   scripts/bench.sh [--quick] [throughput] [warm] [overhead] [scale] [scheduling] [recovery] [suites]
 #
 # No benchmark named: all of them. --quick shrinks every size for a smoke test
 # (seconds); its figures are not the benchmark's. See docs/BENCHMARKS.md.
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-all=(throughput warm overhead scale scheduling recovery)
+all=(throughput warm overhead scale scheduling recovery suites)
 usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 
 quick=0
@@ -23,7 +23,7 @@ for arg in "$@"; do
   case $arg in
     --quick) quick=1 ;;
     -h | --help) usage; exit 0 ;;
-    throughput | warm | overhead | scale | scheduling | recovery) selected+=("$arg") ;;
+    throughput | warm | overhead | scale | scheduling | recovery | suites) selected+=("$arg") ;;
     *) echo "bench: unknown argument '$arg'" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -31,9 +31,9 @@ done
 
 # Sizes: the issue's, or a few seconds' worth in quick mode.
 if [ "$quick" = 1 ]; then
-  containers=12 overhead_n=300 scale_n=1000 sched_scale=0.15 warm_reuse=5
+  containers=12 overhead_n=300 scale_n=1000 sched_scale=0.15 warm_reuse=5 sleep_n=100
 else
-  containers=200 overhead_n=20000 scale_n=400000 sched_scale=1 warm_reuse=50
+  containers=200 overhead_n=20000 scale_n=400000 sched_scale=1 warm_reuse=50 sleep_n=1000
 fi
 slots=4 # concurrency on both sides of every comparison
 DOCKER=/usr/bin/docker
@@ -341,6 +341,178 @@ print(min(a['started_at_ms'] for t in r['tests'] for a in t['attempts']
           if a.get('worker_id') == 'recovery-rescuer'))" "$(last_report)")
   fleet_stop
   row recovery "SIGKILL → start elsewhere, s" "$(python3 -c "print(f'{($started - $killed_at) / 1000:.3f}')")" "<" 2
+}
+
+# ---------------------------------------------------------------- (g) real suites, batched
+# Each suite: the runner alone (serial, one container or process) beside the
+# fleet's one-line run (`--preset … --image …`), batched, listed where its
+# tests run; the fleet's figure is its second run (with the first's history),
+# producer start to verdict, discovery included. One round (`--max-rounds 1`):
+# the runner alone retries nothing either, and the pass/fail sets must agree.
+
+# same_sets SERIAL_LOG REPORT_JSON FORMAT: "yes N" when every test passed or
+# failed on both sides alike, else "NO …"; FORMAT is pytest-v (pytest's -v
+# lines) or go-json.
+same_sets() {
+  python3 - "$@" <<'EOF'
+import json, re, sys
+log, report, form = sys.argv[1:4]
+alone = {}
+if form == "pytest-v":
+    for line in open(log, errors="replace"):
+        m = re.match(r"^(.+?::.+?) (PASSED|SKIPPED|XFAIL|FAILED|ERROR|XPASS)(?: |$)", line)
+        if m:
+            alone[m[1]] = "pass" if m[2] in ("PASSED", "SKIPPED", "XFAIL") else "fail"
+else:
+    for line in open(log, errors="replace"):
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        t = e.get("Test")
+        if t and "/" not in t and e.get("Action") in ("pass", "fail", "skip"):
+            alone[t] = "fail" if e["Action"] == "fail" else "pass"
+r = json.load(open(report))
+fleet = {t["id"]: "pass" if t["status"] in ("Passed", "Flaky") else "fail" for t in r["tests"]}
+if alone and alone == fleet:
+    print(f"yes {len(fleet)}")
+else:
+    differ = sorted(k for k in set(alone) & set(fleet) if alone[k] != fleet[k])[:5]
+    print(f"NO alone={len(alone)} fleet={len(fleet)} one-sided={sorted(set(alone) ^ set(fleet))[:5]} differ={differ}")
+EOF
+}
+
+# containers REPORT_JSON: containers (or processes) started and per test.
+containers() {
+  python3 - "$1" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+alone = sum(1 for t in r["tests"] for a in t["attempts"] if not a.get("batch") and a.get("worker_id"))
+n = len(r.get("batches", [])) + alone
+print(f"{n} {n / max(1, len(r['tests'])):.3f}")
+EOF
+}
+
+# timed COMMAND…: the command's wall time in ms (its output to $work/timed.log).
+timed() {
+  local started; started=$(now_ms)
+  "$@" >>"$work/timed.log" 2>&1 || true
+  echo $(($(now_ms) - started))
+}
+
+# one_line_twice NAME IMAGE ARGS…: the fleet's one-line run twice; prints the
+# second run's ms. Reports under $work/reports.
+one_line_twice() {
+  local name=$1 image=$2 ms
+  shift 2
+  local suite="bench-$name-$$-$(now_ms)"
+  for run in first second; do
+    ms=$(order=longest-first produce --suite "$suite" --image "$image" --timeout 300 --max-rounds 1 --wait "$@")
+    log "suites: $name, fleet $run run: $ms ms"
+  done
+  echo "$ms"
+}
+
+suite_six() {
+  local image=testfleet/six:1.16.0 serial fleet
+  pypi_suite_image six==1.16.0 1e61c37477a1626458e36f7b1d82aa5c9b094fa4802892072e49de9c60c4c926 "$image"
+  serial=$(timed "$DOCKER" run --rm --network none "$image" python3 -m pytest -p no:cacheprovider -v)
+  cp "$work/timed.log" "$work/six-serial.log"; : >"$work/timed.log"
+  fleet_ready six 2 2
+  fleet=$(one_line_twice six "$image" --preset pytest)
+  fleet_stop
+  suite_rows six "$serial" "$fleet" 2.0 "$(same_sets "$work/six-serial.log" "$(last_report)" pytest-v)"
+}
+
+suite_networkx() {
+  local image=testfleet/networkx:3.2.1 serial fleet n2 n4 pytest=(python3 -m pytest -p no:cacheprovider -v)
+  pypi_suite_image networkx==3.2.1 9f1bb5cf3409bf324e0a722c20bdb4c20ee39bf1c30ce8ae499c8502b0b5e0c6 \
+    "$image" python3-pytest-xdist
+  serial=$(timed "$DOCKER" run --rm --network none "$image" "${pytest[@]}")
+  cp "$work/timed.log" "$work/networkx-serial.log"; : >"$work/timed.log"
+  n2=$(timed "$DOCKER" run --rm --network none "$image" "${pytest[@]}" -n 2)
+  n4=$(timed "$DOCKER" run --rm --network none "$image" "${pytest[@]}" -n 4)
+  fleet_ready networkx 2 2
+  fleet=$(one_line_twice networkx "$image" --preset pytest)
+  fleet_stop
+  suite_rows networkx "$serial" "$fleet" 1.0 "$(same_sets "$work/networkx-serial.log" "$(last_report)" pytest-v)"
+  row suites "networkx: pytest-xdist -n 2, -n 4 (s)" "$(secs "$n2"), $(secs "$n4")"
+  row suites "networkx: fleet ÷ xdist -n 2, ÷ -n 4" "$(ratio "$fleet" "$n2"), $(ratio "$fleet" "$n4")"
+}
+
+suite_go() {
+  local dir serial fleet
+  dir="$(go env GOROOT)/src/strings"
+  # The package built once first, as the fleet's first run builds it: both
+  # sides then run tests, not the compiler (`-count=1`: no cached results).
+  (cd "$dir" && go test -count=1 . >/dev/null 2>&1) || true
+  serial=$(cd "$dir" && timed sh -c "go test -count=1 -json . > '$work/go-alone.json'")
+  fleet_ready go 2 2 --executors process
+  fleet=$(one_line_twice go unused --preset go --executor process --workdir "$dir" \
+    --discover "cd '$dir' && go test -list .")
+  fleet_stop
+  suite_rows "go strings" "$serial" "$fleet" "" "$(same_sets "$work/go-alone.json" "$(last_report)" go-json)"
+}
+
+# 0.05-3 s of sleeping each, heavy-tailed, in a batched busybox runner that
+# writes a JUnit report; on 8 slots.
+suite_sleep() {
+  local value makespan bound n per limit
+  python3 - "$sleep_n" >"$work/sleep.txt" <<'EOF'
+import random, sys
+rng = random.Random(11)
+for i in range(int(sys.argv[1])):
+    print(f"s{i:04d}-{int(50 + 2950 * rng.random() ** 4)}")
+EOF
+  local runner='r="$1"; shift; c=""; for id in "$@"; do ms=${id##*-}; sleep "$((ms / 1000)).$(printf %03d $((ms % 1000)))"; c="$c<testcase classname=\"s\" name=\"$id\" time=\"$((ms / 1000)).$(printf %03d $((ms % 1000)))\"/>"; done; printf "<testsuites><testsuite>%s</testsuite></testsuites>" "$c" > "$r"'
+  fleet_ready sleep 2 4
+  local suite="bench-sleep-$$-$(now_ms)"
+  for run in first second; do
+    order=longest-first produce --tests "$work/sleep.txt" --suite "$suite" --image testfleet/busybox:latest \
+      --timeout 60 --slots 8 --report-format junit:name --wait -- sh -c "$runner" sh '{report}' '{ids}' >/dev/null
+  done
+  fleet_stop
+  read -r value makespan bound < <(python3 - "$(last_report)" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+b = r["batches"]
+makespan = max(x["finished_at_ms"] for x in b) - min(x["started_at_ms"] for x in b)
+d = [a["duration_ms"] for t in r["tests"] for a in t["attempts"]]
+bound = max(max(d), sum(d) / 8)
+print(f"{makespan / bound:.3f} {makespan / 1000:.1f} {bound / 1000:.1f}")
+EOF
+)
+  read -r n per < <(containers "$(last_report)")
+  limit=$((8 * 4 + $(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(sum(len(t['attempts'])-1 for t in r['tests']))" "$(last_report)")))
+  row suites "sleep ($sleep_n tests, 8 slots): makespan, bound (s)" "$makespan, $bound"
+  row suites "sleep: makespan ÷ max(longest, total ÷ slots)" "$value" "<=" 1.10
+  row suites "sleep: containers (limit slots × 4 + retries = $limit)" "$n" "<=" "$limit"
+  row suites "sleep: containers per test" "$per"
+}
+
+# suite_rows NAME SERIAL_MS FLEET_MS TARGET_RATIO SAME_SETS
+suite_rows() {
+  local n per
+  read -r n per < <(containers "$(last_report)")
+  row suites "$1: alone, fleet second run (s)" "$(secs "$2"), $(secs "$3")"
+  if [ -n "$4" ]; then
+    row suites "$1: fleet ÷ alone" "$(ratio "$3" "$2")" "<=" "$4"
+  else
+    row suites "$1: fleet ÷ alone" "$(ratio "$3" "$2")"
+  fi
+  row suites "$1: same pass/fail set" "$5"
+  row suites "$1: containers (or processes), per test" "$n, $per"
+}
+
+secs() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1000:.1f}')" "$1"; }
+
+bench_suites() {
+  source scripts/lib/pypi-suite.sh
+  command -v go >/dev/null || scripts/setup-runners.sh
+  suite_six
+  suite_go
+  suite_sleep
+  [ "$quick" = 1 ] || suite_networkx
 }
 
 # ---------------------------------------------------------------- table

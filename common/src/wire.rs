@@ -651,6 +651,10 @@ pub struct Discover {
     pub spec: RunSpec,
     /// Unix ms after which nobody waits for the answer.
     pub deadline_ms: u64,
+    /// The image id of a listing the producer kept: when the worker's engine
+    /// has that same id, it answers `unchanged` instead of listing again.
+    #[serde(default)]
+    pub known_image_id: Option<String>,
 }
 
 /// What a discovery listed.
@@ -669,6 +673,10 @@ pub struct Listing {
     pub image_id: Option<String>,
     /// Answered from the worker's listing of the same image id and command.
     pub cached: bool,
+    /// The image is the one of `Discover::known_image_id`: the producer's own
+    /// listing stands, and `listing` is empty.
+    #[serde(default)]
+    pub unchanged: bool,
 }
 
 /// Batch records and the results of their tests (and of tests run alone),

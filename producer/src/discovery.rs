@@ -3,6 +3,12 @@
 //! queue with a reply-to; a worker runs the preset's listing command where
 //! the run's tests would run and answers with what it printed (from its own
 //! listings of the same image id when it has one).
+//!
+//! The producer keeps its last listing per image and command under
+//! `$XDG_CACHE_HOME/testfleet/listings` (or `~/.cache/…`), with the image id
+//! the worker reported: the next request names that id, and a worker whose
+//! engine still has it answers "unchanged", so an unchanged image is listed
+//! once.
 
 use std::time::Duration;
 
@@ -49,11 +55,14 @@ pub async fn list_in_image(
         "{report}".into(),
     ];
     spec.runner_report = None;
+    let kept = KeptListing::path(&spec).and_then(|path| KeptListing::read(&path));
     let request = Discover {
         request_id: Uuid::new_v4(),
+        known_image_id: kept.as_ref().map(|k| k.image_id.clone()),
         spec,
         deadline_ms: now_ms().saturating_add(timeout.as_millis() as u64),
     };
+    let keep_at = KeptListing::path(&request.spec);
     let connection = broker::connect(&settings.broker_url, settings.connect_timeout).await?;
     let channel = connection
         .create_channel()
@@ -72,8 +81,19 @@ pub async fn list_in_image(
     let _ = connection.close(200, "listed".into()).await;
     match answer? {
         None => Err(DiscoveryError::NoAnswer(timeout)),
+        Some(Body::Listing(listing)) if listing.unchanged && kept.is_some() => {
+            info!(image_id = ?listing.image_id, "the image is unchanged: reusing its listing");
+            Ok(kept.expect("checked").listing)
+        }
         Some(Body::Listing(listing)) if listing.outcome == Outcome::Passed => {
             info!(cached = listing.cached, image_id = ?listing.image_id, "tests listed");
+            if let (Some(path), Some(image_id)) = (keep_at, listing.image_id.clone()) {
+                KeptListing {
+                    image_id,
+                    listing: listing.listing.clone(),
+                }
+                .write(&path);
+            }
             Ok(listing.listing)
         }
         Some(Body::Listing(listing)) => Err(DiscoveryError::Failed {
@@ -95,5 +115,45 @@ pub async fn list_in_image(
                 .join(" | "),
         }),
         Some(other) => Err(DiscoveryError::WrongAnswer(other.kind())),
+    }
+}
+
+/// A listing kept on this machine, with the image id it was made from.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptListing {
+    image_id: String,
+    listing: String,
+}
+
+impl KeptListing {
+    /// Where the listing of this image and command is kept: a name hashed
+    /// from both, so any image name makes a valid file name.
+    fn path(spec: &testfleet_common::wire::RunSpec) -> Option<std::path::PathBuf> {
+        use std::hash::{Hash, Hasher};
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache"))
+            })?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (&spec.image, &spec.command, spec.executor).hash(&mut hasher);
+        let name = format!("{:016x}.json", hasher.finish());
+        Some(base.join("testfleet").join("listings").join(name))
+    }
+
+    fn read(path: &std::path::Path) -> Option<KeptListing> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    /// Keeps the listing; a failure only costs a listing next time.
+    fn write(&self, path: &std::path::Path) {
+        let written = path
+            .parent()
+            .map(std::fs::create_dir_all)
+            .unwrap_or(Ok(()))
+            .and_then(|()| std::fs::write(path, serde_json::to_vec(self).unwrap_or_default()));
+        if let Err(error) = written {
+            tracing::warn!(%error, path = %path.display(), "could not keep the listing");
+        }
     }
 }

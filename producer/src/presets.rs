@@ -60,12 +60,13 @@ impl Preset {
                 IdScheme::Rspec,
             ),
             // `go test -json` writes its report to stdout; the ids become one
-            // anchored `-run` regex, passed to the shell as an argument.
+            // anchored `-run` regex, passed to the shell as an argument;
+            // `-count=1`, since a cached result is no run of the test.
             Preset::Go => (
                 &[
                     "sh",
                     "-c",
-                    "go test -json -run \"$1\" . > \"$2\"",
+                    "go test -count=1 -json -run \"$1\" . > \"$2\"",
                     "sh",
                     "{ids_regex}",
                     "{report}",

@@ -3,8 +3,10 @@
 //! the listing command runs as a job would, and its listing goes back to the
 //! producer through the request's reply-to.
 //!
-//! A worker keeps its last listings by image id and command, so a second run
-//! of an unchanged image is answered without a container. The cache sits
+//! A second run of an unchanged image is answered without a container: the
+//! producer names the image id of the listing it kept, and a worker whose
+//! engine has that id says so; a worker also keeps its own last listings by
+//! image id and command. The cache sits
 //! behind a mutex, as warm mode's pool does: a job task touches it for a few
 //! instructions, and it decides nothing the service loop needs to know.
 
@@ -44,6 +46,22 @@ pub fn listing(request: &Discover, observed: Observed, image_id: Option<String>)
         message: observed.ran.message,
         image_id,
         cached: false,
+        unchanged: false,
+    }
+}
+
+/// The answer when the producer's listing is of this very image.
+pub fn unchanged(request: &Discover, image_id: String) -> Listing {
+    Listing {
+        request_id: request.request_id,
+        outcome: testfleet_common::wire::Outcome::Passed,
+        exit_code: Some(0),
+        listing: String::new(),
+        output: String::new(),
+        message: None,
+        image_id: Some(image_id),
+        cached: true,
+        unchanged: true,
     }
 }
 

@@ -440,9 +440,15 @@ impl JobContext {
         }
         let job = discovery::job(&request);
         let image_id = self.executors.image_id(&job).await;
-        let cached = image_id
-            .as_deref()
-            .and_then(|id| self.listings.get(id, &request));
+        let unchanged = image_id
+            .as_ref()
+            .filter(|id| request.known_image_id.as_ref() == Some(*id));
+        let cached = match unchanged {
+            Some(id) => Some(discovery::unchanged(&request, id.clone())),
+            None => image_id
+                .as_deref()
+                .and_then(|id| self.listings.get(id, &request)),
+        };
         let listing = match cached {
             Some(listing) => listing,
             None => {
