@@ -137,10 +137,17 @@ pub struct RunState {
     ignored: Vec<IgnoredResult>,
     /// The batches its tests ran in, the first [`MAX_BATCHES_KEPT`].
     batches: Vec<BatchRecord>,
+    /// Their ids, to keep a record delivered twice once.
+    batch_ids: std::collections::HashSet<Uuid>,
+    /// Bytes of their logs kept.
+    batch_log_bytes: usize,
 }
 
 /// Batch records a run keeps for its report, at most.
 pub const MAX_BATCHES_KEPT: usize = 100_000;
+/// Bytes of batch logs a run keeps, at most: each failing test keeps its own
+/// output besides, so past this a batch's record keeps no log.
+pub const MAX_BATCH_LOG_BYTES: usize = 256 << 20;
 
 /// Ignored results a run keeps for its report, at most.
 pub const MAX_IGNORED_KEPT: usize = 1_000;
@@ -181,6 +188,8 @@ impl RunState {
             finished: None,
             ignored: Vec::new(),
             batches: Vec::new(),
+            batch_ids: std::collections::HashSet::new(),
+            batch_log_bytes: 0,
         }
     }
 
@@ -278,11 +287,15 @@ impl RunState {
 
     /// Keeps a batch's record for the report (a redelivered record, same id,
     /// once). `false` when it was known already or the run keeps no more.
-    pub fn record_batch(&mut self, batch: BatchRecord) -> bool {
-        if self.batches.len() >= MAX_BATCHES_KEPT
-            || self.batches.iter().rev().any(|b| b.id == batch.id)
-        {
+    pub fn record_batch(&mut self, mut batch: BatchRecord) -> bool {
+        if self.batches.len() >= MAX_BATCHES_KEPT || !self.batch_ids.insert(batch.id) {
             return false;
+        }
+        let log_bytes = batch.log.as_ref().map_or(0, String::len);
+        if self.batch_log_bytes.saturating_add(log_bytes) > MAX_BATCH_LOG_BYTES {
+            batch.log = None;
+        } else {
+            self.batch_log_bytes += log_bytes;
         }
         self.batches.push(batch);
         true

@@ -4,7 +4,8 @@
 //! own reports from it. Outputs are what make a report big (up to the output
 //! cap per failing attempt), so they are cut first: every output keeps its head
 //! and tail within one per-output allowance chosen so that the total fits (the
-//! shortest outputs stay whole). Only when no output can stay are outputs
+//! shortest outputs stay whole). Batch logs go before that (each test keeps its
+//! own output). Only when no output can stay are outputs
 //! dropped, and only a run too big even then leaves out its passed tests. What
 //! was cut, and where the aggregator's full reports are, travels in
 //! [`VerdictCut`], which the producer's reports show.
@@ -28,7 +29,19 @@ pub fn fit(mut report: RunReport, budget: usize, full_report: &str) -> RunReport
         output_bytes_cut: 0,
         passed_tests_left_out: 0,
         full_report: full_report.to_owned(),
+        batch_logs_left_out: 0,
     };
+    // Batch logs first: each test's own output says more about it.
+    for batch in &mut report.batches {
+        if batch.log.take().is_some() {
+            cut.batch_logs_left_out += 1;
+        }
+    }
+    let size = encoded_size(&report);
+    if size <= budget {
+        report.verdict_cut = Some(cut);
+        return report;
+    }
     let outputs: usize = outputs(&report).map(String::len).sum();
     let room = budget.saturating_sub(size - outputs + SLACK_BYTES);
     let allowance = allowance(outputs_lengths(&report), room);
@@ -201,6 +214,34 @@ mod tests {
         let cut = fitted.verdict_cut.unwrap();
         assert_eq!(cut.passed_tests_left_out, 60_000);
         assert_eq!(fitted.tests.len(), 2, "both failures kept");
+    }
+
+    #[test]
+    fn batch_logs_go_before_any_tests_own_output() {
+        let mut report = report(&[1_000], 0);
+        report.batches = (0..4)
+            .map(|_| testfleet_common::wire::BatchRecord {
+                id: uuid::Uuid::new_v4(),
+                run_id: uuid::Uuid::nil(),
+                attempt: 1,
+                worker_id: "w".into(),
+                tests: 1,
+                reported: 1,
+                started_at_ms: 1,
+                command_started_at_ms: 2,
+                finished_at_ms: 3,
+                exit_code: Some(1),
+                timed_out: false,
+                log: Some("y".repeat(100_000)),
+                log_truncated: false,
+                split_into: 0,
+            })
+            .collect();
+        let fitted = fit(report, 50_000, "h:/r");
+        let cut = fitted.verdict_cut.clone().unwrap();
+        assert_eq!(cut.batch_logs_left_out, 4);
+        assert_eq!(cut.outputs_shortened, 0, "the test's own output stays");
+        assert!(fitted.batches.iter().all(|b| b.log.is_none()));
     }
 
     #[test]

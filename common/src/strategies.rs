@@ -184,6 +184,7 @@ fn verdict_cut() -> impl Strategy<Value = VerdictCut> {
             output_bytes_cut,
             passed_tests_left_out,
             full_report,
+            batch_logs_left_out: 0,
         },
     )
 }

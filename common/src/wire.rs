@@ -494,6 +494,9 @@ pub struct VerdictCut {
     pub passed_tests_left_out: u64,
     /// Where the aggregator wrote the full reports: host and folder.
     pub full_report: String,
+    /// Batch logs left out (the aggregator's `outputs/batches/` has them).
+    #[serde(default)]
+    pub batch_logs_left_out: u64,
 }
 
 impl RunReport {
@@ -944,6 +947,7 @@ mod tests {
                     output_bytes_cut: 2,
                     passed_tests_left_out: 3,
                     full_report: "host:/reports/x".into(),
+                    batch_logs_left_out: 4,
                 }),
                 ignored_results: vec![IgnoredResult {
                     test_id: "t1".into(),

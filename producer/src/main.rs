@@ -267,10 +267,11 @@ impl Cli {
                 None => Ok(Batching::One),
             };
         }
-        if spec.runner_report.is_none() {
+        let writes_report = spec.command.iter().any(|a| a.contains("{report}"));
+        if spec.runner_report.is_none() || !writes_report {
             return Err(ConfigError::Invalid {
                 key: "--report-format",
-                problem: "a batched command must write a report at `{report}` saying how each test ended: give --report-format FORMAT:IDS, or --preset".into(),
+                problem: "a batched command must write a report at `{report}` saying how each test ended: put `{report}` where the runner takes its report's path, and give --report-format FORMAT:IDS (or --preset)".into(),
             });
         }
         match self.batch.as_deref() {

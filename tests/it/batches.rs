@@ -126,6 +126,17 @@ async fn each_test_of_a_batch_keeps_its_own_outcome_output_and_retries() {
         record["log"].as_str().unwrap().contains("running fail-a"),
         "the batch's whole log is kept: {record}"
     );
+    let log = run
+        .run_dir()
+        .join("outputs/batches")
+        .join(format!("{first_batch}.log"));
+    let kept = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    assert!(kept.contains("running fail-a"), "outputs/ keeps it");
+    let html = std::fs::read_to_string(run.run_dir().join("report.html")).unwrap();
+    assert!(
+        html.contains(&format!("outputs/batches/{first_batch}.log")),
+        "the HTML's batches list links it"
+    );
     // 22 tests in batches of at most 6: 4 jobs in round 1, then retries alone.
     let first_round = batches(&report)
         .iter()

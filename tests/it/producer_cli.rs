@@ -63,3 +63,40 @@ async fn no_source_of_ids_is_a_usage_error() {
     assert!(run.describe().contains("--tests"), "{}", run.describe());
     fleet.teardown().await;
 }
+
+/// A batched command must say how each test ended (a report at `{report}`
+/// and its format); `--batch` needs a batched command. Both are usage errors
+/// that name the flag, before anything is published.
+#[tokio::test(flavor = "multi_thread")]
+async fn batching_without_a_report_or_a_batched_command_is_a_usage_error() {
+    let fleet = fleetless();
+    let ids = ["a".to_owned(), "b".to_owned()];
+    for (args, named) in [
+        (vec!["--", "run-tests", "{ids}"], "--report-format"),
+        (
+            vec!["--report-format", "junit:name", "--", "run-tests", "{ids}"],
+            "{report}",
+        ),
+        (vec!["--batch", "5", "--", "run-test", "{id}"], "--batch"),
+        (
+            vec![
+                "--report-format",
+                "tap:name",
+                "--",
+                "x",
+                "{report}",
+                "{ids}",
+            ],
+            "unknown report format",
+        ),
+    ] {
+        let run = fleet.run(&ids, &args).await;
+        assert_eq!(run.exit_code(), USAGE, "{args:?}: {}", run.describe());
+        assert!(
+            run.describe().contains(named),
+            "{named}: {}",
+            run.describe()
+        );
+    }
+    fleet.teardown().await;
+}

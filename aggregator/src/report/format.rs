@@ -132,6 +132,12 @@ pub(crate) fn verdict_cut_note(report: &RunReport) -> String {
         plural(cut.outputs_shortened as usize, "output"),
         cut.output_bytes_cut
     )];
+    if cut.batch_logs_left_out > 0 {
+        lacks.push(format!(
+            "{} left out",
+            plural(cut.batch_logs_left_out as usize, "batch log")
+        ));
+    }
     if cut.passed_tests_left_out > 0 {
         lacks.push(format!(
             "{} left out",

@@ -53,7 +53,35 @@ pub fn write(report: &RunReport, dir: &Path) -> io::Result<()> {
     }
     let mut json = serde_json::to_vec_pretty(&index)?;
     json.push(b'\n');
-    fs::write(dir.join(INDEX_FILE), json)
+    fs::write(dir.join(INDEX_FILE), json)?;
+    write_batch_logs(report, &dir.join(BATCHES_DIR))
+}
+
+/// Where batch logs go, one `<batch id>.log` each, named by `report.json`'s
+/// batch ids (the index lists test attempts only).
+pub const BATCHES_DIR: &str = "batches";
+
+/// The whole log of every batch that kept one (a test of it did not pass, or
+/// was not reported).
+fn write_batch_logs(report: &RunReport, dir: &Path) -> io::Result<()> {
+    let mut made = false;
+    for batch in &report.batches {
+        let Some(log) = &batch.log else { continue };
+        if !made {
+            fs::create_dir_all(dir)?;
+            made = true;
+        }
+        let mut contents = String::new();
+        if batch.log_truncated {
+            contents.push_str(&format!(
+                "[testfleet: log truncated at the worker's cap of {} bytes]\n",
+                report.spec.output_cap_bytes
+            ));
+        }
+        contents.push_str(log);
+        fs::write(dir.join(format!("{}.log", batch.id)), contents)?;
+    }
+    Ok(())
 }
 
 fn index_entry<'a>(test_id: &'a str, attempt: &AttemptReport) -> IndexEntry<'a> {

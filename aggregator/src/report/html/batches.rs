@@ -134,7 +134,7 @@ fn table(mut costs: Vec<(&BatchRecord, FixedCost)>) -> String {
         };
         let _ = writeln!(
             out,
-            "<tr id=\"batch-{id}\" data-batch=\"{id}\"><td><code>{short}</code></td><td>{}</td>\
+            "<tr id=\"batch-{id}\" data-batch=\"{id}\"><td>{short}</td><td>{}</td>\
              <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             text(&batch.worker_id, 60),
             batch.attempt,
@@ -145,7 +145,7 @@ fn table(mut costs: Vec<(&BatchRecord, FixedCost)>) -> String {
             seconds(cost.runner_ms),
             esc(&exit),
             id = batch.id,
-            short = &batch.id.simple().to_string()[..8],
+            short = batch_name(batch),
         );
     }
     out.push_str("</tbody></table>\n");
@@ -157,6 +157,19 @@ fn table(mut costs: Vec<(&BatchRecord, FixedCost)>) -> String {
         );
     }
     out
+}
+
+/// A batch's short name, linked to its whole log in `outputs/` when it kept one.
+fn batch_name(batch: &BatchRecord) -> String {
+    let short = &batch.id.simple().to_string()[..8];
+    match batch.log {
+        Some(_) => format!(
+            "<a href=\"outputs/{}/{}.log\"><code>{short}</code></a>",
+            crate::report::outputs::BATCHES_DIR,
+            batch.id
+        ),
+        None => format!("<code>{short}</code>"),
+    }
 }
 
 #[cfg(test)]
