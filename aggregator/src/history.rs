@@ -89,6 +89,10 @@ impl HistoryStore {
 /// The history key of a suite's batch overhead, beside its tests' durations:
 /// a NUL byte is in no test id (no argv can carry one; `limits` refuses it).
 const BATCH_OVERHEAD_KEY: &str = "\0batch-overhead";
+/// The key of a record's format, its first pair (a record without one is
+/// format 1); a record of a later format is not folded in.
+const FORMAT_KEY: &str = "\0format";
+const HISTORY_FORMAT: u16 = 2;
 
 /// What a finished run teaches about durations: every attempt that ran to an end
 /// the test chose or the timeout imposed. Errors, missing and dead-lettered
@@ -152,6 +156,9 @@ impl SuiteHistory {
 
     fn fold(&mut self, samples: &[(String, u64)]) {
         for (test, ms) in samples {
+            if test == FORMAT_KEY {
+                continue;
+            }
             match self.durations_ms.get_mut(test) {
                 Some(average) => *average = blend(*average, *ms),
                 None => {
@@ -189,7 +196,12 @@ fn read(path: &Path) -> io::Result<SuiteHistory> {
     let mut reader = BufReader::new(file);
     let mut records = 0;
     let good_len = framed::read_each(&mut reader, path, |samples: Vec<(String, u64)>| {
-        history.fold(&samples);
+        match samples.first() {
+            Some((key, format)) if key == FORMAT_KEY && *format > u64::from(HISTORY_FORMAT) => {
+                tracing::warn!(path = %path.display(), format, "skipping a history record of a later format");
+            }
+            _ => history.fold(&samples),
+        }
         records += 1;
     })?;
     history.records = records;
@@ -197,8 +209,11 @@ fn read(path: &Path) -> io::Result<SuiteHistory> {
     Ok(history)
 }
 
+/// Each record names the format it was written in, as its first pair.
 fn write_record(writer: &mut impl Write, samples: &[(String, u64)]) -> io::Result<()> {
-    framed::write(writer, &samples)
+    let format = (FORMAT_KEY.to_owned(), u64::from(HISTORY_FORMAT));
+    let record: Vec<&(String, u64)> = std::iter::once(&format).chain(samples).collect();
+    framed::write(writer, &record)
 }
 
 fn append(path: &Path, samples: &[(String, u64)]) -> io::Result<()> {

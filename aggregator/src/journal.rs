@@ -37,7 +37,16 @@ pub enum Record {
     },
     /// A batch the run's tests ran in.
     Batch(BatchRecord),
+    /// The journal's own format, its first record (a journal without one is
+    /// format 1, from before the record existed).
+    Format {
+        version: u16,
+    },
 }
+
+/// The format this build writes and reads; a journal of a later format is
+/// refused, naming the file, rather than half read.
+pub const JOURNAL_FORMAT: u16 = 2;
 
 /// A journal could not be read or written; names the file or folder.
 #[derive(Debug, thiserror::Error)]
@@ -71,10 +80,17 @@ impl Journal {
             .append(true)
             .open(&path)
             .map_err(at(&path))?;
-        Ok(Journal {
+        let fresh = file.metadata().map(|m| m.len() == 0).unwrap_or(false);
+        let mut journal = Journal {
             path,
             writer: BufWriter::new(file),
-        })
+        };
+        if fresh {
+            journal.append(&Record::Format {
+                version: JOURNAL_FORMAT,
+            })?;
+        }
+        Ok(journal)
     }
 
     /// Appends a record; it is on its way to disk when this returns.
@@ -126,6 +142,14 @@ fn read_records(path: &Path) -> io::Result<Vec<Record>> {
     let mut reader = BufReader::new(File::open(path)?);
     let mut records = Vec::new();
     let good_len = framed::read_each(&mut reader, path, |record| records.push(record))?;
+    if let Some(Record::Format { version }) = records.first() {
+        if *version > JOURNAL_FORMAT {
+            return Err(io::Error::other(format!(
+                "a journal of format {version}, from a later testfleet; this build reads format {JOURNAL_FORMAT}"
+            )));
+        }
+        records.remove(0);
+    }
     let file = OpenOptions::new().write(true).open(path)?;
     if file.metadata()?.len() > good_len {
         file.set_len(good_len)?;

@@ -2,22 +2,25 @@
 //! failed and missing tests while failures are few, and emits verdicts and reports.
 //!
 //! Layout:
+//! - [`settings`]: configuration into validated settings, in one place.
 //! - [`service`]: the loop that owns every open run and talks to the broker.
 //! - [`run_state`]: one run's rounds, attempts and retry rule (pure logic).
 //! - [`journal`]: the durable per-run journal a restart resumes from.
 //! - [`framed`]: the length-prefixed records journal and history files are made of.
 //! - [`events`]: the run events published for followers (pure builders).
 //! - [`history`]: each suite's test durations, for longest-first ordering.
-//! - [`report`]: renderers from a finished run's report to files (no AMQP).
+//! - [`finishing`]: a finished run's reports and verdict, off the loop.
 //! - [`verdict`]: the verdict's copy of a report, fitted under its byte bound.
 
 pub mod events;
+pub mod finishing;
 pub mod framed;
 pub mod history;
 pub mod journal;
-pub mod report;
 pub mod run_state;
 pub mod service;
+pub mod settings;
 pub mod verdict;
 
-pub use service::{run, AggregatorError, AggregatorSettings};
+pub use service::{run, AggregatorError};
+pub use settings::AggregatorSettings;

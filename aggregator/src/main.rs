@@ -27,15 +27,7 @@ fn settings(cli: &Cli) -> Result<AggregatorSettings, ConfigError> {
     let flags = Overrides::default()
         .set("aggregator.report_dir", path(&cli.report_dir))
         .set("aggregator.state_dir", path(&cli.state_dir));
-    let raw = cli.common.load(flags)?;
-    Ok(AggregatorSettings {
-        broker_url: raw.broker.url.clone(),
-        connect_timeout: raw.broker.connect_timeout(),
-        topology: raw.broker.topology(),
-        report_dir: raw.aggregator.report_dir,
-        state_dir: raw.aggregator.state_dir,
-        triage_rules: raw.report.triage_rules()?,
-    })
+    AggregatorSettings::from_config(&cli.common.load(flags)?)
 }
 
 #[tokio::main]

@@ -490,7 +490,7 @@ impl RunState {
         let mut tests = Vec::with_capacity(ids.len());
         for ((id, attempts), status) in ids.into_iter().zip(attempts).zip(statuses) {
             // Sized first: smallvec's owning iterator gives no size hint, and a
-            // collected Vec would start at 4 reports (+120 MB at 400,000 tests).
+            // collected Vec would start at 4 reports, paid once per test.
             let mut reports = Vec::with_capacity(attempts.len());
             reports.extend(
                 attempts
@@ -925,8 +925,8 @@ mod tests {
 
         let report = state.into_report(7);
         assert_eq!(report, expected);
-        // Each test's attempts exactly sized: at 400,000 tests, four slots
-        // instead of one cost 120 MB (docs/BENCHMARKS.md).
+        // Each test's attempts exactly sized: a big run pays every spare slot
+        // once per test (docs/BENCHMARKS.md).
         for test in &report.tests {
             assert_eq!(test.attempts.capacity(), test.attempts.len(), "{}", test.id);
         }

@@ -9,8 +9,6 @@
 //! the durations history, which it serves to producers.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -19,26 +17,23 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use testfleet_common::broker::{self, BrokerError};
-use testfleet_common::config::TriageRule;
-use testfleet_common::limits::MAX_VERDICT_BYTES;
 use testfleet_common::now_ms;
 use testfleet_common::order;
 use testfleet_common::parts::{Joined, Joiner};
 use testfleet_common::shutdown::Shutdown;
-use testfleet_common::topology::Topology;
 use testfleet_common::wire::{
     decode, AttemptStatus, BatchRecord, Batches, Body, History, HistoryQuery, Job, RunAnnounce,
-    RunEvent, RunReport, TestResult,
+    RunEvent, TestResult,
 };
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::events;
-use crate::history::{self, HistoryStore};
+use crate::finishing::{Finished, Finishing, ReportSettings};
+use crate::history::HistoryStore;
 use crate::journal::{self, Journal, JournalError, Record};
-use crate::report;
 use crate::run_state::{Recorded, RoundDecision, RunState};
-use crate::verdict;
+use crate::settings::AggregatorSettings;
 
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(500);
@@ -52,18 +47,6 @@ const FINISHED_MEMORY: usize = 10_000;
 const STANDBY_POLL: Duration = Duration::from_secs(2);
 /// How long the parts of a message may wait for the rest of it.
 const PARTS_PATIENCE: Duration = Duration::from_secs(300);
-
-/// Validated settings of the aggregator.
-#[derive(Debug, Clone)]
-pub struct AggregatorSettings {
-    pub broker_url: String,
-    pub connect_timeout: Duration,
-    pub topology: Topology,
-    pub report_dir: PathBuf,
-    pub state_dir: PathBuf,
-    /// How the reports group failing tests (`[report] triage_rules`).
-    pub triage_rules: Vec<TriageRule>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AggregatorError {
@@ -88,6 +71,8 @@ struct Aggregator {
     history: HistoryStore,
     /// Parts of messages being joined, with their deliveries (unacked).
     joiner: Joiner<Delivery>,
+    /// Runs whose reports and verdict are on their way, off the loop.
+    finishing: Finishing,
 }
 
 /// Runs the aggregator until `shutdown` drains it.
@@ -134,6 +119,7 @@ impl Aggregator {
             finished_order: VecDeque::new(),
             history: HistoryStore::new(&settings.state_dir),
             joiner: Joiner::default(),
+            finishing: Finishing::default(),
             settings,
         };
         aggregator.reload_open_runs()?;
@@ -197,10 +183,14 @@ impl Aggregator {
         // Parts of a message being joined: their deliveries belong to this
         // session's channel, so a new session starts with none.
         self.joiner = Joiner::default();
+        // Finishings of an earlier session published on its channel: their
+        // runs were reloaded from their journals.
+        self.finishing.abort_all();
         let mut ticker = tokio::time::interval(TICK);
         loop {
             tokio::select! {
-                () = shutdown.draining() => return Ok(()),
+                () = shutdown.draining() => return self.drain_finishing().await,
+                finished = self.finishing.next() => self.on_finished(finished)?,
                 delivery = results.next() => {
                     let delivery = delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?;
                     self.on_result_queue(delivery, &publish).await?;
@@ -288,7 +278,7 @@ impl Aggregator {
         let mut unknown = Vec::new();
         for result in results {
             let run_id = result.run_id;
-            if !self.open.contains_key(&run_id) && !self.finished.contains(&run_id) {
+            if !self.knows(&run_id) {
                 unknown.push(result);
                 continue;
             }
@@ -347,7 +337,7 @@ impl Aggregator {
 
     fn on_announce(&mut self, announce: RunAnnounce) -> Result<(), AggregatorError> {
         let run_id = announce.run_id;
-        if self.open.contains_key(&run_id) || self.finished.contains(&run_id) {
+        if self.knows(&run_id) {
             debug!(run = %run_id, "run announced again; already known");
             return Ok(());
         }
@@ -471,7 +461,7 @@ impl Aggregator {
                 return Ok(broker::nack(&delivery, false).await?);
             }
         };
-        if !self.open.contains_key(&job.run_id) && !self.finished.contains(&job.run_id) {
+        if !self.knows(&job.run_id) {
             warn!(run = %job.run_id, test = %job.label(), attempt = job.attempt, "parking a dead-lettered job of a run this aggregator does not know");
             return Ok(broker::nack(&delivery, false).await?);
         }
@@ -563,7 +553,8 @@ impl Aggregator {
             return Ok(());
         };
         if run.state.is_finished() {
-            return self.finish(run_id, publish).await;
+            self.finish(run_id, publish);
+            return Ok(());
         }
         if !(run.state.round_complete() || run.state.deadline_passed(now)) {
             return Ok(());
@@ -598,40 +589,47 @@ impl Aggregator {
             info!(run = %run_id, round = attempt, tests = tests.len(), "round closed: re-running failed and missing tests");
         }
         run.journal.append(&Record::RoundClosed { at_ms: now })?;
-        match decision {
-            RoundDecision::Finish(_) => self.finish(run_id, publish).await,
-            RoundDecision::Retry { .. } => Ok(()),
+        if let RoundDecision::Finish(_) = decision {
+            self.finish(run_id, publish);
         }
+        Ok(())
     }
 
-    /// Writes a finished run's reports, publishes its verdict, records its
-    /// durations and forgets it. Each big piece is dropped as soon as it is
-    /// used, since a run of 400,000 tests holds its state, its report and the
-    /// verdict message in turn: the run leaves `open` first, and its state is
-    /// taken apart into the report. The journal stays until the verdict is
-    /// confirmed: if publishing fails, the session's restart reloads the run
-    /// from it and finishes it again.
-    async fn finish(&mut self, run_id: Uuid, publish: &Channel) -> Result<(), AggregatorError> {
+    /// Waits, when stopping, for the runs being finished: their verdicts.
+    async fn drain_finishing(&mut self) -> Result<(), AggregatorError> {
+        while !self.finishing.is_empty() {
+            let finished = self.finishing.next().await;
+            self.on_finished(finished)?;
+        }
+        Ok(())
+    }
+
+    /// Hands a finished run over to be finished off the loop (reports, then
+    /// the verdict; `finishing`). Its state is taken apart into its report: a
+    /// run of 400,000 tests would otherwise hold both. Its journal goes with
+    /// it, and is removed only once the verdict is confirmed.
+    fn finish(&mut self, run_id: Uuid, publish: &Channel) {
         let Some(OpenRun { state, journal }) = self.open.remove(&run_id) else {
-            return Ok(());
+            return;
         };
         let report = state.into_report(now_ms());
-        let samples = history::samples(&report);
-        let report = self.write_reports(report).await;
-        let suite = report.suite.clone();
-        let key = run_id.to_string();
-        let full_report = self.full_report_location(run_id);
-        let verdict = verdict::fit(report, MAX_VERDICT_BYTES, &full_report);
-        if let Some(cut) = &verdict.verdict_cut {
-            warn!(run = %run_id, outputs_shortened = cut.outputs_shortened, output_bytes_cut = cut.output_bytes_cut, passed_tests_left_out = cut.passed_tests_left_out, "the verdict carries a shortened report; the full one is in this aggregator's reports");
-        }
-        broker::broadcast(
-            publish,
-            &self.settings.topology.verdicts,
-            &key,
-            Body::Report(verdict),
-        )
-        .await?;
+        self.finishing
+            .start(report, journal, &self.report_settings(), publish);
+    }
+
+    /// A run's finishing ended: with its verdict out, its durations go to
+    /// the history and its journal goes. A verdict that did not go out means
+    /// the session is lost: the run is reloaded from its journal and finished
+    /// again.
+    fn on_finished(&mut self, finished: Finished) -> Result<(), AggregatorError> {
+        let Finished {
+            run_id,
+            suite,
+            samples,
+            journal,
+            published,
+        } = finished;
+        published?;
         if let Err(error) = self.history.record(&suite, &samples) {
             warn!(run = %run_id, %error, "could not record the run's durations");
         }
@@ -642,44 +640,19 @@ impl Aggregator {
         Ok(())
     }
 
-    /// Writes the run's reports on a blocking thread, so that a renderer that
-    /// panics fails this run's files only: the loop, every other run and
-    /// this run's verdict go on. Returns the report for the verdict.
-    async fn write_reports(&self, report: RunReport) -> RunReport {
-        let report = Arc::new(report);
-        let run_id = report.run_id;
-        let dir = self.settings.report_dir.clone();
-        let rules = self.settings.triage_rules.clone();
-        let shared = report.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            testfleet_common::faults::panic_if_asked("report", &shared.suite);
-            report::write_all_with_rules(&shared, &dir, &rules)
-        })
-        .await;
-        match written {
-            Ok(Ok(paths)) => {
-                info!(run = %run_id, verdict = report.verdict.as_str(), reports = %paths.dir.display(), html = %paths.html.display(), "run finished")
-            }
-            Ok(Err(error)) => {
-                error!(run = %run_id, %error, dir = %self.settings.report_dir.display(), "could not write the reports")
-            }
-            Err(panic) => {
-                error!(run = %run_id, %panic, dir = %self.settings.report_dir.display(), "writing the reports panicked; the verdict goes out without them")
-            }
+    fn report_settings(&self) -> ReportSettings {
+        ReportSettings {
+            report_dir: self.settings.report_dir.clone(),
+            triage_rules: self.settings.triage_rules.clone(),
+            verdicts: self.settings.topology.verdicts.clone(),
         }
-        // The blocking task has ended, so its clone is gone.
-        Arc::try_unwrap(report).unwrap_or_else(|shared| (*shared).clone())
     }
 
-    /// Where this aggregator's full reports of `run_id` are, for a verdict that
-    /// carries a shortened copy: its host and the run's folder.
-    fn full_report_location(&self, run_id: Uuid) -> String {
-        let host = hostname::get()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "the aggregator's host".into());
-        let dir = std::path::absolute(&self.settings.report_dir)
-            .unwrap_or_else(|_| self.settings.report_dir.clone());
-        format!("{host}:{}", dir.join(run_id.to_string()).display())
+    /// Whether the run is open, being finished, or finished lately.
+    fn knows(&self, run_id: &Uuid) -> bool {
+        self.open.contains_key(run_id)
+            || self.finishing.contains(run_id)
+            || self.finished.contains(run_id)
     }
 
     async fn publish_events(&self, publish: &Channel, events: impl IntoIterator<Item = RunEvent>) {
@@ -723,6 +696,7 @@ fn replay(records: &[Record]) -> Option<RunState> {
             Record::Batch(batch) => {
                 state.record_batch(batch.clone());
             }
+            Record::Format { .. } => {}
         }
     }
     Some(state)

@@ -1,10 +1,9 @@
-//! Property tests of the renderers and the run state: whatever numbers and
-//! strings a report holds (bounds checked or not), every report renders, and
-//! whatever results arrive, a run's state never panics.
+//! Property tests of the run state, the history and the verdict's fit:
+//! whatever results arrive, a run's state never panics, and any report fits
+//! a verdict (the renderers' own are in `report/tests/properties.rs`).
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use testfleet_aggregator::report::{self, html, json, junit, markdown, triage};
 use testfleet_aggregator::run_state::RunState;
 use testfleet_aggregator::{history, verdict};
 use testfleet_common::strategies::{run_report, test_result};
@@ -14,23 +13,15 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn every_renderer_takes_any_report(report in run_report()) {
-        let triage = triage::triage(&report, &[]);
-        json::render(&report).unwrap();
-        junit::render(&report).unwrap();
-        markdown::render(&report, &triage);
-        html::render(&report, &triage);
-        report::console_summary(&report);
+    fn the_history_takes_any_report(report in run_report()) {
         history::samples(&report);
-        let dir = std::env::temp_dir().join(format!("tf-prop-{}", uuid::Uuid::new_v4()));
-        report::outputs::write(&report, &dir).unwrap();
-        std::fs::remove_dir_all(dir).unwrap();
+        history::batch_overhead_ms(&report);
     }
 
     #[test]
     fn any_report_fits_a_verdict(report in run_report(), budget in 0usize..200_000) {
         let fitted = verdict::fit(report, budget, "host:/reports/run");
-        report::console_summary(&fitted);
+        testfleet_report::console_summary(&fitted);
     }
 
     #[test]
@@ -61,6 +52,6 @@ proptest! {
             }
         }
         let report = state.into_report(u64::MAX);
-        html::render(&report, &triage::triage(&report, &[]));
+        testfleet_report::html::render(&report, &testfleet_report::triage::triage(&report, &[]));
     }
 }

@@ -333,8 +333,8 @@ pub async fn publish_parted(
 ///
 /// On a confirm channel the confirm is still awaited, in a task of its own:
 /// lapin keeps a confirm that is dropped unresolved until `wait_for_confirms`,
-/// which nothing here calls, so dropping them grew a long run's aggregator and
-/// workers by ~110 bytes per event (measured: 11 MB per 100,000 tests).
+/// which nothing here calls, so dropping them would grow a long run's
+/// aggregator and workers by every event (docs/BENCHMARKS.md has the figure).
 pub async fn publish_event(channel: &Channel, exchange: &str, routing_key: &str, body: &Body) {
     match publish_with(channel, exchange, routing_key, body, false, TRANSIENT).await {
         Ok(confirm) => {

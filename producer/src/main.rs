@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use regex::Regex;
-use testfleet_aggregator::report;
 use testfleet_common::cli::{fail, CommonArgs, Overrides, INFRA, USAGE};
 use testfleet_common::config::{ConfigError, TriageRule};
 use testfleet_common::now_ms;
@@ -22,6 +21,7 @@ use testfleet_producer::presets::Preset;
 use testfleet_producer::progress::ProgressView;
 use testfleet_producer::submit::Batching;
 use testfleet_producer::{ProducerSettings, Submitted};
+use testfleet_report as report;
 
 const PROGRAM: &str = "testfleet-producer";
 /// How long a discovery in the image may wait for a worker beyond the

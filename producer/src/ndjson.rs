@@ -9,11 +9,11 @@ use std::io::{self, LineWriter, Write};
 use std::path::Path;
 
 use serde::Serialize;
-use testfleet_aggregator::report::ReportPaths;
 use testfleet_common::wire::{
     AttemptStatus, FinalStatus, Outcome, RoundCounts, RunEvent, RunEventKind, RunReport,
     VerdictKind,
 };
+use testfleet_report::ReportPaths;
 use time::OffsetDateTime;
 use tracing::warn;
 use uuid::Uuid;

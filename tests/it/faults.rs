@@ -9,9 +9,7 @@ use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use testfleet_common::wire::{encode, Body, Job, Outcome, TestResult};
 
-use crate::fixtures::{
-    in_flight, leftover_containers, scripted_command, Fleet, RunOutcome, BROKER, BUSYBOX,
-};
+use crate::fixtures::{leftover_containers, scripted_command, Fleet, RunOutcome, BROKER, BUSYBOX};
 use crate::netns::{BrokerUser, Netns};
 
 /// Passes, except `flaky-*` tests, which fail on their first attempt.
@@ -95,15 +93,6 @@ async fn assert_no_leftovers(run_id: &str) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     panic!("containers left behind: {:?}", leftover_containers(run_id));
-}
-
-/// Workers with a test in flight, by their logs.
-fn busy_workers(fleet: &Fleet) -> Vec<String> {
-    fleet
-        .worker_ids()
-        .into_iter()
-        .filter(|w| !in_flight(&fleet.worker_log(w)).is_empty())
-        .collect()
 }
 
 /// Polls `done` every 50 ms for up to `secs`; panics with `what` if it never holds.
@@ -193,7 +182,7 @@ async fn workers_killed_again_and_again_mid_run_lose_nothing_and_count_nothing_t
         for kill in 1..=3 {
             // A worker caught mid-test, so that a job is surely in flight.
             let victim = loop {
-                if let Some(busy) = busy_workers(fleet).into_iter().next() {
+                if let Some(busy) = fleet.busy_workers().into_iter().next() {
                     break busy;
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -412,30 +401,26 @@ fn sample_job() -> Job {
     Job::single(uuid::Uuid::new_v4(), "x".into(), 1, deadline_ms, spec)
 }
 
-/// Kills every worker that starts `poison`, replacing it, until the run ends.
-/// Returns how many workers it killed.
+/// Kills every worker that starts `poison` (by the run's events), replacing
+/// it, until the run ends. Returns how many workers it killed.
 async fn kill_whoever_runs(
     fleet: &mut Fleet,
     poison: &str,
     run: &tokio::task::JoinHandle<crate::fixtures::RunOutcome>,
 ) -> usize {
-    let marker = format!("test={poison} ");
-    let mut kills = 0;
+    let mut killed: Vec<String> = Vec::new();
     while !run.is_finished() {
-        for worker in fleet.worker_ids() {
-            let log = fleet.worker_log(&worker);
-            if log
-                .lines()
-                .any(|l| l.contains(&marker) && l.contains("test started"))
-            {
+        for (worker, test) in fleet.starts() {
+            if test == poison && !killed.contains(&worker) && fleet.worker_ids().contains(&worker) {
                 fleet.kill_worker(&worker);
-                kills += 1;
-                fleet.start_worker(&format!("{}-replacement-{kills}", fleet.prefix), 1);
+                killed.push(worker);
+                let replacement = format!("{}-replacement-{}", fleet.prefix, killed.len());
+                fleet.start_worker(&replacement, 1);
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    kills
+    killed.len()
 }
 
 #[tokio::test(flavor = "multi_thread")]

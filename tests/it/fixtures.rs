@@ -275,12 +275,68 @@ impl Fleet {
         std::fs::read_to_string(self.dir.join("aggregator.log")).unwrap_or_default()
     }
 
-    /// How many tests the workers have finished so far, from their logs.
+    /// The run events every producer of this fleet wrote so far (`--events`,
+    /// which [`Producer::run`] always asks for), in order per file.
+    pub fn events(&self) -> Vec<Value> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "ndjson"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .filter_map(|line| serde_json::from_str(&line).ok())
+            .collect()
+    }
+
+    /// How many attempts the aggregator has counted so far, by the events.
     pub fn finished_count(&self) -> usize {
-        self.workers
-            .keys()
-            .map(|id| self.worker_log(id).matches("test finished").count())
-            .sum()
+        self.events()
+            .iter()
+            .filter(|e| e["event"] == "test_finished")
+            .count()
+    }
+
+    /// Every (worker, test) start so far, by the events.
+    pub fn starts(&self) -> Vec<(String, String)> {
+        self.events()
+            .iter()
+            .filter(|e| e["event"] == "test_started")
+            .filter_map(|e| {
+                Some((
+                    e["worker"].as_str()?.to_owned(),
+                    e["test"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Workers running a test now: a `test_started` event without its
+    /// `test_finished`, by the events.
+    pub fn busy_workers(&self) -> Vec<String> {
+        let events = self.events();
+        let key = |e: &Value| (e["test"].to_string(), e["attempt"].to_string());
+        let finished: Vec<_> = events
+            .iter()
+            .filter(|e| e["event"] == "test_finished")
+            .map(key)
+            .collect();
+        events
+            .iter()
+            .filter(|e| e["event"] == "test_started" && !finished.contains(&key(e)))
+            .filter_map(|e| e["worker"].as_str().map(str::to_owned))
+            .filter(|w| self.workers.contains_key(w))
+            .collect()
     }
 
     pub fn topology(&self) -> Topology {
@@ -425,12 +481,19 @@ impl Producer {
         self
     }
 
-    /// Writes the ids to a file and runs the producer with `--wait` and `args`.
+    /// Writes the ids to a file and runs the producer with `--wait` and `args`,
+    /// its events in a file of the fleet's (see [`Fleet::events`]) unless
+    /// `args` say where they go.
     pub async fn run(&self, ids: &[String], args: &[&str]) -> RunOutcome {
-        let list = self.dir.join(format!("ids-{}.txt", uuid::Uuid::new_v4()));
+        let tag = uuid::Uuid::new_v4();
+        let list = self.dir.join(format!("ids-{tag}.txt"));
         std::fs::write(&list, ids.join("\n")).unwrap();
-        self.run_producer(&["--tests", list.to_str().unwrap(), "--wait"], args)
-            .await
+        let events = self.dir.join(format!("events-{tag}.ndjson"));
+        let mut first = vec!["--tests", list.to_str().unwrap(), "--wait"];
+        if !args.contains(&"--events") {
+            first.extend(["--events", events.to_str().unwrap()]);
+        }
+        self.run_producer(&first, args).await
     }
 
     /// Like [`Producer::run`], with stdout and stderr on a pseudo-terminal
@@ -529,31 +592,6 @@ pub fn scripted_command(script: &str) -> Vec<String> {
         "sh".into(),
         "{id}".into(),
     ]
-}
-
-/// Test ids of a worker log's lines carrying `event` ("test started", …).
-pub fn logged_tests(log: &str, event: &str) -> Vec<String> {
-    log.lines()
-        .filter(|line| line.contains(event))
-        .filter_map(|line| line.split("test=").nth(1))
-        .filter_map(|rest| rest.split([' ', '}']).next())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Tests a worker has started but not finished, by its log.
-pub fn in_flight(log: &str) -> Vec<String> {
-    let mut finished = logged_tests(log, "test finished");
-    logged_tests(log, "test started")
-        .into_iter()
-        .filter(|test| match finished.iter().position(|f| f == test) {
-            Some(i) => {
-                finished.swap_remove(i);
-                false
-            }
-            None => true,
-        })
-        .collect()
 }
 
 /// Consumers the broker has on `queue`.

@@ -3,7 +3,6 @@
 //! longest first from the durations its earlier runs left in the aggregator's
 //! history, across an aggregator restart.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -42,13 +41,22 @@ fn processes_matching(marker: &str) -> Vec<String> {
         .collect()
 }
 
-fn started_tests(log: &str, run_id: &str) -> Vec<String> {
-    log.lines()
-        .filter(|line| line.contains("test started") && line.contains(run_id))
-        .filter_map(|line| line.split("test=").nth(1))
-        .filter_map(|rest| rest.split([' ', '}']).next())
-        .map(str::to_owned)
-        .collect()
+/// The run's tests in the order they started, by their attempts' start times
+/// in `report.json`.
+fn started_tests(run: &crate::fixtures::RunOutcome) -> Vec<String> {
+    let report = run.report();
+    let mut started: Vec<(u64, String)> = tests(&report)
+        .flat_map(|t| {
+            t["attempts"].as_array().unwrap().iter().map(move |a| {
+                (
+                    a["started_at_ms"].as_u64().unwrap_or(u64::MAX),
+                    t["id"].as_str().unwrap().to_owned(),
+                )
+            })
+        })
+        .collect();
+    started.sort();
+    started.into_iter().map(|(_, id)| id).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -188,22 +196,25 @@ async fn history_orders_the_next_run_longest_first_across_an_aggregator_restart(
 
     let run = fleet.run(&first, &args).await;
     assert_eq!(run.exit_code(), 0, "{}", run.describe());
-    assert_eq!(
-        started_tests(&fleet.worker_log(&worker), &run.run_id()),
-        first,
-        "without history, arrival order"
-    );
+    assert_eq!(started_tests(&run), first, "without history, arrival order");
 
     fleet.kill_aggregator();
     fleet.start_aggregator();
-    wait_for_log(&fleet.dir.join("aggregator.log"), "aggregator ready", 2).await;
+    // Ready again: the new aggregator consumes the results queue.
+    let results = fleet.topology().results;
+    for _ in 0..600 {
+        if crate::fixtures::consumers(&results) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A test without history goes by the median of the known (0.5 s).
     let mut second = first.clone();
     second.insert(0, "sleep-0.05".into());
     let run = fleet.run(&second, &args).await;
     assert_eq!(run.exit_code(), 0, "{}", run.describe());
-    let started = started_tests(&fleet.worker_log(&worker), &run.run_id());
+    let started = started_tests(&run);
     let known: Vec<&String> = started.iter().filter(|t| *t != "sleep-0.05").collect();
     assert_eq!(
         known,
@@ -228,21 +239,9 @@ async fn history_orders_the_next_run_longest_first_across_an_aggregator_restart(
     let run = fleet.run(&first, &arrival).await;
     assert_eq!(run.exit_code(), 0, "{}", run.describe());
     assert_eq!(
-        started_tests(&fleet.worker_log(&worker), &run.run_id()),
+        started_tests(&run),
         first,
         "--order arrival keeps the listed order"
     );
     fleet.teardown().await;
-}
-
-/// Waits (up to a minute) until `needle` appears `times` times in the file.
-async fn wait_for_log(path: &Path, needle: &str, times: usize) {
-    for _ in 0..600 {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.matches(needle).count() >= times {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{} never showed {needle:?} {times} times", path.display());
 }

@@ -3,13 +3,19 @@
 
 use std::time::Duration;
 
-use crate::fixtures::{leftover_containers, logged_tests, scripted_command, Fleet, BUSYBOX};
+use crate::fixtures::{leftover_containers, scripted_command, Fleet, BUSYBOX};
 
 /// Tests long enough that the killed worker is surely running some.
 const SCRIPT: &str = r#"echo "running $1"; sleep 3"#;
 
-fn started_tests(log: &str) -> Vec<String> {
-    logged_tests(log, "test started")
+/// The tests `worker` started, by the run's events.
+fn started_tests(fleet: &Fleet, worker: &str) -> Vec<String> {
+    fleet
+        .starts()
+        .into_iter()
+        .filter(|(w, _)| w == worker)
+        .map(|(_, test)| test)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -46,11 +52,7 @@ async fn a_worker_killed_mid_test_loses_nothing_and_counts_nothing_twice() {
         "counted once: {:?}",
         run.attempts()
     );
-    let all_starts: Vec<String> = fleet
-        .worker_ids()
-        .iter()
-        .flat_map(|id| started_tests(&fleet.worker_log(id)))
-        .collect();
+    let all_starts: Vec<String> = fleet.starts().into_iter().map(|(_, test)| test).collect();
     for test in &victim_started {
         let runs = all_starts.iter().filter(|t| *t == test).count();
         assert!(
@@ -65,13 +67,13 @@ async fn a_worker_killed_mid_test_loses_nothing_and_counts_nothing_twice() {
     fleet.teardown().await;
 }
 
-/// Waits until the worker's log shows it running tests; returns their ids.
+/// Waits until the run's events show the worker running tests; returns their ids.
 async fn wait_for_start(fleet: &Fleet, worker: &str) -> Vec<String> {
     loop {
-        let started = started_tests(&fleet.worker_log(worker));
+        let started = started_tests(fleet, worker);
         if !started.is_empty() {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            return started_tests(&fleet.worker_log(worker));
+            return started_tests(fleet, worker);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -1,4 +1,6 @@
-//! Runs one job in a fresh Docker container and observes how it ends.
+//! Runs one job in a fresh Docker container and observes how it ends; and
+//! everything else the worker asks of its engine: connecting and waiting for
+//! it, the orphan sweep, removing what an outage left.
 //!
 //! Only this module talks to the Docker engine. The container is always removed,
 //! whatever happened; a failing or timed-out test is a [`TestResult`], and only an
@@ -13,29 +15,33 @@ use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
-    WaitContainerOptions,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder, WaitContainerOptions,
 };
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 use testfleet_common::now_ms;
+use testfleet_common::shutdown::Shutdown;
 use testfleet_common::wire::{ContainerMode, Job, Outcome};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::capture::OutputCapture;
 use crate::job::{
     argv, collect_output, error_outcome, ids_file_contents, needs_files, report_file_name,
     test_env, timed_out, writes_report, Cleanup, Observed, Paths, Ran, Requeue,
 };
-use crate::labels;
+use crate::labels::{self, Sweep};
 use crate::phases::Phase;
 use crate::runner_report;
 use crate::warm::{Warm, WarmPool, WARM_IDLE_MAX};
 
 /// Where a container's command finds its ids file and writes its report.
 const STAGE_DIR: &str = "/testfleet";
+/// Waiting for an engine that does not answer: first and longest pause.
+const ENGINE_FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const ENGINE_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// PID 1 of a kept container (warm mode): the image needs `sleep`.
 const KEEP_ALIVE: [&str; 2] = ["sleep", "2147483647"];
@@ -68,8 +74,89 @@ impl DockerExecutor {
         (executor, receiver)
     }
 
-    pub fn docker(&self) -> &Docker {
-        &self.docker
+    /// Connects to the local engine and waits until it answers, with backoff:
+    /// a worker may start before its engine. `None` if asked to stop first.
+    pub async fn connect(
+        timeout: Duration,
+        worker_id: String,
+        shutdown: &Shutdown,
+    ) -> Option<(Self, mpsc::UnboundedReceiver<String>)> {
+        let mut backoff = ENGINE_FIRST_BACKOFF;
+        let docker = loop {
+            match Docker::connect_with_local_defaults() {
+                Ok(docker) => break docker.with_timeout(timeout),
+                Err(error) => warn!(%error, retry_in = ?backoff, "docker engine unreachable"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.draining() => return None,
+            }
+            backoff = (backoff * 2).min(ENGINE_RETRY_MAX);
+        };
+        let (executor, leftovers) = DockerExecutor::new(docker, worker_id);
+        executor.wait_until_up(shutdown).await;
+        Some((executor, leftovers))
+    }
+
+    /// Pings the engine with backoff until it answers or the worker drains.
+    pub async fn wait_until_up(&self, shutdown: &Shutdown) {
+        let mut backoff = ENGINE_FIRST_BACKOFF;
+        loop {
+            match self.docker.ping().await {
+                Ok(_) => return,
+                Err(error) => warn!(%error, retry_in = ?backoff, "docker engine unreachable"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.draining() => return,
+            }
+            backoff = (backoff * 2).min(ENGINE_RETRY_MAX);
+        }
+    }
+
+    /// Removes orphaned test containers (`labels::is_orphan`); returns how
+    /// many it removed.
+    pub async fn sweep(&self, sweep: Sweep<'_>) -> usize {
+        let containers = match self.list_managed().await {
+            Ok(containers) => containers,
+            Err(error) => {
+                warn!(%error, "could not list containers for the orphan sweep");
+                return 0;
+            }
+        };
+        let now = now_ms();
+        let mut removed = 0;
+        for (id, labels) in containers {
+            if labels::is_orphan(&labels, sweep, now) {
+                let run = labels.get(labels::RUN).map(String::as_str).unwrap_or("?");
+                info!(container = %id, run, "removing orphaned test container");
+                self.remove(&id).await;
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Removes `containers`, which the engine did not answer for before;
+    /// those that fail again come back through the leftovers channel.
+    pub async fn remove_leftovers(&self, containers: Vec<String>) {
+        for container in containers {
+            info!(%container, "removing a container left while the engine was unreachable");
+            self.remove(&container).await;
+        }
+    }
+
+    async fn list_managed(&self) -> Result<Vec<(String, HashMap<String, String>)>, DockerError> {
+        let filters = HashMap::from([("label".to_owned(), vec![labels::MANAGED.to_owned()])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self.docker.list_containers(Some(options)).await?;
+        Ok(summaries
+            .into_iter()
+            .filter_map(|c| Some((c.id?, c.labels.unwrap_or_default())))
+            .collect())
     }
 
     /// The image's id on this engine, if it has the image.

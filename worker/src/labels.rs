@@ -1,4 +1,5 @@
-//! Labels on test containers, and the sweep that removes orphans by them.
+//! Labels on test containers, and the rule that tells orphans by them (pure:
+//! the sweep that lists and removes them is the Docker executor's).
 //!
 //! A live worker always kills its container at the test's timeout, so a labelled
 //! container past `testfleet.expires` belongs to a worker that died: any worker on
@@ -13,13 +14,8 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use bollard::query_parameters::ListContainersOptionsBuilder;
-use bollard::Docker;
 use testfleet_common::now_ms;
 use testfleet_common::wire::Job;
-use tracing::{info, warn};
-
-use crate::docker::DockerExecutor;
 
 /// Present on every container testfleet creates.
 pub const MANAGED: &str = "testfleet";
@@ -129,7 +125,8 @@ pub enum Sweep<'a> {
     ExpiredOrOwnedBy(&'a str),
 }
 
-fn is_orphan(labels: &HashMap<String, String>, sweep: Sweep<'_>, now: u64) -> bool {
+/// Whether a container with `labels` is an orphan `sweep` removes.
+pub fn is_orphan(labels: &HashMap<String, String>, sweep: Sweep<'_>, now: u64) -> bool {
     let expired = labels
         .get(EXPIRES)
         .and_then(|v| v.parse::<u64>().ok())
@@ -143,58 +140,6 @@ fn is_orphan(labels: &HashMap<String, String>, sweep: Sweep<'_>, now: u64) -> bo
         Sweep::ExpiredOrOwnedBy(worker) => labels.get(WORKER).map(String::as_str) == Some(worker),
     };
     expired || owner_dead || owned
-}
-
-/// Removes orphaned test containers; returns how many it removed.
-pub async fn sweep(executor: &DockerExecutor, sweep: Sweep<'_>) -> usize {
-    let containers = match list_managed(executor.docker()).await {
-        Ok(containers) => containers,
-        Err(error) => {
-            warn!(%error, "could not list containers for the orphan sweep");
-            return 0;
-        }
-    };
-    let now = now_ms();
-    let mut removed = 0;
-    for (id, labels) in containers {
-        if is_orphan(&labels, sweep, now) {
-            info!(container = %id, run = labels.get(RUN).map(String::as_str).unwrap_or("?"), "removing orphaned test container");
-            executor.remove(&id).await;
-            removed += 1;
-        }
-    }
-    removed
-}
-
-/// Retries the removal of containers the engine did not answer for. Those that
-/// fail again come back through the channel for the next call.
-pub async fn remove_leftovers(
-    executor: &DockerExecutor,
-    leftovers: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
-    let mut pending = Vec::new();
-    while let Ok(container) = leftovers.try_recv() {
-        pending.push(container);
-    }
-    for container in pending {
-        info!(%container, "removing a container left while the engine was unreachable");
-        executor.remove(&container).await;
-    }
-}
-
-async fn list_managed(
-    docker: &Docker,
-) -> Result<Vec<(String, HashMap<String, String>)>, bollard::errors::Error> {
-    let filters = HashMap::from([("label".to_owned(), vec![MANAGED.to_owned()])]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let summaries = docker.list_containers(Some(options)).await?;
-    Ok(summaries
-        .into_iter()
-        .filter_map(|c| Some((c.id?, c.labels.unwrap_or_default())))
-        .collect())
 }
 
 #[cfg(test)]

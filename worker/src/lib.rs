@@ -2,7 +2,9 @@
 //! container, or as a child process on its host, and publishes what happened.
 //!
 //! Layout:
+//! - [`settings`]: configuration into validated settings, in one place.
 //! - [`service`]: the loop that owns the broker session and the running jobs.
+//! - [`job_task`]: what one job's task does, from its delivery to its ack.
 //! - [`outbox`]: results and start events on their way to the broker, batched.
 //! - [`executor`]: the executors a worker has, picking one per job, and what a
 //!   job's run yields.
@@ -15,7 +17,7 @@
 //! - [`discovery`]: listing a suite's tests in its image for a producer.
 //! - [`docker`]: running one job in a container (the only code that talks to Docker).
 //! - [`process`]: running one job as a child process in its own process group.
-//! - [`labels`]: container labels and the orphan sweep.
+//! - [`labels`]: container labels and the rule that tells orphans (pure).
 //! - [`phases`]: where a Docker job's time goes, logged at shutdown.
 //! - [`warm`]: warm mode's pool of kept containers (`run.container_mode`).
 //! - [`capture`]: head-and-tail output capture under a cap.
@@ -25,6 +27,7 @@ pub mod discovery;
 pub mod docker;
 pub mod executor;
 pub mod job;
+pub mod job_task;
 pub mod labels;
 pub mod outbox;
 pub mod phases;
@@ -32,6 +35,8 @@ pub mod process;
 pub mod results;
 pub mod runner_report;
 pub mod service;
+pub mod settings;
 pub mod warm;
 
-pub use service::{run, WorkerError, WorkerSettings};
+pub use service::{run, WorkerError};
+pub use settings::WorkerSettings;

@@ -192,8 +192,8 @@ fn spawn(job: &Job, paths: &Paths) -> Result<(Child, tokio::net::unix::pipe::Rec
 /// Where `program` is, searched as `execvp` would in the child's `PATH`
 /// (relative entries from the child's working directory). Done here because
 /// std spawns with `posix_spawn` (a vfork) only for a program given as a path
-/// once the environment sets `PATH`; otherwise it forks the whole worker, which
-/// cost a no-op test twice the CPU here (docs/BENCHMARKS.md). `None`: not found.
+/// once the environment sets `PATH`; otherwise it forks the whole worker, a
+/// cost per test that `scripts/profile-noop.sh` shows. `None`: not found.
 fn resolve_program(
     program: &str,
     path_var: Option<&std::ffi::OsStr>,

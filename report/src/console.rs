@@ -70,7 +70,7 @@ fn names(report: &RunReport, status: FinalStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixture;
+    use crate::fixture;
     use testfleet_common::wire::{Outcome, VerdictKind};
 
     #[test]

@@ -359,7 +359,7 @@ fn code_span(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{fixture, triage};
+    use crate::{fixture, triage};
     use testfleet_common::wire::{Outcome, VerdictKind};
 
     /// Renders with signatures alone, as without any configured rule.

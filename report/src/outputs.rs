@@ -176,7 +176,7 @@ fn fnv1a_32(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixture::{self, WEIRD_ID};
+    use crate::fixture::{self, WEIRD_ID};
     use serde_json::Value;
 
     #[test]

@@ -214,8 +214,8 @@ fn xml(text: &str) -> XmlString {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixture::{self, WEIRD_ID};
-    use crate::report::format::MISSING_MESSAGE;
+    use crate::fixture::{self, WEIRD_ID};
+    use crate::format::MISSING_MESSAGE;
 
     fn is_xml_char(c: char) -> bool {
         matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)

@@ -1,8 +1,18 @@
-//! Reports on a finished run: JSON, JUnit XML, Markdown, HTML, per-attempt
-//! output files and a console summary.
+//! `testfleet-report`: reports on a finished run: JSON, JUnit XML, Markdown,
+//! HTML, per-attempt output files and a console summary.
 //!
-//! These are pure renderers of a [`RunReport`]: they know nothing of the broker
-//! or of how the run was followed, and write only under the directory given.
+//! These are pure renderers of a [`RunReport`]: they depend on `common`'s
+//! types alone, know nothing of the broker or of how the run was followed,
+//! and write only under the directory given. The aggregator and the waiting
+//! producer both write their reports with them, as nextest keeps its reporters
+//! apart from its runner.
+//!
+//! Layout: [`json`] (`report.json`), [`junit`], [`markdown`] (the pull-request
+//! summary), [`html`] (the page, with its timeline, durations and batches),
+//! [`outputs`] (one file per failed attempt and per kept batch log),
+//! [`triage`] (failures grouped by cause), `console` (the summary printed at
+//! the end), `format` (wording and numbers the renderers share), `fixture`
+//! (sample reports for the unit tests).
 
 mod console;
 mod format;

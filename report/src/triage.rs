@@ -198,7 +198,7 @@ fn cut(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixture::{self, ran, report_with, test, unrun};
+    use crate::fixture::{self, ran, report_with, test, unrun};
     use testfleet_common::wire::{AttemptStatus, Outcome, VerdictKind};
 
     fn rule(name: &str, pattern: &str) -> TriageRule {

@@ -15,7 +15,7 @@ use testfleet_common::wire::{AttemptReport, BatchRecord, RunReport, TestReport};
 use uuid::Uuid;
 
 use super::markup::{attempt_class, axis_time, esc, nice_step, text};
-use crate::report::format::{attempt_status_str, did_not_pass, one_line, seconds};
+use crate::format::{attempt_status_str, did_not_pass, one_line, seconds};
 
 /// Bars drawn at most; a bigger run shows every attempt that did not pass and
 /// the longest of the rest, and says so.
@@ -496,7 +496,7 @@ fn straggler_labels(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixture::{ran, report_with, test};
+    use crate::fixture::{ran, report_with, test};
     use testfleet_common::wire::{FinalStatus, Outcome, VerdictKind};
 
     fn on(worker: &str, start: u64, ms: u64, outcome: Outcome) -> AttemptReport {
@@ -511,7 +511,7 @@ mod tests {
     fn suite(n: usize, workers: usize) -> RunReport {
         let tests = (0..n)
             .map(|i| {
-                let base = crate::report::fixture::CREATED_AT_MS;
+                let base = crate::fixture::CREATED_AT_MS;
                 let ms = if i == 7 { 30_000 } else { 1_000 };
                 let outcome = if i % 10 == 3 {
                     Outcome::Failed
@@ -567,7 +567,7 @@ mod tests {
 
     #[test]
     fn concurrent_attempts_get_rows_of_their_own() {
-        let base = crate::report::fixture::CREATED_AT_MS;
+        let base = crate::fixture::CREATED_AT_MS;
         let tests = [(0, 1_000), (500, 1_000), (1_000, 300), (1_200, 100)]
             .iter()
             .enumerate()

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use testfleet_common::wire::{AttemptReport, AttemptStatus, RunReport, TestReport};
 
 use super::markup::{attempt_class, axis_time, esc, nice_step, text};
-use crate::report::format::{attempt_status_str, did_not_pass, plural, seconds};
+use crate::format::{attempt_status_str, did_not_pass, plural, seconds};
 
 /// Bins at most; the bin width is a nice step, so there may be fewer.
 const BINS: u64 = 24;
@@ -296,7 +296,7 @@ fn slowest(report: &RunReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixture::{self, ran as attempt, report_with, test};
+    use crate::fixture::{self, ran as attempt, report_with, test};
     use testfleet_common::wire::{FinalStatus, Outcome, VerdictKind};
 
     #[test]

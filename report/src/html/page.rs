@@ -9,12 +9,12 @@ use testfleet_common::wire::{AttemptReport, FinalStatus, RunReport, TestReport};
 
 use super::markup::{attempt_class, esc, final_class, output_tail, text};
 use super::{batches, durations, timeline};
-use crate::report::format::{
+use crate::format::{
     attempt_status_str, counts_line, describe_attempt, describe_final, did_not_pass,
     failed_attempts, last_attempt, one_line, plural, rfc3339, run_duration_ms, seconds,
     COUNT_ORDER,
 };
-use crate::report::triage::Triage;
+use crate::triage::Triage;
 
 const STYLE: &str = include_str!("style.css");
 
@@ -527,8 +527,8 @@ fn passed(report: &RunReport, anchors: &Anchors<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixture::{self, ran, report_with, test, WEIRD_ID};
-    use crate::report::triage::triage;
+    use crate::fixture::{self, ran, report_with, test, WEIRD_ID};
+    use crate::triage::triage;
     use testfleet_common::wire::{Outcome, VerdictKind};
 
     fn page(report: &RunReport) -> String {

@@ -9,7 +9,7 @@ use testfleet_common::wire::{BatchRecord, RunReport};
 use uuid::Uuid;
 
 use super::markup::{esc, text};
-use crate::report::format::{plural, seconds};
+use crate::format::{plural, seconds};
 
 /// Batches listed at most (the longest first); the totals count them all.
 const MAX_LISTED: usize = 200;
@@ -165,7 +165,7 @@ fn batch_name(batch: &BatchRecord) -> String {
     match batch.log {
         Some(_) => format!(
             "<a href=\"outputs/{}/{}.log\"><code>{short}</code></a>",
-            crate::report::outputs::BATCHES_DIR,
+            crate::outputs::BATCHES_DIR,
             batch.id
         ),
         None => format!("<code>{short}</code>"),

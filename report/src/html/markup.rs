@@ -3,7 +3,7 @@
 
 use testfleet_common::wire::{AttemptStatus, FinalStatus, Outcome};
 
-use crate::report::format::{one_line, tail_lines};
+use crate::format::{one_line, tail_lines};
 
 /// `s` with the five characters that mean something in HTML (in text and in
 /// quoted attributes) replaced by entities.

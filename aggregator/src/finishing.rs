@@ -1,0 +1,163 @@
+//! Finishing a run off the service loop: writing its reports (on a blocking
+//! thread, where a renderer that panics costs that run's files only), fitting
+//! its verdict under its bound and publishing it. A big run's reports take
+//! seconds to write; meanwhile the loop goes on counting other runs' results
+//! and answering history queries.
+//!
+//! The loop hands a finished run over ([`Finishing::start`]) and learns of its
+//! end through [`Finishing::next`]; only then does it record the run's
+//! durations and remove its journal, so a run whose verdict did not go out is
+//! reloaded from its journal and finished again.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use lapin::Channel;
+use testfleet_common::broker::{self, BrokerError};
+use testfleet_common::config::TriageRule;
+use testfleet_common::limits::MAX_VERDICT_BYTES;
+use testfleet_common::wire::{Body, RunReport};
+use testfleet_report as report;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use crate::journal::Journal;
+use crate::verdict;
+
+/// Where a finished run's reports go and how failures are grouped in them.
+#[derive(Debug, Clone)]
+pub struct ReportSettings {
+    pub report_dir: PathBuf,
+    pub triage_rules: Vec<TriageRule>,
+    /// The verdicts exchange.
+    pub verdicts: String,
+}
+
+/// A run whose finishing ended: what the loop still does with it.
+pub struct Finished {
+    pub run_id: Uuid,
+    pub suite: String,
+    /// Its durations, for the history.
+    pub samples: Vec<(String, u64)>,
+    pub journal: Journal,
+    /// Whether its verdict went out.
+    pub published: Result<(), BrokerError>,
+}
+
+/// The runs being finished, each in a task of its own.
+#[derive(Default)]
+pub struct Finishing {
+    tasks: JoinSet<Finished>,
+    /// Their ids: a late result of one is no result of an unknown run.
+    runs: Vec<Uuid>,
+}
+
+impl Finishing {
+    /// Starts finishing `report`'s run: reports, then the verdict on `publish`.
+    pub fn start(
+        &mut self,
+        report: RunReport,
+        journal: Journal,
+        settings: &ReportSettings,
+        publish: &Channel,
+    ) {
+        let settings = settings.clone();
+        let publish = publish.clone();
+        self.runs.push(report.run_id);
+        self.tasks.spawn(async move {
+            let run_id = report.run_id;
+            let suite = report.suite.clone();
+            let samples = crate::history::samples(&report);
+            let report = write_reports(report, &settings).await;
+            let full_report = full_report_location(&settings, run_id);
+            let verdict = verdict::fit(report, MAX_VERDICT_BYTES, &full_report);
+            if let Some(cut) = &verdict.verdict_cut {
+                warn!(run = %run_id, outputs_shortened = cut.outputs_shortened, output_bytes_cut = cut.output_bytes_cut, passed_tests_left_out = cut.passed_tests_left_out, "the verdict carries a shortened report; the full one is in this aggregator's reports");
+            }
+            let key = run_id.to_string();
+            let published =
+                broker::broadcast(&publish, &settings.verdicts, &key, Body::Report(verdict)).await;
+            Finished {
+                run_id,
+                suite,
+                samples,
+                journal,
+                published,
+            }
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Whether `run_id` is being finished.
+    pub fn contains(&self, run_id: &Uuid) -> bool {
+        self.runs.contains(run_id)
+    }
+
+    /// The next run whose finishing ended; pending while none is.
+    pub async fn next(&mut self) -> Finished {
+        loop {
+            match self.tasks.join_next().await {
+                Some(Ok(finished)) => {
+                    self.runs.retain(|r| *r != finished.run_id);
+                    return finished;
+                }
+                Some(Err(error)) => {
+                    // Only an abort ends a task otherwise (renderers' panics
+                    // are caught inside); its run is reloaded from its journal.
+                    error!(%error, "a run's finishing ended early");
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Stops every finishing: their runs' journals remain, and the next
+    /// session finishes them again.
+    pub fn abort_all(&mut self) {
+        self.tasks.abort_all();
+        self.runs.clear();
+    }
+}
+
+/// Writes the run's reports on a blocking thread, so that a renderer that
+/// panics fails this run's files only: the loop, every other run and this
+/// run's verdict go on. Returns the report for the verdict.
+async fn write_reports(report: RunReport, settings: &ReportSettings) -> RunReport {
+    let report = Arc::new(report);
+    let run_id = report.run_id;
+    let dir = settings.report_dir.clone();
+    let rules = settings.triage_rules.clone();
+    let shared = report.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        testfleet_common::faults::panic_if_asked("report", &shared.suite);
+        report::write_all_with_rules(&shared, &dir, &rules)
+    })
+    .await;
+    let dir = settings.report_dir.display();
+    match written {
+        Ok(Ok(paths)) => {
+            info!(run = %run_id, verdict = report.verdict.as_str(), reports = %paths.dir.display(), html = %paths.html.display(), "run finished")
+        }
+        Ok(Err(error)) => error!(run = %run_id, %error, %dir, "could not write the reports"),
+        Err(panic) => {
+            error!(run = %run_id, %panic, %dir, "writing the reports panicked; the verdict goes out without them")
+        }
+    }
+    // The blocking task has ended, so its clone is gone.
+    Arc::try_unwrap(report).unwrap_or_else(|shared| (*shared).clone())
+}
+
+/// Where this aggregator's full reports of `run_id` are, for a verdict that
+/// carries a shortened copy: its host and the run's folder.
+fn full_report_location(settings: &ReportSettings, run_id: Uuid) -> String {
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "the aggregator's host".into());
+    let dir =
+        std::path::absolute(&settings.report_dir).unwrap_or_else(|_| settings.report_dir.clone());
+    format!("{host}:{}", dir.join(run_id.to_string()).display())
+}

@@ -1,0 +1,35 @@
+//! The aggregator's settings: where the layered configuration (defaults,
+//! file, environment, flags) becomes what the service runs with, validated,
+//! in one place. `main.rs` only turns its flags into configuration overrides.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use testfleet_common::config::{ConfigError, RawConfig, TriageRule};
+use testfleet_common::topology::Topology;
+
+/// Validated settings of the aggregator.
+#[derive(Debug, Clone)]
+pub struct AggregatorSettings {
+    pub broker_url: String,
+    pub connect_timeout: Duration,
+    pub topology: Topology,
+    pub report_dir: PathBuf,
+    pub state_dir: PathBuf,
+    /// How the reports group failing tests (`[report] triage_rules`).
+    pub triage_rules: Vec<TriageRule>,
+}
+
+impl AggregatorSettings {
+    /// The aggregator's settings from its configuration, or what is wrong.
+    pub fn from_config(raw: &RawConfig) -> Result<AggregatorSettings, ConfigError> {
+        Ok(AggregatorSettings {
+            broker_url: raw.broker.url.clone(),
+            connect_timeout: raw.broker.connect_timeout(),
+            topology: raw.broker.topology(),
+            report_dir: raw.aggregator.report_dir.clone(),
+            state_dir: raw.aggregator.state_dir.clone(),
+            triage_rules: raw.report.triage_rules()?,
+        })
+    }
+}

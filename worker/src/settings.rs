@@ -1,0 +1,92 @@
+//! The worker's settings: where the layered configuration (defaults, file,
+//! environment, flags) becomes what the service runs with, validated, in one
+//! place. `main.rs` only turns its flags into configuration overrides.
+
+use std::time::Duration;
+
+use testfleet_common::config::{ConfigError, RawConfig};
+use testfleet_common::topology::Topology;
+use testfleet_common::wire::ExecutorKind;
+
+/// Validated settings of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub broker_url: String,
+    pub connect_timeout: Duration,
+    pub topology: Topology,
+    pub concurrency: u16,
+    pub worker_id: String,
+    pub docker_timeout: Duration,
+    /// Executors to run jobs with; validated non-empty.
+    pub executors: Vec<ExecutorKind>,
+    /// Deliveries beyond the slots, so a slot can start a test while its last
+    /// result is being confirmed; 0 keeps prefetch equal to slots.
+    pub prefetch_extra: u16,
+}
+
+impl WorkerSettings {
+    /// The worker's settings from its configuration, or what is wrong with it.
+    pub fn from_config(raw: &RawConfig) -> Result<WorkerSettings, ConfigError> {
+        raw.worker.validate()?;
+        let concurrency =
+            u16::try_from(raw.worker.concurrency).map_err(|_| ConfigError::Invalid {
+                key: "worker.concurrency",
+                problem: "must be at most 65535".into(),
+            })?;
+        let worker_id = match raw.worker.id.trim() {
+            "" => default_worker_id(),
+            id => id.to_owned(),
+        };
+        Ok(WorkerSettings {
+            broker_url: raw.broker.url.clone(),
+            connect_timeout: raw.broker.connect_timeout(),
+            topology: raw.broker.topology(),
+            concurrency,
+            worker_id,
+            docker_timeout: Duration::from_secs(raw.worker.docker_timeout_secs),
+            // Validated: concurrency + prefetch_extra fits the AMQP prefetch (u16).
+            prefetch_extra: raw.worker.prefetch_extra as u16,
+            executors: dedup(raw.worker.executors.clone()),
+        })
+    }
+}
+
+/// `--executors docker,docker` is one Docker executor, in first-named order.
+fn dedup(kinds: Vec<ExecutorKind>) -> Vec<ExecutorKind> {
+    let mut unique = Vec::new();
+    for kind in kinds {
+        if !unique.contains(&kind) {
+            unique.push(kind);
+        }
+    }
+    unique
+}
+
+/// Hostname plus a random suffix: unique even for several workers on one host.
+fn default_worker_id() -> String {
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "worker".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..6])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_make_a_worker_with_an_id_of_its_own() {
+        let settings = WorkerSettings::from_config(&testfleet_common::config::defaults()).unwrap();
+        assert_eq!(settings.executors, [ExecutorKind::Docker]);
+        assert_eq!(settings.concurrency, 2);
+        let again = WorkerSettings::from_config(&testfleet_common::config::defaults()).unwrap();
+        assert_ne!(settings.worker_id, again.worker_id);
+    }
+
+    #[test]
+    fn executors_named_twice_count_once_in_order() {
+        use ExecutorKind::*;
+        assert_eq!(dedup(vec![Process, Docker, Process]), [Process, Docker]);
+    }
+}
