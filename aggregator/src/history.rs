@@ -29,11 +29,10 @@ const NEW_SAMPLE_TENTHS: u64 = 3;
 
 /// A suite's history could not be read or written; names the file.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", path.display())]
+#[error("{}: {cause}", path.display())]
 pub struct HistoryError {
     path: PathBuf,
-    #[source]
-    source: io::Error,
+    cause: io::Error,
 }
 
 /// The durations of every suite, on disk.
@@ -178,9 +177,9 @@ fn blend(average: u64, sample: u64) -> u64 {
 }
 
 fn at(path: &Path) -> impl FnOnce(io::Error) -> HistoryError + '_ {
-    move |source| HistoryError {
+    move |cause| HistoryError {
         path: path.to_owned(),
-        source,
+        cause,
     }
 }
 

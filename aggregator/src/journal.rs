@@ -50,18 +50,17 @@ pub const JOURNAL_FORMAT: u16 = 2;
 
 /// A journal could not be read or written; names the file or folder.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", path.display())]
+#[error("{}: {cause}", path.display())]
 pub struct JournalError {
     path: PathBuf,
-    #[source]
-    source: io::Error,
+    cause: io::Error,
 }
 
 /// Attaches `path` to an I/O error.
 fn at(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
-    move |source| JournalError {
+    move |cause| JournalError {
         path: path.to_owned(),
-        source,
+        cause,
     }
 }
 

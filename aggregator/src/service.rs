@@ -52,8 +52,15 @@ const PARTS_PATIENCE: Duration = Duration::from_secs(300);
 pub enum AggregatorError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// The journal's error, in the message (not also a `source`).
     #[error("cannot keep the aggregator's state: {0}")]
-    State(#[from] JournalError),
+    State(JournalError),
+}
+
+impl From<JournalError> for AggregatorError {
+    fn from(error: JournalError) -> Self {
+        AggregatorError::State(error)
+    }
 }
 
 /// A run being followed, with the journal that makes it durable.

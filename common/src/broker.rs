@@ -32,15 +32,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("broker at {url} unreachable for {waited:?}, giving up: {source}")]
+    #[error("broker at {url} unreachable for {waited:?}, giving up: {cause}")]
     Unreachable {
         url: String,
         waited: Duration,
-        #[source]
-        source: lapin::Error,
+        cause: lapin::Error,
     },
+    /// The broker's error, in the message (no `source`, so that a chain
+    /// printer does not say it twice).
     #[error("broker error: {0}")]
-    Amqp(#[from] lapin::Error),
+    Amqp(lapin::Error),
     #[error("the broker refused a message published to {routing_key:?} (nack or no route)")]
     NotConfirmed { routing_key: String },
     #[error("the channel carrying a delivery is gone; the broker will redeliver it")]
@@ -55,11 +56,23 @@ pub enum BrokerError {
     #[error(transparent)]
     TooBigForParts(#[from] crate::parts::TooBig),
     #[error("unreadable answer: {0}")]
-    Unreadable(#[from] WireError),
+    Unreadable(WireError),
     /// A queue exists with other arguments than this configuration gives it;
     /// reconnecting cannot fix that, so services stop with this message.
     #[error("{0}")]
     TopologyMismatch(String),
+}
+
+impl From<lapin::Error> for BrokerError {
+    fn from(error: lapin::Error) -> Self {
+        BrokerError::Amqp(error)
+    }
+}
+
+impl From<WireError> for BrokerError {
+    fn from(error: WireError) -> Self {
+        BrokerError::Unreadable(error)
+    }
 }
 
 impl BrokerError {
@@ -226,11 +239,11 @@ pub async fn connect(url: &str, give_up_after: Duration) -> Result<Connection, B
                 sleep(retry_in).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
-            Err(source) => {
+            Err(cause) => {
                 return Err(BrokerError::Unreachable {
                     url: redact(url),
                     waited: started.elapsed(),
-                    source,
+                    cause,
                 })
             }
         }

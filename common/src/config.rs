@@ -27,8 +27,10 @@ const MAX_WORKER_ID_BYTES: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The `config` crate's words, in the message (no `source`, so that a
+    /// chain printer does not say them twice).
     #[error("configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     #[error("configuration: `{key}` {problem}")]
     Invalid { key: &'static str, problem: String },
 }
@@ -360,6 +362,12 @@ impl WorkerConfig {
             );
         }
         Ok(())
+    }
+}
+
+impl From<config::ConfigError> for ConfigError {
+    fn from(error: config::ConfigError) -> Self {
+        ConfigError::Load(error)
     }
 }
 

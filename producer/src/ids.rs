@@ -27,12 +27,8 @@ pub enum IdSource {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdError {
-    #[error("cannot read test ids from {what}: {source}")]
-    Read {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read test ids from {what}: {cause}")]
+    Read { what: String, cause: std::io::Error },
     #[error("discovery command `{command}` failed with {status}: {stderr}")]
     Discovery {
         command: String,
@@ -89,17 +85,17 @@ pub fn collect(
 
 fn read_source(source: &IdSource) -> Result<Vec<u8>, IdError> {
     match source {
-        IdSource::File(path) => std::fs::read(path).map_err(|source| IdError::Read {
+        IdSource::File(path) => std::fs::read(path).map_err(|cause| IdError::Read {
             what: path.display().to_string(),
-            source,
+            cause,
         }),
         IdSource::Stdin => {
             let mut bytes = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut bytes)
-                .map_err(|source| IdError::Read {
+                .map_err(|cause| IdError::Read {
                     what: "stdin".into(),
-                    source,
+                    cause,
                 })?;
             Ok(bytes)
         }
@@ -113,9 +109,9 @@ fn discover(command: &str) -> Result<Vec<u8>, IdError> {
         .arg(command)
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| IdError::Read {
+        .map_err(|cause| IdError::Read {
             what: format!("discovery command `{command}`"),
-            source,
+            cause,
         })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -184,12 +184,14 @@ impl DockerExecutor {
         let clock = tokio::time::Instant::now();
         let paths = paths(job, None);
         let container = match Phase::Create.time(self.create(job, &paths)).await? {
-            Ok(container) => container,
-            Err(message) => return Ok((not_started(message, started_at_ms, clock), None)),
+            Step::Done(container) => container,
+            Step::Refused(message) => {
+                return Ok((not_started(message, started_at_ms, clock), None))
+            }
         };
         let attached = match self.stage(&container, job, &paths).await? {
-            Err(message) => Ok(not_run(message)),
-            Ok(()) => self.run_created(&container, job, interrupt).await,
+            Step::Refused(message) => Ok(not_run(message)),
+            Step::Done(()) => self.run_created(&container, job, interrupt).await,
         };
         let report = match &attached {
             Ok(_) if writes_report(job) => self.fetch_report(&container, &paths.report).await,
@@ -219,8 +221,10 @@ impl DockerExecutor {
         let paths = paths(job, Some(uuid::Uuid::new_v4()));
         let mut cleanup = None;
         let (attached, report) = match self.exec_somewhere(job, &paths, interrupt).await? {
-            Err(message) => return Ok((not_started(message, started_at_ms, clock), None)),
-            Ok((mut warm, attached)) => {
+            Step::Refused(message) => {
+                return Ok((not_started(message, started_at_ms, clock), None))
+            }
+            Step::Done((mut warm, attached)) => {
                 let report = match writes_report(job) {
                     true => self.fetch_report(&warm.id, &paths.report).await,
                     false => None,
@@ -251,24 +255,24 @@ impl DockerExecutor {
 
     /// Runs the exec in a kept container, or in a new one when the kept one is
     /// gone (swept, or killed by the engine): a container we lost is no fault of
-    /// the test. The inner `Err` is a message for an error outcome.
+    /// the test.
     async fn exec_somewhere(
         &self,
         job: &Job,
         paths: &Paths,
         interrupt: &CancellationToken,
-    ) -> Result<Result<(Warm, Attached), String>, Requeue> {
+    ) -> Result<Step<(Warm, Attached)>, Requeue> {
         for _ in 0..2 {
             let warm = match self.warm_container(job, paths).await? {
-                Ok(warm) => warm,
-                Err(message) => return Ok(Err(message)),
+                Step::Done(warm) => warm,
+                Step::Refused(message) => return Ok(Step::Refused(message)),
             };
-            if let Err(message) = self.stage(&warm.id, job, paths).await? {
+            if let Step::Refused(message) = self.stage(&warm.id, job, paths).await? {
                 self.remove(&warm.id).await;
-                return Ok(Err(message));
+                return Ok(Step::Refused(message));
             }
             match self.exec(&warm.id, job, paths, interrupt).await {
-                Ok(Some(attached)) => return Ok(Ok((warm, attached))),
+                Ok(Some(attached)) => return Ok(Step::Done((warm, attached))),
                 Ok(None) => {
                     debug!(container = %warm.id, "kept container gone; starting another");
                     self.remove(&warm.id).await;
@@ -279,33 +283,35 @@ impl DockerExecutor {
                 }
             }
         }
-        Ok(Err("kept containers kept vanishing under the exec".into()))
+        Ok(Step::Refused(
+            "kept containers kept vanishing under the exec".into(),
+        ))
     }
 
     /// A kept container of the job's run, or a new one started for it.
-    async fn warm_container(
-        &self,
-        job: &Job,
-        paths: &Paths,
-    ) -> Result<Result<Warm, String>, Requeue> {
+    async fn warm_container(&self, job: &Job, paths: &Paths) -> Result<Step<Warm>, Requeue> {
         let needed_until = labels::expiry(job.timeout_ms());
         let (found, expired) = self.warm.checkout(job.run_id, needed_until);
         for container in expired {
             self.remove(&container).await;
         }
         if let Some(warm) = found {
-            return Ok(Ok(warm));
+            return Ok(Step::Done(warm));
         }
         let container = match Phase::Create.time(self.create(job, paths)).await? {
-            Ok(container) => container,
-            Err(message) => return Ok(Err(message)),
+            Step::Done(container) => container,
+            Step::Refused(message) => return Ok(Step::Refused(message)),
         };
         let start = self.docker.start_container(&container, None);
         if let Err(error) = Phase::Start.time(start).await {
             self.remove(&container).await;
-            return classify(error, "start the kept container").map(Err);
+            return classify(error, "start the kept container").map(Step::Refused);
         }
-        Ok(Ok(Warm::new(container, job.run_id, warm_expiry(job))))
+        Ok(Step::Done(Warm::new(
+            container,
+            job.run_id,
+            warm_expiry(job),
+        )))
     }
 
     /// One exec of the job's argv in `container`, output attached, under the
@@ -375,20 +381,18 @@ impl DockerExecutor {
 
     /// Puts the job's files into the container before its command starts: the
     /// ids file and an empty report folder anyone may write (the image's user
-    /// may not be root). Nothing for a job of one that reads no report. The
-    /// inner `Err` is a message for an error outcome.
-    async fn stage(
-        &self,
-        container: &str,
-        job: &Job,
-        paths: &Paths,
-    ) -> Result<Result<(), String>, Requeue> {
+    /// may not be root). Nothing for a job of one that reads no report.
+    async fn stage(&self, container: &str, job: &Job, paths: &Paths) -> Result<Step<()>, Requeue> {
         if !needs_files(job) {
-            return Ok(Ok(()));
+            return Ok(Step::Done(()));
         }
         let tar = match staging_tar(job, paths) {
             Ok(tar) => tar,
-            Err(error) => return Ok(Err(format!("could not pack the job's files: {error}"))),
+            Err(error) => {
+                return Ok(Step::Refused(format!(
+                    "could not pack the job's files: {error}"
+                )))
+            }
         };
         let options = UploadToContainerOptionsBuilder::default().path("/").build();
         let upload = self.docker.upload_to_container(
@@ -397,8 +401,10 @@ impl DockerExecutor {
             bollard::body_full(tar.into()),
         );
         match Phase::Stage.time(upload).await {
-            Ok(()) => Ok(Ok(())),
-            Err(error) => classify(error, "put the job's files into the container").map(Err),
+            Ok(()) => Ok(Step::Done(())),
+            Err(error) => {
+                classify(error, "put the job's files into the container").map(Step::Refused)
+            }
         }
     }
 
@@ -456,12 +462,12 @@ impl DockerExecutor {
     }
 
     /// Creates the container, pulling its image once if the engine lacks it.
-    /// The inner `Err` is a message for an error outcome (nothing to remove).
-    async fn create(&self, job: &Job, paths: &Paths) -> Result<Result<String, String>, Requeue> {
+    /// A refusal leaves nothing to remove.
+    async fn create(&self, job: &Job, paths: &Paths) -> Result<Step<String>, Requeue> {
         match self.try_create(job, paths).await {
-            Ok(id) => return Ok(Ok(id)),
+            Ok(id) => return Ok(Step::Done(id)),
             Err(error) if !is_missing_image(&error) => {
-                return classify(error, "create the container").map(Err)
+                return classify(error, "create the container").map(Step::Refused)
             }
             Err(_) => {}
         }
@@ -469,14 +475,14 @@ impl DockerExecutor {
             if is_unreachable(&error) {
                 return Err(Requeue::EngineUnreachable(error));
             }
-            return Ok(Err(format!(
+            return Ok(Step::Refused(format!(
                 "image `{}` is not on this Docker engine and could not be pulled: {error}",
                 job.spec.image
             )));
         }
         match self.try_create(job, paths).await {
-            Ok(id) => Ok(Ok(id)),
-            Err(error) => classify(error, "create the container").map(Err),
+            Ok(id) => Ok(Step::Done(id)),
+            Err(error) => classify(error, "create the container").map(Step::Refused),
         }
     }
 
@@ -766,6 +772,14 @@ async fn read_output(
         }
     }
     capture
+}
+
+/// What the engine made of one step of a job: done, or refused with the
+/// message of the job's error outcome (an unreachable engine is a `Requeue`,
+/// the `Err` around it).
+enum Step<T> {
+    Done(T),
+    Refused(String),
 }
 
 /// How a container's command ended, with its output and when it started.

@@ -18,8 +18,9 @@ use crate::capture::OutputCapture;
 /// Why a job could not be run here and must go back to the queue.
 #[derive(Debug, thiserror::Error)]
 pub enum Requeue {
+    /// The engine's error, in the message (not also a `source`).
     #[error("docker engine unreachable: {0}")]
-    EngineUnreachable(#[source] bollard::errors::Error),
+    EngineUnreachable(bollard::errors::Error),
     #[error("the worker is shutting down")]
     Interrupted,
 }
