@@ -74,7 +74,16 @@ impl Preset {
                 ReportFormat::GoTestJson,
                 IdScheme::Go,
             ),
-            Preset::Nextest | Preset::Lines => return None,
+            // nextest writes JUnit under its target folder, for a profile of
+            // a config file: a tool config file made here adds that profile
+            // (the project's own `.config/nextest.toml` still applies), the
+            // ids file becomes one filterset, and the report is copied out.
+            Preset::Nextest => (
+                &["sh", "-c", NEXTEST_BATCH, "sh", "{report}", "{ids_file}"],
+                ReportFormat::Junit,
+                IdScheme::Nextest,
+            ),
+            Preset::Lines => return None,
         };
         let argv = argv.iter().map(|a| a.to_string()).collect();
         Some((argv, RunnerReport { format, ids }))
@@ -104,6 +113,19 @@ impl fmt::Display for Preset {
         f.write_str(name)
     }
 }
+
+/// nextest's batched run: `$1` the report's path, `$2` the ids file (one
+/// `<binary-id> <test name>` per line).
+const NEXTEST_BATCH: &str = r#"config=$(mktemp)
+printf '[profile.testfleet]\nfail-fast = false\n[profile.testfleet.junit]\npath = "junit.xml"\n' > "$config"
+filter=""
+while IFS=' ' read -r binary test; do
+  filter="$filter${filter:+ | }(binary_id($binary) & test(=$test))"
+done < "$2"
+cargo nextest run --no-fail-fast --tool-config-file "testfleet:$config" --profile testfleet -E "$filter"
+status=$?
+cp "${CARGO_TARGET_DIR:-target}/nextest/testfleet/junit.xml" "$1" 2>/dev/null
+exit $status"#;
 
 fn lines(listing: &str) -> Vec<String> {
     listing
@@ -201,11 +223,12 @@ mod tests {
 
     #[test]
     fn batched_commands_write_a_report_and_take_the_ids() {
-        for preset in [Preset::Pytest, Preset::Rspec, Preset::Go] {
+        for preset in [Preset::Pytest, Preset::Rspec, Preset::Go, Preset::Nextest] {
             let (argv, _) = preset.batched_command().unwrap();
             assert!(argv.iter().any(|a| a.contains("{report}")), "{preset}");
             assert!(
-                argv.iter().any(|a| a == "{ids}" || a == "{ids_regex}"),
+                argv.iter()
+                    .any(|a| a == "{ids}" || a == "{ids_regex}" || a == "{ids_file}"),
                 "{preset}"
             );
         }

@@ -198,6 +198,7 @@ async fn batched_run(
 
 fn preset_listing_command(preset: &str) -> &'static str {
     match preset {
+        "nextest" => "cargo nextest list --message-format oneline",
         "pytest" => "python3 -m pytest --collect-only -q",
         "rspec" => "rspec --dry-run --format json",
         "go" => "go test -list .",
@@ -285,4 +286,29 @@ async fn go_batches_read_each_tests_result_from_go_test_json() {
         ])
     );
     assert_eq!(jobs, 1, "one batch, one go test");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nextest_batches_read_each_tests_result_from_nextests_junit_report() {
+    let dir = project(&[
+        (
+            "Cargo.toml",
+            "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[workspace]\n",
+        ),
+        (
+            "src/lib.rs",
+            "#[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() {}\n    #[test]\n    fn subtracts() { panic!(\"broken\") }\n}\n",
+        ),
+        ("tests/smoke.rs", "#[test]\nfn starts() {}\n"),
+    ]);
+    let (statuses, jobs) = batched_run(dir.path(), "nextest", &["--batch", "10"]).await;
+    assert_eq!(
+        statuses,
+        expect(&[
+            ("calc tests::adds", "Passed"),
+            ("calc tests::subtracts", "Failed"),
+            ("calc::smoke starts", "Passed"),
+        ])
+    );
+    assert_eq!(jobs, 1, "one batch, one nextest");
 }
