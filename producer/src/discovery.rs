@@ -19,7 +19,7 @@ use tracing::info;
 use uuid::Uuid;
 
 use crate::presets::Preset;
-use crate::submit::ProducerSettings;
+use crate::settings::ProducerSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {

@@ -11,7 +11,8 @@ use tokio::time::{interval_at, Instant, MissedTickBehavior};
 
 use crate::ndjson::{self, EventSink};
 use crate::progress::{Progress, ProgressView};
-use crate::submit::{wait_for_verdict, ProducerError, ProducerSettings, Submitted};
+use crate::settings::ProducerSettings;
+use crate::submit::{wait_for_verdict, ProducerError, Submitted};
 
 /// Events read from the broker but not yet shown. Small: the loop keeps up, and
 /// when it does not, the broker holds the rest in the run's queue.

@@ -17,11 +17,12 @@ use tracing::{info, warn};
 pub const HISTORY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The order a run's jobs are published in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum Order {
     /// As the ids were listed.
     Arrival,
     /// Longest first by past durations; tests without one go by the median.
+    #[default]
     LongestFirst,
 }
 

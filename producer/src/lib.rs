@@ -8,7 +8,7 @@
 //! - [`discovery`]: listing a suite's tests inside its image, through a worker.
 //! - [`submit`]: publishing the run with confirms; waiting for its verdict.
 //! - [`history`]: asking the aggregator for the suite's durations (longest first).
-
+//! - [`settings`]: configuration and flags into validated settings.
 //! - [`follow`]: the loop that follows a run to its verdict, showing its events.
 //! - [`progress`]: progress counts and ETA from events (pure), bar or plain lines.
 //! - [`ndjson`]: the `--events` stream's lines (schema in `docs/EVENTS.md`).
@@ -20,6 +20,8 @@ pub mod ids;
 pub mod ndjson;
 pub mod presets;
 pub mod progress;
+pub mod settings;
 pub mod submit;
 
-pub use submit::{submit, wait_for_verdict, ProducerError, ProducerSettings, Submitted};
+pub use settings::ProducerSettings;
+pub use submit::{submit, wait_for_verdict, ProducerError, Submitted};

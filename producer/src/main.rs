@@ -11,7 +11,6 @@ use regex::Regex;
 use testfleet_common::cli::{fail, CommonArgs, Overrides, INFRA, USAGE};
 use testfleet_common::config::{ConfigError, TriageRule};
 use testfleet_common::now_ms;
-use testfleet_common::wire::{IdScheme, ReportFormat, RunSpec, RunnerReport};
 use testfleet_producer::discovery::{self, DiscoveryError};
 use testfleet_producer::follow::{follow, Watch};
 use testfleet_producer::history::Order;
@@ -19,7 +18,7 @@ use testfleet_producer::ids::{self, IdSource, Selection, Separator};
 use testfleet_producer::ndjson::{self, EventSink};
 use testfleet_producer::presets::Preset;
 use testfleet_producer::progress::ProgressView;
-use testfleet_producer::submit::Batching;
+use testfleet_producer::settings::Choices;
 use testfleet_producer::{ProducerSettings, Submitted};
 use testfleet_report as report;
 
@@ -210,106 +209,14 @@ impl Cli {
 
 /// The producer's settings, and the triage rules for the reports `--wait` writes.
 fn settings(cli: &Cli) -> Result<(ProducerSettings, Vec<TriageRule>), ConfigError> {
-    let raw = cli.common.load(cli.overrides())?;
-    let triage_rules = raw.report.triage_rules()?;
-    let mut spec = raw.run.to_spec()?;
-    spec.runner_report = cli.runner_report(&spec.command)?;
-    let batching = cli.batching(&spec)?;
-    let settings = ProducerSettings {
-        broker_url: raw.broker.url.clone(),
-        connect_timeout: raw.broker.connect_timeout(),
-        topology: raw.broker.topology(),
-        suite: raw.run.suite.clone(),
-        spec,
-        deadline: Duration::from_secs(raw.run.deadline_secs),
+    let choices = Choices {
+        preset: cli.preset,
+        report_format: cli.report_format.clone(),
+        batch: cli.batch.clone(),
+        slots: cli.slots,
         order: cli.order,
-        batching,
     };
-    Ok((settings, triage_rules))
-}
-
-impl Cli {
-    /// The report the command writes: `--report-format`, else the preset's
-    /// when the command writes one at `{report}`.
-    fn runner_report(&self, command: &[String]) -> Result<Option<RunnerReport>, ConfigError> {
-        if let Some(text) = &self.report_format {
-            return parse_report_format(text)
-                .map(Some)
-                .map_err(|problem| ConfigError::Invalid {
-                    key: "--report-format",
-                    problem,
-                });
-        }
-        let writes_report = command.iter().any(|a| a.contains("{report}"));
-        Ok(self
-            .preset
-            .and_then(Preset::batched_command)
-            .filter(|_| writes_report)
-            .map(|(_, report)| report))
-    }
-
-    /// One test per job unless the command takes several (`{ids}`,
-    /// `{ids_file}`, `{ids_regex}`); then batches, which need a report.
-    fn batching(&self, spec: &RunSpec) -> Result<Batching, ConfigError> {
-        let batched = spec
-            .command
-            .iter()
-            .any(|a| a == "{ids}" || a.contains("{ids_file}") || a.contains("{ids_regex}"));
-        let invalid = |problem: &str| ConfigError::Invalid {
-            key: "--batch",
-            problem: problem.to_owned(),
-        };
-        if !batched {
-            return match self.batch {
-                Some(_) => Err(invalid(
-                    "needs a batched command: one with `{ids}`, `{ids_file}` or `{ids_regex}`",
-                )),
-                None => Ok(Batching::One),
-            };
-        }
-        let writes_report = spec.command.iter().any(|a| a.contains("{report}"));
-        if spec.runner_report.is_none() || !writes_report {
-            return Err(ConfigError::Invalid {
-                key: "--report-format",
-                problem: "a batched command must write a report at `{report}` saying how each test ended: put `{report}` where the runner takes its report's path, and give --report-format FORMAT:IDS (or --preset)".into(),
-            });
-        }
-        match self.batch.as_deref() {
-            None | Some("auto") => Ok(Batching::Auto { slots: self.slots }),
-            Some(size) => match size.parse::<usize>() {
-                Ok(size) if size >= 1 => Ok(Batching::AtMost(size)),
-                _ => Err(invalid("must be `auto` or a number of tests of at least 1")),
-            },
-        }
-    }
-}
-
-/// `junit:pytest` as a report format and an id scheme.
-fn parse_report_format(text: &str) -> Result<RunnerReport, String> {
-    let (format, ids) = text.split_once(':').unwrap_or((text, "name"));
-    let format = match format {
-        "junit" => ReportFormat::Junit,
-        "go-test-json" => ReportFormat::GoTestJson,
-        "rspec-json" => ReportFormat::RspecJson,
-        other => {
-            return Err(format!(
-                "unknown report format `{other}` (junit, go-test-json, rspec-json)"
-            ))
-        }
-    };
-    let ids = match ids {
-        "pytest" => IdScheme::Pytest,
-        "nextest" => IdScheme::Nextest,
-        "rspec" => IdScheme::Rspec,
-        "go" => IdScheme::Go,
-        "name" => IdScheme::Name,
-        other => {
-            return Err(format!(
-                "unknown id scheme `{other}` (pytest, nextest, rspec, go, name)"
-            ))
-        }
-    };
-    Ok(RunnerReport { format, ids })
+    ProducerSettings::from_config(&cli.common.load(cli.overrides())?, &choices)
 }
 
 #[tokio::main]

@@ -17,13 +17,14 @@ use testfleet_common::now_ms;
 use testfleet_common::parts::{Joined, Joiner};
 use testfleet_common::topology::Topology;
 use testfleet_common::wire::{
-    decode, Body, ExecutorKind, Job, JobTest, RunAnnounce, RunEvent, RunReport, RunSpec,
+    decode, Body, ExecutorKind, Job, JobTest, RunAnnounce, RunEvent, RunReport,
 };
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::history::{self, History, Order};
+use crate::settings::{Batching, ProducerSettings};
 
 /// Jobs published per confirm round trip.
 const PUBLISH_WINDOW: usize = 2000;
@@ -31,34 +32,6 @@ const PUBLISH_WINDOW: usize = 2000;
 const VERDICT_GRACE: Duration = Duration::from_secs(120);
 /// An unread verdict queue outlives the deadline by this much, then expires.
 const VERDICT_QUEUE_SLACK: Duration = Duration::from_secs(3600);
-
-/// Validated settings of the producer.
-#[derive(Debug, Clone)]
-pub struct ProducerSettings {
-    pub broker_url: String,
-    pub connect_timeout: Duration,
-    pub topology: Topology,
-    pub suite: String,
-    pub spec: RunSpec,
-    /// How long the run may take in all.
-    pub deadline: Duration,
-    /// The order jobs are published in.
-    pub order: Order,
-    /// How tests are grouped into jobs.
-    pub batching: Batching,
-}
-
-/// How a run's tests are grouped into jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Batching {
-    /// One test per job, as a command with `{id}` needs.
-    One,
-    /// Batches planned from the suite's history (`testfleet_common::batch`),
-    /// for `slots` test slots (`None`: the workers consuming now, 2 each).
-    Auto { slots: Option<usize> },
-    /// Batches of at most this many tests, by count.
-    AtMost(usize),
-}
 
 /// Bytes of ids per batch at most: each id is an argv element (or part of
 /// one, `{ids_regex}`), and Linux allows 128 KiB per element, 2 MiB in all.

@@ -1,0 +1,255 @@
+//! The producer's settings: where the layered configuration (defaults, file,
+//! environment, flags) and the flags that are not configuration (`--preset`,
+//! `--report-format`, `--batch`, `--slots`, `--order`) become what a run is
+//! published with, validated, in one place. `main.rs` only parses flags.
+
+use std::time::Duration;
+
+use testfleet_common::config::{ConfigError, RawConfig, TriageRule};
+use testfleet_common::topology::Topology;
+use testfleet_common::wire::{IdScheme, ReportFormat, RunSpec, RunnerReport};
+
+use crate::history::Order;
+use crate::presets::Preset;
+
+/// Validated settings of the producer.
+#[derive(Debug, Clone)]
+pub struct ProducerSettings {
+    pub broker_url: String,
+    pub connect_timeout: Duration,
+    pub topology: Topology,
+    pub suite: String,
+    pub spec: RunSpec,
+    /// How long the run may take in all.
+    pub deadline: Duration,
+    /// The order jobs are published in.
+    pub order: Order,
+    /// How tests are grouped into jobs.
+    pub batching: Batching,
+}
+
+/// How a run's tests are grouped into jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    /// One test per job, as a command with `{id}` needs.
+    One,
+    /// Batches planned from the suite's history (`testfleet_common::batch`),
+    /// for `slots` test slots (`None`: the workers consuming now, 2 each).
+    Auto { slots: Option<usize> },
+    /// Batches of at most this many tests, by count.
+    AtMost(usize),
+}
+
+/// What the command line chose that is not a configuration key.
+#[derive(Debug, Clone, Default)]
+pub struct Choices {
+    pub preset: Option<Preset>,
+    /// `--report-format FORMAT:IDS`, as given.
+    pub report_format: Option<String>,
+    /// `--batch auto|N`, as given.
+    pub batch: Option<String>,
+    pub slots: Option<usize>,
+    pub order: Order,
+}
+
+impl ProducerSettings {
+    /// The producer's settings and the triage rules of the reports `--wait`
+    /// writes, or what is wrong with them.
+    pub fn from_config(
+        raw: &RawConfig,
+        choices: &Choices,
+    ) -> Result<(ProducerSettings, Vec<TriageRule>), ConfigError> {
+        let triage_rules = raw.report.triage_rules()?;
+        let mut spec = raw.run.to_spec()?;
+        spec.runner_report = runner_report(choices, &spec.command)?;
+        let batching = batching(choices, &spec)?;
+        let settings = ProducerSettings {
+            broker_url: raw.broker.url.clone(),
+            connect_timeout: raw.broker.connect_timeout(),
+            topology: raw.broker.topology(),
+            suite: raw.run.suite.clone(),
+            spec,
+            deadline: Duration::from_secs(raw.run.deadline_secs),
+            order: choices.order,
+            batching,
+        };
+        Ok((settings, triage_rules))
+    }
+}
+
+/// The report the command writes: `--report-format`, else the preset's when
+/// the command writes one at `{report}`.
+fn runner_report(
+    choices: &Choices,
+    command: &[String],
+) -> Result<Option<RunnerReport>, ConfigError> {
+    if let Some(text) = &choices.report_format {
+        return parse_report_format(text)
+            .map(Some)
+            .map_err(|problem| ConfigError::Invalid {
+                key: "--report-format",
+                problem,
+            });
+    }
+    Ok(choices
+        .preset
+        .and_then(Preset::batched_command)
+        .filter(|_| writes_report(command))
+        .map(|(_, report)| report))
+}
+
+/// One test per job unless the command takes several (`{ids}`, `{ids_file}`,
+/// `{ids_regex}`); then batches, which need a report.
+fn batching(choices: &Choices, spec: &RunSpec) -> Result<Batching, ConfigError> {
+    let batched = spec
+        .command
+        .iter()
+        .any(|a| a == "{ids}" || a.contains("{ids_file}") || a.contains("{ids_regex}"));
+    let invalid = |problem: &str| ConfigError::Invalid {
+        key: "--batch",
+        problem: problem.to_owned(),
+    };
+    if !batched {
+        return match choices.batch {
+            Some(_) => Err(invalid(
+                "needs a batched command: one with `{ids}`, `{ids_file}` or `{ids_regex}`",
+            )),
+            None => Ok(Batching::One),
+        };
+    }
+    if spec.runner_report.is_none() || !writes_report(&spec.command) {
+        return Err(ConfigError::Invalid {
+            key: "--report-format",
+            problem: "a batched command must write a report at `{report}` saying how each test ended: put `{report}` where the runner takes its report's path, and give --report-format FORMAT:IDS (or --preset)".into(),
+        });
+    }
+    match choices.batch.as_deref() {
+        None | Some("auto") => Ok(Batching::Auto {
+            slots: choices.slots,
+        }),
+        Some(size) => match size.parse::<usize>() {
+            Ok(size) if size >= 1 => Ok(Batching::AtMost(size)),
+            _ => Err(invalid("must be `auto` or a number of tests of at least 1")),
+        },
+    }
+}
+
+fn writes_report(command: &[String]) -> bool {
+    command.iter().any(|a| a.contains("{report}"))
+}
+
+/// `junit:pytest` as a report format and an id scheme (`name` when omitted).
+fn parse_report_format(text: &str) -> Result<RunnerReport, String> {
+    let (format, ids) = text.split_once(':').unwrap_or((text, "name"));
+    let format = match format {
+        "junit" => ReportFormat::Junit,
+        "go-test-json" => ReportFormat::GoTestJson,
+        "rspec-json" => ReportFormat::RspecJson,
+        other => {
+            return Err(format!(
+                "unknown report format `{other}` (junit, go-test-json, rspec-json)"
+            ))
+        }
+    };
+    let ids = match ids {
+        "pytest" => IdScheme::Pytest,
+        "nextest" => IdScheme::Nextest,
+        "rspec" => IdScheme::Rspec,
+        "go" => IdScheme::Go,
+        "name" => IdScheme::Name,
+        other => {
+            return Err(format!(
+                "unknown id scheme `{other}` (pytest, nextest, rspec, go, name)"
+            ))
+        }
+    };
+    Ok(RunnerReport { format, ids })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(command: &[&str], runner_report: Option<RunnerReport>) -> RunSpec {
+        let mut spec = testfleet_common::config::default_spec();
+        spec.command = command.iter().map(|a| a.to_string()).collect();
+        spec.runner_report = runner_report;
+        spec
+    }
+
+    fn junit() -> Option<RunnerReport> {
+        Some(RunnerReport {
+            format: ReportFormat::Junit,
+            ids: IdScheme::Name,
+        })
+    }
+
+    fn choices(batch: Option<&str>) -> Choices {
+        Choices {
+            batch: batch.map(str::to_owned),
+            ..Choices::default()
+        }
+    }
+
+    #[test]
+    fn a_command_with_one_id_runs_one_test_per_job_and_refuses_batch() {
+        let one = spec(&["t", "{id}"], None);
+        assert_eq!(batching(&choices(None), &one).unwrap(), Batching::One);
+        let error = batching(&choices(Some("5")), &one).unwrap_err();
+        assert!(
+            error.to_string().contains("needs a batched command"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_batched_command_needs_a_report_and_a_valid_size() {
+        let no_report = spec(&["t", "{ids}"], None);
+        let error = batching(&choices(None), &no_report).unwrap_err();
+        assert!(error.to_string().contains("{report}"), "{error}");
+
+        let batched = spec(&["t", "--out", "{report}", "{ids}"], junit());
+        assert_eq!(
+            batching(&choices(None), &batched).unwrap(),
+            Batching::Auto { slots: None }
+        );
+        assert_eq!(
+            batching(&choices(Some("7")), &batched).unwrap(),
+            Batching::AtMost(7)
+        );
+        for bad in ["0", "-1", "many"] {
+            assert!(batching(&choices(Some(bad)), &batched).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn report_formats_name_what_they_accept() {
+        assert_eq!(
+            parse_report_format("go-test-json:go").unwrap(),
+            RunnerReport {
+                format: ReportFormat::GoTestJson,
+                ids: IdScheme::Go,
+            }
+        );
+        assert_eq!(parse_report_format("junit").unwrap(), junit().unwrap());
+        assert!(parse_report_format("xml:pytest")
+            .unwrap_err()
+            .contains("junit, go-test-json"));
+        assert!(parse_report_format("junit:mocha")
+            .unwrap_err()
+            .contains("pytest, nextest"));
+    }
+
+    #[test]
+    fn a_preset_gives_its_report_only_to_a_command_that_writes_one() {
+        let pytest = Choices {
+            preset: Some(Preset::Pytest),
+            ..Choices::default()
+        };
+        let writes = ["pytest".to_owned(), "--junitxml={report}".to_owned()];
+        assert!(runner_report(&pytest, &writes).unwrap().is_some());
+        assert!(runner_report(&pytest, &["pytest".to_owned()])
+            .unwrap()
+            .is_none());
+    }
+}
