@@ -236,11 +236,11 @@ impl Aggregator {
         };
         let settled = match body {
             Ok(Body::Run(announce)) => self.on_announce(announce).map(|()| true),
-            Ok(Body::Result(result)) => self.on_results(vec![result], publish).await,
-            Ok(Body::Results(results)) => self.on_results(results, publish).await,
+            Ok(Body::Result(result)) => self.on_results(vec![result], Vec::new(), publish).await,
+            Ok(Body::Results(results)) => self.on_results(results, Vec::new(), publish).await,
             Ok(Body::Batches(Batches { batches, results })) => {
-                self.on_batches(batches)?;
-                self.on_results(results, publish).await
+                let unknown_batches = self.on_batches(batches)?;
+                self.on_results(results, unknown_batches, publish).await
             }
             Ok(other) => {
                 error!(kind = other.kind(), queue = %self.settings.topology.results, "parking a message of the wrong kind");
@@ -272,12 +272,14 @@ impl Aggregator {
     }
 
     /// Counts a worker's results (one, or a batch), tells followers, then closes
-    /// the rounds they may have completed. Results of a run this aggregator
-    /// does not know are parked, not dropped: their run may be another
-    /// aggregator's, or its journal lost. Always `true`: the delivery is settled.
+    /// the rounds they may have completed. Results (and `unknown_batches`,
+    /// batch records) of a run this aggregator does not know are parked, not
+    /// dropped: their run may be another aggregator's, or its journal lost.
+    /// Always `true`: the delivery is settled.
     async fn on_results(
         &mut self,
         results: Vec<TestResult>,
+        unknown_batches: Vec<BatchRecord>,
         publish: &Channel,
     ) -> Result<bool, AggregatorError> {
         let mut finished = Vec::with_capacity(results.len());
@@ -297,7 +299,7 @@ impl Aggregator {
                 }
             }
         }
-        self.park_unknown(unknown, publish).await?;
+        self.park_unknown(unknown_batches, unknown, publish).await?;
         self.publish_events(publish, finished).await;
         for run_id in runs {
             self.close_if_due(run_id, publish).await?;
@@ -305,32 +307,48 @@ impl Aggregator {
         Ok(true)
     }
 
-    /// Keeps results of runs this aggregator never heard of in the parked
-    /// queue, each with the reason, confirmed before their message is acked.
+    /// Keeps results and batch records of runs this aggregator never heard
+    /// of in the parked queue, with the reason, confirmed before their
+    /// message is acked.
     async fn park_unknown(
         &self,
-        unknown: Vec<TestResult>,
+        batches: Vec<BatchRecord>,
+        results: Vec<TestResult>,
         publish: &Channel,
     ) -> Result<(), AggregatorError> {
-        if unknown.is_empty() {
+        if batches.is_empty() && results.is_empty() {
             return Ok(());
         }
         let topology = &self.settings.topology;
-        for result in &unknown {
+        for result in &results {
             warn!(run = %result.run_id, test = %result.test_id, attempt = result.attempt, "parking a result of a run this aggregator does not know");
         }
+        for batch in &batches {
+            warn!(run = %batch.run_id, batch = %batch.id, "parking a batch record of a run this aggregator does not know");
+        }
         let reason = "a result of a run this aggregator does not know (its announcement never reached it, or its journal is gone)";
-        let body = Body::Results(unknown);
+        let body = match batches.is_empty() {
+            true => Body::Results(results),
+            false => Body::Batches(Batches { batches, results }),
+        };
         broker::park_body(publish, topology, &topology.results, &body, reason).await?;
         Ok(())
     }
 
     /// Keeps the records of the batches a worker ran, for the reports and
-    /// the history's batch overhead. A record of a run this aggregator does
-    /// not know is dropped: the results beside it are parked, with their
-    /// batch ids, which is what a person needs to find them.
-    fn on_batches(&mut self, batches: Vec<BatchRecord>) -> Result<(), AggregatorError> {
+    /// the history's batch overhead. Returns the records of runs this
+    /// aggregator does not know, to be parked with the results beside them;
+    /// a late record of a run already finished is dropped, as its results are.
+    fn on_batches(
+        &mut self,
+        batches: Vec<BatchRecord>,
+    ) -> Result<Vec<BatchRecord>, AggregatorError> {
+        let mut unknown = Vec::new();
         for batch in batches {
+            if !self.knows(&batch.run_id) {
+                unknown.push(batch);
+                continue;
+            }
             let Some(run) = self.open.get_mut(&batch.run_id) else {
                 continue;
             };
@@ -339,7 +357,7 @@ impl Aggregator {
                 run.journal.append(&record)?;
             }
         }
-        Ok(())
+        Ok(unknown)
     }
 
     fn on_announce(&mut self, announce: RunAnnounce) -> Result<(), AggregatorError> {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
-use testfleet_common::wire::{encode, Body, Outcome, TestResult};
+use testfleet_common::wire::{decode, encode, BatchRecord, Batches, Body, Outcome, TestResult};
 
 use crate::fixtures::{scripted_command, tests, Fleet, BROKER, BUSYBOX};
 
@@ -150,6 +150,68 @@ async fn a_result_with_an_impossible_duration_is_parked_and_every_run_finishes()
         .run(&["after".into()], &["--image", BUSYBOX, "--", "true"])
         .await;
     assert_eq!(next.exit_code(), 0, "{}", next.describe());
+    fleet.teardown().await;
+}
+
+/// A worker's batch record and result of a run no aggregator knows are parked
+/// together, record included, never acked away. Before, the aggregator parked
+/// the result and dropped the record.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_record_of_an_unknown_run_is_parked_with_its_results() {
+    let fleet = Fleet::start(1, 1);
+    // After a run the results queue exists and its consumer is the aggregator.
+    let first = fleet
+        .run(&["first".into()], &["--image", BUSYBOX, "--", "true"])
+        .await;
+    assert_eq!(first.exit_code(), 0, "{}", first.describe());
+    let run_id = uuid::Uuid::new_v4();
+    let batch = BatchRecord {
+        id: uuid::Uuid::new_v4(),
+        run_id,
+        attempt: 1,
+        worker_id: "stray-worker".into(),
+        tests: 1,
+        reported: 1,
+        started_at_ms: 1,
+        command_started_at_ms: 2,
+        finished_at_ms: 3,
+        exit_code: Some(0),
+        timed_out: false,
+        log: None,
+        log_truncated: false,
+        split_into: 0,
+    };
+    let result = TestResult {
+        run_id,
+        test_id: "stray".into(),
+        attempt: 1,
+        outcome: Outcome::Passed,
+        exit_code: Some(0),
+        duration_ms: 1,
+        worker_id: "stray-worker".into(),
+        started_at_ms: 1,
+        finished_at_ms: 2,
+        output: String::new(),
+        output_truncated: false,
+        message: None,
+        published_at_ms: 0,
+        batch: Some(batch.id),
+    };
+    let stray = Body::Batches(Batches {
+        batches: vec![batch.clone()],
+        results: vec![result],
+    });
+    publish(&fleet.topology().results, &encode(&stray)).await;
+
+    let parked = fleet.take_parked(1, Duration::from_secs(30)).await;
+    assert_eq!(parked.len(), 1, "the stray message is parked");
+    match decode(&parked[0]) {
+        Ok(Body::Batches(kept)) => {
+            assert_eq!(kept.batches, vec![batch], "the batch record is kept");
+            assert_eq!(kept.results.len(), 1, "and its result beside it");
+        }
+        other => panic!("parked: {other:?}"),
+    }
     fleet.teardown().await;
 }
 

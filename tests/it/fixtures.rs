@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testfleet_common::topology::Topology;
@@ -236,6 +236,33 @@ impl Fleet {
         queue.message_count()
     }
 
+    /// Takes the fleet's parked messages, waiting up to `within` for at
+    /// least `count` of them, and returns their payloads.
+    pub async fn take_parked(&self, count: usize, within: Duration) -> Vec<Vec<u8>> {
+        let connection = lapin::Connection::connect(BROKER, Default::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let queue = self.topology().parked;
+        let started = Instant::now();
+        let mut taken = Vec::new();
+        while taken.len() < count && started.elapsed() < within {
+            let got = channel
+                .basic_get(
+                    queue.as_str().into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+                .unwrap();
+            match got {
+                Some(message) => taken.push(message.delivery.data),
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let _ = connection.close(200, "taken".into()).await;
+        taken
+    }
+
     /// Runs one of the services against this fleet's queues with `env` added,
     /// until it exits by itself (within `limit`), and returns what it did.
     pub fn run_service_to_exit(
@@ -254,7 +281,7 @@ impl Fleet {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the service");
-        let until = std::time::Instant::now() + limit;
+        let until = Instant::now() + limit;
         while child.try_wait().unwrap().is_none() {
             if std::time::Instant::now() > until {
                 let _ = child.kill();
