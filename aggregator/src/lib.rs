@@ -9,6 +9,7 @@
 //! - [`framed`]: the length-prefixed records journal and history files are made of.
 //! - [`events`]: the run events published for followers (pure builders).
 //! - [`history`]: each suite's test durations, for longest-first ordering.
+//! - [`history_files`]: the history files read and written off the loop.
 //! - [`finishing`]: a finished run's reports and verdict, off the loop.
 //! - [`verdict`]: the verdict's copy of a report, fitted under its byte bound.
 
@@ -16,6 +17,7 @@ pub mod events;
 pub mod finishing;
 pub mod framed;
 pub mod history;
+pub mod history_files;
 pub mod journal;
 pub mod run_state;
 pub mod service;

@@ -22,8 +22,8 @@ use testfleet_common::order;
 use testfleet_common::parts::{Joined, Joiner};
 use testfleet_common::shutdown::Shutdown;
 use testfleet_common::wire::{
-    decode, AttemptStatus, BatchRecord, Batches, Body, History, HistoryQuery, Job, RunAnnounce,
-    RunEvent, TestResult,
+    decode, AttemptStatus, BatchRecord, Batches, Body, HistoryQuery, Job, RunAnnounce, RunEvent,
+    TestResult,
 };
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
@@ -31,6 +31,7 @@ use uuid::Uuid;
 use crate::events;
 use crate::finishing::{Finished, Finishing, ReportSettings};
 use crate::history::HistoryStore;
+use crate::history_files::HistoryFiles;
 use crate::journal::{self, Journal, JournalError, Record};
 use crate::run_state::{Recorded, RoundDecision, RunState};
 use crate::settings::AggregatorSettings;
@@ -75,7 +76,8 @@ struct Aggregator {
     open: HashMap<Uuid, OpenRun>,
     finished: HashSet<Uuid>,
     finished_order: VecDeque<Uuid>,
-    history: HistoryStore,
+    /// The suites' history files, read and written off the loop.
+    history: HistoryFiles,
     /// Parts of messages being joined, with their deliveries (unacked).
     joiner: Joiner<Delivery>,
     /// Runs whose reports and verdict are on their way, off the loop.
@@ -114,6 +116,7 @@ pub async fn run(settings: AggregatorSettings, shutdown: Shutdown) -> Result<(),
         }
     }
     info!(open_runs = aggregator.open.len(), "aggregator stopped");
+    aggregator.history.close().await;
     Ok(())
 }
 
@@ -124,7 +127,7 @@ impl Aggregator {
             open: HashMap::new(),
             finished: HashSet::new(),
             finished_order: VecDeque::new(),
-            history: HistoryStore::new(&settings.state_dir),
+            history: HistoryFiles::start(HistoryStore::new(&settings.state_dir)),
             joiner: Joiner::default(),
             finishing: Finishing::default(),
             settings,
@@ -405,10 +408,9 @@ impl Aggregator {
         }
     }
 
-    /// Answers a producer's question about a suite's past durations. A history
-    /// that cannot be read is answered as empty: the producer then keeps arrival
-    /// order, which is no reason to stall it. A message that is no history query
-    /// is parked by hand: the history queue's TTL rules out its dead-lettering.
+    /// Answers a producer's question about a suite's past durations, from a
+    /// task (`HistoryFiles::answer`). A message that is no history query is
+    /// parked by hand: the history queue's TTL rules out its dead-lettering.
     async fn on_history_query(
         &mut self,
         delivery: Delivery,
@@ -418,7 +420,8 @@ impl Aggregator {
         let queue = &self.settings.topology.history;
         let reason = match decode(&delivery.data) {
             Ok(Body::HistoryQuery(HistoryQuery { suite })) => {
-                return self.answer_history(suite, &delivery, channel).await
+                self.history.answer(suite, delivery, channel.clone());
+                return Ok(());
             }
             Ok(other) => {
                 let reason = format!("expected a history query, got a {} message", other.kind());
@@ -431,30 +434,6 @@ impl Aggregator {
             }
         };
         Ok(broker::park(publish, &self.settings.topology, queue, &delivery, &reason).await?)
-    }
-
-    /// Answers a history query with the suite's durations.
-    async fn answer_history(
-        &mut self,
-        suite: String,
-        delivery: &Delivery,
-        channel: &Channel,
-    ) -> Result<(), AggregatorError> {
-        let (durations_ms, batch_overhead_ms) = match self.history.load(&suite) {
-            Ok(history) => history.into_answer(),
-            Err(error) => {
-                error!(%suite, %error, "could not read the suite's history");
-                (Vec::new(), None)
-            }
-        };
-        debug!(%suite, tests = durations_ms.len(), "answering a history query");
-        let answer = Body::History(History {
-            suite,
-            durations_ms,
-            batch_overhead_ms,
-        });
-        broker::reply(channel, delivery, &answer).await?;
-        Ok(broker::ack(delivery).await?)
     }
 
     /// Only a run that finished gets here: the callers park what belongs to
@@ -655,9 +634,7 @@ impl Aggregator {
             published,
         } = finished;
         published?;
-        if let Err(error) = self.history.record(&suite, &samples) {
-            warn!(run = %run_id, %error, "could not record the run's durations");
-        }
+        self.history.record(run_id, suite, samples);
         if let Err(error) = journal.remove() {
             warn!(run = %run_id, %error, "could not remove a finished run's journal");
         }
