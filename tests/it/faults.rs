@@ -117,9 +117,9 @@ async fn an_undisturbed_run_of_the_fault_suite_ends_as_predicted() {
 /// cut off is counted (`report.json`'s attempts, with worker and start time)
 /// or even reached the aggregator (its ignored results); every test counted
 /// once. After the link heals it joins again as a new session, and what it
-/// runs then counts as any worker's. A result of the cut-off worker that went out before the cut may come
-/// back as an ignored duplicate: the broker redelivers a job whose ack the
-/// cut lost, at least once, as designed.
+/// runs then counts as any worker's. A result of the cut-off worker that went
+/// out before the cut may come back as an ignored duplicate: the broker
+/// redelivers a job whose ack the cut lost, at least once, as designed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_cut_off_from_the_broker_has_its_jobs_run_elsewhere_and_publishes_nothing_stale() {
     let netns = Netns::create();
