@@ -134,6 +134,21 @@ pub struct RunSpec {
     pub runner_report: Option<RunnerReport>,
 }
 
+impl RunSpec {
+    /// Whether the command writes a runner's report at `{report}`.
+    pub fn writes_report(&self) -> bool {
+        self.command.iter().any(|a| a.contains("{report}"))
+    }
+
+    /// Whether the command takes several tests (`{ids}`, `{ids_file}`,
+    /// `{ids_regex}`): a batched command.
+    pub fn takes_several_ids(&self) -> bool {
+        self.command
+            .iter()
+            .any(|a| a == "{ids}" || a.contains("{ids_file}") || a.contains("{ids_regex}"))
+    }
+}
+
 /// A test runner's report of a batch, and how its entries name the tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunnerReport {

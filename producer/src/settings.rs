@@ -61,7 +61,7 @@ impl ProducerSettings {
     ) -> Result<(ProducerSettings, Vec<TriageRule>), ConfigError> {
         let triage_rules = raw.report.triage_rules()?;
         let mut spec = raw.run.to_spec()?;
-        spec.runner_report = runner_report(choices, &spec.command)?;
+        spec.runner_report = runner_report(choices, &spec)?;
         let batching = batching(choices, &spec)?;
         let settings = ProducerSettings {
             broker_url: raw.broker.url.clone(),
@@ -79,10 +79,7 @@ impl ProducerSettings {
 
 /// The report the command writes: `--report-format`, else the preset's when
 /// the command writes one at `{report}`.
-fn runner_report(
-    choices: &Choices,
-    command: &[String],
-) -> Result<Option<RunnerReport>, ConfigError> {
+fn runner_report(choices: &Choices, spec: &RunSpec) -> Result<Option<RunnerReport>, ConfigError> {
     if let Some(text) = &choices.report_format {
         return parse_report_format(text)
             .map(Some)
@@ -94,22 +91,18 @@ fn runner_report(
     Ok(choices
         .preset
         .and_then(Preset::batched_command)
-        .filter(|_| writes_report(command))
+        .filter(|_| spec.writes_report())
         .map(|(_, report)| report))
 }
 
 /// One test per job unless the command takes several (`{ids}`, `{ids_file}`,
 /// `{ids_regex}`); then batches, which need a report.
 fn batching(choices: &Choices, spec: &RunSpec) -> Result<Batching, ConfigError> {
-    let batched = spec
-        .command
-        .iter()
-        .any(|a| a == "{ids}" || a.contains("{ids_file}") || a.contains("{ids_regex}"));
     let invalid = |problem: &str| ConfigError::Invalid {
         key: "--batch",
         problem: problem.to_owned(),
     };
-    if !batched {
+    if !spec.takes_several_ids() {
         return match choices.batch {
             Some(_) => Err(invalid(
                 "needs a batched command: one with `{ids}`, `{ids_file}` or `{ids_regex}`",
@@ -117,7 +110,7 @@ fn batching(choices: &Choices, spec: &RunSpec) -> Result<Batching, ConfigError> 
             None => Ok(Batching::One),
         };
     }
-    if spec.runner_report.is_none() || !writes_report(&spec.command) {
+    if spec.runner_report.is_none() || !spec.writes_report() {
         return Err(ConfigError::Invalid {
             key: "--report-format",
             problem: "a batched command must write a report at `{report}` saying how each test ended: put `{report}` where the runner takes its report's path, and give --report-format FORMAT:IDS (or --preset)".into(),
@@ -132,10 +125,6 @@ fn batching(choices: &Choices, spec: &RunSpec) -> Result<Batching, ConfigError> 
             _ => Err(invalid("must be `auto` or a number of tests of at least 1")),
         },
     }
-}
-
-fn writes_report(command: &[String]) -> bool {
-    command.iter().any(|a| a.contains("{report}"))
 }
 
 /// `junit:pytest` as a report format and an id scheme (`name` when omitted).
@@ -246,10 +235,9 @@ mod tests {
             preset: Some(Preset::Pytest),
             ..Choices::default()
         };
-        let writes = ["pytest".to_owned(), "--junitxml={report}".to_owned()];
+        let writes = spec(&["pytest", "--junitxml={report}"], None);
         assert!(runner_report(&pytest, &writes).unwrap().is_some());
-        assert!(runner_report(&pytest, &["pytest".to_owned()])
-            .unwrap()
-            .is_none());
+        let silent = spec(&["pytest"], None);
+        assert!(runner_report(&pytest, &silent).unwrap().is_none());
     }
 }

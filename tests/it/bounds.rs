@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
-use testfleet_common::wire::{decode, encode, BatchRecord, Batches, Body, Outcome, TestResult};
+use testfleet_common::wire::{decode, encode, BatchRecord, Batches, Body, TestResult};
 
-use crate::fixtures::{scripted_command, tests, Fleet, BROKER, BUSYBOX};
+use crate::fixtures::{passed_result, scripted_command, tests, Fleet, BROKER, BUSYBOX};
 
 /// The repro of a verdict bigger than the broker's message limit: 200 tests
 /// that print 2 MB each and fail make a 200 MB report. The verdict must reach
@@ -106,20 +106,8 @@ async fn a_result_with_an_impossible_duration_is_parked_and_every_run_finishes()
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let forged = Body::Result(TestResult {
-        run_id: run_id.parse().unwrap(),
-        test_id: "slow".into(),
-        attempt: 1,
-        outcome: Outcome::Passed,
-        exit_code: Some(0),
         duration_ms: u64::MAX,
-        worker_id: "forger".into(),
-        started_at_ms: 1,
-        finished_at_ms: 2,
-        output: String::new(),
-        output_truncated: false,
-        message: None,
-        published_at_ms: 0,
-        batch: None,
+        ..passed_result(run_id.parse().unwrap(), "slow", "forger")
     });
     publish(&fleet.topology().results, &encode(&forged)).await;
     // A result of a run nobody announced: kept, not acked away.
@@ -182,20 +170,8 @@ async fn a_batch_record_of_an_unknown_run_is_parked_with_its_results() {
         split_into: 0,
     };
     let result = TestResult {
-        run_id,
-        test_id: "stray".into(),
-        attempt: 1,
-        outcome: Outcome::Passed,
-        exit_code: Some(0),
-        duration_ms: 1,
-        worker_id: "stray-worker".into(),
-        started_at_ms: 1,
-        finished_at_ms: 2,
-        output: String::new(),
-        output_truncated: false,
-        message: None,
-        published_at_ms: 0,
         batch: Some(batch.id),
+        ..passed_result(run_id, "stray", "stray-worker")
     };
     let stray = Body::Batches(Batches {
         batches: vec![batch.clone()],

@@ -7,9 +7,11 @@ use std::time::Duration;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
-use testfleet_common::wire::{encode, Body, Job, Outcome, TestResult};
+use testfleet_common::wire::{encode, Body, Job};
 
-use crate::fixtures::{leftover_containers, scripted_command, Fleet, RunOutcome, BROKER, BUSYBOX};
+use crate::fixtures::{
+    leftover_containers, passed_result, scripted_command, Fleet, RunOutcome, BROKER, BUSYBOX,
+};
 use crate::netns::{BrokerUser, Netns};
 
 /// Passes, except `flaky-*` tests, which fail on their first attempt.
@@ -255,22 +257,7 @@ async fn unreadable_messages_on_every_queue_are_parked_and_the_run_goes_on() {
         .await;
     assert_eq!(warmup.exit_code(), 0, "{}", warmup.describe());
 
-    let result = Body::Result(TestResult {
-        run_id: uuid::Uuid::new_v4(),
-        test_id: "x".into(),
-        attempt: 1,
-        outcome: Outcome::Passed,
-        exit_code: Some(0),
-        duration_ms: 1,
-        worker_id: "w".into(),
-        started_at_ms: 1,
-        finished_at_ms: 2,
-        output: String::new(),
-        output_truncated: false,
-        message: None,
-        published_at_ms: 0,
-        batch: None,
-    });
+    let result = Body::Result(passed_result(uuid::Uuid::new_v4(), "x", "w"));
     let mut wrong_version = encode(&result);
     assert_eq!(
         wrong_version[1],

@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::capture::OutputCapture;
 use crate::job::{
     argv, collect_output, error_outcome, ids_file_contents, needs_files, report_file_name,
-    test_env, timed_out, writes_report, Cleanup, Observed, Paths, Ran, Requeue,
+    test_env, timed_out, Cleanup, Observed, Paths, Ran, Requeue,
 };
 use crate::labels::{self, Sweep};
 use crate::phases::Phase;
@@ -194,7 +194,7 @@ impl DockerExecutor {
             Step::Done(()) => self.run_created(&container, job, interrupt).await,
         };
         let report = match &attached {
-            Ok(_) if writes_report(job) => self.fetch_report(&container, &paths.report).await,
+            Ok(_) if job.spec.writes_report() => self.fetch_report(&container, &paths.report).await,
             _ => None,
         };
         let mut cleanup = None;
@@ -225,7 +225,7 @@ impl DockerExecutor {
                 return Ok((not_started(message, started_at_ms, clock), None))
             }
             Step::Done((mut warm, attached)) => {
-                let report = match writes_report(job) {
+                let report = match job.spec.writes_report() {
                     true => self.fetch_report(&warm.id, &paths.report).await,
                     false => None,
                 };

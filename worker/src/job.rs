@@ -128,11 +128,6 @@ pub fn argv(job: &Job, paths: &Paths) -> Vec<String> {
     argv
 }
 
-/// Whether the command writes a file to read back at `{report}`.
-pub fn writes_report(job: &Job) -> bool {
-    job.spec.command.iter().any(|a| a.contains("{report}"))
-}
-
 /// Whether the command needs its files (an ids file, a report folder): a
 /// batch, or a command that names them.
 pub fn needs_files(job: &Job) -> bool {

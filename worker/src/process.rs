@@ -25,7 +25,7 @@ use tracing::debug;
 use crate::capture::OutputCapture;
 use crate::job::{
     argv, collect_output, error_outcome, ids_file_contents, needs_files, report_file_name,
-    test_env, timed_out, writes_report, Observed, Paths, Ran, Requeue,
+    test_env, timed_out, Observed, Paths, Ran, Requeue,
 };
 use crate::runner_report;
 
@@ -83,7 +83,7 @@ impl ProcessExecutor {
                 )
             }
         };
-        let report = writes_report(job).then(|| folder.report()).flatten();
+        let report = job.spec.writes_report().then(|| folder.report()).flatten();
         Ok(Observed {
             ran,
             output,
