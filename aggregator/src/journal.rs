@@ -24,7 +24,7 @@ const EXTENSION: &str = "journal";
 /// One entry of a run's journal, replayed in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Record {
-    Announce(RunAnnounce),
+    Announce(Box<RunAnnounce>),
     Result(TestResult),
     DeadLetter {
         test_id: String,

@@ -370,7 +370,7 @@ impl Aggregator {
             return Ok(());
         }
         let mut journal = Journal::create(&self.settings.state_dir, run_id)?;
-        journal.append(&Record::Announce(announce.clone()))?;
+        journal.append(&Record::Announce(Box::new(announce.clone())))?;
         info!(run = %run_id, suite = %announce.suite, tests = announce.tests.len(), "following a new run");
         self.open.insert(
             run_id,
@@ -678,7 +678,7 @@ fn replay(records: &[Record]) -> Option<RunState> {
     let Some(Record::Announce(announce)) = records.next() else {
         return None;
     };
-    let mut state = RunState::new(announce.clone());
+    let mut state = RunState::new((**announce).clone());
     for record in records {
         match record {
             Record::Announce(_) => {}

@@ -79,6 +79,10 @@ pub struct RunConfig {
     pub warm_reuse: u32,
     /// Empty: the engine's default runtime.
     pub runtime: String,
+    /// Capabilities given back to a test container (it drops all others).
+    pub cap_add: Vec<String>,
+    /// Empty: the image's own user.
+    pub user: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +95,12 @@ pub struct WorkerConfig {
     pub executors: Vec<ExecutorKind>,
     /// Jobs held beyond the slots while results are confirmed (see defaults).
     pub prefetch_extra: u32,
+    /// Network modes a Docker job may ask for.
+    pub allowed_networks: Vec<String>,
+    /// Limits a Docker job may turn off (`memory`, `pids`, `no_new_privileges`).
+    pub liftable_limits: Vec<String>,
+    /// Capabilities a Docker job may add back.
+    pub allowed_capabilities: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +182,16 @@ pub fn default_spec() -> RunSpec {
         .expect("the embedded run defaults are a valid spec")
 }
 
+/// Keys whose environment variable is a comma-separated list.
+const LIST_KEYS: [&str; 6] = [
+    "run.cap_add",
+    "run.tmpfs",
+    "worker.executors",
+    "worker.allowed_networks",
+    "worker.liftable_limits",
+    "worker.allowed_capabilities",
+];
+
 /// Only `TESTFLEET_<SECTION>__<KEY>` variables are configuration; others with the
 /// prefix (such as `TESTFLEET_RUN_ID`, which workers give to tests) are not.
 fn environment(env: impl IntoIterator<Item = (String, String)>) -> Environment {
@@ -180,7 +200,11 @@ fn environment(env: impl IntoIterator<Item = (String, String)>) -> Environment {
         .into_iter()
         .filter(|(key, _)| key.strip_prefix(&prefix).is_some_and(|k| k.contains("__")))
         .collect();
-    Environment::with_prefix(ENV_PREFIX)
+    let lists = LIST_KEYS.iter().fold(
+        Environment::with_prefix(ENV_PREFIX).list_separator(","),
+        |env, key| env.with_list_parse_key(key),
+    );
+    lists
         .prefix_separator("_")
         .separator("__")
         .try_parsing(true)
@@ -256,6 +280,12 @@ impl RunConfig {
                 nano_cpus,
                 pids_limit: self.pids_limit,
                 no_new_privileges: self.no_new_privileges,
+                cap_add: self
+                    .cap_add
+                    .iter()
+                    .map(|c| c.trim().to_owned())
+                    .filter(|c| !c.is_empty())
+                    .collect(),
             },
             executor: self.executor,
             workdir: (!self.workdir.is_empty()).then(|| self.workdir.clone()),
@@ -263,6 +293,7 @@ impl RunConfig {
             warm_reuse: self.warm_reuse,
             runtime: (!self.runtime.is_empty()).then(|| self.runtime.clone()),
             runner_report: None,
+            user: (!self.user.trim().is_empty()).then(|| self.user.trim().to_owned()),
         };
         limits::check_spec(&spec).map_err(|problem| ConfigError::Invalid {
             key: "run.command",
@@ -468,6 +499,22 @@ mod tests {
             overridden.worker.concurrency, 9,
             "flags beat the environment"
         );
+    }
+
+    #[test]
+    fn list_settings_come_from_the_environment_comma_separated() {
+        let raw = load_file(
+            "",
+            vec![
+                ("TESTFLEET_RUN__CAP_ADD", "CHOWN,SETUID"),
+                ("TESTFLEET_WORKER__ALLOWED_NETWORKS", "none"),
+                ("TESTFLEET_RUN__IMAGE", "a,b"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(raw.run.cap_add, ["CHOWN", "SETUID"]);
+        assert_eq!(raw.worker.allowed_networks, ["none"]);
+        assert_eq!(raw.run.image, "a,b", "other keys stay strings");
     }
 
     #[test]

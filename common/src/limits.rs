@@ -217,7 +217,16 @@ pub fn check_spec(spec: &RunSpec) -> Result<(), String> {
             .map(|(k, v)| k.len() + v.len())
             .sum::<usize>()
         + spec.image.len()
-        + spec.workdir.as_ref().map_or(0, String::len);
+        + spec.workdir.as_ref().map_or(0, String::len)
+        + spec.user.as_ref().map_or(0, String::len)
+        + spec.container.network.len()
+        + spec.container.tmpfs.iter().map(String::len).sum::<usize>()
+        + spec
+            .container
+            .cap_add
+            .iter()
+            .map(String::len)
+            .sum::<usize>();
     at_most(
         "the spec's command and environment, in bytes",
         text as u64,

@@ -72,6 +72,10 @@ pub struct ContainerLimits {
     /// with a default (on), so an older producer's job stays hardened.
     #[serde(default = "yes")]
     pub no_new_privileges: bool,
+    /// Capabilities given back to the container, which drops every other
+    /// one. Appended with a default (none), as `no_new_privileges`.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -132,6 +136,11 @@ pub struct RunSpec {
     /// back for per-test results; `None`: a job's outcome is its exit code.
     #[serde(default)]
     pub runner_report: Option<RunnerReport>,
+    /// Docker jobs: the user the command runs as (`1000`, `1000:1000`, a
+    /// name the image knows); `None` is the image's own. Appended with a
+    /// default, like `executor`.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 impl RunSpec {

@@ -170,15 +170,18 @@ async fn an_unreachable_broker_at_start_up_is_retried_then_a_clear_error() {
 }
 
 /// The default limits are really applied inside the container, and a run spec
-/// overrides them.
+/// loosens them on a worker that allows it.
 #[tokio::test(flavor = "multi_thread")]
 async fn test_containers_are_hardened_by_default_and_the_run_spec_overrides_it() {
-    let fleet = Fleet::start(1, 2);
+    let mut fleet = Fleet::start(0, 2);
+    let worker = format!("{}-loose", fleet.prefix);
+    fleet.start_worker_with(&worker, 2, &["--liftable-limits", "no_new_privileges"]);
     let script = r#"
-grep NoNewPrivs /proc/self/status
+grep -E 'NoNewPrivs|CapEff' /proc/self/status
 echo "pids.max=$(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max)"
 echo "memory.max=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"
 echo "interfaces=$(ls /sys/class/net | tr '\n' ' ')"
+echo "user=$(id -u):$(id -g)"
 exit 1"#;
     let command = scripted_command(script);
     let mut args = vec!["--image", BUSYBOX, "--max-rounds", "1"];
@@ -191,11 +194,19 @@ exit 1"#;
     };
     let hardened = output_of(&fleet.run(&["defaults".into()], &args).await);
     assert!(hardened.contains("NoNewPrivs:\t1"), "{hardened}");
+    assert!(
+        hardened.contains("CapEff:\t0000000000000000"),
+        "no capability: {hardened}"
+    );
     assert!(hardened.contains("pids.max=1024"), "{hardened}");
     assert!(hardened.contains("memory.max=1073741824"), "{hardened}");
     assert!(
         hardened.contains("interfaces=lo \n"),
         "no network but loopback: {hardened}"
+    );
+    assert!(
+        hardened.contains("user=0:0"),
+        "the image's user: {hardened}"
     );
 
     let overridden = fleet
@@ -204,6 +215,7 @@ exit 1"#;
         .with_env("TESTFLEET_RUN__MEMORY_BYTES", "268435456")
         .with_env("TESTFLEET_RUN__NETWORK", "bridge")
         .with_env("TESTFLEET_RUN__NO_NEW_PRIVILEGES", "false")
+        .with_env("TESTFLEET_RUN__USER", "1000:1000")
         .run(&["overridden".into()], &args)
         .await;
     let overridden = output_of(&overridden);
@@ -211,6 +223,83 @@ exit 1"#;
     assert!(overridden.contains("pids.max=64"), "{overridden}");
     assert!(overridden.contains("memory.max=268435456"), "{overridden}");
     assert!(overridden.contains("eth0"), "bridge network: {overridden}");
+    assert!(overridden.contains("user=1000:1000"), "{overridden}");
+    fleet.teardown().await;
+}
+
+/// A job asking for the host's network, no limits and a privileged
+/// capability is refused by a default worker before any container exists:
+/// each test is an error that names what was asked and the setting that
+/// would allow it. A worker configured for it runs the same spec.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_spec_is_refused_by_a_default_worker() {
+    let mut fleet = Fleet::start(1, 2);
+    let hostile = |producer: crate::fixtures::Producer| {
+        producer
+            .with_env("TESTFLEET_RUN__NETWORK", "host")
+            .with_env("TESTFLEET_RUN__PIDS_LIMIT", "0")
+            .with_env("TESTFLEET_RUN__MEMORY_BYTES", "0")
+            .with_env("TESTFLEET_RUN__NO_NEW_PRIVILEGES", "false")
+            .with_env("TESTFLEET_RUN__CAP_ADD", "SYS_ADMIN,NET_ADMIN")
+    };
+    let args = [
+        "--image",
+        BUSYBOX,
+        "--max-rounds",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "grep CapEff /proc/self/status",
+    ];
+    let ids: Vec<String> = (0..3).map(|i| format!("hostile-{i}")).collect();
+    let since = testfleet_common::now_ms() / 1000;
+    let run = hostile(fleet.producer()).run(&ids, &args).await;
+    assert_ne!(run.exit_code(), 0, "{}", run.describe());
+    let report = run.report();
+    for test in tests(&report) {
+        assert_eq!(test["status"], "Error", "{test}");
+        let message = test["attempts"][0]["message"].as_str().unwrap_or_default();
+        for asked in [
+            "refuses this job's container",
+            "network mode \"host\"",
+            "no memory limit",
+            "no pids limit",
+            "no no_new_privileges limit",
+            "capabilities SYS_ADMIN, NET_ADMIN",
+            "worker.allowed_networks",
+        ] {
+            assert!(message.contains(asked), "{asked:?} in {message:?}");
+        }
+    }
+    let created = crate::fixtures::containers_created(&run.run_id(), since);
+    assert!(created.is_empty(), "no container created: {created:?}");
+
+    // Taken away, so that only the worker that allows it gets the next run.
+    let first = fleet.worker_ids()[0].clone();
+    fleet.kill_worker(&first);
+    let trusting = format!("{}-trusting", fleet.prefix);
+    fleet.start_worker_with(
+        &trusting,
+        2,
+        &[
+            "--allowed-networks",
+            "host",
+            "--liftable-limits",
+            "memory,pids,no_new_privileges",
+            "--allowed-capabilities",
+            "SYS_ADMIN,NET_ADMIN",
+        ],
+    );
+    let allowed = hostile(fleet.producer())
+        .run(&["allowed".into()], &args)
+        .await;
+    assert_eq!(allowed.exit_code(), 0, "{}", allowed.describe());
+    let report = allowed.report();
+    let attempt = &tests(&report).next().unwrap()["attempts"][0];
+    assert_eq!(attempt["worker_id"], trusting.as_str());
+    let created = crate::fixtures::containers_created(&allowed.run_id(), since);
+    assert_eq!(created.len(), 1, "one container: {created:?}");
     fleet.teardown().await;
 }
 

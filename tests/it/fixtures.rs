@@ -610,6 +610,28 @@ pub fn leftover_containers(run_id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Containers of `run_id` the engine created since `since` (Unix seconds),
+/// removed or not, from its event log.
+pub fn containers_created(run_id: &str, since: u64) -> Vec<String> {
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let output = Command::new("docker")
+        .args(["events", "--since", &since.to_string()])
+        .args(["--until", &until.to_string()])
+        .args(["--filter", "type=container", "--filter", "event=create"])
+        .args(["--filter", &format!("label=testfleet.run={run_id}")])
+        .args(["--format", "{{.Actor.ID}}"])
+        .output()
+        .expect("docker events");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A test command that plays a test by its id prefix, in busybox.
 pub fn scripted_command(script: &str) -> Vec<String> {
     vec![

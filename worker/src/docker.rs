@@ -12,7 +12,7 @@ use std::time::Duration;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
     KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::capture::OutputCapture;
+use crate::confinement::capability;
 use crate::job::{
     argv, collect_output, error_outcome, ids_file_contents, needs_files, report_file_name,
     test_env, timed_out, Cleanup, Observed, Paths, Ran, Requeue,
@@ -291,7 +292,8 @@ impl DockerExecutor {
     /// A kept container of the job's run, or a new one started for it.
     async fn warm_container(&self, job: &Job, paths: &Paths) -> Result<Step<Warm>, Requeue> {
         let needed_until = labels::expiry(job.timeout_ms());
-        let (found, expired) = self.warm.checkout(job.run_id, needed_until);
+        let key = self.warm.key(job);
+        let (found, expired) = self.warm.checkout(key, needed_until);
         for container in expired {
             self.remove(&container).await;
         }
@@ -307,11 +309,7 @@ impl DockerExecutor {
             self.remove(&container).await;
             return classify(error, "start the kept container").map(Step::Refused);
         }
-        Ok(Step::Done(Warm::new(
-            container,
-            job.run_id,
-            warm_expiry(job),
-        )))
+        Ok(Step::Done(Warm::new(container, key, warm_expiry(job))))
     }
 
     /// One exec of the job's argv in `container`, output attached, under the
@@ -658,6 +656,7 @@ fn container_body(job: &Job, paths: &Paths, worker_id: &str) -> ContainerCreateB
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         labels: Some(labels),
+        user: spec.user.clone(),
         host_config: Some(HostConfig {
             network_mode: Some(spec.container.network.clone()),
             tmpfs: Some(tmpfs),
@@ -668,6 +667,22 @@ fn container_body(job: &Job, paths: &Paths, worker_id: &str) -> ContainerCreateB
                 .container
                 .no_new_privileges
                 .then(|| vec!["no-new-privileges".into()]),
+            // Every capability dropped but those the spec gives back, which
+            // the worker's confinement allowed (`confinement.rs`).
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(
+                spec.container
+                    .cap_add
+                    .iter()
+                    .map(|c| capability(c))
+                    .collect(),
+            ),
+            // Output is attached, so the engine keeps no log of its own: a
+            // test that writes gigabytes fills no disk.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".into()),
+                config: None,
+            }),
             runtime: spec.runtime.clone(),
             ..Default::default()
         }),
@@ -941,6 +956,16 @@ mod tests {
             vec!["no-new-privileges".to_owned()]
         );
         assert_eq!(host.runtime, None, "the engine's default runtime");
+        assert_eq!(host.cap_drop.unwrap(), vec!["ALL".to_owned()]);
+        assert_eq!(host.cap_add.unwrap(), Vec::<String>::new());
+        assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("none"));
+
+        let mut chowning = job("t4");
+        chowning.spec.container.cap_add = vec!["cap_chown".into()];
+        chowning.spec.user = Some("1000:1000".into());
+        let created = body(&chowning);
+        assert_eq!(created.user.as_deref(), Some("1000:1000"));
+        assert_eq!(created.host_config.unwrap().cap_add.unwrap(), ["CHOWN"]);
 
         let mut privileged = job("t3");
         privileged.spec.container.no_new_privileges = false;

@@ -11,6 +11,7 @@ use testfleet_common::now_ms;
 use testfleet_common::wire::{BatchRecord, ExecutorKind, Job, TestResult};
 use tokio_util::sync::CancellationToken;
 
+use crate::confinement::Confinement;
 use crate::docker::DockerExecutor;
 use crate::job::{error_outcome, Cleanup, Observed, Requeue};
 use crate::process::ProcessExecutor;
@@ -64,16 +65,22 @@ impl Executor {
     }
 }
 
-/// The executors this worker was started with.
+/// The executors this worker was started with, and what its Docker jobs
+/// may loosen.
 #[derive(Clone)]
 pub struct Executors {
     worker_id: String,
     enabled: Vec<Executor>,
+    confinement: Confinement,
 }
 
 impl Executors {
-    pub fn new(worker_id: String, enabled: Vec<Executor>) -> Self {
-        Executors { worker_id, enabled }
+    pub fn new(worker_id: String, enabled: Vec<Executor>, confinement: Confinement) -> Self {
+        Executors {
+            worker_id,
+            enabled,
+            confinement,
+        }
     }
 
     pub fn docker(&self) -> Option<&DockerExecutor> {
@@ -98,13 +105,24 @@ impl Executors {
     }
 
     /// Runs `job`'s command with the executor its spec names and returns
-    /// what it observed (see [`Executors::run`] for a missing executor).
+    /// what it observed (see [`Executors::run`] for a missing executor). A
+    /// Docker job that asks for more than this worker's confinement allows
+    /// is refused the same way, before any container exists.
     pub async fn observe(
         &self,
         job: &Job,
         interrupt: &CancellationToken,
     ) -> Result<(Observed, Option<Cleanup>), Requeue> {
         let wanted = job.spec.executor;
+        if wanted == ExecutorKind::Docker {
+            if let Err(refused) = self.confinement.check(&job.spec) {
+                let message = format!(
+                    "worker {} refuses this job's container: {refused}",
+                    self.worker_id
+                );
+                return Ok((refusal(message), None));
+            }
+        }
         match self.enabled.iter().find(|e| e.kind() == wanted) {
             Some(executor) => executor.run(job, interrupt).await,
             None => Ok((self.refuse(wanted), None)),
@@ -121,21 +139,25 @@ impl Executors {
     }
 
     fn refuse(&self, wanted: ExecutorKind) -> Observed {
-        let message = format!(
+        refusal(format!(
             "worker {} does not run {} jobs (its executors: {}); start workers with `--executors {}`",
             self.worker_id,
             wanted.as_str(),
             self.kinds().join(","),
             wanted.as_str(),
-        );
-        Observed {
-            ran: error_outcome(message),
-            output: None,
-            report: None,
-            started_at_ms: now_ms(),
-            command_started_at_ms: now_ms(),
-            clock: tokio::time::Instant::now(),
-        }
+        ))
+    }
+}
+
+/// A job this worker will not run, as an `Error` saying why.
+fn refusal(message: String) -> Observed {
+    Observed {
+        ran: error_outcome(message),
+        output: None,
+        report: None,
+        started_at_ms: now_ms(),
+        command_started_at_ms: now_ms(),
+        clock: tokio::time::Instant::now(),
     }
 }
 
@@ -146,8 +168,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_for_a_missing_executor_is_an_error_that_says_why() {
-        let executors =
-            Executors::new("w1".into(), vec![Executor::Process(ProcessExecutor::new())]);
+        let settings =
+            crate::settings::WorkerSettings::from_config(&testfleet_common::config::defaults())
+                .unwrap();
+        let executors = Executors::new(
+            "w1".into(),
+            vec![Executor::Process(ProcessExecutor::new())],
+            settings.confinement,
+        );
         let job = Job::single(
             uuid::Uuid::nil(),
             "t".into(),

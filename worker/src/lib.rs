@@ -15,6 +15,7 @@
 //! - [`runner_report`]: per-test results from a runner's own report (JUnit
 //!   XML, `go test -json`, RSpec JSON), mapped back to the listed ids.
 //! - [`discovery`]: listing a suite's tests in its image for a producer.
+//! - [`confinement`]: what a Docker job may loosen, as the worker allows it (pure).
 //! - [`docker`]: running one job in a container (the only code that talks to Docker).
 //! - [`process`]: running one job as a child process in its own process group.
 //! - [`labels`]: container labels and the rule that tells orphans (pure).
@@ -23,6 +24,7 @@
 //! - [`capture`]: head-and-tail output capture under a cap.
 
 pub mod capture;
+pub mod confinement;
 pub mod discovery;
 pub mod docker;
 pub mod executor;

@@ -24,13 +24,29 @@ struct Cli {
     /// `process` runs any run's command on this host, so it is opt-in.
     #[arg(long, value_delimiter = ',')]
     executors: Option<Vec<String>>,
+    /// Network modes a Docker job may ask for (default none,bridge; `host`
+    /// and `container:*` only where this worker is meant for them).
+    #[arg(long, value_delimiter = ',')]
+    allowed_networks: Option<Vec<String>>,
+    /// Limits a Docker job may turn off: memory, pids, no_new_privileges.
+    #[arg(long, value_delimiter = ',')]
+    liftable_limits: Option<Vec<String>>,
+    /// Capabilities a Docker job may give back to its container.
+    #[arg(long, value_delimiter = ',')]
+    allowed_capabilities: Option<Vec<String>>,
 }
 
 fn settings(cli: &Cli) -> Result<WorkerSettings, ConfigError> {
     let flags = Overrides::default()
         .set("worker.concurrency", cli.concurrency.map(i64::from))
         .set("worker.id", cli.worker_id.clone())
-        .set("worker.executors", cli.executors.clone());
+        .set("worker.executors", cli.executors.clone())
+        .set("worker.allowed_networks", cli.allowed_networks.clone())
+        .set("worker.liftable_limits", cli.liftable_limits.clone())
+        .set(
+            "worker.allowed_capabilities",
+            cli.allowed_capabilities.clone(),
+        );
     WorkerSettings::from_config(&cli.common.load(flags)?)
 }
 

@@ -134,7 +134,11 @@ impl Worker {
             }
         }
         Some(Worker {
-            executors: Executors::new(settings.worker_id.clone(), enabled),
+            executors: Executors::new(
+                settings.worker_id.clone(),
+                enabled,
+                settings.confinement.clone(),
+            ),
             settings,
             leftovers,
             listings: Listings::default(),

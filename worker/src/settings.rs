@@ -2,11 +2,14 @@
 //! environment, flags) becomes what the service runs with, validated, in one
 //! place. `main.rs` only turns its flags into configuration overrides.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use testfleet_common::config::{ConfigError, RawConfig};
 use testfleet_common::topology::Topology;
 use testfleet_common::wire::ExecutorKind;
+
+use crate::confinement::{Confinement, Liftable};
 
 /// Validated settings of one worker.
 #[derive(Debug, Clone)]
@@ -22,6 +25,8 @@ pub struct WorkerSettings {
     /// Deliveries beyond the slots, so a slot can start a test while its last
     /// result is being confirmed; 0 keeps prefetch equal to slots.
     pub prefetch_extra: u16,
+    /// What a Docker job may loosen here.
+    pub confinement: Confinement,
 }
 
 impl WorkerSettings {
@@ -47,8 +52,39 @@ impl WorkerSettings {
             // Validated: concurrency + prefetch_extra fits the AMQP prefetch (u16).
             prefetch_extra: raw.worker.prefetch_extra as u16,
             executors: dedup(raw.worker.executors.clone()),
+            confinement: confinement(&raw.worker)?,
         })
     }
+}
+
+/// The worker's rules for its test containers, each name checked.
+fn confinement(
+    worker: &testfleet_common::config::WorkerConfig,
+) -> Result<Confinement, ConfigError> {
+    let mut liftable = BTreeSet::new();
+    for name in &worker.liftable_limits {
+        let Some(limit) = Liftable::parse(name) else {
+            return Err(ConfigError::Invalid {
+                key: "worker.liftable_limits",
+                problem: format!(
+                    "names {name:?}, which is none of {}",
+                    Liftable::NAMES.join(", ")
+                ),
+            });
+        };
+        liftable.insert(limit);
+    }
+    if worker.allowed_networks.iter().any(|n| n.trim().is_empty()) {
+        return Err(ConfigError::Invalid {
+            key: "worker.allowed_networks",
+            problem: "must not hold an empty name".into(),
+        });
+    }
+    Ok(Confinement::new(
+        worker.allowed_networks.clone(),
+        liftable,
+        worker.allowed_capabilities.clone(),
+    ))
 }
 
 /// `--executors docker,docker` is one Docker executor, in first-named order.
@@ -82,6 +118,17 @@ mod tests {
         assert_eq!(settings.concurrency, 2);
         let again = WorkerSettings::from_config(&testfleet_common::config::defaults()).unwrap();
         assert_ne!(settings.worker_id, again.worker_id);
+    }
+
+    #[test]
+    fn an_unknown_liftable_limit_is_named() {
+        let mut raw = testfleet_common::config::defaults();
+        raw.worker.liftable_limits = vec!["memory".into(), "seccomp".into()];
+        let error = WorkerSettings::from_config(&raw).unwrap_err().to_string();
+        assert!(
+            error.contains("worker.liftable_limits") && error.contains("\"seccomp\""),
+            "{error}"
+        );
     }
 
     #[test]
