@@ -9,6 +9,7 @@
 //! durations and remove its journal, so a run whose verdict did not go out is
 //! reloaded from its journal and finished again.
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -18,11 +19,10 @@ use testfleet_common::config::TriageRule;
 use testfleet_common::limits::MAX_VERDICT_BYTES;
 use testfleet_common::wire::{Body, RunReport};
 use testfleet_report as report;
-use tokio::task::JoinSet;
+use tokio::task::{self, JoinSet};
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use crate::journal::Journal;
 use crate::verdict;
 
 /// Where a finished run's reports go and how failures are grouped in them.
@@ -40,7 +40,6 @@ pub struct Finished {
     pub suite: String,
     /// Its durations, for the history.
     pub samples: Vec<(String, u64)>,
-    pub journal: Journal,
     /// Whether its verdict went out.
     pub published: Result<(), BrokerError>,
 }
@@ -49,28 +48,33 @@ pub struct Finished {
 #[derive(Default)]
 pub struct Finishing {
     tasks: JoinSet<Finished>,
-    /// Their ids: a late result of one is no result of an unknown run.
-    runs: Vec<Uuid>,
+    /// Their ids, by task: a late result of one is no result of an unknown
+    /// run, and a task that panics still names its run.
+    runs: HashMap<task::Id, Uuid>,
+    /// Runs whose finishing panicked: known (their late results are not
+    /// parked), never finished by this process; their journals stay.
+    failed: HashSet<Uuid>,
 }
 
 impl Finishing {
     /// Starts finishing `report`'s run: reports, then the verdict on `publish`.
-    pub fn start(
-        &mut self,
-        report: RunReport,
-        journal: Journal,
-        settings: &ReportSettings,
-        publish: &Channel,
-    ) {
+    pub fn start(&mut self, report: RunReport, settings: &ReportSettings, publish: &Channel) {
         let settings = settings.clone();
         let publish = publish.clone();
-        self.runs.push(report.run_id);
-        self.tasks.spawn(async move {
-            let run_id = report.run_id;
+        let run_id = report.run_id;
+        let task = self.tasks.spawn(async move {
             let suite = report.suite.clone();
             let samples = crate::history::samples(&report);
-            let report = write_reports(report, &settings).await;
-            let full_report = full_report_location(&settings, run_id);
+            let (mut report, written) = write_reports(report, &settings).await;
+            let full_report = match written {
+                Ok(()) => full_report_location(&settings, run_id),
+                Err(error) => {
+                    let full_report = format!("nowhere: the aggregator could not write its reports ({error})");
+                    report.reports_error = Some(error);
+                    full_report
+                }
+            };
+            testfleet_common::faults::panic_if_asked("verdict", &suite);
             let verdict = verdict::fit(report, MAX_VERDICT_BYTES, &full_report);
             if let Some(cut) = &verdict.verdict_cut {
                 warn!(run = %run_id, outputs_shortened = cut.outputs_shortened, output_bytes_cut = cut.output_bytes_cut, passed_tests_left_out = cut.passed_tests_left_out, "the verdict carries a shortened report; the full one is in this aggregator's reports");
@@ -82,51 +86,62 @@ impl Finishing {
                 run_id,
                 suite,
                 samples,
-                journal,
                 published,
             }
         });
+        self.runs.insert(task.id(), run_id);
     }
 
     pub fn is_empty(&self) -> bool {
         self.runs.is_empty()
     }
 
-    /// Whether `run_id` is being finished.
+    /// Whether `run_id` is being finished, or its finishing failed.
     pub fn contains(&self, run_id: &Uuid) -> bool {
-        self.runs.contains(run_id)
+        self.failed.contains(run_id) || self.runs.values().any(|r| r == run_id)
     }
 
-    /// The next run whose finishing ended; pending while none is.
+    /// The next run whose finishing ended; pending while none is. A task
+    /// that panicked ends its run here: logged, its journal kept for the
+    /// next start, and no longer waited for.
     pub async fn next(&mut self) -> Finished {
         loop {
-            match self.tasks.join_next().await {
-                Some(Ok(finished)) => {
-                    self.runs.retain(|r| *r != finished.run_id);
+            match self.tasks.join_next_with_id().await {
+                Some(Ok((task, finished))) => {
+                    self.runs.remove(&task);
                     return finished;
                 }
                 Some(Err(error)) => {
-                    // Only an abort ends a task otherwise (renderers' panics
-                    // are caught inside); its run is reloaded from its journal.
-                    error!(%error, "a run's finishing ended early");
+                    let run = self.runs.remove(&error.id());
+                    if let Some(run_id) = run {
+                        self.failed.insert(run_id);
+                    }
+                    error!(run = ?run, %error, "a run's finishing panicked: no verdict from this aggregator; its journal stays for the next start");
                 }
                 None => std::future::pending::<()>().await,
             }
         }
     }
 
-    /// Stops every finishing: their runs' journals remain, and the next
-    /// session finishes them again.
+    /// Stops every finishing and forgets those that completed: their runs'
+    /// journals remain, and the next session finishes them again.
     pub fn abort_all(&mut self) {
-        self.tasks.abort_all();
+        // Dropping the set aborts its tasks and discards what finished ones
+        // returned; `JoinSet::abort_all` would keep those results.
+        self.tasks = JoinSet::new();
         self.runs.clear();
+        self.failed.clear();
     }
 }
 
 /// Writes the run's reports on a blocking thread, so that a renderer that
 /// panics fails this run's files only: the loop, every other run and this
-/// run's verdict go on. Returns the report for the verdict.
-async fn write_reports(report: RunReport, settings: &ReportSettings) -> RunReport {
+/// run's verdict go on. Returns the report for the verdict, and what went
+/// wrong writing the files, for the verdict to say.
+async fn write_reports(
+    report: RunReport,
+    settings: &ReportSettings,
+) -> (RunReport, Result<(), String>) {
     let report = Arc::new(report);
     let run_id = report.run_id;
     let dir = settings.report_dir.clone();
@@ -138,17 +153,23 @@ async fn write_reports(report: RunReport, settings: &ReportSettings) -> RunRepor
     })
     .await;
     let dir = settings.report_dir.display();
-    match written {
+    let written = match written {
         Ok(Ok(paths)) => {
-            info!(run = %run_id, verdict = report.verdict.as_str(), reports = %paths.dir.display(), html = %paths.html.display(), "run finished")
+            info!(run = %run_id, verdict = report.verdict.as_str(), reports = %paths.dir.display(), html = %paths.html.display(), "run finished");
+            Ok(())
         }
-        Ok(Err(error)) => error!(run = %run_id, %error, %dir, "could not write the reports"),
+        Ok(Err(error)) => {
+            error!(run = %run_id, %error, %dir, "could not write the reports; the verdict says so");
+            Err(format!("{error} (under {dir})"))
+        }
         Err(panic) => {
-            error!(run = %run_id, %panic, %dir, "writing the reports panicked; the verdict goes out without them")
+            error!(run = %run_id, %panic, %dir, "writing the reports panicked; the verdict goes out without them");
+            Err(format!("writing them panicked: {panic}"))
         }
-    }
+    };
     // The blocking task has ended, so its clone is gone.
-    Arc::try_unwrap(report).unwrap_or_else(|shared| (*shared).clone())
+    let report = Arc::try_unwrap(report).unwrap_or_else(|shared| (*shared).clone());
+    (report, written)
 }
 
 /// Where this aggregator's full reports of `run_id` are, for a verdict that

@@ -4,20 +4,23 @@
 //!
 //! One file per suite, so suites never mix and only the suite asked about is ever
 //! read: nothing is held in memory between uses, whatever the number of suites or
-//! tests. A file is a sequence of records, each a little-endian `u32` length and a
-//! MessagePack list of (test, milliseconds). Each finished run appends one record
-//! of its samples; reading folds the records in order into an exponentially
-//! weighted average per test. When a file holds many records (or a torn one from
-//! a crash), it is rewritten as a single record of the averages, atomically.
+//! tests. A file is of the framed format of `framed.rs` (a header with its
+//! format, then records), each record a MessagePack list of (test,
+//! milliseconds). Each finished run appends one record of its samples; reading
+//! folds the records in order into an exponentially weighted average per test.
+//! When a file holds many records (or a torn one from a crash), it is rewritten
+//! as a single record of the averages, atomically. A file of another format, or
+//! damaged before its end, is refused: the suite is then scheduled without
+//! history, and the file is never rewritten.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use testfleet_common::wire::{AttemptStatus, Outcome, RunReport};
 
-use crate::framed;
+use crate::framed::{self, FileError, Kind};
 
 const SUBDIR: &str = "history";
 const EXTENSION: &str = "history";
@@ -27,12 +30,21 @@ const COMPACT_AFTER: usize = 16;
 /// a test that got slower is soon scheduled as the slow test it now is.
 const NEW_SAMPLE_TENTHS: u64 = 3;
 
+/// The history files' format.
+const HISTORY: Kind = Kind {
+    magic: *b"tfhistry",
+    version: 3,
+    max_record: 512 << 20,
+    name: "history",
+};
+
 /// A suite's history could not be read or written; names the file.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {cause}", path.display())]
-pub struct HistoryError {
-    path: PathBuf,
-    cause: io::Error,
+pub enum HistoryError {
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
+    #[error(transparent)]
+    Refused(#[from] FileError),
 }
 
 /// The durations of every suite, on disk.
@@ -59,8 +71,7 @@ impl HistoryStore {
 
     /// The suite's averages; empty if it never finished a run here.
     pub fn load(&self, suite: &str) -> Result<SuiteHistory, HistoryError> {
-        let path = self.path(suite);
-        read(&path).map_err(at(&path))
+        read(&self.path(suite))
     }
 
     /// Adds one run's samples to the suite's history.
@@ -69,10 +80,10 @@ impl HistoryStore {
             return Ok(());
         }
         let path = self.path(suite);
-        let mut history = read(&path).map_err(at(&path))?;
+        let mut history = read(&path)?;
         let on_disk = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if history.records < COMPACT_AFTER && on_disk == history.good_len {
-            return append(&path, samples).map_err(at(&path));
+            return append(&path, on_disk == 0, samples).map_err(at(&path));
         }
         history.fold(samples);
         compact(&path, &history).map_err(at(&path))
@@ -88,10 +99,6 @@ impl HistoryStore {
 /// The history key of a suite's batch overhead, beside its tests' durations:
 /// a NUL byte is in no test id (no argv can carry one; `limits` refuses it).
 const BATCH_OVERHEAD_KEY: &str = "\0batch-overhead";
-/// The key of a record's format, its first pair (a record without one is
-/// format 1); a record of a later format is not folded in.
-const FORMAT_KEY: &str = "\0format";
-const HISTORY_FORMAT: u16 = 2;
 
 /// What a finished run teaches about durations: every attempt that ran to an end
 /// the test chose or the timeout imposed. Errors, missing and dead-lettered
@@ -155,9 +162,6 @@ impl SuiteHistory {
 
     fn fold(&mut self, samples: &[(String, u64)]) {
         for (test, ms) in samples {
-            if test == FORMAT_KEY {
-                continue;
-            }
             match self.durations_ms.get_mut(test) {
                 Some(average) => *average = blend(*average, *ms),
                 None => {
@@ -177,51 +181,37 @@ fn blend(average: u64, sample: u64) -> u64 {
 }
 
 fn at(path: &Path) -> impl FnOnce(io::Error) -> HistoryError + '_ {
-    move |cause| HistoryError {
+    move |cause| HistoryError::Io {
         path: path.to_owned(),
         cause,
     }
 }
 
-/// Folds a file's records. A torn or unreadable tail is ignored here and cut off
-/// by the next compaction; readers never write.
-fn read(path: &Path) -> io::Result<SuiteHistory> {
+/// Folds a file's records. A torn tail is ignored here and cut off by the
+/// next compaction; readers never write.
+fn read(path: &Path) -> Result<SuiteHistory, HistoryError> {
     let mut history = SuiteHistory::default();
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(history),
-        Err(e) => return Err(e),
+    let Some(contents) = framed::read_file::<Vec<(String, u64)>>(path, &HISTORY)? else {
+        return Ok(history);
     };
-    let mut reader = BufReader::new(file);
-    let mut records = 0;
-    let good_len = framed::read_each(&mut reader, path, |samples: Vec<(String, u64)>| {
-        match samples.first() {
-            Some((key, format)) if key == FORMAT_KEY && *format > u64::from(HISTORY_FORMAT) => {
-                tracing::warn!(path = %path.display(), format, "skipping a history record of a later format");
-            }
-            _ => history.fold(&samples),
-        }
-        records += 1;
-    })?;
-    history.records = records;
-    history.good_len = good_len;
+    for samples in &contents.records {
+        history.fold(samples);
+    }
+    history.records = contents.records.len();
+    history.good_len = contents.good_len;
     Ok(history)
 }
 
-/// Each record names the format it was written in, as its first pair.
-fn write_record(writer: &mut impl Write, samples: &[(String, u64)]) -> io::Result<()> {
-    let format = (FORMAT_KEY.to_owned(), u64::from(HISTORY_FORMAT));
-    let record: Vec<&(String, u64)> = std::iter::once(&format).chain(samples).collect();
-    framed::write(writer, &record)
-}
-
-fn append(path: &Path, samples: &[(String, u64)]) -> io::Result<()> {
+fn append(path: &Path, new: bool, samples: &[(String, u64)]) -> io::Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
     let file = OpenOptions::new().create(true).append(true).open(path)?;
     let mut writer = BufWriter::new(file);
-    write_record(&mut writer, samples)?;
+    if new {
+        framed::write_header(&mut writer, &HISTORY)?;
+    }
+    framed::write_record(&mut writer, &HISTORY, &samples)?;
     writer.flush()
 }
 
@@ -239,7 +229,8 @@ fn compact(path: &Path, history: &SuiteHistory) -> io::Result<()> {
     averages.sort_unstable();
     let temporary = path.with_extension("compacting");
     let mut writer = BufWriter::new(File::create(&temporary)?);
-    write_record(&mut writer, &averages)?;
+    framed::write_header(&mut writer, &HISTORY)?;
+    framed::write_record(&mut writer, &HISTORY, &averages)?;
     writer
         .into_inner()
         .map_err(|e| e.into_error())?
@@ -313,7 +304,7 @@ mod tests {
         store.record("s", &samples(&[("t", 100)])).unwrap();
         let path = store.path("s");
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
+        file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap();
         drop(file);
         assert_eq!(store.load("s").unwrap().durations_ms["t"], 100);
 
@@ -321,6 +312,31 @@ mod tests {
         let history = store.load("s").unwrap();
         assert_eq!(history.durations_ms["t"], 130);
         assert_eq!(fs::metadata(&path).unwrap().len(), history.good_len);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_of_another_format_or_damaged_is_refused_and_never_rewritten() {
+        let (store, dir) = store();
+        for run in 0..3 {
+            store.record("s", &samples(&[("t", 100 + run)])).unwrap();
+        }
+        let path = store.path("s");
+        let mut bytes = fs::read(&path).unwrap();
+        let damaged_middle = framed::HEADER_LEN as usize + 9;
+        bytes[damaged_middle] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        let error = store.record("s", &samples(&[("t", 1)])).unwrap_err();
+        assert!(error.to_string().contains("damaged at byte"), "{error}");
+        assert!(store.load("s").is_err());
+        assert_eq!(fs::read(&path).unwrap(), bytes, "left as it was");
+
+        bytes[damaged_middle] ^= 0xff;
+        bytes[8] = 7;
+        fs::write(&path, &bytes).unwrap();
+        let error = store.record("s", &samples(&[("t", 1)])).unwrap_err();
+        assert!(error.to_string().contains("format 7"), "{error}");
+        assert_eq!(fs::read(&path).unwrap(), bytes, "left as it was");
         fs::remove_dir_all(dir).unwrap();
     }
 

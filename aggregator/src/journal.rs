@@ -1,25 +1,46 @@
-//! The aggregator's durable state: one append-only journal file per open run.
+//! The aggregator's durable state: each open run's facts, in the order they
+//! were counted, replayed to rebuild the run after a restart.
 //!
-//! A result is acked only after it is in the journal, so a restarted aggregator
-//! replays the journals to rebuild every open run exactly, then takes the broker's
-//! redeliveries (which it recognises as duplicates). A finished run's journal is
-//! deleted once its reports are written.
+//! A fact is acked only once its record is durable: appended records wait in
+//! memory until [`FileJournals::commit`], which writes and syncs every journal
+//! that changed (`fdatasync`) in one go, and only then are the deliveries that
+//! brought them acked (a group commit: one sync per batch of deliveries, not
+//! per result). A restarted aggregator replays the journals to rebuild every
+//! open run exactly, then takes the broker's redeliveries, which it recognises
+//! as duplicates. A finished run's journal is deleted once its verdict is out.
 //!
-//! Format: records of a little-endian `u32` length and a MessagePack [`Record`].
-//! A torn last record (a crash mid-write) is ignored on replay.
+//! One file per open run under the state dir, of the framed format in
+//! `framed.rs`: a torn last record (a crash mid-append) is cut, anything else
+//! that does not read refuses that journal (its run is not resumed, and the
+//! file stays for a person to look at).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use lapin::{Channel, Connection};
 use serde::{Deserialize, Serialize};
+use testfleet_common::broker::BrokerError;
+use testfleet_common::limits::MAX_PARTED_BYTES;
 use testfleet_common::wire::{BatchRecord, RunAnnounce, TestResult};
-use tracing::warn;
-
-use crate::framed;
+use tracing::{error, warn};
 use uuid::Uuid;
 
+use crate::framed::{self, FileError, Kind};
+use crate::journal_stream::StreamJournal;
+
 const EXTENSION: &str = "journal";
+
+/// The journal's file format: an announcement, the biggest record, is at
+/// most a parted message.
+pub const JOURNAL: Kind = Kind {
+    magic: *b"tfjournl",
+    version: 3,
+    max_record: MAX_PARTED_BYTES as u32 + (1 << 20),
+    name: "journal",
+};
 
 /// One entry of a run's journal, replayed in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,157 +58,366 @@ pub enum Record {
     },
     /// A batch the run's tests ran in.
     Batch(BatchRecord),
-    /// The journal's own format, its first record (a journal without one is
-    /// format 1, from before the record existed).
-    Format {
-        version: u16,
-    },
 }
 
-/// The format this build writes and reads; a journal of a later format is
-/// refused, naming the file, rather than half read.
-pub const JOURNAL_FORMAT: u16 = 2;
-
-/// A journal could not be read or written; names the file or folder.
+/// A journal could not be read or written; names the file, folder or stream.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {cause}", path.display())]
-pub struct JournalError {
-    path: PathBuf,
-    cause: io::Error,
+pub enum JournalError {
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The broker journal's session failed: a reconnect, like any other.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("the journal stream holds {0}")]
+    Stream(String),
+    #[error("the journal stream sent nothing for {0:?} while being replayed")]
+    Stalled(std::time::Duration),
+}
+
+/// Every open run's journal: files under the state dir, or the broker's
+/// stream (`aggregator.journal`).
+pub enum Journals {
+    Files(FileJournals),
+    Stream(StreamJournal),
+}
+
+impl Journals {
+    /// Every open run's records, read back when taking the lead.
+    pub async fn replay(&mut self, connection: &Connection) -> Result<Vec<Replayed>, JournalError> {
+        match self {
+            Journals::Files(files) => files.replay(),
+            Journals::Stream(stream) => stream.replay(connection).await,
+        }
+    }
+
+    /// Starts the journal of a new run; its announcement follows.
+    pub fn create(&mut self, run_id: Uuid) -> Result<(), JournalError> {
+        match self {
+            Journals::Files(files) => files.create(run_id),
+            Journals::Stream(_) => Ok(()),
+        }
+    }
+
+    /// Queues a record; it is durable once [`Self::commit`] returns.
+    pub fn append(&mut self, run_id: Uuid, record: &Record) -> Result<(), JournalError> {
+        match self {
+            Journals::Files(files) => files.append(run_id, record),
+            Journals::Stream(stream) => stream.append(run_id, record),
+        }
+    }
+
+    /// Makes every queued record durable: synced to disk, or confirmed by
+    /// the broker's stream (on `publish`).
+    pub async fn commit(&mut self, publish: &Channel) -> Result<(), JournalError> {
+        match self {
+            Journals::Files(files) => files.commit().await,
+            Journals::Stream(stream) => stream.commit(publish).await,
+        }
+    }
+
+    /// A finished run's journal goes (the stream's at the next commit).
+    pub fn remove(&mut self, run_id: Uuid) -> Result<(), JournalError> {
+        match self {
+            Journals::Files(files) => files.remove(run_id),
+            Journals::Stream(stream) => {
+                stream.end(run_id);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Attaches `path` to an I/O error.
 fn at(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
-    move |cause| JournalError {
+    move |cause| JournalError::Io {
         path: path.to_owned(),
         cause,
     }
 }
 
-/// An open journal, appended to as the run progresses.
-pub struct Journal {
-    path: PathBuf,
-    writer: BufWriter<File>,
+/// A run's journal as replayed: its records, or why it cannot be used.
+pub type Replayed = (Uuid, Result<Vec<Record>, JournalError>);
+
+/// Every open run's journal file, appended to as runs progress.
+pub struct FileJournals {
+    dir: PathBuf,
+    open: HashMap<Uuid, RunFile>,
+    /// Records appended since the last commit, by run.
+    pending: HashMap<Uuid, Vec<u8>>,
 }
 
-impl Journal {
-    pub fn create(dir: &Path, run_id: Uuid) -> Result<Journal, JournalError> {
-        fs::create_dir_all(dir).map_err(at(dir))?;
-        let path = dir.join(format!("{run_id}.{EXTENSION}"));
+/// One run's open journal file.
+struct RunFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl FileJournals {
+    pub fn new(dir: &Path) -> Self {
+        FileJournals {
+            dir: dir.to_owned(),
+            open: HashMap::new(),
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Reads every journal in the state dir, cutting torn tails, and keeps
+    /// the usable ones open for appending; forgets what was open before
+    /// (records not yet committed are dropped: their deliveries were never
+    /// acked, so the broker brings them again).
+    pub fn replay(&mut self) -> Result<Vec<Replayed>, JournalError> {
+        self.open.clear();
+        self.pending.clear();
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(at(&self.dir)(e)),
+        };
+        let mut journals = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(at(&self.dir))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
+                continue;
+            }
+            let Some(run_id) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse().ok())
+            else {
+                warn!(path = %path.display(), "ignoring a journal whose name is not a run id");
+                continue;
+            };
+            let replayed = self.reopen(run_id, &path);
+            if let Err(error) = &replayed {
+                error!(run = %run_id, %error, "cannot resume a run from its journal");
+            }
+            journals.push((run_id, replayed));
+        }
+        Ok(journals)
+    }
+
+    /// Reads one journal, cuts a torn tail and opens it for appending.
+    fn reopen(&mut self, run_id: Uuid, path: &Path) -> Result<Vec<Record>, JournalError> {
+        let contents = framed::read_file::<Record>(path, &JOURNAL)?.unwrap_or(framed::Contents {
+            records: Vec::new(),
+            good_len: 0,
+            torn: false,
+        });
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(at(path))?;
+        if contents.torn {
+            warn!(path = %path.display(), "cutting a torn record off the end of a journal");
+            file.set_len(contents.good_len).map_err(at(path))?;
+            file.sync_data().map_err(at(path))?;
+        }
+        let mut run = RunFile {
+            path: path.to_owned(),
+            file,
+        };
+        if contents.good_len == 0 {
+            run.write_header()?;
+        }
+        self.open.insert(run_id, run);
+        Ok(contents.records)
+    }
+
+    /// Starts the journal of a new run; its first record follows.
+    pub fn create(&mut self, run_id: Uuid) -> Result<(), JournalError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(at(&self.dir))?;
+        let path = self.dir.join(format!("{run_id}.{EXTENSION}"));
+        // Only the aggregator's user reads it: a run's environment is in it.
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .map_err(at(&path))?;
-        let fresh = file.metadata().map(|m| m.len() == 0).unwrap_or(false);
-        let mut journal = Journal {
-            path,
-            writer: BufWriter::new(file),
+        // A journal left by an announcement that never got acked.
+        file.set_len(0).map_err(at(&path))?;
+        let mut run = RunFile { path, file };
+        run.write_header()?;
+        self.open.insert(run_id, run);
+        Ok(())
+    }
+
+    /// Queues a record of an open run; it is durable once [`Self::commit`]
+    /// returns.
+    pub fn append(&mut self, run_id: Uuid, record: &Record) -> Result<(), JournalError> {
+        let Some(run) = self.open.get(&run_id) else {
+            return Ok(());
         };
-        if fresh {
-            journal.append(&Record::Format {
-                version: JOURNAL_FORMAT,
-            })?;
+        let pending = self.pending.entry(run_id).or_default();
+        framed::write_record(pending, &JOURNAL, record).map_err(at(&run.path))?;
+        Ok(())
+    }
+
+    /// Writes every queued record and syncs each journal it went to, on a
+    /// blocking thread. On an error (a full disk), what reached a file may
+    /// end in a torn record, which the next replay cuts.
+    pub async fn commit(&mut self) -> Result<(), JournalError> {
+        if self.pending.is_empty() {
+            return Ok(());
         }
-        Ok(journal)
-    }
-
-    /// Appends a record; it is on its way to disk when this returns.
-    pub fn append(&mut self, record: &Record) -> Result<(), JournalError> {
-        self.write_record(record).map_err(at(&self.path))
-    }
-
-    fn write_record(&mut self, record: &Record) -> io::Result<()> {
-        framed::write(&mut self.writer, record)?;
-        self.writer.flush()
+        let mut writes = Vec::with_capacity(self.pending.len());
+        for (run_id, bytes) in self.pending.drain() {
+            if let Some(run) = self.open.get(&run_id) {
+                let file = run.file.try_clone().map_err(at(&run.path))?;
+                writes.push((run.path.clone(), file, bytes));
+            }
+        }
+        tokio::task::spawn_blocking(move || {
+            for (path, mut file, bytes) in writes {
+                file.write_all(&bytes).map_err(at(&path))?;
+                file.sync_data().map_err(at(&path))?;
+            }
+            testfleet_common::faults::exit_if_asked("journal-commit");
+            Ok(())
+        })
+        .await
+        .expect("a journal commit does not panic")
     }
 
     /// Removes the journal of a finished run.
-    pub fn remove(self) -> Result<(), JournalError> {
-        drop(self.writer);
-        fs::remove_file(&self.path).map_err(at(&self.path))
-    }
-}
-
-/// Every journal in `dir`, each as its records in order.
-pub fn replay_all(dir: &Path) -> Result<Vec<(Uuid, Vec<Record>)>, JournalError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(at(dir)(e)),
-    };
-    let mut journals = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(at(dir))?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
-            continue;
-        }
-        let Some(run_id) = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.parse().ok())
-        else {
-            warn!(path = %path.display(), "ignoring a journal whose name is not a run id");
-            continue;
+    pub fn remove(&mut self, run_id: Uuid) -> Result<(), JournalError> {
+        self.pending.remove(&run_id);
+        let path = match self.open.remove(&run_id) {
+            Some(run) => run.path,
+            None => self.dir.join(format!("{run_id}.{EXTENSION}")),
         };
-        journals.push((run_id, read_records(&path).map_err(at(&path))?));
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at(&path)(e)),
+            _ => Ok(()),
+        }
     }
-    Ok(journals)
 }
 
-/// Reads a journal's records; a torn or unreadable tail is cut off the file so
-/// that records appended later are read again.
-fn read_records(path: &Path) -> io::Result<Vec<Record>> {
-    let mut reader = BufReader::new(File::open(path)?);
-    let mut records = Vec::new();
-    let good_len = framed::read_each(&mut reader, path, |record| records.push(record))?;
-    if let Some(Record::Format { version }) = records.first() {
-        if *version > JOURNAL_FORMAT {
-            return Err(io::Error::other(format!(
-                "a journal of format {version}, from a later testfleet; this build reads format {JOURNAL_FORMAT}"
-            )));
-        }
-        records.remove(0);
+impl RunFile {
+    fn write_header(&mut self) -> Result<(), JournalError> {
+        let mut header = Vec::new();
+        framed::write_header(&mut header, &JOURNAL).map_err(at(&self.path))?;
+        let mut writer = BufWriter::new(&self.file);
+        writer.write_all(&header).map_err(at(&self.path))?;
+        writer.flush().map_err(at(&self.path))?;
+        self.file.sync_data().map_err(at(&self.path))
     }
-    let file = OpenOptions::new().write(true).open(path)?;
-    if file.metadata()?.len() > good_len {
-        file.set_len(good_len)?;
-    }
-    Ok(records)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn records_survive_and_torn_tails_are_dropped() {
-        let dir = std::env::temp_dir().join(format!("tf-journal-{}", Uuid::new_v4()));
-        let run_id = Uuid::new_v4();
-        let mut journal = Journal::create(&dir, run_id).unwrap();
-        let records = vec![
+    fn dir() -> PathBuf {
+        std::env::temp_dir().join(format!("tf-journal-{}", Uuid::new_v4()))
+    }
+
+    fn records() -> Vec<Record> {
+        vec![
             Record::DeadLetter {
                 test_id: "t".into(),
                 attempt: 1,
                 deliveries: 5,
             },
             Record::RoundClosed { at_ms: 7 },
-        ];
-        for record in &records {
-            journal.append(record).unwrap();
+            Record::RoundClosed { at_ms: 9 },
+        ]
+    }
+
+    async fn journal_of(dir: &Path, run_id: Uuid, records: &[Record]) -> PathBuf {
+        let mut journals = FileJournals::new(dir);
+        journals.create(run_id).unwrap();
+        for record in records {
+            journals.append(run_id, record).unwrap();
         }
-        drop(journal);
-        // A crash mid-write leaves half a record.
-        let path = dir.join(format!("{run_id}.journal"));
+        journals.commit().await.unwrap();
+        dir.join(format!("{run_id}.journal"))
+    }
+
+    #[tokio::test]
+    async fn committed_records_survive_and_a_torn_tail_is_cut() {
+        let dir = dir();
+        let run_id = Uuid::new_v4();
+        let path = journal_of(&dir, run_id, &records()).await;
+        let whole = fs::metadata(&path).unwrap().len();
+        // A crash mid-append leaves half a record.
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
         fs::write(dir.join("notes.txt"), "not a journal").unwrap();
 
-        let replayed = replay_all(&dir).unwrap();
-        assert_eq!(replayed, vec![(run_id, records)]);
+        let mut journals = FileJournals::new(&dir);
+        let replayed = journals.replay().unwrap();
+        assert_eq!(replayed.len(), 1);
+        assert_eq!(replayed[0].1.as_ref().unwrap(), &records());
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            whole,
+            "the torn tail cut"
+        );
+        journals
+            .append(run_id, &Record::RoundClosed { at_ms: 11 })
+            .unwrap();
+        journals.commit().await.unwrap();
+        let again = FileJournals::new(&dir).replay().unwrap();
+        assert_eq!(again[0].1.as_ref().unwrap().len(), 4, "appends follow on");
 
-        Journal::create(&dir, run_id).unwrap().remove().unwrap();
-        assert!(replay_all(&dir).unwrap().is_empty());
+        journals.remove(run_id).unwrap();
+        assert!(FileJournals::new(&dir).replay().unwrap().is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_damaged_middle_refuses_its_journal_and_keeps_the_file() {
+        let dir = dir();
+        let (damaged, fine) = (Uuid::new_v4(), Uuid::new_v4());
+        let path = journal_of(&dir, damaged, &records()).await;
+        journal_of(&dir, fine, &records()).await;
+        let mut bytes = fs::read(&path).unwrap();
+        let middle = framed::HEADER_LEN as usize + 12;
+        bytes[middle] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+
+        let replayed = FileJournals::new(&dir).replay().unwrap();
+        for (run_id, result) in replayed {
+            match run_id == damaged {
+                true => {
+                    let error = result.unwrap_err().to_string();
+                    assert!(error.contains("damaged at byte"), "{error}");
+                }
+                false => assert_eq!(result.unwrap(), records()),
+            }
+        }
+        assert_eq!(fs::read(&path).unwrap(), bytes, "kept as it was");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_journal_of_an_unknown_format_is_refused_and_kept() {
+        let dir = dir();
+        let run_id = Uuid::new_v4();
+        let path = journal_of(&dir, run_id, &records()).await;
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[8] = 9;
+        fs::write(&path, &bytes).unwrap();
+        let replayed = FileJournals::new(&dir).replay().unwrap();
+        let error = replayed[0].1.as_ref().unwrap_err().to_string();
+        assert!(error.contains("format 9"), "{error}");
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn journals_are_private_to_the_aggregator() {
+        let dir = dir();
+        let path = journal_of(&dir, Uuid::new_v4(), &records()).await;
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o077, 0);
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -17,16 +17,21 @@ struct Cli {
     /// Where each finished run's reports are written, one folder per run.
     #[arg(long)]
     report_dir: Option<PathBuf>,
-    /// Where open runs are journaled, so a restart resumes them.
+    /// The suites' durations history, and the journals with `--journal file`.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Where open runs are journaled, so a restart or a standby resumes
+    /// them: `file` (under the state dir) or `broker` (a replicated stream).
+    #[arg(long)]
+    journal: Option<String>,
 }
 
 fn settings(cli: &Cli) -> Result<AggregatorSettings, ConfigError> {
     let path = |dir: &Option<PathBuf>| dir.as_ref().map(|d| d.display().to_string());
     let flags = Overrides::default()
         .set("aggregator.report_dir", path(&cli.report_dir))
-        .set("aggregator.state_dir", path(&cli.state_dir));
+        .set("aggregator.state_dir", path(&cli.state_dir))
+        .set("aggregator.journal", cli.journal.clone());
     AggregatorSettings::from_config(&cli.common.load(flags)?)
 }
 

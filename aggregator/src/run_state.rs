@@ -473,6 +473,7 @@ impl RunState {
             verdict_cut: None,
             ignored_results: self.ignored.clone(),
             batches: self.batches.clone(),
+            reports_error: None,
         }
     }
 
@@ -515,6 +516,7 @@ impl RunState {
             verdict_cut: None,
             ignored_results: self.ignored,
             batches: self.batches,
+            reports_error: None,
         }
     }
 

@@ -11,12 +11,13 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use testfleet_common::broker::{self, BrokerError};
+use testfleet_common::config::JournalKind;
 use testfleet_common::now_ms;
 use testfleet_common::order;
 use testfleet_common::parts::{Joined, Joiner};
@@ -32,7 +33,8 @@ use crate::events;
 use crate::finishing::{Finished, Finishing, ReportSettings};
 use crate::history::HistoryStore;
 use crate::history_files::HistoryFiles;
-use crate::journal::{self, Journal, JournalError, Record};
+use crate::journal::{FileJournals, JournalError, Journals, Record};
+use crate::journal_stream::{Retention, StreamJournal};
 use crate::run_state::{Recorded, RoundDecision, RunState};
 use crate::settings::AggregatorSettings;
 
@@ -48,6 +50,8 @@ const FINISHED_MEMORY: usize = 10_000;
 const STANDBY_POLL: Duration = Duration::from_secs(2);
 /// How long the parts of a message may wait for the rest of it.
 const PARTS_PATIENCE: Duration = Duration::from_secs(300);
+/// Deliveries handled before their records are synced and they are acked.
+const GROUP_COMMIT_MAX: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AggregatorError {
@@ -60,15 +64,21 @@ pub enum AggregatorError {
 
 impl From<JournalError> for AggregatorError {
     fn from(error: JournalError) -> Self {
-        AggregatorError::State(error)
+        match error {
+            JournalError::Broker(error) => AggregatorError::Broker(error),
+            other => AggregatorError::State(other),
+        }
     }
 }
 
-/// A run being followed, with the journal that makes it durable.
+/// A run being followed (its journal is in `Aggregator::journals`).
 struct OpenRun {
     state: RunState,
-    journal: Journal,
 }
+
+/// Deliveries handled since the last commit, and whether each is acked
+/// (counted, or nothing to count) or parked (nacked to dead-lettering).
+type Settled = Vec<(Delivery, bool)>;
 
 /// Everything the aggregator knows; owned by the service loop alone.
 struct Aggregator {
@@ -82,6 +92,8 @@ struct Aggregator {
     joiner: Joiner<Delivery>,
     /// Runs whose reports and verdict are on their way, off the loop.
     finishing: Finishing,
+    /// Every open run's journal: what is acked is in it.
+    journals: Journals,
 }
 
 /// Runs the aggregator until `shutdown` drains it.
@@ -112,7 +124,17 @@ pub async fn run(settings: AggregatorSettings, shutdown: Shutdown) -> Result<(),
                 let _ = connection.close(200, "reconnecting".into()).await;
                 shutdown.sleep(pause).await;
             }
-            Err(fatal) => return Err(fatal),
+            // A state dir that takes no writes (a full disk): nothing is
+            // acked that is not on disk, so closing the connection gives the
+            // broker back every delivery not yet settled, and the lock with
+            // them (a standby may do better). The next session reloads the
+            // journals as they are on disk, and tries again.
+            Err(AggregatorError::State(error)) => {
+                let pause = backoff.after(began.elapsed());
+                error!(%error, retry_in = ?pause, "cannot keep the aggregator's state: results wait in the broker until the state dir takes writes again");
+                let _ = connection.close(200, "state dir unwritable".into()).await;
+                shutdown.sleep(pause).await;
+            }
         }
     }
     info!(open_runs = aggregator.open.len(), "aggregator stopped");
@@ -121,34 +143,35 @@ pub async fn run(settings: AggregatorSettings, shutdown: Shutdown) -> Result<(),
 }
 
 impl Aggregator {
-    /// Rebuilds every open run from its journal.
+    /// An aggregator with no open run yet: it reads its journals on taking
+    /// the lead.
     fn restore(settings: AggregatorSettings) -> Result<Self, AggregatorError> {
-        let mut aggregator = Aggregator {
+        let aggregator = Aggregator {
             open: HashMap::new(),
             finished: HashSet::new(),
             finished_order: VecDeque::new(),
             history: HistoryFiles::start(HistoryStore::new(&settings.state_dir)),
             joiner: Joiner::default(),
             finishing: Finishing::default(),
+            journals: journals(&settings),
             settings,
         };
-        aggregator.reload_open_runs()?;
         Ok(aggregator)
     }
 
     /// Rebuilds every open run from its journal, dropping what is in memory.
-    fn reload_open_runs(&mut self) -> Result<(), AggregatorError> {
+    async fn reload_open_runs(&mut self, connection: &Connection) -> Result<(), AggregatorError> {
         self.open.clear();
-        let journals = journal::replay_all(&self.settings.state_dir)?;
-        for (run_id, records) in journals {
+        for (run_id, records) in self.journals.replay(connection).await? {
+            // A journal that cannot be read was logged; its file stays.
+            let Ok(records) = records else { continue };
             let Some(state) = replay(&records) else {
                 warn!(run = %run_id, "ignoring a journal without a run announcement");
                 continue;
             };
-            let journal = Journal::create(&self.settings.state_dir, run_id)?;
             let (settled, of) = state.progress();
             info!(run = %run_id, round = state.round(), settled, of, "resumed a run from its journal");
-            self.open.insert(run_id, OpenRun { state, journal });
+            self.open.insert(run_id, OpenRun { state });
         }
         Ok(())
     }
@@ -165,7 +188,10 @@ impl Aggregator {
         if !broker::take_lock(connection, topology, STANDBY_POLL, shutdown).await? {
             return Ok(());
         }
-        self.reload_open_runs()?;
+        // Finishings of an earlier session published on its channel, and
+        // one that completed may not remove a journal reloaded below.
+        self.finishing.abort_all();
+        self.reload_open_runs(connection).await?;
         self.session(connection, shutdown).await
     }
 
@@ -193,21 +219,30 @@ impl Aggregator {
         // Parts of a message being joined: their deliveries belong to this
         // session's channel, so a new session starts with none.
         self.joiner = Joiner::default();
-        // Finishings of an earlier session published on its channel: their
-        // runs were reloaded from their journals.
-        self.finishing.abort_all();
         let mut ticker = tokio::time::interval(TICK);
         loop {
             tokio::select! {
                 () = shutdown.draining() => return self.drain_finishing().await,
                 finished = self.finishing.next() => self.on_finished(finished)?,
                 delivery = results.next() => {
-                    let delivery = delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?;
-                    self.on_result_queue(delivery, &publish).await?;
+                    let mut settled = Settled::new();
+                    let mut next = Some(delivery);
+                    // A group commit: what is already delivered joins this sync.
+                    while let Some(delivery) = next {
+                        let delivery = delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?;
+                        self.on_result_queue(delivery, &publish, &mut settled).await?;
+                        next = match settled.len() < GROUP_COMMIT_MAX {
+                            true => results.next().now_or_never(),
+                            false => None,
+                        };
+                    }
+                    self.commit(settled, &publish).await?;
                 }
                 delivery = dead.next() => {
                     let delivery = delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?;
-                    self.on_dead_job(delivery, &publish).await?;
+                    let mut settled = Settled::new();
+                    self.on_dead_job(delivery, &publish, &mut settled).await?;
+                    self.commit(settled, &publish).await?;
                 }
                 delivery = history_queries.next() => {
                     let delivery = delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?;
@@ -216,15 +251,31 @@ impl Aggregator {
                 _ = ticker.tick() => {
                     self.close_due_rounds(&publish).await?;
                     self.expire_parts().await?;
+                    self.commit(Settled::new(), &publish).await?;
                 }
             }
         }
+    }
+
+    /// Makes every record appended since the last commit durable, then
+    /// settles the deliveries that brought them: nothing is acked before
+    /// its fact is on disk.
+    async fn commit(&mut self, settled: Settled, publish: &Channel) -> Result<(), AggregatorError> {
+        self.journals.commit(publish).await?;
+        for (delivery, ack) in &settled {
+            match ack {
+                true => broker::ack(delivery).await?,
+                false => broker::nack(delivery, false).await?,
+            }
+        }
+        Ok(())
     }
 
     async fn on_result_queue(
         &mut self,
         delivery: Delivery,
         publish: &Channel,
+        settled_deliveries: &mut Settled,
     ) -> Result<(), AggregatorError> {
         let (body, held) = match decode(&delivery.data) {
             Ok(Body::Part(part)) => match self.joiner.add(part, delivery) {
@@ -232,7 +283,8 @@ impl Aggregator {
                 Joined::Whole { body, held } => (*body, held),
                 Joined::Refused { reason, held } => {
                     error!(%reason, queue = %self.settings.topology.results, "parking a part of a message");
-                    return Ok(broker::nack(&held, false).await?);
+                    settled_deliveries.push((held, false));
+                    return Ok(());
                 }
             },
             body => (body, vec![delivery]),
@@ -254,13 +306,7 @@ impl Aggregator {
                 Ok(false)
             }
         }?;
-        for delivery in &held {
-            if settled {
-                broker::ack(delivery).await?;
-            } else {
-                broker::nack(delivery, false).await?;
-            }
-        }
+        settled_deliveries.extend(held.into_iter().map(|delivery| (delivery, settled)));
         Ok(())
     }
 
@@ -355,9 +401,9 @@ impl Aggregator {
             let Some(run) = self.open.get_mut(&batch.run_id) else {
                 continue;
             };
-            let record = Record::Batch(batch.clone());
+            let (run_id, record) = (batch.run_id, Record::Batch(batch.clone()));
             if run.state.record_batch(batch) {
-                run.journal.append(&record)?;
+                self.journals.append(run_id, &record)?;
             }
         }
         Ok(unknown)
@@ -369,14 +415,14 @@ impl Aggregator {
             debug!(run = %run_id, "run announced again; already known");
             return Ok(());
         }
-        let mut journal = Journal::create(&self.settings.state_dir, run_id)?;
-        journal.append(&Record::Announce(Box::new(announce.clone())))?;
+        self.journals.create(run_id)?;
+        self.journals
+            .append(run_id, &Record::Announce(Box::new(announce.clone())))?;
         info!(run = %run_id, suite = %announce.suite, tests = announce.tests.len(), "following a new run");
         self.open.insert(
             run_id,
             OpenRun {
                 state: RunState::new(announce),
-                journal,
             },
         );
         Ok(())
@@ -392,7 +438,7 @@ impl Aggregator {
         let (run_id, test, attempt) = (result.run_id, result.test_id.clone(), result.attempt);
         match run.state.record_result(result) {
             Recorded::New => {
-                run.journal.append(&record)?;
+                self.journals.append(run_id, &record)?;
                 let (settled, of) = run.state.progress();
                 debug!(run = %run_id, %test, attempt, settled, of, "result recorded");
                 Ok(true)
@@ -446,6 +492,7 @@ impl Aggregator {
         &mut self,
         delivery: Delivery,
         publish: &Channel,
+        settled: &mut Settled,
     ) -> Result<(), AggregatorError> {
         let job = match decode(&delivery.data) {
             Ok(Body::Job(job)) => job,
@@ -453,24 +500,30 @@ impl Aggregator {
             // it expired, and nobody wants its answer.
             Ok(Body::Discover(request)) => {
                 info!(request = %request.request_id, "dropping a discovery request that expired unanswered");
-                return Ok(broker::ack(&delivery).await?);
+                settled.push((delivery, true));
+                return Ok(());
             }
             Ok(other) => {
                 let reason = format!("expected a job message, got a {} message", other.kind());
                 error!(%reason, queue = %self.settings.topology.dead_jobs, "parking an unreadable dead-lettered message");
-                return Ok(broker::nack(&delivery, false).await?);
+                settled.push((delivery, false));
+                return Ok(());
             }
             Err(reason) => {
                 error!(%reason, queue = %self.settings.topology.dead_jobs, "parking an unreadable dead-lettered message");
-                return Ok(broker::nack(&delivery, false).await?);
+                settled.push((delivery, false));
+                return Ok(());
             }
         };
         if !self.knows(&job.run_id) {
             warn!(run = %job.run_id, test = %job.label(), attempt = job.attempt, "parking a dead-lettered job of a run this aggregator does not know");
-            return Ok(broker::nack(&delivery, false).await?);
+            settled.push((delivery, false));
+            return Ok(());
         }
         if job.tests.len() > 1 {
-            return self.split_dead_batch(job, delivery, publish).await;
+            self.split_dead_batch(job, publish).await?;
+            settled.push((delivery, true));
+            return Ok(());
         }
         // Workers reject only unreadable jobs, so a readable job got here by using up
         // its deliveries. RabbitMQ 3.10 puts no delivery count on dead-lettered
@@ -483,7 +536,8 @@ impl Aggregator {
             self.publish_events(publish, [event]).await;
             self.close_if_due(job.run_id, publish).await?;
         }
-        Ok(broker::ack(&delivery).await?)
+        settled.push((delivery, true));
+        Ok(())
     }
 
     /// A batch the broker gave up on: its workers died under it. Which test
@@ -495,7 +549,6 @@ impl Aggregator {
     async fn split_dead_batch(
         &mut self,
         job: Job,
-        delivery: Delivery,
         publish: &Channel,
     ) -> Result<(), AggregatorError> {
         warn!(run = %job.run_id, tests = job.tests.len(), attempt = job.attempt, "a batch was dead-lettered: running it again as two halves");
@@ -509,7 +562,7 @@ impl Aggregator {
         });
         let jobs = &self.settings.topology.jobs;
         broker::publish_all(publish, "", jobs, halves, PUBLISH_WINDOW).await?;
-        Ok(broker::ack(&delivery).await?)
+        Ok(())
     }
 
     /// Counts a dead-lettered job of one test.
@@ -531,7 +584,7 @@ impl Aggregator {
             attempt: job.attempt,
             deliveries,
         };
-        run.journal.append(&record)?;
+        self.journals.append(job.run_id, &record)?;
         Ok(true)
     }
 
@@ -592,7 +645,8 @@ impl Aggregator {
             .await?;
             info!(run = %run_id, round = attempt, tests = tests.len(), "round closed: re-running failed and missing tests");
         }
-        run.journal.append(&Record::RoundClosed { at_ms: now })?;
+        self.journals
+            .append(run_id, &Record::RoundClosed { at_ms: now })?;
         if let RoundDecision::Finish(_) = decision {
             self.finish(run_id, publish);
         }
@@ -613,12 +667,12 @@ impl Aggregator {
     /// run of 400,000 tests would otherwise hold both. Its journal goes with
     /// it, and is removed only once the verdict is confirmed.
     fn finish(&mut self, run_id: Uuid, publish: &Channel) {
-        let Some(OpenRun { state, journal }) = self.open.remove(&run_id) else {
+        let Some(OpenRun { state }) = self.open.remove(&run_id) else {
             return;
         };
         let report = state.into_report(now_ms());
         self.finishing
-            .start(report, journal, &self.report_settings(), publish);
+            .start(report, &self.report_settings(), publish);
     }
 
     /// A run's finishing ended: with its verdict out, its durations go to
@@ -630,12 +684,11 @@ impl Aggregator {
             run_id,
             suite,
             samples,
-            journal,
             published,
         } = finished;
         published?;
         self.history.record(run_id, suite, samples);
-        if let Err(error) = journal.remove() {
+        if let Err(error) = self.journals.remove(run_id) {
             warn!(run = %run_id, %error, "could not remove a finished run's journal");
         }
         self.remember_finished(run_id);
@@ -672,6 +725,20 @@ impl Aggregator {
     }
 }
 
+/// Where the settings say open runs' journals are kept.
+fn journals(settings: &AggregatorSettings) -> Journals {
+    match settings.journal {
+        JournalKind::File => Journals::Files(FileJournals::new(&settings.state_dir)),
+        JournalKind::Broker => Journals::Stream(StreamJournal::new(
+            settings.topology.journal.clone(),
+            Retention {
+                max_bytes: settings.journal_max_bytes,
+                max_age_days: 32,
+            },
+        )),
+    }
+}
+
 /// Rebuilds a run's state from its journal.
 fn replay(records: &[Record]) -> Option<RunState> {
     let mut records = records.iter();
@@ -698,7 +765,6 @@ fn replay(records: &[Record]) -> Option<RunState> {
             Record::Batch(batch) => {
                 state.record_batch(batch.clone());
             }
-            Record::Format { .. } => {}
         }
     }
     Some(state)

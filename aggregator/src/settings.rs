@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use testfleet_common::config::{ConfigError, RawConfig, TriageRule};
+use testfleet_common::config::{ConfigError, JournalKind, RawConfig, TriageRule};
 use testfleet_common::topology::Topology;
 
 /// Validated settings of the aggregator.
@@ -18,6 +18,10 @@ pub struct AggregatorSettings {
     pub state_dir: PathBuf,
     /// How the reports group failing tests (`[report] triage_rules`).
     pub triage_rules: Vec<TriageRule>,
+    /// Where open runs' journals are kept.
+    pub journal: JournalKind,
+    /// The broker journal's retention, in bytes.
+    pub journal_max_bytes: u64,
 }
 
 impl AggregatorSettings {
@@ -30,6 +34,8 @@ impl AggregatorSettings {
             report_dir: raw.aggregator.report_dir.clone(),
             state_dir: raw.aggregator.state_dir.clone(),
             triage_rules: raw.report.triage_rules()?,
+            journal: raw.aggregator.journal,
+            journal_max_bytes: raw.aggregator.journal_max_bytes,
         })
     }
 }

@@ -172,6 +172,7 @@ mod tests {
             verdict_cut: None,
             ignored_results: Vec::new(),
             batches: Vec::new(),
+            reports_error: None,
         }
     }
 

@@ -547,6 +547,22 @@ pub async fn publish_all(
     Ok(published)
 }
 
+/// Publishes encoded messages of one `kind` (already within their bound),
+/// persistent and mandatory, with their confirms pipelined: for records a
+/// service keeps in a stream of its own.
+pub async fn publish_encoded(
+    channel: &Channel,
+    queue: &str,
+    kind: &str,
+    payloads: &[Vec<u8>],
+) -> Result<(), BrokerError> {
+    let mut pending = Vec::with_capacity(payloads.len());
+    for payload in payloads {
+        pending.push(publish_payload(channel, "", queue, kind, payload, true, PERSISTENT).await?);
+    }
+    await_confirms(&mut pending, queue).await.map(|_| ())
+}
+
 async fn await_confirms(
     pending: &mut Vec<lapin::PublisherConfirm>,
     routing_key: &str,

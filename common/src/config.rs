@@ -101,6 +101,10 @@ pub struct WorkerConfig {
     pub liftable_limits: Vec<String>,
     /// Capabilities a Docker job may add back.
     pub allowed_capabilities: Vec<String>,
+    /// The highest memory limit a Docker job may set.
+    pub max_memory_bytes: u64,
+    /// The highest process limit a Docker job may set.
+    pub max_pids: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,6 +112,21 @@ pub struct WorkerConfig {
 pub struct AggregatorConfig {
     pub report_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// Where open runs' journals are kept: `file` or `broker`.
+    pub journal: JournalKind,
+    /// The broker journal's retention, in bytes.
+    pub journal_max_bytes: u64,
+}
+
+/// Where the aggregator keeps open runs' journals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalKind {
+    /// A file per run under `aggregator.state_dir`, synced before acks.
+    File,
+    /// A RabbitMQ stream, replicated with the broker, that any aggregator
+    /// of the prefix replays: a standby needs no shared disk.
+    Broker,
 }
 
 /// How reports are written; see [`ReportConfig::triage_rules`].

@@ -233,6 +233,7 @@ pub fn run_report() -> impl Strategy<Value = RunReport> {
                 verdict_cut,
                 ignored_results,
                 batches: Vec::new(),
+                reports_error: None,
             },
         )
 }

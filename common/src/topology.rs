@@ -59,6 +59,9 @@ pub struct Topology {
     pub history: String,
     /// An exclusive queue whose holder is the prefix's one active aggregator.
     pub aggregator_lock: String,
+    /// The stream of open runs' records, when the aggregators keep their
+    /// journal in the broker (declared by the aggregator alone).
+    pub journal: String,
     /// Deliveries of a job beyond the first before it is dead-lettered.
     pub delivery_limit: u32,
 }
@@ -74,18 +77,20 @@ impl Topology {
             verdicts: format!("{prefix}.verdicts"),
             history: format!("{prefix}.history"),
             aggregator_lock: format!("{prefix}.aggregator.lock"),
+            journal: format!("{prefix}.journal"),
             delivery_limit,
         }
     }
 
     /// Every queue, for tools that clean up a fleet.
-    pub fn queues(&self) -> [&str; 5] {
+    pub fn queues(&self) -> [&str; 6] {
         [
             &self.jobs,
             &self.results,
             &self.dead_jobs,
             &self.parked,
             &self.history,
+            &self.journal,
         ]
     }
 

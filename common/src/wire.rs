@@ -486,6 +486,11 @@ pub struct RunReport {
     /// they reached the aggregator.
     #[serde(default)]
     pub batches: Vec<BatchRecord>,
+    /// Why the aggregator could not write its own reports of the run (a full
+    /// disk, say), when it could not: the verdict is then the only copy.
+    /// Appended with a default.
+    #[serde(default)]
+    pub reports_error: Option<String>,
 }
 
 /// A result the aggregator did not count, and why.
@@ -982,6 +987,7 @@ mod tests {
                     reason: IgnoredReason::Duplicate,
                 }],
                 batches: vec![batch],
+                reports_error: Some("disk full".into()),
             }),
         ]
         .into_iter()

@@ -427,6 +427,7 @@ mod tests {
             verdict_cut: None,
             ignored_results: Vec::new(),
             batches: Vec::new(),
+            reports_error: None,
         };
         let paths = ReportPaths {
             dir: PathBuf::from("r/x"),

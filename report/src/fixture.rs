@@ -97,6 +97,7 @@ pub fn report_with(tests: Vec<TestReport>, verdict: VerdictKind) -> RunReport {
         verdict_cut: None,
         ignored_results: Vec::new(),
         batches: Vec::new(),
+        reports_error: None,
     }
 }
 

@@ -51,6 +51,15 @@ pub struct Confinement {
     liftable: BTreeSet<Liftable>,
     /// Capability names, upper case without `CAP_`.
     capabilities: BTreeSet<String>,
+    /// The highest limits a job may set: above them a limit is as good as none.
+    ceilings: Ceilings,
+}
+
+/// The highest memory and process limits a worker grants a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ceilings {
+    pub memory_bytes: i64,
+    pub pids: i64,
 }
 
 impl Confinement {
@@ -58,11 +67,13 @@ impl Confinement {
         networks: Vec<String>,
         liftable: BTreeSet<Liftable>,
         capabilities: impl IntoIterator<Item = String>,
+        ceilings: Ceilings,
     ) -> Self {
         Confinement {
             networks,
             liftable,
             capabilities: capabilities.into_iter().map(|c| capability(&c)).collect(),
+            ceilings,
         }
     }
 
@@ -86,6 +97,7 @@ impl Confinement {
                 ));
             }
         }
+        refused.extend(self.over_ceilings(spec));
         let extra: Vec<String> = spec
             .container
             .cap_add
@@ -103,6 +115,37 @@ impl Confinement {
             true => Ok(()),
             false => Err(refused.join("; ")),
         }
+    }
+
+    /// Limits set above this worker's ceilings, unless the worker lets
+    /// that limit go altogether.
+    fn over_ceilings(&self, spec: &RunSpec) -> Vec<String> {
+        let limits = &spec.container;
+        let checks = [
+            (
+                Liftable::Memory,
+                limits.memory_bytes,
+                self.ceilings.memory_bytes,
+                "worker.max_memory_bytes",
+            ),
+            (
+                Liftable::Pids,
+                limits.pids_limit,
+                self.ceilings.pids,
+                "worker.max_pids",
+            ),
+        ];
+        checks
+            .into_iter()
+            .filter(|(limit, _, _, _)| !self.liftable.contains(limit))
+            .filter_map(|(limit, asked, ceiling, key)| match asked {
+                Some(asked) if asked > ceiling => Some(format!(
+                    "a {} limit of {asked}, over this worker's {ceiling} ({key})",
+                    limit.as_str()
+                )),
+                _ => None,
+            })
+            .collect()
     }
 
     fn allows_network(&self, network: &str) -> bool {
@@ -147,8 +190,14 @@ mod tests {
             vec!["none".into(), "bridge".into()],
             BTreeSet::new(),
             ["CHOWN".to_owned(), "setuid".to_owned()],
+            CEILINGS,
         )
     }
+
+    const CEILINGS: Ceilings = Ceilings {
+        memory_bytes: 4 << 30,
+        pids: 4096,
+    };
 
     #[test]
     fn the_default_spec_passes_a_default_worker() {
@@ -178,11 +227,26 @@ mod tests {
     }
 
     #[test]
+    fn a_limit_over_the_ceiling_is_as_good_as_none() {
+        let mut spec = testfleet_common::config::default_spec();
+        spec.container.memory_bytes = Some(i64::MAX);
+        spec.container.pids_limit = Some(4096);
+        let refusal = default_worker().check(&spec).unwrap_err();
+        assert!(
+            refusal.contains("a memory limit of 9223372036854775807")
+                && refusal.contains("worker.max_memory_bytes")
+                && !refusal.contains("pids"),
+            "{refusal}"
+        );
+    }
+
+    #[test]
     fn a_worker_may_allow_what_its_configuration_lists() {
         let worker = Confinement::new(
             vec!["container:*".into(), "host".into()],
             BTreeSet::from([Liftable::Memory, Liftable::Pids]),
             ["ALL".to_owned()],
+            CEILINGS,
         );
         let mut spec = testfleet_common::config::default_spec();
         spec.container.network = "container:db".into();

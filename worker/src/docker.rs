@@ -661,6 +661,8 @@ fn container_body(job: &Job, paths: &Paths, worker_id: &str) -> ContainerCreateB
             network_mode: Some(spec.container.network.clone()),
             tmpfs: Some(tmpfs),
             memory: spec.container.memory_bytes,
+            // No swap beyond the memory limit (the engine's default doubles it).
+            memory_swap: spec.container.memory_bytes,
             nano_cpus: spec.container.nano_cpus,
             pids_limit: spec.container.pids_limit,
             security_opt: spec
@@ -948,6 +950,7 @@ mod tests {
         let host = body(&job("t1")).host_config.unwrap();
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(host.pids_limit, Some(64));
+        assert_eq!(host.memory_swap, host.memory);
         let tmpfs = host.tmpfs.unwrap();
         assert_eq!(tmpfs["/tmp"], "size=1m");
         assert_eq!(tmpfs["/scratch"], "");

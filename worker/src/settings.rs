@@ -9,7 +9,7 @@ use testfleet_common::config::{ConfigError, RawConfig};
 use testfleet_common::topology::Topology;
 use testfleet_common::wire::ExecutorKind;
 
-use crate::confinement::{Confinement, Liftable};
+use crate::confinement::{Ceilings, Confinement, Liftable};
 
 /// Validated settings of one worker.
 #[derive(Debug, Clone)]
@@ -80,10 +80,24 @@ fn confinement(
             problem: "must not hold an empty name".into(),
         });
     }
+    let ceiling = |key: &'static str, value: u64| {
+        i64::try_from(value)
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or(ConfigError::Invalid {
+                key,
+                problem: format!("must be between 1 and {}", i64::MAX),
+            })
+    };
+    let ceilings = Ceilings {
+        memory_bytes: ceiling("worker.max_memory_bytes", worker.max_memory_bytes)?,
+        pids: ceiling("worker.max_pids", worker.max_pids)?,
+    };
     Ok(Confinement::new(
         worker.allowed_networks.clone(),
         liftable,
         worker.allowed_capabilities.clone(),
+        ceilings,
     ))
 }
 
