@@ -278,7 +278,6 @@ impl FileJournals {
                 file.write_all(&bytes).map_err(at(&path))?;
                 file.sync_data().map_err(at(&path))?;
             }
-            testfleet_common::faults::exit_if_asked("journal-commit");
             Ok(())
         })
         .await

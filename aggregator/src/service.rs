@@ -262,6 +262,9 @@ impl Aggregator {
     /// its fact is on disk.
     async fn commit(&mut self, settled: Settled, publish: &Channel) -> Result<(), AggregatorError> {
         self.journals.commit(publish).await?;
+        if !settled.is_empty() {
+            testfleet_common::faults::exit_if_asked("journal-commit");
+        }
         for (delivery, ack) in &settled {
             match ack {
                 true => broker::ack(delivery).await?,

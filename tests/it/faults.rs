@@ -247,6 +247,80 @@ async fn a_second_aggregator_stands_by_and_takes_over_when_the_first_dies() {
     fleet.teardown().await;
 }
 
+/// The durable journal: the aggregator exits (as a kill would stop it) right
+/// after a group of results is synced to its journal and before any of them
+/// is acked. Restarted, it has them from the journal, and the broker's
+/// redeliveries of the same results are recognised as duplicates: nothing
+/// lost, nothing counted twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aggregator_killed_between_a_journal_sync_and_its_acks_loses_and_doubles_nothing() {
+    let mut fleet = Fleet::start(3, 2);
+    fleet.kill_aggregator();
+    fleet.start_aggregator_with(&[("TESTFLEET_FAULT_EXIT", "journal-commit:40")]);
+    let (fleet, run) = survives_on(fleet, |fleet| {
+        let status = fleet.wait_aggregator_exit(Duration::from_secs(120));
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(137),
+            "the aggregator exits at its fault point"
+        );
+        fleet.start_aggregator();
+    })
+    .await;
+    let report = run.report();
+    let duplicates = report["ignored_results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["reason"] == "Duplicate")
+        .count();
+    assert!(
+        duplicates > 0,
+        "the journaled, unacked results came again and were not counted: {}",
+        report["ignored_results"]
+    );
+    assert!(fleet
+        .aggregator_log()
+        .contains("deliberate exit at journal-commit"));
+    fleet.teardown().await;
+}
+
+/// A standby on "another machine": a state dir of its own, the journal in
+/// the broker's stream. The leader is killed mid-run; the standby replays
+/// the stream, takes over the open run and finishes it as an undisturbed
+/// run ends, each test counted once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_without_the_leaders_disk_takes_over_from_the_broker_journal() {
+    let broker_journal = [("TESTFLEET_AGGREGATOR__JOURNAL", "broker")];
+    let mut fleet = Fleet::start_with_broker(3, 2, BROKER, &broker_journal);
+    let results = fleet.topology().results;
+    wait_until(30, "the first aggregator never consumed", || {
+        crate::fixtures::consumers(&results) == 1
+    });
+    fleet.start_standby_aggregator_in("standby-state");
+    wait_until(30, "the second aggregator never said it stands by", || {
+        fleet.standby_log().contains("standing by")
+    });
+    let (fleet, run) = survives_on(fleet, |fleet| fleet.kill_aggregator()).await;
+    let standby = fleet.standby_log();
+    assert!(
+        standby.contains("replayed the journal stream")
+            && standby.contains("resumed a run from its journal"),
+        "{standby}"
+    );
+    let standby_report = fleet
+        .dir
+        .join("standby-reports")
+        .join(run.run_id())
+        .join("report.json");
+    assert!(standby_report.exists(), "the standby finished the run");
+    assert!(
+        fleet.journaled_runs().is_empty(),
+        "the leader kept no journal on disk"
+    );
+    fleet.teardown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unreadable_messages_on_every_queue_are_parked_and_the_run_goes_on() {
     let fleet = Fleet::start(2, 2);

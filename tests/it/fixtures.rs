@@ -179,21 +179,49 @@ impl Fleet {
     }
 
     pub fn start_aggregator(&mut self) {
+        self.start_aggregator_with(&[]);
+    }
+
+    /// Starts the aggregator with `env` added to its environment.
+    pub fn start_aggregator_with(&mut self, env: &[(&str, &str)]) {
         let child = self
             .command("testfleet-aggregator", "aggregator.log")
             .args(["--report-dir", "aggregator-reports", "--state-dir", "state"])
+            .envs(env.iter().copied())
             .spawn()
             .expect("start aggregator");
         self.aggregator = Some(child);
+    }
+
+    /// Waits up to `limit` for the aggregator to exit by itself; its status.
+    pub fn wait_aggregator_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + limit;
+        let child = self.aggregator.as_mut().expect("aggregator running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.aggregator = None;
+                return Some(status);
+            }
+            if Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Starts a second aggregator on this fleet's prefix, sharing the first
     /// one's state dir (as a redeploy's overlap would), logging to
     /// `standby.log`.
     pub fn start_standby_aggregator(&mut self) {
+        self.start_standby_aggregator_in("state");
+    }
+
+    /// Starts a second aggregator on this fleet's prefix with a state dir of
+    /// its own (`state_dir`, under the fleet's folder), as on another machine.
+    pub fn start_standby_aggregator_in(&mut self, state_dir: &str) {
         let child = self
             .command("testfleet-aggregator", "standby.log")
-            .args(["--report-dir", "standby-reports", "--state-dir", "state"])
+            .args(["--report-dir", "standby-reports", "--state-dir", state_dir])
             .spawn()
             .expect("start the second aggregator");
         self.standby = Some(child);
