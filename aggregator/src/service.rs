@@ -106,11 +106,15 @@ struct Aggregator {
 pub async fn run(settings: AggregatorSettings, shutdown: Shutdown) -> Result<(), AggregatorError> {
     let mut aggregator = Aggregator::restore(settings)?;
     let mut backoff = broker::SessionBackoff::default();
+    let mut brokers = aggregator.settings.brokers.clone();
+    // Bounded at start-up (a wrong URL is said at once), patient after.
+    let mut patience = Some(aggregator.settings.connect_timeout);
     while !shutdown.is_draining() {
         let connection = tokio::select! {
-            connected = broker::connect(&aggregator.settings.broker_url, aggregator.settings.connect_timeout) => connected?,
+            connected = broker::connect(&mut brokers, patience) => connected?,
             () = shutdown.draining() => break,
         };
+        patience = None;
         let began = Instant::now();
         match aggregator.lead(&connection, &shutdown).await {
             Ok(()) => {

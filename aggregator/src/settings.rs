@@ -5,13 +5,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use testfleet_common::broker::Brokers;
 use testfleet_common::config::{ConfigError, JournalKind, RawConfig, TriageRule};
 use testfleet_common::topology::Topology;
 
 /// Validated settings of the aggregator.
 #[derive(Debug, Clone)]
 pub struct AggregatorSettings {
-    pub broker_url: String,
+    pub brokers: Brokers,
     pub connect_timeout: Duration,
     pub topology: Topology,
     pub report_dir: PathBuf,
@@ -28,7 +29,7 @@ impl AggregatorSettings {
     /// The aggregator's settings from its configuration, or what is wrong.
     pub fn from_config(raw: &RawConfig) -> Result<AggregatorSettings, ConfigError> {
         Ok(AggregatorSettings {
-            broker_url: raw.broker.url.clone(),
+            brokers: Brokers::new(&raw.broker.url),
             connect_timeout: raw.broker.connect_timeout(),
             topology: raw.broker.topology(),
             report_dir: raw.aggregator.report_dir.clone(),

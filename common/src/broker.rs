@@ -221,32 +221,98 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Connects, retrying with exponential backoff until `give_up_after` has passed;
-/// the last attempt is made at that time, not one backoff before it.
-pub async fn connect(url: &str, give_up_after: Duration) -> Result<Connection, BrokerError> {
+/// The broker nodes a service may join (`broker.url`: URLs separated by
+/// commas, the nodes of one cluster), and the one it joined last, where the
+/// next connect starts: a service stays on its node until that node fails.
+#[derive(Debug, Clone)]
+pub struct Brokers {
+    urls: Vec<String>,
+    current: usize,
+}
+
+impl Brokers {
+    /// The nodes of a `broker.url` list (validated by the configuration).
+    pub fn new(list: &str) -> Self {
+        let urls: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Brokers { urls, current: 0 }
+    }
+
+    /// Every node, passwords hidden, for messages.
+    pub fn describe(&self) -> String {
+        self.urls
+            .iter()
+            .map(|u| redact(u))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// How long one connection attempt to one node may take: a node cut off
+/// answers nothing, and the next one may.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to one of `brokers`' nodes: the last one joined first, then each
+/// of the others in turn; after a round where none answered, it waits (with
+/// exponential backoff) and goes round again. Gives up after `give_up_after`
+/// (the last attempt made at that time, not one backoff before it); with
+/// `None` it keeps trying until it connects or is dropped, which is what a
+/// service does once it has been connected (a broker out of reach for a
+/// while is not fatal).
+pub async fn connect(
+    brokers: &mut Brokers,
+    give_up_after: Option<Duration>,
+) -> Result<Connection, BrokerError> {
     let started = Instant::now();
     let mut backoff = FIRST_BACKOFF;
     loop {
-        let remaining = give_up_after.saturating_sub(started.elapsed());
-        match Connection::connect(url, ConnectionProperties::default()).await {
-            Ok(connection) => {
-                info!(broker = %redact(url), "connected to the broker");
-                return Ok(connection);
-            }
-            Err(error) if !remaining.is_zero() => {
-                let retry_in = backoff.min(remaining);
-                warn!(broker = %redact(url), %error, ?retry_in, "broker unreachable, retrying");
-                sleep(retry_in).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            Err(cause) => {
+        for step in 0..brokers.urls.len() {
+            let at = (brokers.current + step) % brokers.urls.len();
+            let url = &brokers.urls[at];
+            let error = match attempt(url).await {
+                Ok(connection) => {
+                    if at != brokers.current {
+                        info!(broker = %redact(url), previous = %redact(&brokers.urls[brokers.current]), "joined another broker node");
+                    }
+                    info!(broker = %redact(url), "connected to the broker");
+                    brokers.current = at;
+                    return Ok(connection);
+                }
+                Err(error) => error,
+            };
+            let remaining = give_up_after.map(|limit| limit.saturating_sub(started.elapsed()));
+            if remaining.is_some_and(|r| r.is_zero()) {
                 return Err(BrokerError::Unreachable {
-                    url: redact(url),
+                    url: brokers.describe(),
                     waited: started.elapsed(),
-                    cause,
-                })
+                    cause: error,
+                });
             }
+            if step + 1 < brokers.urls.len() {
+                warn!(broker = %redact(url), %error, next = %redact(&brokers.urls[(at + 1) % brokers.urls.len()]), "broker unreachable, trying the next node");
+                continue;
+            }
+            let retry_in = remaining.map_or(backoff, |r| backoff.min(r));
+            warn!(broker = %redact(url), %error, ?retry_in, "broker unreachable, retrying");
+            sleep(retry_in).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+}
+
+/// One connection attempt, bounded by [`ATTEMPT_TIMEOUT`].
+async fn attempt(url: &str) -> Result<Connection, lapin::Error> {
+    let connect = Connection::connect(url, ConnectionProperties::default());
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, connect).await {
+        Ok(connected) => connected,
+        Err(_) => Err(lapin::Error::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {ATTEMPT_TIMEOUT:?}"),
+        ))),
     }
 }
 

@@ -240,8 +240,24 @@ impl BrokerConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
-            return invalid("broker.url", "must start with amqp:// or amqps://");
+        let urls: Vec<&str> = self.url.split(',').map(str::trim).collect();
+        if urls.iter().any(|u| u.is_empty()) {
+            return invalid(
+                "broker.url",
+                "must be one URL, or several separated by commas (the nodes of one cluster), none empty",
+            );
+        }
+        if let Some(bad) = urls
+            .iter()
+            .find(|u| !(u.starts_with("amqp://") || u.starts_with("amqps://")))
+        {
+            let shown = crate::broker::redact(bad);
+            return invalid(
+                "broker.url",
+                &format!(
+                    "must start with amqp:// or amqps:// (each of its URLs; {shown:?} does not)"
+                ),
+            );
         }
         if self.prefix.is_empty() {
             return invalid("broker.prefix", "must not be empty");

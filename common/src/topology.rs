@@ -21,10 +21,14 @@
 //! verdict arrive in one queue. Without a waiting producer, events match no
 //! binding and the broker drops them.
 //!
-//! Queues are durable quorum queues, so a message survives a broker restart and is
-//! redelivered if its consumer dies before acking it. The history queue is the
-//! exception: a classic queue whose requests expire, since a producer waits for an
-//! answer only a few seconds and a late one is useless.
+//! Queues are durable quorum queues, replicated on the broker's cluster, so a
+//! message survives a broker restart or the loss of a node and is redelivered
+//! if its consumer dies before acking it. The history queue's requests expire
+//! (a producer waits for an answer only a few seconds and a late one is
+//! useless), and a run's verdict queue expires once nobody reads it. The one
+//! queue that is not a quorum queue is the aggregators' lock, exclusive to the
+//! connection that holds it, and the journal stream of `aggregator.journal =
+//! "broker"`.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -126,18 +130,14 @@ impl Topology {
         declare_queue(channel, &self.results, self.quorum_args(PARKED_KEY)).await?;
         declare_queue(channel, &self.dead_jobs, self.quorum_args(PARKED_KEY)).await?;
 
-        let mut parked_args = FieldTable::default();
-        parked_args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
+        let mut parked_args = quorum();
         parked_args.insert(
             "x-max-length".into(),
             AMQPValue::LongLongInt(PARKED_MAX_LENGTH),
         );
         declare_queue(channel, &self.parked, parked_args).await?;
 
-        let mut history_args = FieldTable::default();
+        let mut history_args = quorum();
         history_args.insert(
             "x-message-ttl".into(),
             AMQPValue::LongLongInt(HISTORY_REQUEST_TTL_MS),
@@ -199,7 +199,7 @@ impl Topology {
         expires: std::time::Duration,
     ) -> lapin::Result<String> {
         let name = self.verdict_queue(run_id);
-        let mut args = FieldTable::default();
+        let mut args = quorum();
         args.insert(
             "x-expires".into(),
             AMQPValue::LongLongInt(expires.as_millis().min(i64::MAX as u128) as i64),
@@ -225,11 +225,7 @@ impl Topology {
 
     /// Quorum queue arguments that send rejected messages to `dead_key`.
     fn quorum_args(&self, dead_key: &str) -> FieldTable {
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
+        let mut args = quorum();
         args.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(self.dead_exchange.as_str().into()),
@@ -252,6 +248,18 @@ impl Topology {
             )
             .await
     }
+}
+
+/// The arguments of a quorum queue: replicated on the broker's cluster, so
+/// that no queue has a single node it lives or dies with (a classic queue
+/// whose node is down cannot even be declared on the others).
+fn quorum() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args
 }
 
 async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> lapin::Result<()> {

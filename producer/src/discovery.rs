@@ -63,7 +63,8 @@ pub async fn list_in_image(
         deadline_ms: now_ms().saturating_add(timeout.as_millis() as u64),
     };
     let keep_at = KeptListing::path(&request.spec);
-    let connection = broker::connect(&settings.broker_url, settings.connect_timeout).await?;
+    let mut brokers = settings.brokers.clone();
+    let connection = broker::connect(&mut brokers, Some(settings.connect_timeout)).await?;
     let channel = connection
         .create_channel()
         .await

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use testfleet_common::broker::Brokers;
 use testfleet_common::config::{ConfigError, RawConfig, TriageRule};
 use testfleet_common::topology::Topology;
 use testfleet_common::wire::{IdScheme, ReportFormat, RunSpec, RunnerReport};
@@ -15,7 +16,7 @@ use crate::presets::Preset;
 /// Validated settings of the producer.
 #[derive(Debug, Clone)]
 pub struct ProducerSettings {
-    pub broker_url: String,
+    pub brokers: Brokers,
     pub connect_timeout: Duration,
     pub topology: Topology,
     pub suite: String,
@@ -64,7 +65,7 @@ impl ProducerSettings {
         spec.runner_report = runner_report(choices, &spec)?;
         let batching = batching(choices, &spec)?;
         let settings = ProducerSettings {
-            broker_url: raw.broker.url.clone(),
+            brokers: Brokers::new(&raw.broker.url),
             connect_timeout: raw.broker.connect_timeout(),
             topology: raw.broker.topology(),
             suite: raw.run.suite.clone(),

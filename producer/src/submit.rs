@@ -71,7 +71,8 @@ pub async fn submit(
     tests: Vec<String>,
     wait: bool,
 ) -> Result<Submitted, ProducerError> {
-    let connection = broker::connect(&settings.broker_url, settings.connect_timeout).await?;
+    let mut brokers = settings.brokers.clone();
+    let connection = broker::connect(&mut brokers, Some(settings.connect_timeout)).await?;
     let submitted = publish_run(&connection, settings, tests, wait).await;
     let _ = connection.close(200, "run submitted".into()).await;
     submitted
@@ -293,8 +294,11 @@ async fn wait_reconnecting(
     run_id: Uuid,
     events: &mpsc::Sender<RunEvent>,
 ) -> Result<RunReport, ProducerError> {
+    // Patient: the caller bounds the wait by the run's deadline, and a broker
+    // node that goes leaves the others (`broker.url` may list them).
+    let mut brokers = settings.brokers.clone();
     loop {
-        let connection = broker::connect(&settings.broker_url, settings.connect_timeout).await?;
+        let connection = broker::connect(&mut brokers, None).await?;
         match read_verdict(&connection, settings, run_id, events).await {
             Ok(report) => {
                 let _ = connection.close(200, "verdict received".into()).await;

@@ -74,12 +74,15 @@ pub async fn run(settings: WorkerSettings, shutdown: Shutdown) -> Result<(), Wor
     let settings = &worker.settings;
     info!(worker = %settings.worker_id, slots = settings.concurrency, executors = %worker.executors.kinds().join(","), "worker started");
     let mut backoff = broker::SessionBackoff::default();
+    let mut brokers = settings.brokers.clone();
+    // Bounded at start-up (a wrong URL is said at once), patient after.
+    let mut patience = Some(settings.connect_timeout);
     while !shutdown.is_draining() {
-        let settings = &worker.settings;
         let connection = tokio::select! {
-            connected = broker::connect(&settings.broker_url, settings.connect_timeout) => connected?,
+            connected = broker::connect(&mut brokers, patience) => connected?,
             () = shutdown.draining() => break,
         };
+        patience = None;
         let began = std::time::Instant::now();
         let ended = match Session::open(&connection, &worker, &shutdown).await {
             Ok(session) => Ok(session.run(&mut worker, &shutdown).await),

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use testfleet_common::broker::Brokers;
 use testfleet_common::config::{ConfigError, RawConfig};
 use testfleet_common::topology::Topology;
 use testfleet_common::wire::ExecutorKind;
@@ -14,7 +15,7 @@ use crate::confinement::{Ceilings, Confinement, Liftable};
 /// Validated settings of one worker.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    pub broker_url: String,
+    pub brokers: Brokers,
     pub connect_timeout: Duration,
     pub topology: Topology,
     pub concurrency: u16,
@@ -43,7 +44,7 @@ impl WorkerSettings {
             id => id.to_owned(),
         };
         Ok(WorkerSettings {
-            broker_url: raw.broker.url.clone(),
+            brokers: Brokers::new(&raw.broker.url),
             connect_timeout: raw.broker.connect_timeout(),
             topology: raw.broker.topology(),
             concurrency,
