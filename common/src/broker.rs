@@ -224,6 +224,8 @@ pub fn redact(url: &str) -> String {
 /// The broker nodes a service may join (`broker.url`: URLs separated by
 /// commas, the nodes of one cluster), and the one it joined last, where the
 /// next connect starts: a service stays on its node until that node fails.
+/// The first node tried is picked at random, so that a fleet's connections
+/// spread over the cluster.
 #[derive(Debug, Clone)]
 pub struct Brokers {
     urls: Vec<String>,
@@ -239,7 +241,8 @@ impl Brokers {
             .filter(|u| !u.is_empty())
             .map(str::to_owned)
             .collect();
-        Brokers { urls, current: 0 }
+        let current = (uuid::Uuid::new_v4().as_u128() % urls.len().max(1) as u128) as usize;
+        Brokers { urls, current }
     }
 
     /// Every node, passwords hidden, for messages.

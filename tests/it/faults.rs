@@ -57,7 +57,7 @@ pub async fn survives(fault: impl FnOnce(&mut Fleet)) -> (Fleet, RunOutcome) {
 }
 
 /// [`survives`] on a fleet of the caller's.
-async fn survives_on(mut fleet: Fleet, fault: impl FnOnce(&mut Fleet)) -> (Fleet, RunOutcome) {
+pub async fn survives_on(mut fleet: Fleet, fault: impl FnOnce(&mut Fleet)) -> (Fleet, RunOutcome) {
     let expected = suite();
     let producer = fleet.producer();
     let ids: Vec<String> = expected.keys().cloned().collect();

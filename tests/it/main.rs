@@ -7,6 +7,7 @@ mod bad_input;
 mod batches;
 mod bench_smoke;
 mod bounds;
+mod cluster;
 mod compose;
 mod disruptive;
 mod events;
