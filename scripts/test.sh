@@ -12,12 +12,13 @@ cargo clippy --quiet --workspace --all-targets -- -D warnings
 cargo build --quiet --workspace --bins
 # Tests in `disruptive::` restart the broker or the Docker engine that every test
 # shares, so they run last, alone, one at a time. `third_party::` runs 200
-# containers of Python: alone, it neither slows the others nor is slowed by them.
-serial='test(/^disruptive::/) | test(/^third_party::/)'
+# containers of Python, and `cluster::` three more RabbitMQ nodes: alone, they
+# neither slow the others nor are slowed by them.
+serial='test(/^disruptive::/) | test(/^third_party::/) | test(/^cluster::/)'
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast -E "not ($serial)"
   cargo nextest run -p testfleet-tests --no-fail-fast -j 1 -E "$serial"
 else
-  cargo test --workspace --no-fail-fast -- --skip disruptive:: --skip third_party::
-  cargo test -p testfleet-tests --test it --no-fail-fast -- --test-threads 1 disruptive:: third_party::
+  cargo test --workspace --no-fail-fast -- --skip disruptive:: --skip third_party:: --skip cluster::
+  cargo test -p testfleet-tests --test it --no-fail-fast -- --test-threads 1 disruptive:: third_party:: cluster::
 fi
