@@ -18,13 +18,14 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use testfleet_common::broker::{self, BrokerError};
 use testfleet_common::config::JournalKind;
+use testfleet_common::limits::{MAX_PARTED_BYTES, PART_BYTES};
 use testfleet_common::now_ms;
 use testfleet_common::order;
-use testfleet_common::parts::{Joined, Joiner};
+use testfleet_common::parts::{Bounds, Joined, Joiner};
 use testfleet_common::shutdown::Shutdown;
 use testfleet_common::wire::{
-    decode, AttemptStatus, BatchRecord, Batches, Body, HistoryQuery, Job, RunAnnounce, RunEvent,
-    TestResult,
+    decode, decode_sorting, AttemptStatus, BatchRecord, Batches, Body, HistoryQuery, Job, Refused,
+    RunAnnounce, RunEvent, TestResult,
 };
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
@@ -48,8 +49,9 @@ const PUBLISH_WINDOW: usize = 1000;
 const FINISHED_MEMORY: usize = 10_000;
 /// How often a standby aggregator tries for the lead.
 const STANDBY_POLL: Duration = Duration::from_secs(2);
-/// How long the parts of a message may wait for the rest of it.
-const PARTS_PATIENCE: Duration = Duration::from_secs(300);
+/// How long the parts of a message may wait for the rest of it: a real one's
+/// parts are published one after the other, so a minute is plenty.
+const PARTS_PATIENCE: Duration = Duration::from_secs(60);
 /// Deliveries handled before their records are synced and they are acked.
 const GROUP_COMMIT_MAX: usize = 256;
 
@@ -155,7 +157,7 @@ impl Aggregator {
             finished: HashSet::new(),
             finished_order: VecDeque::new(),
             history: HistoryFiles::start(HistoryStore::new(&settings.state_dir)),
-            joiner: Joiner::default(),
+            joiner: joiner(),
             finishing: Finishing::default(),
             journals: journals(&settings),
             settings,
@@ -222,7 +224,7 @@ impl Aggregator {
 
         // Parts of a message being joined: their deliveries belong to this
         // session's channel, so a new session starts with none.
-        self.joiner = Joiner::default();
+        self.joiner = joiner();
         let mut ticker = tokio::time::interval(TICK);
         loop {
             tokio::select! {
@@ -284,17 +286,25 @@ impl Aggregator {
         publish: &Channel,
         settled_deliveries: &mut Settled,
     ) -> Result<(), AggregatorError> {
-        let (body, held) = match decode(&delivery.data) {
-            Ok(Body::Part(part)) => match self.joiner.add(part, delivery) {
-                Joined::Incomplete => return Ok(()),
-                Joined::Whole { body, held } => (*body, held),
-                Joined::Refused { reason, held } => {
-                    error!(%reason, queue = %self.settings.topology.results, "parking a part of a message");
-                    settled_deliveries.push((held, false));
-                    return Ok(());
+        let (body, held) = match decode_sorting(&delivery.data) {
+            Ok((Body::Part(part), _)) => {
+                let joined = self.joiner.add_from(&sender_of(&delivery), part, delivery);
+                self.park_evicted_parts(settled_deliveries);
+                match joined {
+                    Joined::Incomplete => return Ok(()),
+                    Joined::Whole { body, held } => (*body, held),
+                    Joined::Refused { reason, held } => {
+                        error!(%reason, queue = %self.settings.topology.results, "parking a part of a message");
+                        settled_deliveries.push((held, false));
+                        return Ok(());
+                    }
                 }
-            },
-            body => (body, vec![delivery]),
+            }
+            Ok((body, refused)) => {
+                self.park_refused(refused, publish).await?;
+                (Ok(body), vec![delivery])
+            }
+            Err(error) => (Err(error), vec![delivery]),
         };
         let settled = match body {
             Ok(Body::Run(announce)) => self.on_announce(announce).map(|()| true),
@@ -315,6 +325,31 @@ impl Aggregator {
         }?;
         settled_deliveries.extend(held.into_iter().map(|delivery| (delivery, settled)));
         Ok(())
+    }
+
+    /// Parks, confirmed before their message is acked, the results and batch
+    /// records a worker's message carried out of bounds: the rest of the
+    /// message is counted as usual.
+    async fn park_refused(
+        &self,
+        refused: Refused,
+        publish: &Channel,
+    ) -> Result<(), AggregatorError> {
+        let topology = &self.settings.topology;
+        for (item, reason) in refused {
+            error!(%reason, kind = item.kind(), queue = %topology.results, "parking a result out of bounds; the rest of its message counts");
+            broker::park_body(publish, topology, &topology.results, &item, &reason).await?;
+        }
+        Ok(())
+    }
+
+    /// Parks the parts of messages the joiner gave up to stay within its
+    /// bounds (too many half-sent messages, of one sender or in all).
+    fn park_evicted_parts(&mut self, settled: &mut Settled) {
+        for delivery in self.joiner.take_evicted() {
+            error!(queue = %self.settings.topology.results, "parking a part of a message given up for room: too many parted messages were being joined");
+            settled.push((delivery, false));
+        }
     }
 
     /// Parks the parts of messages whose other parts never came: their sender
@@ -730,6 +765,28 @@ impl Aggregator {
             }
         }
     }
+}
+
+/// Who sent a delivery, as the broker vouches for it: the user id it
+/// checked against the publisher's login, if the publisher set one.
+fn sender_of(delivery: &Delivery) -> String {
+    delivery
+        .properties
+        .user_id()
+        .as_ref()
+        .map(|user| user.to_string())
+        .unwrap_or_default()
+}
+
+/// How much the joiner may hold: a quarter of the prefetch in parts, so
+/// that results always find room, and one parted message's bytes.
+fn joiner() -> Joiner<Delivery> {
+    Joiner::with_bounds(Bounds {
+        messages: 16,
+        per_sender: 4,
+        parts: usize::from(PREFETCH) / 4,
+        bytes: MAX_PARTED_BYTES + PART_BYTES,
+    })
 }
 
 /// Where the settings say open runs' journals are kept.

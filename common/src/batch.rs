@@ -19,7 +19,11 @@
 //! - Tests without history in a run that has some are estimated at the median
 //!   of the known ones.
 //! - A batch never holds more than `max_tests` tests or `max_ids_bytes` of ids
-//!   (argv limits), splitting where needed.
+//!   (argv limits), splitting where needed, and its timeout stays under
+//!   `max_job_ms` (the broker's `consumer_timeout`, past which it closes the
+//!   channel of a worker still holding the job): its tests' allowances are
+//!   scaled down to fit. A batch that then times out has its unreported tests
+//!   run again, split, as any batch that ends early.
 //! - Within a batch, tests run in the order they were listed: longest first
 //!   decides which batch a test joins, not where it runs in it, since a suite
 //!   may depend on its own order (one that imports a module before another
@@ -54,6 +58,8 @@ pub struct PlanParams {
     pub max_tests: usize,
     /// Bytes of ids per batch at most (they become argv elements).
     pub max_ids_bytes: usize,
+    /// A batch's timeout stays under this (the broker's consumer timeout).
+    pub max_job_ms: u64,
     /// The per-test timeout, ms.
     pub timeout_ms: u64,
 }
@@ -220,8 +226,23 @@ fn fill(tests: Vec<(usize, Planned, u64)>, count: usize, params: &PlanParams) ->
         .collect()
 }
 
+/// Batches of at most `params.max_tests` tests each, in the listed order,
+/// within the other limits too: what a user who chose the size expects.
+pub fn by_count(tests: Vec<(String, u64)>, params: &PlanParams) -> Vec<Batch> {
+    if tests.is_empty() {
+        return Vec::new();
+    }
+    within_limits(
+        Batch {
+            tests,
+            expected_ms: 0,
+        },
+        params,
+    )
+}
+
 /// `batch` split into pieces of at most `max_tests` tests and `max_ids_bytes`
-/// of ids, keeping its order.
+/// of ids, each with a timeout under `max_job_ms`, keeping its order.
 fn within_limits(batch: Batch, params: &PlanParams) -> Vec<Batch> {
     let mut pieces = Vec::new();
     let mut piece = Vec::new();
@@ -242,7 +263,25 @@ fn within_limits(batch: Batch, params: &PlanParams) -> Vec<Batch> {
         .into_iter()
         .map(|tests| Batch {
             expected_ms: per_test.saturating_mul(tests.len() as u64),
-            tests,
+            tests: fit_allowances(tests, params.max_job_ms),
+        })
+        .collect()
+}
+
+/// A batch's allowances scaled down, in proportion, until its timeout is
+/// under `max_job_ms`. A test alone keeps its own (the per-test timeout,
+/// which the producer keeps under the broker's consumer timeout anyway).
+fn fit_allowances(tests: Vec<(String, u64)>, max_job_ms: u64) -> Vec<(String, u64)> {
+    let total: u64 = tests.iter().map(|(_, a)| *a).fold(0, u64::saturating_add);
+    let room = max_job_ms.saturating_sub(BATCH_STARTUP_MS + 1);
+    if tests.len() <= 1 || total <= room {
+        return tests;
+    }
+    tests
+        .into_iter()
+        .map(|(id, allowance)| {
+            let scaled = u128::from(allowance) * u128::from(room) / u128::from(total);
+            (id, (scaled as u64).max(1))
         })
         .collect()
 }
@@ -265,6 +304,7 @@ mod tests {
             fixed_cost_ms,
             max_tests: 10_000,
             max_ids_bytes: 64 << 10,
+            max_job_ms: 1_800_000,
             timeout_ms: 300_000,
         }
     }
@@ -357,9 +397,7 @@ mod tests {
         let sizes: Vec<usize> = batches.iter().map(|b| b.tests.len()).collect();
         assert_eq!(sizes.iter().sum::<usize>(), 200);
         assert!(sizes.first() > sizes.last(), "{sizes:?}");
-        assert!(batches
-            .iter()
-            .all(|b| b.tests.iter().all(|(_, a)| *a == 300_000)));
+        assert!(batches.iter().all(|b| b.timeout_ms(300_000) < 1_800_000));
     }
 
     #[test]
@@ -401,6 +439,51 @@ mod tests {
         assert!(batches
             .iter()
             .all(|b| b.tests.iter().map(|(id, _)| id.len()).sum::<usize>() <= 6));
+    }
+
+    #[test]
+    fn a_batch_never_outlasts_the_brokers_consumer_timeout() {
+        let mut p = params(1, 1_000);
+        p.max_job_ms = 1_800_000;
+        // Without history each test is allowed the whole per-test timeout.
+        let tests: Vec<(String, u64)> = (0..20).map(|i| (format!("t{i}"), 300_000)).collect();
+        let batches = by_count(tests.clone(), &p);
+        assert_eq!(batches.len(), 1, "the count decides the batches");
+        assert!(batches[0].timeout_ms(300_000) < 1_800_000);
+        assert!(
+            batches[0].timeout_ms(300_000) > 1_790_000,
+            "as much as fits"
+        );
+        let planned = plan(
+            tests
+                .iter()
+                .map(|(id, _)| Planned {
+                    id: id.clone(),
+                    expected_ms: None,
+                })
+                .collect(),
+            &p,
+        );
+        assert!(planned.iter().all(|b| b.timeout_ms(300_000) < 1_800_000));
+        let alone = by_count(vec![("t".into(), 300_000)], &p);
+        assert_eq!(
+            alone[0].tests[0].1, 300_000,
+            "a test alone keeps its timeout"
+        );
+    }
+
+    #[test]
+    fn by_count_keeps_the_listed_order_within_every_limit() {
+        let mut p = params(1, 1_000);
+        p.max_tests = 4;
+        let tests: Vec<(String, u64)> = (0..10).map(|i| (format!("t{i}"), 1_000)).collect();
+        let batches = by_count(tests, &p);
+        assert_eq!(
+            batches.iter().map(|b| b.tests.len()).collect::<Vec<_>>(),
+            [4, 4, 2]
+        );
+        assert_eq!(ids(&batches)[..2], ["t0", "t1"]);
+        assert!(by_count(Vec::new(), &p).is_empty());
     }
 
     #[test]

@@ -245,6 +245,16 @@ impl Brokers {
         Brokers { urls, current }
     }
 
+    /// The broker user of the node joined last, as the broker knows it
+    /// (`guest` when the URL names none).
+    pub fn user(&self) -> String {
+        self.urls
+            .get(self.current)
+            .and_then(|url| url.parse::<lapin::uri::AMQPUri>().ok())
+            .map(|uri| uri.authority.userinfo.username)
+            .unwrap_or_else(|| "guest".into())
+    }
+
     /// Every node, passwords hidden, for messages.
     pub fn describe(&self) -> String {
         self.urls
@@ -381,25 +391,33 @@ pub async fn broadcast(
 
 /// Publishes a persistent message that must reach a queue, in parts if it is
 /// too big for one, and waits for the broker's confirms: a run's
-/// announcement, which grows with the run's ids.
+/// announcement, which grows with the run's ids. Each message names its
+/// sender (`user`, the broker user this connection logged in as, which the
+/// broker checks), so that its receiver joins parts per sender.
 pub async fn publish_parted(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
     body: &Body,
+    user: &str,
 ) -> Result<(), BrokerError> {
     let mut confirms = Vec::new();
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
     for payload in parts::split(body)? {
-        let confirm = publish_payload(
-            channel,
-            exchange,
-            routing_key,
-            body.kind(),
-            &payload,
-            true,
-            PERSISTENT,
-        )
-        .await?;
+        check_size(body.kind(), &payload)?;
+        let properties = properties(body.kind(), PERSISTENT).with_user_id(user.into());
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                options,
+                &payload,
+                properties,
+            )
+            .await?;
         confirms.push(confirm);
     }
     for confirm in confirms {
@@ -536,10 +554,6 @@ async fn publish_payload(
     delivery_mode: u8,
 ) -> Result<lapin::PublisherConfirm, BrokerError> {
     check_size(kind, payload)?;
-    let properties = BasicProperties::default()
-        .with_delivery_mode(delivery_mode)
-        .with_content_type("application/msgpack".into())
-        .with_type(kind.into());
     let options = BasicPublishOptions {
         mandatory,
         ..Default::default()
@@ -550,9 +564,17 @@ async fn publish_payload(
             routing_key.into(),
             options,
             payload,
-            properties,
+            properties(kind, delivery_mode),
         )
         .await?)
+}
+
+/// What every testfleet message says of itself.
+fn properties(kind: &str, delivery_mode: u8) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(delivery_mode)
+        .with_content_type("application/msgpack".into())
+        .with_type(kind.into())
 }
 
 /// Refuses a payload over the message bound before the broker sees it: the

@@ -52,6 +52,8 @@ pub struct BrokerConfig {
     pub prefix: String,
     pub delivery_limit: u32,
     pub connect_timeout_secs: u64,
+    /// The broker's own `consumer_timeout`, which jobs must stay under.
+    pub consumer_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -99,6 +99,63 @@ pub fn check(body: &Body) -> Result<(), String> {
     }
 }
 
+/// Takes out of a worker's results (`Results`, `Batches`) each result and
+/// batch record out of bounds, with its reason, and leaves the rest: one
+/// bad result costs itself, not the others of its message, which other
+/// jobs' tests (and other runs') share. Any other body is left whole.
+pub fn sort_out(body: Body) -> (Body, Vec<(Body, String)>) {
+    match body {
+        Body::Results(results) => {
+            let (results, refused) = keep_within(results, check_result);
+            let refused = refused
+                .into_iter()
+                .map(|(result, why)| (Body::Result(result), why))
+                .collect();
+            (Body::Results(results), refused)
+        }
+        Body::Batches(crate::wire::Batches { batches, results }) => {
+            let (batches, bad_batches) = keep_within(batches, check_batch);
+            let (results, bad_results) = keep_within(results, check_result);
+            let refused = bad_batches
+                .into_iter()
+                .map(|(batch, why)| {
+                    let alone = crate::wire::Batches {
+                        batches: vec![batch],
+                        results: Vec::new(),
+                    };
+                    (Body::Batches(alone), why)
+                })
+                .chain(
+                    bad_results
+                        .into_iter()
+                        .map(|(result, why)| (Body::Result(result), why)),
+                )
+                .collect();
+            (
+                Body::Batches(crate::wire::Batches { batches, results }),
+                refused,
+            )
+        }
+        other => (other, Vec::new()),
+    }
+}
+
+/// `items` split into those `check` passes and those it refuses, with why.
+fn keep_within<T>(
+    items: Vec<T>,
+    check: impl Fn(&T) -> Result<(), String>,
+) -> (Vec<T>, Vec<(T, String)>) {
+    let mut kept = Vec::with_capacity(items.len());
+    let mut refused = Vec::new();
+    for item in items {
+        match check(&item) {
+            Ok(()) => kept.push(item),
+            Err(why) => refused.push((item, why)),
+        }
+    }
+    (kept, refused)
+}
+
 fn check_announce(announce: &RunAnnounce) -> Result<(), String> {
     check_len("suite", &announce.suite, MAX_TEST_ID_BYTES)?;
     check_time("created_at_ms", announce.created_at_ms)?;

@@ -73,50 +73,106 @@ pub enum Joined<H> {
         held: Vec<H>,
     },
     /// This part cannot belong to any message (its count disagrees with its
-    /// siblings', or too many messages are being joined): refuse it alone.
+    /// siblings', it repeats a part held already): refuse it alone.
     Refused { reason: String, held: H },
+}
+
+/// How much a joiner holds at most. Parts wait unacked, so what they hold
+/// is taken from the receiver's prefetch and memory: bounded, a sender that
+/// starts messages it never finishes cannot starve everything else.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Messages being joined at once.
+    pub messages: usize,
+    /// Messages being joined at once for one sender.
+    pub per_sender: usize,
+    /// Parts held in all (each a delivery the receiver's prefetch counts).
+    pub parts: usize,
+    /// Bytes of parts held in all.
+    pub bytes: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            messages: MAX_JOINING,
+            per_sender: MAX_JOINING,
+            parts: usize::MAX,
+            bytes: MAX_PARTED_BYTES + PART_BYTES,
+        }
+    }
 }
 
 /// Joins parts into messages.
 pub struct Joiner<H> {
     joining: HashMap<Uuid, Joining<H>>,
+    bounds: Bounds,
+    /// Parts of messages given up to keep within the bounds, oldest first,
+    /// for the receiver to refuse ([`Joiner::take_evicted`]).
+    evicted: Vec<H>,
+    /// The age rank the next message gets: lower is older.
+    next_rank: u64,
 }
 
 struct Joining<H> {
+    sender: String,
+    rank: u64,
     count: u32,
     parts: Vec<Option<Vec<u8>>>,
     received: u32,
+    bytes: usize,
     held: Vec<H>,
     since: Instant,
 }
 
 impl<H> Default for Joiner<H> {
     fn default() -> Self {
-        Joiner {
-            joining: HashMap::new(),
-        }
+        Joiner::with_bounds(Bounds::default())
     }
 }
 
 impl<H> Joiner<H> {
-    /// Adds one part (already checked against `limits` by `decode`).
+    pub fn with_bounds(bounds: Bounds) -> Self {
+        Joiner {
+            joining: HashMap::new(),
+            bounds,
+            evicted: Vec::new(),
+            next_rank: 0,
+        }
+    }
+
+    /// Adds one part from an unnamed sender (see [`Joiner::add_from`]).
     pub fn add(&mut self, part: Part, held: H) -> Joined<H> {
-        if !self.joining.contains_key(&part.message_id) && self.joining.len() >= MAX_JOINING {
-            return Joined::Refused {
-                reason: format!("over {MAX_JOINING} parted messages at once"),
-                held,
-            };
+        self.add_from("", part, held)
+    }
+
+    /// Adds one part (already checked against `limits` by `decode`) from
+    /// `sender` (a name the broker vouches for, such as a message's
+    /// validated user id). To make room, the oldest messages being joined
+    /// (the sender's own first, when it has too many) are given up, their
+    /// parts left in [`Joiner::take_evicted`].
+    pub fn add_from(&mut self, sender: &str, part: Part, held: H) -> Joined<H> {
+        if !self.joining.contains_key(&part.message_id) {
+            self.make_room_for(sender);
+            self.next_rank += 1;
+            self.joining.insert(
+                part.message_id,
+                Joining {
+                    sender: sender.to_owned(),
+                    rank: self.next_rank,
+                    count: part.count,
+                    parts: vec![None; part.count as usize],
+                    received: 0,
+                    bytes: 0,
+                    held: Vec::new(),
+                    since: Instant::now(),
+                },
+            );
         }
         let joining = self
             .joining
-            .entry(part.message_id)
-            .or_insert_with(|| Joining {
-                count: part.count,
-                parts: vec![None; part.count as usize],
-                received: 0,
-                held: Vec::new(),
-                since: Instant::now(),
-            });
+            .get_mut(&part.message_id)
+            .expect("inserted above");
         if part.count != joining.count {
             return Joined::Refused {
                 reason: format!(
@@ -127,12 +183,18 @@ impl<H> Joiner<H> {
             };
         }
         let slot = &mut joining.parts[part.index as usize];
-        if slot.is_none() {
-            *slot = Some(part.bytes);
-            joining.received += 1;
+        if slot.is_some() {
+            return Joined::Refused {
+                reason: format!("part {} of a message that has it already", part.index),
+                held,
+            };
         }
+        joining.bytes += part.bytes.len();
+        *slot = Some(part.bytes);
+        joining.received += 1;
         joining.held.push(held);
         if joining.received < joining.count {
+            self.keep_within_bounds(part.message_id);
             return Joined::Incomplete;
         }
         let joining = self
@@ -147,6 +209,55 @@ impl<H> Joiner<H> {
         Joined::Whole {
             body: Box::new(body),
             held: joining.held,
+        }
+    }
+
+    /// Parts given up since the last call, to refuse.
+    pub fn take_evicted(&mut self) -> Vec<H> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Gives up the oldest messages until a new one of `sender` fits.
+    fn make_room_for(&mut self, sender: &str) {
+        let of_sender = self.joining.values().filter(|j| j.sender == sender).count();
+        if of_sender >= self.bounds.per_sender.max(1) {
+            self.evict_oldest(|_, j| j.sender == sender);
+        }
+        while self.joining.len() >= self.bounds.messages.max(1) {
+            self.evict_oldest(|_, _| true);
+        }
+    }
+
+    /// Gives up the oldest other messages while the parts or bytes held are
+    /// over their bounds (`keep` is the message just added to).
+    fn keep_within_bounds(&mut self, keep: Uuid) {
+        while self.over_bounds() {
+            if !self.evict_oldest(|id, _| *id != keep) {
+                return;
+            }
+        }
+    }
+
+    fn over_bounds(&self) -> bool {
+        let parts: usize = self.joining.values().map(|j| j.held.len()).sum();
+        let bytes: usize = self.joining.values().map(|j| j.bytes).sum();
+        parts > self.bounds.parts || bytes > self.bounds.bytes
+    }
+
+    /// Gives up the oldest message `which` accepts; whether there was one.
+    fn evict_oldest(&mut self, which: impl Fn(&Uuid, &Joining<H>) -> bool) -> bool {
+        let oldest = self
+            .joining
+            .iter()
+            .filter(|(id, j)| which(id, j))
+            .min_by_key(|(_, j)| j.rank)
+            .map(|(id, _)| *id);
+        match oldest.and_then(|id| self.joining.remove(&id)) {
+            Some(joining) => {
+                self.evicted.extend(joining.held);
+                true
+            }
+            None => false,
         }
     }
 
@@ -212,15 +323,15 @@ mod tests {
                 Joined::Incomplete
             ));
         }
-        // A redelivered part is held (acked with the rest) and changes nothing.
+        // A part that repeats one held is refused alone and changes nothing.
         assert!(matches!(
             joiner.add(decoded(&payloads[0]), 99),
-            Joined::Incomplete
+            Joined::Refused { held: 99, .. }
         ));
         match joiner.add(decoded(&last), 100) {
             Joined::Whole { body: joined, held } => {
                 assert_eq!((*joined).unwrap(), body);
-                assert_eq!(held.len(), payloads.len() + 2);
+                assert_eq!(held.len(), payloads.len() + 1);
             }
             other => panic!("expected the whole message, got {other:?}"),
         }
@@ -243,6 +354,49 @@ mod tests {
             Joined::Refused { held: 1, .. }
         ));
         assert_eq!(joiner.expire(Duration::ZERO), vec![0]);
+    }
+
+    fn part(message_id: Uuid, index: u32, count: u32) -> Part {
+        Part {
+            message_id,
+            index,
+            count,
+            bytes: vec![1; 100],
+        }
+    }
+
+    #[test]
+    fn half_sent_messages_are_given_up_oldest_first_within_the_bounds() {
+        let bounds = Bounds {
+            messages: 16,
+            per_sender: 2,
+            parts: 40,
+            bytes: 1 << 20,
+        };
+        let mut joiner = Joiner::with_bounds(bounds);
+        // A sender that starts messages and never ends them keeps two.
+        for held in 0..16 {
+            let joined = joiner.add_from("mallory", part(Uuid::new_v4(), 0, 64), held);
+            assert!(matches!(joined, Joined::Incomplete));
+        }
+        assert_eq!(joiner.take_evicted(), (0..14).collect::<Vec<_>>());
+        // Another sender's message is joined whole beside them.
+        let id = Uuid::new_v4();
+        assert!(matches!(
+            joiner.add_from("producer", part(id, 0, 2), 100),
+            Joined::Incomplete
+        ));
+        assert!(matches!(
+            joiner.add_from("producer", part(id, 1, 2), 101),
+            Joined::Whole { .. }
+        ));
+        // Parts held in all stay within their bound: the oldest go first.
+        let big = Uuid::new_v4();
+        for index in 0..40 {
+            joiner.add_from("other", part(big, index, 64), 200 + index as usize);
+        }
+        assert_eq!(joiner.take_evicted(), [14, 15], "mallory's, the oldest");
+        assert!(joiner.joining.contains_key(&big));
     }
 
     #[test]

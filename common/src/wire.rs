@@ -793,8 +793,20 @@ pub fn encode(body: &Body) -> Vec<u8> {
     .expect("wire types always serialize")
 }
 
-/// Parses bytes into a body, checking the format version first.
+/// Parses bytes into a body, checking the format version first and every
+/// value against its bounds (`limits::check`).
 pub fn decode(bytes: &[u8]) -> Result<Body, WireError> {
+    let body = decode_unchecked(bytes)?;
+    crate::limits::check(&body).map_err(|reason| WireError::OutOfBounds {
+        kind: body.kind(),
+        reason,
+    })?;
+    Ok(body)
+}
+
+/// Parses bytes into a body, checking the format version first, not yet
+/// the values.
+fn decode_unchecked(bytes: &[u8]) -> Result<Body, WireError> {
     #[derive(Deserialize)]
     struct VersionOnly {
         version: u16,
@@ -811,11 +823,24 @@ pub fn decode(bytes: &[u8]) -> Result<Body, WireError> {
     }
     let envelope: Envelope =
         rmp_serde::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
-    crate::limits::check(&envelope.body).map_err(|reason| WireError::OutOfBounds {
-        kind: envelope.body.kind(),
+    Ok(envelope.body)
+}
+
+/// A message's parts refused for their values, each as a body of its own
+/// with the reason, for the parked queue.
+pub type Refused = Vec<(Body, String)>;
+
+/// Parses bytes into a body as [`decode`] does, except that results and
+/// batch records out of bounds are taken out of a worker's `Results` or
+/// `Batches` (`limits::sort_out`) rather than refusing the whole message.
+pub fn decode_sorting(bytes: &[u8]) -> Result<(Body, Refused), WireError> {
+    let body = decode_unchecked(bytes)?;
+    let (body, refused) = crate::limits::sort_out(body);
+    crate::limits::check(&body).map_err(|reason| WireError::OutOfBounds {
+        kind: body.kind(),
         reason,
     })?;
-    Ok(envelope.body)
+    Ok((body, refused))
 }
 
 /// Decodes a message that must be a job.

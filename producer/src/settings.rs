@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use testfleet_common::broker::Brokers;
 use testfleet_common::config::{ConfigError, RawConfig, TriageRule};
+use testfleet_common::limits::MAX_TESTS_PER_JOB;
 use testfleet_common::topology::Topology;
 use testfleet_common::wire::{IdScheme, ReportFormat, RunSpec, RunnerReport};
 
@@ -27,6 +28,8 @@ pub struct ProducerSettings {
     pub order: Order,
     /// How tests are grouped into jobs.
     pub batching: Batching,
+    /// The broker's `consumer_timeout`, as configured: no job may run longer.
+    pub consumer_timeout_ms: u64,
 }
 
 /// How a run's tests are grouped into jobs.
@@ -64,6 +67,8 @@ impl ProducerSettings {
         let mut spec = raw.run.to_spec()?;
         spec.runner_report = runner_report(choices, &spec)?;
         let batching = batching(choices, &spec)?;
+        let consumer_timeout_ms = raw.broker.consumer_timeout_secs.saturating_mul(1000);
+        within_consumer_timeout(&spec, consumer_timeout_ms)?;
         let settings = ProducerSettings {
             brokers: Brokers::new(&raw.broker.url),
             connect_timeout: raw.broker.connect_timeout(),
@@ -73,9 +78,31 @@ impl ProducerSettings {
             deadline: Duration::from_secs(raw.run.deadline_secs),
             order: choices.order,
             batching,
+            consumer_timeout_ms,
         };
         Ok((settings, triage_rules))
     }
+}
+
+/// A worker holds a job's delivery unacked until its test ends, and the
+/// broker closes the channel of a consumer that holds one longer than its
+/// `consumer_timeout` (the job then runs again elsewhere, and again): a test
+/// allowed that long is refused before anything is published.
+fn within_consumer_timeout(spec: &RunSpec, consumer_timeout_ms: u64) -> Result<(), ConfigError> {
+    if spec.timeout_ms < consumer_timeout_ms {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key: "run.timeout_secs",
+        problem: format!(
+            "is {} s, not under the broker's consumer_timeout of {} s (broker.consumer_timeout_secs): \
+             RabbitMQ would close the channel of a worker running a test that long; raise \
+             `consumer_timeout` in the broker's rabbitmq.conf (milliseconds) and \
+             broker.consumer_timeout_secs with it, or lower the timeout",
+            spec.timeout_ms.div_ceil(1000),
+            consumer_timeout_ms / 1000
+        ),
+    })
 }
 
 /// The report the command writes: `--report-format`, else the preset's when
@@ -122,8 +149,10 @@ fn batching(choices: &Choices, spec: &RunSpec) -> Result<Batching, ConfigError> 
             slots: choices.slots,
         }),
         Some(size) => match size.parse::<usize>() {
-            Ok(size) if size >= 1 => Ok(Batching::AtMost(size)),
-            _ => Err(invalid("must be `auto` or a number of tests of at least 1")),
+            Ok(size) if (1..=MAX_TESTS_PER_JOB).contains(&size) => Ok(Batching::AtMost(size)),
+            _ => Err(invalid(&format!(
+                "must be `auto` or a number of tests from 1 to {MAX_TESTS_PER_JOB} (the most a job may hold)"
+            ))),
         },
     }
 }
@@ -207,9 +236,31 @@ mod tests {
             batching(&choices(Some("7")), &batched).unwrap(),
             Batching::AtMost(7)
         );
-        for bad in ["0", "-1", "many"] {
+        assert_eq!(
+            batching(&choices(Some("10000")), &batched).unwrap(),
+            Batching::AtMost(10_000)
+        );
+        for bad in ["0", "-1", "many", "10001"] {
             assert!(batching(&choices(Some(bad)), &batched).is_err(), "{bad}");
         }
+        let error = batching(&choices(Some("10001")), &batched).unwrap_err();
+        assert!(error.to_string().contains("1 to 10000"), "{error}");
+    }
+
+    #[test]
+    fn a_test_timeout_must_stay_under_the_brokers_consumer_timeout() {
+        let mut spec = spec(&["t", "{id}"], None);
+        spec.timeout_ms = 1_799_999;
+        assert!(within_consumer_timeout(&spec, 1_800_000).is_ok());
+        spec.timeout_ms = 3_600_000;
+        let error = within_consumer_timeout(&spec, 1_800_000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("is 3600 s, not under the broker's consumer_timeout of 1800 s")
+                && error.contains("broker.consumer_timeout_secs"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -73,13 +73,15 @@ pub async fn submit(
 ) -> Result<Submitted, ProducerError> {
     let mut brokers = settings.brokers.clone();
     let connection = broker::connect(&mut brokers, Some(settings.connect_timeout)).await?;
-    let submitted = publish_run(&connection, settings, tests, wait).await;
+    let submitted = publish_run(&connection, &brokers.user(), settings, tests, wait).await;
     let _ = connection.close(200, "run submitted".into()).await;
     submitted
 }
 
+/// Publishes the run on `connection`, logged in as `user`.
 async fn publish_run(
     connection: &Connection,
+    user: &str,
     settings: &ProducerSettings,
     tests: Vec<String>,
     wait: bool,
@@ -116,6 +118,7 @@ async fn publish_run(
         "",
         &settings.topology.results,
         &Body::Run(announce.clone()),
+        user,
     )
     .await?;
     let count = announce.tests.len();
@@ -181,6 +184,19 @@ async fn fleet_slots(channel: &Channel, topology: &Topology) -> usize {
     consumers.max(1) * SLOTS_PER_WORKER
 }
 
+/// The limits every batch keeps: tests and id bytes per job, and a timeout
+/// under the broker's consumer timeout.
+fn plan_params(settings: &ProducerSettings, slots: usize, fixed_cost_ms: u64) -> PlanParams {
+    PlanParams {
+        slots,
+        fixed_cost_ms,
+        max_tests: MAX_TESTS_PER_JOB,
+        max_ids_bytes: MAX_BATCH_IDS_BYTES,
+        max_job_ms: settings.consumer_timeout_ms,
+        timeout_ms: settings.spec.timeout_ms,
+    }
+}
+
 /// The run's jobs, each a list of tests with their allowances, in publishing
 /// order: one test each (longest first with history), or batches.
 fn plan_jobs(
@@ -220,19 +236,12 @@ fn plan_jobs(
         }
         // By count, in the listed order: what a user who chose the size expects.
         Batching::AtMost(size) => {
-            let ids: Vec<String> = planned.into_iter().map(|p| p.id).collect();
-            return ids
-                .chunks(size.max(1))
-                .map(|chunk| {
-                    chunk
-                        .iter()
-                        .map(|id| JobTest {
-                            id: id.clone(),
-                            allowance_ms: timeout_ms,
-                        })
-                        .collect()
-                })
-                .collect();
+            let tests = planned.into_iter().map(|p| (p.id, timeout_ms)).collect();
+            let params = PlanParams {
+                max_tests: size,
+                ..plan_params(settings, 1, 0)
+            };
+            batch::by_count(tests, &params)
         }
         Batching::Auto { slots: counted } => {
             let fixed_cost_ms = history
@@ -242,13 +251,7 @@ fn plan_jobs(
                     ExecutorKind::Docker => DEFAULT_DOCKER_BATCH_COST_MS,
                     ExecutorKind::Process => DEFAULT_PROCESS_BATCH_COST_MS,
                 });
-            let params = PlanParams {
-                slots: counted.or(slots).unwrap_or(1),
-                fixed_cost_ms,
-                max_tests: MAX_TESTS_PER_JOB,
-                max_ids_bytes: MAX_BATCH_IDS_BYTES,
-                timeout_ms,
-            };
+            let params = plan_params(settings, counted.or(slots).unwrap_or(1), fixed_cost_ms);
             info!(
                 slots = params.slots,
                 fixed_cost_ms,

@@ -16,7 +16,8 @@ use crate::fixtures::{tests, Fleet, RunOutcome, BUSYBOX};
 /// is done; a crash or a kill leaves no report at all. Ids play their test:
 /// `pass-*` and `slow-*` (2 s) pass, `fail-*` fails printing why, `flaky-*`
 /// fails on attempt 1, `crash-*` ends the runner as a segfault would (139), `hang-*` never ends,
-/// `poison` runs 60 s (the harness kills the worker running it).
+/// `poison` runs 60 s (the harness kills the worker running it), `huge-*`
+/// fails with a 70,000-byte message, more than a result may carry.
 const RUNNER: &str = r#"
 report="$1"; shift
 cases=""
@@ -30,6 +31,7 @@ for id in "$@"; do
     crash-*) echo "runner crashing in $id"; exit 139 ;;
     hang-*) sleep 1000 ;;
     poison) sleep 60 ;;
+    huge-*) ok=0; text=$(head -c 70000 /dev/zero | tr '\0' x) ;;
     *) sleep 0.1 ;;
   esac
   if [ $ok = 1 ]; then
@@ -400,4 +402,45 @@ fn poison_runners(events: &std::path::Path) -> Vec<String> {
         .filter(|e| e["event"] == "test_started" && e["test"] == "poison")
         .filter_map(|e| e["worker"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// A runner's failure message bigger than a result may carry (70,000 bytes
+/// against 64 KiB) is cut by the worker: the test ends Failed with the
+/// message shortened, and its batch neighbours keep their results. Before,
+/// the whole results message was parked and the batch's tests ended missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_failure_message_is_cut_and_costs_its_batch_nothing() {
+    let fleet = Fleet::start(1, 2);
+    let names = ids(&["pass-1", "huge-1", "pass-2"]);
+    let run = run(
+        &fleet,
+        &names,
+        &[
+            "--batch",
+            "10",
+            "--max-rounds",
+            "1",
+            "--retry-threshold",
+            "1",
+            "--deadline",
+            "60",
+        ],
+    )
+    .await;
+    assert_eq!(run.exit_code(), 1, "{}", run.describe());
+    let statuses = run.statuses();
+    assert_eq!(statuses["huge-1"], "Failed");
+    assert_eq!(
+        (statuses["pass-1"].as_str(), statuses["pass-2"].as_str()),
+        ("Passed", "Passed")
+    );
+    let report = run.report();
+    let huge = tests(&report).find(|t| t["id"] == "huge-1").unwrap();
+    let message = huge["attempts"][0]["message"].as_str().unwrap();
+    assert!(
+        message.len() <= 64 << 10 && message.starts_with("xxx"),
+        "{} bytes",
+        message.len()
+    );
+    fleet.teardown().await;
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
-use testfleet_common::wire::{decode, encode, BatchRecord, Batches, Body, TestResult};
+use testfleet_common::wire::{decode, encode, BatchRecord, Batches, Body, Part, TestResult};
 
 use crate::fixtures::{passed_result, scripted_command, tests, Fleet, BROKER, BUSYBOX};
 
@@ -141,6 +141,92 @@ async fn a_result_with_an_impossible_duration_is_parked_and_every_run_finishes()
     fleet.teardown().await;
 }
 
+/// Someone who starts parted messages and never finishes them (16 of them,
+/// 32 parts of 64 each: enough to fill the aggregator's prefetch) holds
+/// only what the joiner's bounds allow, per sender and in all: a run
+/// submitted after them gets its announcement read and its verdict, long
+/// before the half-sent parts would expire.
+#[tokio::test(flavor = "multi_thread")]
+async fn half_sent_parted_messages_do_not_starve_the_results_queue() {
+    let fleet = Fleet::start(1, 2);
+    let first = fleet
+        .run(&["first".into()], &["--image", BUSYBOX, "--", "true"])
+        .await;
+    assert_eq!(first.exit_code(), 0, "{}", first.describe());
+    let junk: Vec<Vec<u8>> = (0..16)
+        .flat_map(|_| {
+            let message_id = uuid::Uuid::new_v4();
+            (0..32).map(move |index| {
+                encode(&Body::Part(Part {
+                    message_id,
+                    index,
+                    count: 64,
+                    bytes: vec![7; 64],
+                }))
+            })
+        })
+        .collect();
+    publish_all(&fleet.topology().results, &junk).await;
+    let started = Instant::now();
+    let after = fleet
+        .run(
+            &["after-1".into(), "after-2".into()],
+            &["--image", BUSYBOX, "--deadline", "60", "--", "true"],
+        )
+        .await;
+    assert_eq!(after.exit_code(), 0, "{}", after.describe());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the run waited {:?} behind the half-sent parts",
+        started.elapsed()
+    );
+    fleet.teardown().await;
+}
+
+/// One result out of bounds in a worker's message costs itself alone: its
+/// neighbour in the same message (another job's test) is counted, and only
+/// the bad one is parked.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_result_out_of_bounds_costs_its_neighbours_nothing() {
+    let fleet = Fleet::start(0, 1);
+    let producer = fleet.producer();
+    let run = tokio::spawn(async move {
+        let ids = ["bad".to_owned(), "good".to_owned()];
+        let args = [
+            "--image",
+            BUSYBOX,
+            "--deadline",
+            "20",
+            "--max-rounds",
+            "1",
+            "--",
+            "true",
+        ];
+        producer.run(&ids, &args).await
+    });
+    let run_id: uuid::Uuid = loop {
+        if let Some(run_id) = fleet.journaled_runs().pop() {
+            break run_id.parse().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let bad = TestResult {
+        message: Some("x".repeat(70_000)),
+        ..passed_result(run_id, "bad", "forger")
+    };
+    let good = passed_result(run_id, "good", "forger");
+    let message = Body::Results(vec![bad, good]);
+    publish(&fleet.topology().results, &encode(&message)).await;
+    let run = run.await.unwrap();
+
+    assert_eq!(run.exit_code(), 4, "{}", run.describe());
+    let statuses = run.statuses();
+    assert_eq!(statuses["good"], "Passed", "{}", run.describe());
+    assert_eq!(statuses["bad"], "Missing");
+    assert_eq!(fleet.parked_count().await, 1, "the bad result alone");
+    fleet.teardown().await;
+}
+
 /// A worker's batch record and result of a run no aggregator knows are parked
 /// together, record included, never acked away. Before, the aggregator parked
 /// the result and dropped the record.
@@ -266,6 +352,30 @@ async fn a_panic_writing_one_runs_reports_spares_its_verdict_and_the_other_runs(
         "the panic did strike"
     );
     fleet.teardown().await;
+}
+
+/// Publishes `payloads` to `queue`, each confirmed.
+async fn publish_all(queue: &str, payloads: &[Vec<u8>]) {
+    let connection = lapin::Connection::connect(BROKER, Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    for payload in payloads {
+        channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                payload,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let _ = connection.close(200, "published".into()).await;
 }
 
 async fn publish(queue: &str, payload: &[u8]) {

@@ -19,7 +19,7 @@ use testfleet_common::now_ms;
 use testfleet_common::wire::{BatchRecord, Job, Outcome, TestResult};
 use uuid::Uuid;
 
-use testfleet_common::limits::MAX_MESSAGE_TEXT_BYTES;
+use testfleet_common::limits::{MAX_DURATION_MS, MAX_MESSAGE_TEXT_BYTES};
 
 use crate::capture::OutputCapture;
 use crate::job::{Observed, Ran};
@@ -219,13 +219,15 @@ fn from_report(
         attempt: job.attempt,
         outcome: reported.outcome,
         exit_code: ended.ran.exit_code,
-        duration_ms: reported.duration_ms,
+        // A runner's report says what it likes: capped and saturated here,
+        // so that no result is refused at the aggregator for its words.
+        duration_ms: reported.duration_ms.min(MAX_DURATION_MS),
         worker_id: worker_id.to_owned(),
         started_at_ms: ended.command_started_at_ms,
         finished_at_ms: now_ms(),
         output,
         output_truncated,
-        message: reported.message,
+        message: reported.message.map(|m| within(m, MAX_MESSAGE_TEXT_BYTES)),
         published_at_ms: job.published_at_ms,
         batch: Some(batch),
     }
@@ -352,6 +354,23 @@ mod tests {
         );
         assert!(settled.results.iter().all(|r| r.batch == Some(batch.id)));
         assert!(settled.follow_ups.is_empty());
+    }
+
+    #[test]
+    fn a_runners_huge_message_and_absurd_duration_stay_within_bounds() {
+        let job = job(&["huge", "fine"]);
+        let message = "x".repeat(70_000);
+        let report = format!(
+            r#"<testsuites><testsuite><testcase classname="c" name="huge" time="1e12"><failure message="{message}">trace</failure></testcase><testcase classname="c" name="fine" time="0.1"/></testsuite></testsuites>"#
+        );
+        let settled = settle(&job, observed(Ran::exited(1), Some(&report)), "w");
+        for result in &settled.results {
+            assert_eq!(testfleet_common::limits::check_result(result), Ok(()));
+        }
+        let huge = &settled.results[0];
+        assert_eq!(huge.outcome, Outcome::Failed);
+        assert_eq!(huge.duration_ms, MAX_DURATION_MS);
+        assert!(huge.message.as_ref().unwrap().len() <= MAX_MESSAGE_TEXT_BYTES);
     }
 
     #[test]
