@@ -182,3 +182,54 @@ fn full_report_location(settings: &ReportSettings, run_id: Uuid) -> String {
         std::path::absolute(&settings.report_dir).unwrap_or_else(|_| settings.report_dir.clone());
     format!("{host}:{}", dir.join(run_id.to_string()).display())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(run_id: Uuid) -> Finished {
+        Finished {
+            run_id,
+            suite: "s".into(),
+            samples: Vec::new(),
+            published: Ok(()),
+        }
+    }
+
+    /// A finishing of an earlier session that completed before the session
+    /// ended must not reach the next one: its run was reloaded, and would
+    /// lose its journal and count its history twice.
+    #[tokio::test]
+    async fn finishings_that_completed_before_an_abort_are_forgotten() {
+        let mut finishing = Finishing::default();
+        let run_id = Uuid::new_v4();
+        let task = finishing.tasks.spawn(async move { finished(run_id) });
+        finishing.runs.insert(task.id(), run_id);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        finishing.abort_all();
+        assert!(finishing.is_empty() && !finishing.contains(&run_id));
+        let next = tokio::time::timeout(std::time::Duration::from_millis(100), finishing.next());
+        assert!(next.await.is_err(), "nothing comes out of an aborted set");
+    }
+
+    /// A finishing that panics ends its run's wait: the loop no longer waits
+    /// for it (shutdown drains), and its run stays known, its journal kept.
+    #[tokio::test]
+    async fn a_finishing_that_panics_is_no_longer_waited_for() {
+        let mut finishing = Finishing::default();
+        let (doomed, fine) = (Uuid::new_v4(), Uuid::new_v4());
+        let task = finishing
+            .tasks
+            .spawn(async move { panic!("deliberate, for {doomed}") });
+        finishing.runs.insert(task.id(), doomed);
+        let task = finishing.tasks.spawn(async move { finished(fine) });
+        finishing.runs.insert(task.id(), fine);
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), finishing.next());
+        assert_eq!(next.await.unwrap().run_id, fine);
+        assert!(finishing.is_empty(), "the panicked one is not waited for");
+        assert!(
+            finishing.contains(&doomed),
+            "its late results are not parked"
+        );
+    }
+}

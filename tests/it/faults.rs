@@ -321,6 +321,104 @@ async fn a_standby_without_the_leaders_disk_takes_over_from_the_broker_journal()
     fleet.teardown().await;
 }
 
+/// The aggregator's state dir full (a 1 MiB tmpfs, filled): it cannot journal,
+/// so it acks nothing, keeps running (no crash loop), and says why; the
+/// results wait in the broker. Once there is room again the run goes on and
+/// ends as it would have, every test counted once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_state_disk_pauses_the_aggregator_and_loses_nothing() {
+    let mut fleet = Fleet::start(0, 2);
+    fleet.kill_aggregator();
+    let state = fleet.dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let _mounted = Tmpfs::mount(&state, "1m");
+    let filler = state.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .output();
+    fleet.start_aggregator();
+    fleet.start_worker(&format!("{}-w", fleet.prefix), 2);
+    let producer = fleet.producer();
+    let run = tokio::spawn(async move {
+        let ids: Vec<String> = (1..=5).map(|i| format!("disk-{i}")).collect();
+        producer
+            .run(
+                &ids,
+                &["--image", BUSYBOX, "--deadline", "180", "--", "true"],
+            )
+            .await
+    });
+    wait_until(
+        60,
+        "the aggregator never said its state dir is full",
+        || {
+            fleet
+                .aggregator_log()
+                .contains("cannot keep the aggregator's state")
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(fleet.aggregator_running(), "no exit on a full disk");
+    assert!(!run.is_finished(), "nothing counted without its journal");
+    std::fs::remove_file(&filler).unwrap();
+    let run = run.await.unwrap();
+    assert_eq!(run.exit_code(), 0, "{}", run.describe());
+    assert!(
+        run.attempts().values().all(|&n| n == 1),
+        "{:?}",
+        run.attempts()
+    );
+    fleet.teardown().await;
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped (a failed assertion
+/// leaves no mount behind).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount a tmpfs (tests run as root)");
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The aggregator cannot write a run's reports (its report folder is a
+/// file): the verdict says so, and the producer's report.json carries why.
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_the_aggregator_cannot_write_are_said_in_the_verdict() {
+    let mut fleet = Fleet::start(1, 2);
+    fleet.kill_aggregator();
+    std::fs::write(fleet.dir.join("aggregator-reports"), "not a folder").unwrap();
+    fleet.start_aggregator();
+    let run = fleet
+        .run(&["unwritten".into()], &["--image", BUSYBOX, "--", "true"])
+        .await;
+    assert_eq!(run.exit_code(), 0, "{}", run.describe());
+    let error = run.report()["reports_error"].clone();
+    assert!(
+        error
+            .as_str()
+            .is_some_and(|e| e.contains("aggregator-reports")),
+        "{error}"
+    );
+    fleet.teardown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unreadable_messages_on_every_queue_are_parked_and_the_run_goes_on() {
     let fleet = Fleet::start(2, 2);

@@ -193,6 +193,14 @@ impl Fleet {
         self.aggregator = Some(child);
     }
 
+    /// Whether the aggregator is still running.
+    pub fn aggregator_running(&mut self) -> bool {
+        match self.aggregator.as_mut() {
+            Some(child) => child.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
     /// Waits up to `limit` for the aggregator to exit by itself; its status.
     pub fn wait_aggregator_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let until = Instant::now() + limit;
