@@ -62,6 +62,7 @@ fn main() {
         deadline_ms: u64::MAX,
         spec: testfleet_common::config::default_spec(),
         tests: ids.clone(),
+        verdict_token: None,
     });
     drop(ids);
     step("announced");

@@ -58,7 +58,14 @@ pub struct Finishing {
 
 impl Finishing {
     /// Starts finishing `report`'s run: reports, then the verdict on `publish`.
-    pub fn start(&mut self, report: RunReport, settings: &ReportSettings, publish: &Channel) {
+    /// The verdict carries `token`, the run's secret from its announcement.
+    pub fn start(
+        &mut self,
+        report: RunReport,
+        token: Option<Uuid>,
+        settings: &ReportSettings,
+        publish: &Channel,
+    ) {
         let settings = settings.clone();
         let publish = publish.clone();
         let run_id = report.run_id;
@@ -81,7 +88,8 @@ impl Finishing {
             }
             let key = run_id.to_string();
             let published =
-                broker::broadcast(&publish, &settings.verdicts, &key, Body::Report(verdict)).await;
+                broker::broadcast(&publish, &settings.verdicts, &key, Body::Report(verdict), token)
+                    .await;
             Finished {
                 run_id,
                 suite,

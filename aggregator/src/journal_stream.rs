@@ -373,6 +373,7 @@ mod tests {
             tests: (0..tests)
                 .map(|i| format!("test-{i:08}-{}", "x".repeat(100)))
                 .collect(),
+            verdict_token: None,
         }))
     }
 

@@ -468,7 +468,7 @@ impl RunState {
             finished_at_ms,
             rounds: self.round,
             verdict: self.finished.unwrap_or(VerdictKind::TestsMissing),
-            spec: self.announce.spec.clone(),
+            spec: self.announce.spec.redacted(),
             tests,
             verdict_cut: None,
             ignored_results: self.ignored.clone(),
@@ -511,7 +511,7 @@ impl RunState {
             finished_at_ms,
             rounds: self.round,
             verdict: self.finished.unwrap_or(VerdictKind::TestsMissing),
-            spec: self.announce.spec,
+            spec: self.announce.spec.redacted(),
             tests,
             verdict_cut: None,
             ignored_results: self.ignored,
@@ -616,6 +616,7 @@ mod tests {
             deadline_ms: DEADLINE,
             spec,
             tests: (0..tests).map(|i| format!("t{i}")).collect(),
+            verdict_token: None,
         })
     }
 

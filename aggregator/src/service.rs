@@ -96,6 +96,8 @@ struct Aggregator {
     finishing: Finishing,
     /// Every open run's journal: what is acked is in it.
     journals: Journals,
+    /// Runs just learned, whose unclaimed results are still to be taken.
+    to_claim: Vec<Uuid>,
 }
 
 /// Runs the aggregator until `shutdown` drains it.
@@ -160,6 +162,7 @@ impl Aggregator {
             joiner: joiner(),
             finishing: Finishing::default(),
             journals: journals(&settings),
+            to_claim: Vec::new(),
             settings,
         };
         Ok(aggregator)
@@ -179,6 +182,7 @@ impl Aggregator {
             info!(run = %run_id, round = state.round(), settled, of, "resumed a run from its journal");
             self.open.insert(run_id, OpenRun { state });
         }
+        self.to_claim = self.open.keys().copied().collect();
         Ok(())
     }
 
@@ -221,6 +225,10 @@ impl Aggregator {
         let mut dead = consume(&channel, &self.settings.topology.dead_jobs).await?;
         let mut history_queries = consume(&channel, &self.settings.topology.history).await?;
         info!(open_runs = self.open.len(), "aggregator ready");
+        let mut claimed = Settled::new();
+        self.claim_unclaimed(connection, &channel, &publish, &mut claimed)
+            .await?;
+        self.commit(claimed, &publish).await?;
 
         // Parts of a message being joined: their deliveries belong to this
         // session's channel, so a new session starts with none.
@@ -242,6 +250,7 @@ impl Aggregator {
                             false => None,
                         };
                     }
+                    self.claim_unclaimed(connection, &channel, &publish, &mut settled).await?;
                     self.commit(settled, &publish).await?;
                 }
                 delivery = dead.next() => {
@@ -411,18 +420,57 @@ impl Aggregator {
             return Ok(());
         }
         let topology = &self.settings.topology;
-        for result in &results {
-            warn!(run = %result.run_id, test = %result.test_id, attempt = result.attempt, "parking a result of a run this aggregator does not know");
+        let mut by_run: HashMap<Uuid, Batches> = HashMap::new();
+        for result in results {
+            warn!(run = %result.run_id, test = %result.test_id, attempt = result.attempt, "keeping a result of a run this aggregator does not know, for one that does");
+            by_run
+                .entry(result.run_id)
+                .or_default()
+                .results
+                .push(result);
         }
-        for batch in &batches {
-            warn!(run = %batch.run_id, batch = %batch.id, "parking a batch record of a run this aggregator does not know");
+        for batch in batches {
+            warn!(run = %batch.run_id, batch = %batch.id, "keeping a batch record of a run this aggregator does not know, for one that does");
+            by_run.entry(batch.run_id).or_default().batches.push(batch);
         }
-        let reason = "a result of a run this aggregator does not know (its announcement never reached it, or its journal is gone)";
-        let body = match batches.is_empty() {
-            true => Body::Results(results),
-            false => Body::Batches(Batches { batches, results }),
-        };
-        broker::park_body(publish, topology, &topology.results, &body, reason).await?;
+        for (run_id, batches) in by_run {
+            let queue = topology
+                .declare_unclaimed_queue(publish, &run_id.to_string())
+                .await
+                .map_err(BrokerError::from)?;
+            let body = Body::Batches(batches);
+            for payload in testfleet_common::parts::split(&body).map_err(BrokerError::from)? {
+                broker::publish_encoded(publish, &queue, body.kind(), &[payload]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the results kept for runs this aggregator has just learned (an
+    /// announcement, or its journals on taking the lead) from their
+    /// unclaimed queues and counts them as if they came now: results another
+    /// aggregator could not place (its journals were elsewhere) are not lost.
+    /// Their deliveries settle with the group being committed.
+    async fn claim_unclaimed(
+        &mut self,
+        connection: &Connection,
+        channel: &Channel,
+        publish: &Channel,
+        settled: &mut Settled,
+    ) -> Result<(), AggregatorError> {
+        for run_id in std::mem::take(&mut self.to_claim) {
+            let queue = self.settings.topology.unclaimed_queue(&run_id.to_string());
+            let Some(waiting) = broker::message_count(connection, &queue).await? else {
+                continue;
+            };
+            info!(run = %run_id, waiting, "claiming results kept for this run while no aggregator knew it");
+            for _ in 0..waiting {
+                let Some(delivery) = broker::get(channel, &queue).await? else {
+                    break;
+                };
+                self.on_result_queue(delivery, publish, settled).await?;
+            }
+        }
         Ok(())
     }
 
@@ -460,6 +508,7 @@ impl Aggregator {
         self.journals.create(run_id)?;
         self.journals
             .append(run_id, &Record::Announce(Box::new(announce.clone())))?;
+        self.to_claim.push(run_id);
         info!(run = %run_id, suite = %announce.suite, tests = announce.tests.len(), "following a new run");
         self.open.insert(
             run_id,
@@ -712,9 +761,10 @@ impl Aggregator {
         let Some(OpenRun { state }) = self.open.remove(&run_id) else {
             return;
         };
+        let token = state.announce().verdict_token;
         let report = state.into_report(now_ms());
         self.finishing
-            .start(report, &self.report_settings(), publish);
+            .start(report, token, &self.report_settings(), publish);
     }
 
     /// A run's finishing ended: with its verdict out, its durations go to

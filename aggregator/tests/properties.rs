@@ -39,6 +39,7 @@ proptest! {
             deadline_ms: u64::MAX,
             spec,
             tests: ids.clone(),
+            verdict_token: None,
         });
         for (i, mut result) in results.into_iter().enumerate() {
             // Half the results name a test of the run, to reach past the index.

@@ -355,27 +355,38 @@ pub async fn publish_unconfirmed(
 ///
 /// Takes the body by value: a verdict carries a whole run's report, which is
 /// freed once encoded, before the broker client makes its copy of the bytes.
+/// With a `token`, every message carries it in [`VERDICT_TOKEN_HEADER`].
 pub async fn broadcast(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
     body: Body,
+    token: Option<uuid::Uuid>,
 ) -> Result<(), BrokerError> {
     let kind = body.kind();
     let payloads = parts::split(&body)?;
     drop(body);
+    let mut properties = properties(kind, PERSISTENT);
+    if let Some(token) = token {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            VERDICT_TOKEN_HEADER.into(),
+            AMQPValue::LongString(token.to_string().into()),
+        );
+        properties = properties.with_headers(headers);
+    }
     let mut confirms = Vec::with_capacity(payloads.len());
     for payload in &payloads {
-        let confirm = publish_payload(
-            channel,
-            exchange,
-            routing_key,
-            kind,
-            payload,
-            false,
-            PERSISTENT,
-        )
-        .await?;
+        check_size(kind, payload)?;
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                payload,
+                properties.clone(),
+            )
+            .await?;
         confirms.push(confirm);
     }
     drop(payloads);
@@ -567,6 +578,19 @@ async fn publish_payload(
             properties(kind, delivery_mode),
         )
         .await?)
+}
+
+/// The header a verdict carries its run's secret token in (see
+/// `RunAnnounce::verdict_token`).
+pub const VERDICT_TOKEN_HEADER: &str = "x-testfleet-verdict-token";
+
+/// The verdict token a delivery carries, if any.
+pub fn verdict_token(delivery: &Delivery) -> Option<uuid::Uuid> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get(VERDICT_TOKEN_HEADER)? {
+        AMQPValue::LongString(token) => token.to_string().parse().ok(),
+        _ => None,
+    }
 }
 
 /// What every testfleet message says of itself.
@@ -832,6 +856,43 @@ async fn park_payload(
         .basic_publish(exchange.into(), key.into(), options, payload, properties)
         .await?;
     check_confirm(confirm.await?, key)
+}
+
+/// How many messages `queue` holds, or `None` if it does not exist; asked on
+/// a channel of its own, which the broker closes when the queue is absent.
+pub async fn message_count(
+    connection: &Connection,
+    queue: &str,
+) -> Result<Option<u32>, BrokerError> {
+    let channel = connection.create_channel().await?;
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    match channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+    {
+        Ok(declared) => {
+            let _ = channel.close(200, "counted".into()).await;
+            Ok(Some(declared.message_count()))
+        }
+        Err(error) if protocol_message(&error).is_some_and(|m| m.starts_with("NOT_FOUND")) => {
+            Ok(None)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Takes one message from `queue`, to ack or nack later; `None` when empty.
+pub async fn get(channel: &Channel, queue: &str) -> Result<Option<Delivery>, BrokerError> {
+    let got = channel
+        .basic_get(
+            queue.into(),
+            lapin::options::BasicGetOptions { no_ack: false },
+        )
+        .await?;
+    Ok(got.map(|message| message.delivery))
 }
 
 /// Acks a delivery, treating a dead channel as an error (lapin returns `Ok(false)`).

@@ -85,6 +85,8 @@ pub struct RunConfig {
     pub cap_add: Vec<String>,
     /// Empty: the image's own user.
     pub user: String,
+    /// `env` variables kept out of every report.
+    pub secret_env: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,8 +206,9 @@ pub fn default_spec() -> RunSpec {
 }
 
 /// Keys whose environment variable is a comma-separated list.
-const LIST_KEYS: [&str; 6] = [
+const LIST_KEYS: [&str; 7] = [
     "run.cap_add",
+    "run.secret_env",
     "run.tmpfs",
     "worker.executors",
     "worker.allowed_networks",
@@ -331,6 +334,7 @@ impl RunConfig {
             runtime: (!self.runtime.is_empty()).then(|| self.runtime.clone()),
             runner_report: None,
             user: (!self.user.trim().is_empty()).then(|| self.user.trim().to_owned()),
+            secret_env: self.secret_env.clone(),
         };
         limits::check_spec(&spec).map_err(|problem| ConfigError::Invalid {
             key: "run.command",

@@ -46,6 +46,10 @@ const HISTORY_REQUEST_TTL_MS: i64 = 30_000;
 const HISTORY_MAX_LENGTH: i64 = 1_000;
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+/// Results of a run no aggregator knew wait this long for one that does.
+const UNCLAIMED_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Messages one run's unclaimed queue keeps; older ones go to the parked queue.
+const UNCLAIMED_MAX_LENGTH: i64 = 100_000;
 /// Bounds a verdict queue nobody reads. The broker then drops the oldest
 /// messages, which are events: the verdict comes last, so it survives.
 const VERDICT_QUEUE_MAX_LENGTH: i64 = 200_000;
@@ -220,6 +224,31 @@ impl Topology {
                 )
                 .await?;
         }
+        Ok(name)
+    }
+
+    /// The queue results of `run_id` wait in while no aggregator knows the
+    /// run (its journal was elsewhere, its announcement parked): the one
+    /// that learns the run takes them from there.
+    pub fn unclaimed_queue(&self, run_id: &str) -> String {
+        format!("{}.unclaimed.{run_id}", self.results)
+    }
+
+    /// Declares `run_id`'s unclaimed queue: it expires a week after its last
+    /// use, and past its length its oldest messages go to the parked queue.
+    pub async fn declare_unclaimed_queue(
+        &self,
+        channel: &Channel,
+        run_id: &str,
+    ) -> lapin::Result<String> {
+        let name = self.unclaimed_queue(run_id);
+        let mut args = self.quorum_args(PARKED_KEY);
+        args.insert("x-expires".into(), AMQPValue::LongLongInt(UNCLAIMED_TTL_MS));
+        args.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(UNCLAIMED_MAX_LENGTH),
+        );
+        declare_queue(channel, &name, args).await?;
         Ok(name)
     }
 

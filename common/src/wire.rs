@@ -141,9 +141,28 @@ pub struct RunSpec {
     /// default, like `executor`.
     #[serde(default)]
     pub user: Option<String>,
+    /// Names of `env` variables whose values are secret: they reach the
+    /// test, and no report, verdict or event. Appended with a default.
+    #[serde(default)]
+    pub secret_env: Vec<String>,
 }
 
+/// What a report shows of a secret variable's value.
+pub const SECRET_SHOWN_AS: &str = "<secret>";
+
 impl RunSpec {
+    /// The spec as reports show it: the values of `secret_env` variables
+    /// replaced by [`SECRET_SHOWN_AS`].
+    pub fn redacted(&self) -> RunSpec {
+        let mut spec = self.clone();
+        for (key, value) in spec.env.iter_mut() {
+            if self.secret_env.iter().any(|secret| secret == key) {
+                *value = SECRET_SHOWN_AS.to_owned();
+            }
+        }
+        spec
+    }
+
     /// Whether the command writes a runner's report at `{report}`.
     pub fn writes_report(&self) -> bool {
         self.command.iter().any(|a| a.contains("{report}"))
@@ -222,6 +241,12 @@ pub struct RunAnnounce {
     pub deadline_ms: u64,
     pub spec: RunSpec,
     pub tests: Vec<String>,
+    /// A secret of the producer's, which the aggregator puts on the run's
+    /// verdict (`broker::VERDICT_TOKEN_HEADER`), so that a waiting producer
+    /// takes a verdict from the aggregator alone: jobs, reports and events
+    /// never carry it. Appended with a default.
+    #[serde(default)]
+    pub verdict_token: Option<Uuid>,
 }
 
 /// One attempt at one test, or at a batch of tests sharing a container and a
@@ -713,7 +738,7 @@ pub struct Listing {
 
 /// Batch records and the results of their tests (and of tests run alone),
 /// as a worker sends them: one message per group commit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Batches {
     pub batches: Vec<BatchRecord>,
     pub results: Vec<TestResult>,
@@ -940,6 +965,7 @@ mod tests {
                 deadline_ms: 2,
                 spec: sample_spec(),
                 tests: vec!["t1".into(), "t2".into()],
+                verdict_token: Some(Uuid::nil()),
             }),
             Body::Job(Job {
                 run_id,

@@ -48,6 +48,10 @@ impl Preset {
                     "-q",
                     "-p",
                     "no:cacheprovider",
+                    // xunit1 writes each case's file, which tells apart
+                    // two ids JUnit's dotted class name would merge.
+                    "-o",
+                    "junit_family=xunit1",
                     "--junitxml={report}",
                     "{ids}",
                 ],

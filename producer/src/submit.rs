@@ -59,6 +59,8 @@ pub enum ProducerError {
 #[derive(Debug, Clone)]
 pub struct Submitted {
     pub run_id: Uuid,
+    /// The run's secret, which its verdict must carry.
+    pub verdict_token: Uuid,
     pub tests: usize,
     pub created_at_ms: u64,
     pub deadline_ms: u64,
@@ -93,6 +95,7 @@ async fn publish_run(
         .await
         .map_err(BrokerError::from)?;
     let run_id = Uuid::new_v4();
+    let verdict_token = Uuid::new_v4();
     let created_at_ms = now_ms();
     let deadline_ms = created_at_ms + settings.deadline.as_millis() as u64;
     if wait {
@@ -110,6 +113,7 @@ async fn publish_run(
         deadline_ms,
         spec: settings.spec.clone(),
         tests,
+        verdict_token: Some(verdict_token),
     };
     // The announcement goes first, on the queue results travel: the aggregator
     // knows the run's expected tests before any result of it can arrive.
@@ -159,6 +163,7 @@ async fn publish_run(
     let _ = channel.close(200, "run published".into()).await;
     Ok(Submitted {
         run_id,
+        verdict_token,
         tests: count,
         created_at_ms,
         deadline_ms,
@@ -282,7 +287,7 @@ pub async fn wait_for_verdict(
 ) -> Result<RunReport, ProducerError> {
     let give_up_in =
         Duration::from_millis(submitted.deadline_ms.saturating_sub(now_ms())) + VERDICT_GRACE;
-    let waiting = wait_reconnecting(settings, submitted.run_id, &events);
+    let waiting = wait_reconnecting(settings, submitted, &events);
     match tokio::time::timeout(give_up_in, waiting).await {
         Ok(report) => report,
         Err(_) => Err(ProducerError::NoVerdict {
@@ -294,7 +299,7 @@ pub async fn wait_for_verdict(
 
 async fn wait_reconnecting(
     settings: &ProducerSettings,
-    run_id: Uuid,
+    submitted: &Submitted,
     events: &mpsc::Sender<RunEvent>,
 ) -> Result<RunReport, ProducerError> {
     // Patient: the caller bounds the wait by the run's deadline, and a broker
@@ -302,7 +307,7 @@ async fn wait_reconnecting(
     let mut brokers = settings.brokers.clone();
     loop {
         let connection = broker::connect(&mut brokers, None).await?;
-        match read_verdict(&connection, settings, run_id, events).await {
+        match read_verdict(&connection, settings, submitted, events).await {
             Ok(report) => {
                 let _ = connection.close(200, "verdict received".into()).await;
                 return Ok(report);
@@ -331,9 +336,10 @@ async fn park_stray(
 async fn read_verdict(
     connection: &Connection,
     settings: &ProducerSettings,
-    run_id: Uuid,
+    submitted: &Submitted,
     events: &mpsc::Sender<RunEvent>,
 ) -> Result<RunReport, BrokerError> {
+    let run_id = submitted.run_id;
     // Confirms, for parking what does not belong here (`park_stray`).
     let channel = broker::confirm_channel(connection).await?;
     let queue = settings.topology.verdict_queue(&run_id.to_string());
@@ -360,6 +366,14 @@ async fn read_verdict(
             body => (body, vec![delivery]),
         };
         match body {
+            Ok(Body::Report(report))
+                if report.run_id == run_id && !from_the_aggregator(&held, submitted) =>
+            {
+                let reason = "a verdict without this run's token: not from the aggregator";
+                for delivery in &held {
+                    park_stray(&channel, settings, &queue, delivery, reason).await?;
+                }
+            }
             Ok(Body::Report(report)) if report.run_id == run_id => {
                 ack_all(&held).await?;
                 // Cancel before deleting: a queue deleted under its consumer makes
@@ -397,6 +411,13 @@ async fn read_verdict(
             }
         }
     }
+}
+
+/// Whether every message of a verdict carries the run's token, which only
+/// the producer and the aggregator (from the announcement) know.
+fn from_the_aggregator(held: &[lapin::message::Delivery], submitted: &Submitted) -> bool {
+    held.iter()
+        .all(|d| broker::verdict_token(d) == Some(submitted.verdict_token))
 }
 
 async fn ack_all(deliveries: &[lapin::message::Delivery]) -> Result<(), BrokerError> {

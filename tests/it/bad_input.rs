@@ -334,6 +334,47 @@ async fn a_fleet_joins_an_amqps_broker() {
     fleet.teardown().await;
 }
 
+/// A variable marked secret reaches the test, and no file the fleet writes
+/// (reports of the aggregator and the producer, events, logs) holds its
+/// value; report.json shows it as `<secret>`. A plain one is reported as is.
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_variables_reach_the_tests_and_no_report() {
+    let fleet = Fleet::start(1, 2);
+    let config = fleet.dir.join("secret.toml");
+    std::fs::write(
+        &config,
+        "[run]\nsecret_env = [\"TOKEN\"]\n[run.env]\nTOKEN = \"canary-5f1e\"\nPLAIN = \"in-the-open\"\n",
+    )
+    .unwrap();
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--image",
+        BUSYBOX,
+        "--",
+        "sh",
+        "-c",
+        // The whole value is nowhere in the argv, which reports do show.
+        "[ \"${TOKEN%e}\" = canary-5f1 ] && [ \"$PLAIN\" = in-the-open ]",
+    ];
+    let run = fleet
+        .run(&["secret-1".into(), "secret-2".into()], &args)
+        .await;
+    assert_eq!(run.exit_code(), 0, "the tests saw it: {}", run.describe());
+    let report = run.report();
+    assert_eq!(report["spec"]["env"]["TOKEN"], "<secret>");
+    assert_eq!(report["spec"]["env"]["PLAIN"], "in-the-open");
+    for (path, text) in files_under(&fleet.dir) {
+        // The journal keeps it (retries after a restart need it), readable
+        // by the aggregator's user alone, and goes with the run.
+        if path == config || path.starts_with(fleet.dir.join("state")) {
+            continue;
+        }
+        assert!(!text.contains("canary-5f1e"), "the secret in {path:?}");
+    }
+    fleet.teardown().await;
+}
+
 /// Every file below `dir`, read lossily, with its path.
 fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
     let mut files = Vec::new();

@@ -114,7 +114,8 @@ async fn a_result_with_an_impossible_duration_is_parked_and_every_run_finishes()
     let Body::Result(mut stray) = forged else {
         unreachable!()
     };
-    stray.run_id = uuid::Uuid::new_v4();
+    let stray_run = uuid::Uuid::new_v4();
+    stray.run_id = stray_run;
     stray.duration_ms = 5;
     publish(&fleet.topology().results, &encode(&Body::Result(stray))).await;
     let run = run.await.unwrap();
@@ -125,10 +126,11 @@ async fn a_result_with_an_impossible_duration_is_parked_and_every_run_finishes()
         .unwrap()
         .clone();
     assert_ne!(slow["attempts"][0]["worker_id"], "forger", "{slow}");
+    assert_eq!(fleet.parked_count().await, 1, "the forged result is kept");
     assert_eq!(
-        fleet.parked_count().await,
-        2,
-        "the forged result and the stray one are kept"
+        fleet.unclaimed_count(&stray_run.to_string()).await,
+        1,
+        "the stray one is kept for its run"
     );
     assert!(
         fleet.aggregator_log().contains("duration_ms"),
@@ -183,6 +185,54 @@ async fn half_sent_parted_messages_do_not_starve_the_results_queue() {
     fleet.teardown().await;
 }
 
+/// Results of a run no aggregator knew (another one led without its journal,
+/// or its announcement was lost) are kept for the run; the aggregator that
+/// learns the run claims and counts them. Here the run is announced after
+/// its one result came, and no job is ever published: the result is all it
+/// has, and it finishes with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn results_kept_for_an_unknown_run_are_claimed_once_it_is_known() {
+    let fleet = Fleet::start(0, 1);
+    let first = fleet.topology().results;
+    while crate::fixtures::consumers(&first) == 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let run_id = uuid::Uuid::new_v4();
+    let early = Body::Results(vec![passed_result(run_id, "t", "early-worker")]);
+    publish(&fleet.topology().results, &encode(&early)).await;
+    let started = Instant::now();
+    while fleet.unclaimed_count(&run_id.to_string()).await == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "never kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let now = testfleet_common::now_ms();
+    let announce = Body::Run(testfleet_common::wire::RunAnnounce {
+        run_id,
+        suite: "late".into(),
+        created_at_ms: now,
+        deadline_ms: now + 30_000,
+        spec: testfleet_common::config::default_spec(),
+        tests: vec!["t".into()],
+        verdict_token: None,
+    });
+    publish(&fleet.topology().results, &encode(&announce)).await;
+    let report = fleet
+        .dir
+        .join("aggregator-reports")
+        .join(run_id.to_string())
+        .join("report.json");
+    while !report.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no report");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let test = tests(&report).next().unwrap();
+    assert_eq!(test["status"], "Passed", "{test}");
+    assert_eq!(test["attempts"][0]["worker_id"], "early-worker");
+    fleet.teardown().await;
+}
+
 /// One result out of bounds in a worker's message costs itself alone: its
 /// neighbour in the same message (another job's test) is counted, and only
 /// the bad one is parked.
@@ -227,11 +277,11 @@ async fn one_result_out_of_bounds_costs_its_neighbours_nothing() {
     fleet.teardown().await;
 }
 
-/// A worker's batch record and result of a run no aggregator knows are parked
-/// together, record included, never acked away. Before, the aggregator parked
-/// the result and dropped the record.
+/// A worker's batch record and result of a run no aggregator knows are kept
+/// together (in the run's unclaimed queue), record included, never acked
+/// away. Before, the aggregator parked the result and dropped the record.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_batch_record_of_an_unknown_run_is_parked_with_its_results() {
+async fn a_batch_record_of_an_unknown_run_is_kept_with_its_results() {
     let fleet = Fleet::start(1, 1);
     // After a run the results queue exists and its consumer is the aggregator.
     let first = fleet
@@ -265,9 +315,11 @@ async fn a_batch_record_of_an_unknown_run_is_parked_with_its_results() {
     });
     publish(&fleet.topology().results, &encode(&stray)).await;
 
-    let parked = fleet.take_parked(1, Duration::from_secs(30)).await;
-    assert_eq!(parked.len(), 1, "the stray message is parked");
-    match decode(&parked[0]) {
+    let kept = fleet
+        .take_unclaimed(&run_id.to_string(), 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(kept.len(), 1, "the stray message is kept for its run");
+    match decode(&kept[0]) {
         Ok(Body::Batches(kept)) => {
             assert_eq!(kept.batches, vec![batch], "the batch record is kept");
             assert_eq!(kept.results.len(), 1, "and its result beside it");

@@ -397,6 +397,61 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Anyone who can publish can put a verdict on a waiting producer's queue:
+/// one without the run's secret token (which only the producer and the
+/// aggregator know) is parked, and the producer waits for the real one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_verdict_is_parked_and_the_producer_waits_for_the_real_one() {
+    let fleet = Fleet::start(0, 1);
+    let topology = fleet.topology();
+    let producer = fleet.producer();
+    let run = tokio::spawn(async move {
+        let ids = ["forged-a".to_owned(), "forged-b".to_owned()];
+        let args = [
+            "--image",
+            BUSYBOX,
+            "--deadline",
+            "15",
+            "--max-rounds",
+            "1",
+            "--",
+            "true",
+        ];
+        producer.run(&ids, &args).await
+    });
+    let verdict_queue = wait_for_verdict_queue(&topology.verdicts).await;
+    let run_id = verdict_queue.rsplit('.').next().unwrap().parse().unwrap();
+    let now = testfleet_common::now_ms();
+    let forged = Body::Report(testfleet_common::wire::RunReport {
+        run_id,
+        suite: "forged".into(),
+        created_at_ms: now,
+        finished_at_ms: now,
+        rounds: 1,
+        verdict: testfleet_common::wire::VerdictKind::Passed,
+        spec: testfleet_common::config::default_spec(),
+        tests: Vec::new(),
+        verdict_cut: None,
+        ignored_results: Vec::new(),
+        batches: Vec::new(),
+        reports_error: None,
+    });
+    let connection = lapin::Connection::connect(BROKER, Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    publish_raw(&channel, &verdict_queue, &encode(&forged)).await;
+    let _ = connection.close(200, "forged".into()).await;
+    let run = run.await.unwrap();
+    assert_eq!(run.exit_code(), 4, "the real verdict: {}", run.describe());
+    assert!(run.statuses().values().all(|s| s == "Missing"));
+    assert!(
+        fleet.parked_count().await >= 1,
+        "the forged verdict is kept"
+    );
+    fleet.teardown().await;
+}
+
 /// The aggregator cannot write a run's reports (its report folder is a
 /// file): the verdict says so, and the producer's report.json carries why.
 #[tokio::test(flavor = "multi_thread")]

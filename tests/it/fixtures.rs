@@ -251,6 +251,38 @@ impl Fleet {
             .collect()
     }
 
+    /// Messages waiting in the queue where `run_id`'s results are kept while
+    /// no aggregator knows the run; 0 if there is none.
+    pub async fn unclaimed_count(&self, run_id: &str) -> u32 {
+        self.queue_len(&self.topology().unclaimed_queue(run_id))
+            .await
+            .unwrap_or(0)
+    }
+
+    /// Messages waiting in `queue`, or `None` if it does not exist.
+    pub async fn queue_len(&self, queue: &str) -> Option<u32> {
+        let connection = lapin::Connection::connect(BROKER, Default::default())
+            .await
+            .unwrap();
+        let count = testfleet_common::broker::message_count(&connection, queue)
+            .await
+            .unwrap();
+        let _ = connection.close(200, "counted".into()).await;
+        count
+    }
+
+    /// Takes `run_id`'s unclaimed messages (see [`Fleet::unclaimed_count`]),
+    /// waiting up to `within` for `count` of them.
+    pub async fn take_unclaimed(
+        &self,
+        run_id: &str,
+        count: usize,
+        within: Duration,
+    ) -> Vec<Vec<u8>> {
+        self.take_from(&self.topology().unclaimed_queue(run_id), count, within)
+            .await
+    }
+
     /// Messages waiting in the fleet's parked queue.
     pub async fn parked_count(&self) -> u32 {
         let connection = lapin::Connection::connect(BROKER, Default::default())
@@ -273,27 +305,29 @@ impl Fleet {
         queue.message_count()
     }
 
-    /// Takes the fleet's parked messages, waiting up to `within` for at
-    /// least `count` of them, and returns their payloads.
-    pub async fn take_parked(&self, count: usize, within: Duration) -> Vec<Vec<u8>> {
+    /// Takes messages from `queue`, waiting up to `within` for `count`.
+    async fn take_from(&self, queue: &str, count: usize, within: Duration) -> Vec<Vec<u8>> {
         let connection = lapin::Connection::connect(BROKER, Default::default())
             .await
             .unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        let queue = self.topology().parked;
+        let mut channel = connection.create_channel().await.unwrap();
         let started = Instant::now();
         let mut taken = Vec::new();
         while taken.len() < count && started.elapsed() < within {
             let got = channel
                 .basic_get(
-                    queue.as_str().into(),
+                    queue.into(),
                     lapin::options::BasicGetOptions { no_ack: true },
                 )
-                .await
-                .unwrap();
+                .await;
             match got {
-                Some(message) => taken.push(message.delivery.data),
-                None => tokio::time::sleep(Duration::from_millis(100)).await,
+                Ok(Some(message)) => taken.push(message.delivery.data),
+                Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
+                // Not declared yet: the broker closed the channel.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    channel = connection.create_channel().await.unwrap();
+                }
             }
         }
         let _ = connection.close(200, "taken".into()).await;
@@ -511,6 +545,22 @@ impl Fleet {
         let channel = connection.create_channel().await.unwrap();
         for queue in Topology::new(&self.prefix, 0).queues() {
             let _ = channel.queue_delete(queue.into(), Default::default()).await;
+        }
+        // Queues of one run each (unclaimed results), which expire by
+        // themselves only after a week.
+        let listed = Command::new("rabbitmqctl")
+            .args(["-q", "list_queues", "--no-table-headers", "name"])
+            .output();
+        let prefix = format!("{}.", self.prefix);
+        if let Ok(listed) = listed {
+            for queue in String::from_utf8_lossy(&listed.stdout)
+                .lines()
+                .map(str::trim)
+                .filter(|q| q.starts_with(&prefix))
+            {
+                let channel = connection.create_channel().await.unwrap();
+                let _ = channel.queue_delete(queue.into(), Default::default()).await;
+            }
         }
         let _ = connection.close(200, "test over".into()).await;
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -157,14 +157,20 @@ async fn batched_run(
     preset: &str,
     extra: &[&str],
 ) -> (BTreeMap<String, String>, usize) {
+    batched_run_listed(dir, preset, preset_listing_command(preset), extra).await
+}
+
+/// [`batched_run`] with the ids `listing` prints (run in `dir`).
+async fn batched_run_listed(
+    dir: &Path,
+    preset: &str,
+    listing: &str,
+    extra: &[&str],
+) -> (BTreeMap<String, String>, usize) {
     let mut fleet = Fleet::start(0, 1);
     let worker = format!("{}-proc", fleet.prefix);
     fleet.start_worker_with(&worker, 2, &["--executors", "process"]);
-    let discover = format!(
-        "cd '{}' && {}",
-        dir.display(),
-        preset_listing_command(preset)
-    );
+    let discover = format!("cd '{}' && {listing}", dir.display());
     let workdir = dir.to_str().unwrap();
     let mut args = vec![
         "--preset",
@@ -238,6 +244,35 @@ async fn pytest_batches_read_each_tests_result_from_pytests_junit_report() {
         ])
     );
     assert_eq!(jobs, 1, "one batch, one pytest");
+}
+
+/// Two pytest ids that JUnit's dotted class name merges (`t/a.py::TestT::test_t`
+/// and `t/a/TestT.py::test_t` are both `t.a.TestT` / `test_t`) keep their own
+/// results in one batch: the preset's report names each case's file.
+#[tokio::test(flavor = "multi_thread")]
+async fn pytest_ids_that_junit_names_alike_keep_their_own_results() {
+    let dir = project(&[
+        (
+            "pytest.ini",
+            "[pytest]\npython_files = *.py\naddopts = --import-mode=importlib\n",
+        ),
+        (
+            "t/a.py",
+            "class TestT:\n    def test_t(self):\n        assert False\n",
+        ),
+        ("t/a/TestT.py", "def test_t():\n    pass\n"),
+    ]);
+    let listing = "printf 't/a.py::TestT::test_t\\nt/a/TestT.py::test_t\\n'";
+    let (statuses, jobs) =
+        batched_run_listed(dir.path(), "pytest", listing, &["--batch", "10"]).await;
+    assert_eq!(
+        statuses,
+        expect(&[
+            ("t/a.py::TestT::test_t", "Failed"),
+            ("t/a/TestT.py::test_t", "Passed"),
+        ])
+    );
+    assert_eq!(jobs, 1, "one batch: each result mapped by its file");
 }
 
 #[tokio::test(flavor = "multi_thread")]

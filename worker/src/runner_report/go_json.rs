@@ -39,6 +39,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
                 names: Names {
                     class: String::new(),
                     name: top.clone(),
+                    file: String::new(),
                 },
                 outcome: Outcome::Passed,
                 duration_ms: 0,

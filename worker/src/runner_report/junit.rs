@@ -93,6 +93,7 @@ impl Case {
                 names: Names {
                     class: attribute(element, b"classname"),
                     name: attribute(element, b"name"),
+                    file: attribute(element, b"file"),
                 },
                 outcome: Outcome::Passed,
                 duration_ms: seconds_to_ms(&attribute(element, b"time")),

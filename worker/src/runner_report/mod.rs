@@ -43,6 +43,8 @@ pub struct Names {
     pub class: String,
     /// JUnit `name`, the go test name, or the RSpec example id.
     pub name: String,
+    /// JUnit `file` (pytest writes it with `junit_family=xunit1`), or empty.
+    pub file: String,
 }
 
 /// A listed test the report covers.
@@ -72,18 +74,34 @@ pub fn read(
 
 /// Matches entries to ids: each id's key under `scheme` against each entry's
 /// keys. Several entries for one id (a teardown error beside the call, a
-/// retry) merge: the worst outcome, durations added, outputs joined.
+/// retry) merge: the worst outcome, durations added, outputs joined. Two ids
+/// of one key (pytest's `a/b.py::T::t` and `a/b/T.py::t` both read
+/// `a.b.T::t` in JUnit) are told apart by the entry's file where it has one;
+/// without one, the key matches neither, and both run again apart.
 fn map(entries: Vec<Entry>, scheme: IdScheme, ids: &[String]) -> Vec<Option<Reported>> {
-    let positions: HashMap<String, usize> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (key_of_id(scheme, id), i))
-        .collect();
+    let mut positions: HashMap<String, Option<usize>> = HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        positions
+            .entry(key_of_id(scheme, id))
+            .and_modify(|p| *p = None)
+            .or_insert(Some(i));
+    }
+    let exact: HashMap<&str, usize> = match scheme {
+        IdScheme::Pytest => ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect(),
+        _ => HashMap::new(),
+    };
     let mut reported: Vec<Option<Reported>> = vec![None; ids.len()];
     for entry in entries {
-        let position = keys_of_entry(scheme, &entry.names)
-            .iter()
-            .find_map(|key| positions.get(key).copied());
+        let by_file = pytest_node_id(&entry.names).and_then(|id| exact.get(id.as_str()).copied());
+        let position = by_file.or_else(|| {
+            keys_of_entry(scheme, &entry.names)
+                .iter()
+                .find_map(|key| positions.get(key).copied().flatten())
+        });
         let Some(position) = position else {
             continue;
         };
@@ -166,6 +184,28 @@ fn pytest_key(node_id: &str) -> String {
     format!("{class}::{name}")
 }
 
+/// The pytest node id an entry names, from its `file`: `a/b.py` and class
+/// `a.b.T` with name `t` are `a/b.py::T::t`. `None` without a file.
+fn pytest_node_id(names: &Names) -> Option<String> {
+    if names.file.is_empty() {
+        return None;
+    }
+    let module = names
+        .file
+        .strip_suffix(".py")
+        .unwrap_or(&names.file)
+        .replace('/', ".");
+    let classes = match names.class.strip_prefix(&module) {
+        Some("") => Vec::new(),
+        Some(rest) => rest.strip_prefix('.')?.split('.').collect(),
+        None => return None,
+    };
+    let mut parts = vec![names.file.as_str()];
+    parts.extend(classes);
+    parts.push(&names.name);
+    Some(parts.join("::"))
+}
+
 /// Seconds as a report writes them ("0.123") to whole milliseconds, 0 when
 /// unreadable or absurd.
 pub(crate) fn seconds_to_ms(text: &str) -> u64 {
@@ -193,6 +233,7 @@ mod tests {
             names: Names {
                 class: class.into(),
                 name: name.into(),
+                file: String::new(),
             },
             outcome,
             duration_ms: 5,
@@ -223,6 +264,39 @@ mod tests {
         let z = mapped[1].as_ref().unwrap();
         assert_eq!((z.outcome, z.duration_ms), (Outcome::Failed, 10));
         assert!(mapped[2].is_none(), "unreported");
+    }
+
+    #[test]
+    fn two_pytest_ids_of_one_junit_key_are_told_apart_by_file_or_not_at_all() {
+        let ids: Vec<String> = ["a/b.py::T::t", "a/b/T.py::t"].map(String::from).to_vec();
+        assert_eq!(pytest_key(&ids[0]), pytest_key(&ids[1]), "the collision");
+        let in_file = |file: &str, outcome| Entry {
+            names: Names {
+                file: file.into(),
+                ..entry("a.b.T", "t", outcome).names
+            },
+            ..entry("a.b.T", "t", outcome)
+        };
+        let mapped = map(
+            vec![
+                in_file("a/b.py", Outcome::Failed),
+                in_file("a/b/T.py", Outcome::Passed),
+            ],
+            IdScheme::Pytest,
+            &ids,
+        );
+        assert_eq!(mapped[0].as_ref().unwrap().outcome, Outcome::Failed);
+        assert_eq!(mapped[1].as_ref().unwrap().outcome, Outcome::Passed);
+        assert_eq!(mapped[0].as_ref().unwrap().duration_ms, 5, "nothing merged");
+        // Without a file the key is ambiguous: neither id takes the entries,
+        // so both run again, apart.
+        let entries = vec![
+            entry("a.b.T", "t", Outcome::Failed),
+            entry("a.b.T", "t", Outcome::Passed),
+        ];
+        assert!(map(entries, IdScheme::Pytest, &ids)
+            .iter()
+            .all(Option::is_none));
     }
 
     #[test]

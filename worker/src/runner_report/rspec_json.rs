@@ -64,6 +64,7 @@ fn entry(example: Example) -> Entry {
         names: Names {
             class: String::new(),
             name: example.id,
+            file: String::new(),
         },
         outcome,
         duration_ms: super::seconds_to_ms(&example.run_time.unwrap_or(0.0).to_string()),
