@@ -10,12 +10,15 @@
 # (seconds); its figures are not the benchmark's. See docs/BENCHMARKS.md.
 # TESTFLEET_BENCH_PROFILE=debug uses target/debug (the CI smoke test does, since
 # the test suite builds those); benchmarks proper use release binaries.
+# TESTFLEET_BENCH_BASELINE=REV also runs the overhead benchmark on REV's
+# release binaries (built in target/bench-baseline/), alternating with this
+# tree's, and prints this tree's rate over REV's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 all=(throughput warm overhead scale scheduling recovery suites)
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 quick=0
 selected=()
@@ -77,6 +80,21 @@ prepare() {
   rm -rf "$work"
   mkdir -p "$work"
   source scripts/lib/fleet.sh
+  baseline_bin=
+  if [ -n "${TESTFLEET_BENCH_BASELINE:-}" ]; then build_baseline "$TESTFLEET_BENCH_BASELINE"; fi
+}
+
+# build_baseline REV: REV's release binaries, built in a worktree of their own
+# (kept between runs), into baseline_bin.
+build_baseline() {
+  local rev tree
+  rev=$(git rev-parse --short "$1")
+  tree=$root/target/bench-baseline/$rev
+  if [ ! -d "$tree" ]; then git worktree add --detach "$tree" "$rev" >/dev/null; fi
+  log "building release binaries of the baseline $rev"
+  (cd "$tree" && CARGO_TARGET_DIR=$tree/target cargo build --quiet --release --workspace --bins)
+  baseline_bin=$tree/target/release
+  baseline_rev=$rev
 }
 
 # wait_log FILE PATTERN SECONDS: until a line of FILE matches PATTERN.
@@ -241,6 +259,27 @@ bench_overhead() {
   row overhead "publish→start p50, ms" "$p50"
   row overhead "publish→start p99, ms" "$p99"
   row overhead "aggregator peak RSS, MB" "$hwm"
+  if [ -n "$baseline_bin" ]; then overhead_against_baseline; fi
+}
+
+# The default overhead run of this tree and of the baseline, alternated twice
+# so that a drift of the machine touches both alike; their rates and ratio.
+overhead_against_baseline() {
+  local ours=0 theirs=0 round ms saved_bin=$bin
+  for round in 1 2; do
+    for side in ours theirs; do
+      if [ "$side" = theirs ]; then bin=$baseline_bin; fi
+      log "overhead: round $round, $side ($([ "$side" = ours ] && echo this tree || echo "$baseline_rev"))"
+      fleet_ready "overhead-$side" 1 "$slots" --executors process
+      ms=$(produce --tests "$work/noop.txt" --executor process --timeout 60 --wait -- true '{id}')
+      fleet_stop
+      bin=$saved_bin
+      if [ "$side" = ours ]; then ours=$((ours + ms)); else theirs=$((theirs + ms)); fi
+    done
+  done
+  row overhead "this tree, 2 runs: tests/s" "$(rate $((2 * overhead_n)) "$ours")"
+  row overhead "baseline $baseline_rev, 2 runs: tests/s" "$(rate $((2 * overhead_n)) "$theirs")"
+  row overhead "this tree ÷ baseline" "$(ratio "$theirs" "$ours")" ">=" 0.9
 }
 
 # ---------------------------------------------------------------- (d) scale

@@ -9,6 +9,7 @@ scripts/setup.sh
 scripts/setup-runners.sh
 cargo fmt --all -- --check
 cargo clippy --quiet --workspace --all-targets -- -D warnings
+scripts/check-structure.py
 cargo build --quiet --workspace --bins
 # Tests in `disruptive::` restart the broker or the Docker engine that every test
 # shares, so they run last, alone, one at a time. `third_party::` runs 200

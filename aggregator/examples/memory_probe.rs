@@ -6,8 +6,9 @@
 //! `cargo run --release -p testfleet-aggregator --example memory_probe -- 400000`
 
 use testfleet_aggregator::run_state::RunState;
-use testfleet_common::wire::{encode, Body, Outcome, RunAnnounce, TestResult};
 use testfleet_report as report;
+use testfleet_types::codec::encode;
+use testfleet_types::messages::{Body, Outcome, RunAnnounce, TestResult};
 use uuid::Uuid;
 
 /// This process's resident set now and at its peak, in MB.

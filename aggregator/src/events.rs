@@ -4,7 +4,7 @@
 //! Pure: these functions only build events from what the service loop already
 //! decided; the loop publishes them (best-effort, see `broker::publish_event`).
 
-use testfleet_common::wire::{AttemptStatus, RoundCounts, RunEvent, RunEventKind, TestResult};
+use testfleet_types::messages::{AttemptStatus, RoundCounts, RunEvent, RunEventKind, TestResult};
 use uuid::Uuid;
 
 use crate::run_state::RoundDecision;
@@ -93,7 +93,7 @@ pub fn round_closed<'a>(
 
 #[cfg(test)]
 mod tests {
-    use testfleet_common::wire::{Outcome, VerdictKind};
+    use testfleet_types::messages::{Outcome, VerdictKind};
 
     use super::*;
 

@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use lapin::Channel;
 use testfleet_common::broker::{self, BrokerError};
-use testfleet_common::config::TriageRule;
-use testfleet_common::limits::MAX_VERDICT_BYTES;
-use testfleet_common::wire::{Body, RunReport};
 use testfleet_report as report;
+use testfleet_types::limits::MAX_VERDICT_BYTES;
+use testfleet_types::messages::{Body, RunReport};
+use testfleet_types::triage::TriageRule;
 use tokio::task::{self, JoinSet};
 use tracing::{error, info, warn};
 use uuid::Uuid;

@@ -18,7 +18,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use testfleet_common::wire::{AttemptStatus, Outcome, RunReport};
+use testfleet_types::messages::{AttemptStatus, Outcome, RunReport};
 
 use crate::framed::{self, FileError, Kind};
 

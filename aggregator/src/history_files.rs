@@ -10,7 +10,7 @@
 use lapin::message::Delivery;
 use lapin::Channel;
 use testfleet_common::broker;
-use testfleet_common::wire::{Body, History};
+use testfleet_types::messages::{Body, History};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, warn};

@@ -5,10 +5,8 @@
 //! - [`settings`]: configuration into validated settings, in one place.
 //! - [`service`]: the loop that owns every open run and talks to the broker.
 //! - [`run_state`]: one run's rounds, attempts and retry rule (pure logic).
-//! - [`journal`]: the durable per-run journals a restart resumes from, and
-//!   their files under the state dir.
-//! - [`journal_stream`]: the journal kept in a broker stream, which a standby
-//!   replays.
+//! - [`journal`]: the durable per-run journals a restart resumes from: files
+//!   under the state dir, or a broker stream a standby replays.
 //! - [`framed`]: the file format (header, checksummed records) journal and
 //!   history files are made of.
 //! - [`events`]: the run events published for followers (pure builders).
@@ -23,7 +21,6 @@ pub mod framed;
 pub mod history;
 pub mod history_files;
 pub mod journal;
-pub mod journal_stream;
 pub mod run_state;
 pub mod service;
 pub mod settings;

@@ -13,8 +13,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
-
-use testfleet_common::wire::{
+use testfleet_types::messages::{
     AttemptReport, AttemptStatus, BatchRecord, FinalStatus, IgnoredReason, IgnoredResult, Outcome,
     RunAnnounce, RunReport, TestReport, TestResult, VerdictKind,
 };
@@ -599,7 +598,7 @@ fn is_retryable(status: AttemptStatus) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use testfleet_common::wire::RetryPolicy;
+    use testfleet_types::messages::RetryPolicy;
 
     const DEADLINE: u64 = 1_000_000;
 

@@ -18,15 +18,15 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use testfleet_common::broker::{self, BrokerError};
 use testfleet_common::config::JournalKind;
-use testfleet_common::limits::{MAX_PARTED_BYTES, PART_BYTES};
-use testfleet_common::now_ms;
-use testfleet_common::order;
-use testfleet_common::parts::{Bounds, Joined, Joiner};
 use testfleet_common::shutdown::Shutdown;
-use testfleet_common::wire::{
-    decode, decode_sorting, AttemptStatus, BatchRecord, Batches, Body, HistoryQuery, Job, Refused,
-    RunAnnounce, RunEvent, TestResult,
+use testfleet_types::codec::{decode, decode_sorting, Refused};
+use testfleet_types::limits::{MAX_PARTED_BYTES, PART_BYTES};
+use testfleet_types::messages::{
+    AttemptStatus, BatchRecord, Batches, Body, HistoryQuery, Job, RunAnnounce, RunEvent, TestResult,
 };
+use testfleet_types::now_ms;
+use testfleet_types::order;
+use testfleet_types::parts::{Bounds, Joined, Joiner};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
@@ -34,8 +34,8 @@ use crate::events;
 use crate::finishing::{Finished, Finishing, ReportSettings};
 use crate::history::HistoryStore;
 use crate::history_files::HistoryFiles;
+use crate::journal::stream::{Retention, StreamJournal};
 use crate::journal::{FileJournals, JournalError, Journals, Record};
-use crate::journal_stream::{Retention, StreamJournal};
 use crate::run_state::{Recorded, RoundDecision, RunState};
 use crate::settings::AggregatorSettings;
 
@@ -174,7 +174,7 @@ impl Aggregator {
         for (run_id, records) in self.journals.replay(connection).await? {
             // A journal that cannot be read was logged; its file stays.
             let Ok(records) = records else { continue };
-            let Some(state) = replay(&records) else {
+            let Some(state) = replay(records) else {
                 warn!(run = %run_id, "ignoring a journal without a run announcement");
                 continue;
             };
@@ -439,7 +439,7 @@ impl Aggregator {
                 .await
                 .map_err(BrokerError::from)?;
             let body = Body::Batches(batches);
-            for payload in testfleet_common::parts::split(&body).map_err(BrokerError::from)? {
+            for payload in testfleet_types::parts::split(&body).map_err(BrokerError::from)? {
                 broker::publish_encoded(publish, &queue, body.kind(), &[payload]).await?;
             }
         }
@@ -491,7 +491,7 @@ impl Aggregator {
             let Some(run) = self.open.get_mut(&batch.run_id) else {
                 continue;
             };
-            let (run_id, record) = (batch.run_id, Record::Batch(batch.clone()));
+            let (run_id, record) = (batch.run_id, Record::Batch((&batch).into()));
             if run.state.record_batch(batch) {
                 self.journals.append(run_id, &record)?;
             }
@@ -507,7 +507,7 @@ impl Aggregator {
         }
         self.journals.create(run_id)?;
         self.journals
-            .append(run_id, &Record::Announce(Box::new(announce.clone())))?;
+            .append(run_id, &Record::Announce(Box::new((&announce).into())))?;
         self.to_claim.push(run_id);
         info!(run = %run_id, suite = %announce.suite, tests = announce.tests.len(), "following a new run");
         self.open.insert(
@@ -525,7 +525,7 @@ impl Aggregator {
             self.log_orphan_result(&result.run_id, &result.test_id, result.attempt);
             return Ok(false);
         };
-        let record = Record::Result(result.clone());
+        let record = Record::Result((&result).into());
         let (run_id, test, attempt) = (result.run_id, result.test_id.clone(), result.attempt);
         match run.state.record_result(result) {
             Recorded::New => {
@@ -853,31 +853,32 @@ fn journals(settings: &AggregatorSettings) -> Journals {
     }
 }
 
-/// Rebuilds a run's state from its journal.
-fn replay(records: &[Record]) -> Option<RunState> {
-    let mut records = records.iter();
+/// Rebuilds a run's state from its journal, each record turned back into
+/// the message it was journalled from.
+fn replay(records: Vec<Record>) -> Option<RunState> {
+    let mut records = records.into_iter();
     let Some(Record::Announce(announce)) = records.next() else {
         return None;
     };
-    let mut state = RunState::new((**announce).clone());
+    let mut state = RunState::new((*announce).into());
     for record in records {
         match record {
             Record::Announce(_) => {}
             Record::Result(result) => {
-                state.record_result(result.clone());
+                state.record_result(result.into());
             }
             Record::DeadLetter {
                 test_id,
                 attempt,
                 deliveries,
             } => {
-                state.record_dead_letter(test_id, *attempt, *deliveries);
+                state.record_dead_letter(&test_id, attempt, deliveries);
             }
             Record::RoundClosed { at_ms } => {
-                state.close_round(*at_ms);
+                state.close_round(at_ms);
             }
             Record::Batch(batch) => {
-                state.record_batch(batch.clone());
+                state.record_batch(batch.into());
             }
         }
     }

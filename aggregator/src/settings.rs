@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use testfleet_common::broker::Brokers;
-use testfleet_common::config::{ConfigError, JournalKind, RawConfig, TriageRule};
+use testfleet_common::config::{ConfigError, JournalKind, RawConfig};
 use testfleet_common::topology::Topology;
+use testfleet_types::triage::TriageRule;
 
 /// Validated settings of the aggregator.
 #[derive(Debug, Clone)]

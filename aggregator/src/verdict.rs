@@ -10,7 +10,8 @@
 //! was cut, and where the aggregator's full reports are, travels in
 //! [`VerdictCut`], which the producer's reports show.
 
-use testfleet_common::wire::{encode, Body, FinalStatus, RunReport, VerdictCut};
+use testfleet_types::codec::encode;
+use testfleet_types::messages::{Body, FinalStatus, RunReport, VerdictCut};
 
 /// An output shorter than this is not worth keeping a piece of.
 const MIN_KEPT_OUTPUT: usize = 512;
@@ -133,7 +134,9 @@ fn leave_out_passed_tests(report: &mut RunReport, cut: &mut VerdictCut) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use testfleet_common::wire::{AttemptReport, AttemptStatus, Outcome, TestReport, VerdictKind};
+    use testfleet_types::messages::{
+        AttemptReport, AttemptStatus, Outcome, TestReport, VerdictKind,
+    };
 
     fn report(outputs: &[usize], passed: usize) -> RunReport {
         let attempt = |output: Option<String>, outcome| AttemptReport {
@@ -221,7 +224,7 @@ mod tests {
     fn batch_logs_go_before_any_tests_own_output() {
         let mut report = report(&[1_000], 0);
         report.batches = (0..4)
-            .map(|_| testfleet_common::wire::BatchRecord {
+            .map(|_| testfleet_types::messages::BatchRecord {
                 id: uuid::Uuid::new_v4(),
                 run_id: uuid::Uuid::nil(),
                 attempt: 1,

@@ -6,8 +6,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use testfleet_aggregator::run_state::RunState;
 use testfleet_aggregator::{history, verdict};
-use testfleet_common::strategies::{run_report, test_result};
-use testfleet_common::wire::RunAnnounce;
+use testfleet_types::messages::RunAnnounce;
+use testfleet_types::strategies::{run_report, test_result};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]

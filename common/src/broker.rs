@@ -15,13 +15,14 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use testfleet_types::codec::{decode, encode, WireError};
+use testfleet_types::limits::{MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
+use testfleet_types::messages::{Body, RunEvent};
+use testfleet_types::parts::{self, Joined, Joiner};
 use tokio::time::{sleep, Instant};
 use tracing::{info, warn};
 
-use crate::limits::{MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
-use crate::parts::{self, Joined, Joiner};
 use crate::topology::{Topology, DIRECT_REPLY_TO};
-use crate::wire::{decode, encode, Body, RunEvent, WireError};
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
@@ -54,7 +55,7 @@ pub enum BrokerError {
         max: usize,
     },
     #[error(transparent)]
-    TooBigForParts(#[from] crate::parts::TooBig),
+    TooBigForParts(#[from] testfleet_types::parts::TooBig),
     #[error("unreadable answer: {0}")]
     Unreadable(WireError),
     /// A queue exists with other arguments than this configuration gives it;
@@ -350,7 +351,7 @@ pub async fn publish_unconfirmed(
 }
 
 /// Publishes a persistent message that may reach no queue (nobody listening is
-/// fine), in parts if it is too big for one (`crate::parts`), and waits for
+/// fine), in parts if it is too big for one (`testfleet_types::parts`), and waits for
 /// the broker's confirms.
 ///
 /// Takes the body by value: a verdict carries a whole run's report, which is
@@ -485,7 +486,7 @@ pub async fn publish_run_events(channel: &Channel, exchange: &str, events: Vec<R
 /// An upper bound of an event's encoded size: its strings plus room for the
 /// fixed fields.
 fn event_size(event: &RunEvent) -> usize {
-    use crate::wire::RunEventKind::*;
+    use testfleet_types::messages::RunEventKind::*;
     let strings = match &event.kind {
         TestStarted {
             test_id, worker_id, ..

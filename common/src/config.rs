@@ -13,10 +13,13 @@ pub use config::Value;
 use config::{Config, Environment, File, FileFormat};
 use regex::Regex;
 use serde::Deserialize;
+use testfleet_types::messages::{
+    ContainerLimits, ContainerMode, ExecutorKind, RetryPolicy, RunSpec,
+};
+use testfleet_types::triage::TriageRule;
+use testfleet_types::{checks, limits};
 
-use crate::limits;
 use crate::topology::Topology;
-use crate::wire::{ContainerLimits, ContainerMode, ExecutorKind, RetryPolicy, RunSpec};
 
 const DEFAULTS: &str = include_str!("defaults.toml");
 /// The file read from the working directory when no `--config` is given.
@@ -146,14 +149,6 @@ pub struct ReportConfig {
 pub struct TriageRuleConfig {
     pub name: String,
     pub pattern: String,
-}
-
-/// A validated failure-triage rule: failing tests whose output matches
-/// `pattern` are grouped under `name`.
-#[derive(Debug, Clone)]
-pub struct TriageRule {
-    pub name: String,
-    pub pattern: Regex,
 }
 
 /// A command-line flag that overrides a configuration key.
@@ -336,7 +331,7 @@ impl RunConfig {
             user: (!self.user.trim().is_empty()).then(|| self.user.trim().to_owned()),
             secret_env: self.secret_env.clone(),
         };
-        limits::check_spec(&spec).map_err(|problem| ConfigError::Invalid {
+        checks::check_spec(&spec).map_err(|problem| ConfigError::Invalid {
             key: "run.command",
             problem,
         })?;
@@ -345,7 +340,7 @@ impl RunConfig {
 }
 
 impl RunConfig {
-    /// The bounds every spec keeps on the wire (`crate::limits`), said with
+    /// The bounds every spec keeps on the wire (`testfleet_types::limits`), said with
     /// the key to change.
     fn within_bounds(&self) -> Result<(), ConfigError> {
         let max_timeout_secs = (limits::MAX_TIMEOUT_MS / 1000) as f64;
@@ -481,6 +476,12 @@ mod tests {
         assert_eq!(spec.executor, ExecutorKind::Docker);
         assert_eq!(spec.workdir, None);
         assert_eq!(raw.worker.executors, vec![ExecutorKind::Docker]);
+    }
+
+    /// The types crate's plain spec for tests is the embedded defaults'.
+    #[test]
+    fn the_sample_spec_is_the_default_one() {
+        assert_eq!(default_spec(), testfleet_types::strategies::sample_spec());
     }
 
     #[test]

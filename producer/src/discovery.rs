@@ -13,8 +13,8 @@
 use std::time::Duration;
 
 use testfleet_common::broker::{self, BrokerError};
-use testfleet_common::now_ms;
-use testfleet_common::wire::{Body, Discover, Outcome};
+use testfleet_types::messages::{Body, Discover, Outcome};
+use testfleet_types::now_ms;
 use tracing::info;
 use uuid::Uuid;
 
@@ -129,7 +129,7 @@ struct KeptListing {
 impl KeptListing {
     /// Where the listing of this image and command is kept: a name hashed
     /// from both, so any image name makes a valid file name.
-    fn path(spec: &testfleet_common::wire::RunSpec) -> Option<std::path::PathBuf> {
+    fn path(spec: &testfleet_types::messages::RunSpec) -> Option<std::path::PathBuf> {
         use std::hash::{Hash, Hasher};
         let base = std::env::var_os("XDG_CACHE_HOME")
             .map(std::path::PathBuf::from)

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use testfleet_common::now_ms;
-use testfleet_common::wire::{RunEvent, RunReport};
+use testfleet_types::messages::{RunEvent, RunReport};
+use testfleet_types::now_ms;
 use tokio::sync::mpsc;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 

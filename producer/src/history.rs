@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::ValueEnum;
 use lapin::Connection;
 use testfleet_common::broker;
-use testfleet_common::order;
 use testfleet_common::topology::Topology;
-use testfleet_common::wire::{Body, HistoryQuery};
+use testfleet_types::messages::{Body, HistoryQuery};
+use testfleet_types::order;
 use tracing::{info, warn};
 
 /// How long to wait for the aggregator's answer before publishing in arrival order.

@@ -8,9 +8,9 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use testfleet_common::limits::{MAX_TESTS_PER_RUN, MAX_TEST_ID_BYTES};
 
 use regex::Regex;
+use testfleet_types::limits::{MAX_TESTS_PER_RUN, MAX_TEST_ID_BYTES};
 use tracing::warn;
 
 use crate::presets::Preset;

@@ -9,8 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use regex::Regex;
 use testfleet_common::cli::{fail, CommonArgs, Overrides, INFRA, USAGE};
-use testfleet_common::config::{ConfigError, TriageRule};
-use testfleet_common::now_ms;
+use testfleet_common::config::ConfigError;
 use testfleet_producer::discovery::{self, DiscoveryError};
 use testfleet_producer::follow::{follow, Watch};
 use testfleet_producer::history::Order;
@@ -21,6 +20,8 @@ use testfleet_producer::progress::ProgressView;
 use testfleet_producer::settings::Choices;
 use testfleet_producer::{ProducerSettings, Submitted};
 use testfleet_report as report;
+use testfleet_types::now_ms;
+use testfleet_types::triage::TriageRule;
 
 const PROGRAM: &str = "testfleet-producer";
 /// How long a discovery in the image may wait for a worker beyond the

@@ -9,11 +9,11 @@ use std::io::{self, LineWriter, Write};
 use std::path::Path;
 
 use serde::Serialize;
-use testfleet_common::wire::{
+use testfleet_report::ReportPaths;
+use testfleet_types::messages::{
     AttemptStatus, FinalStatus, Outcome, RoundCounts, RunEvent, RunEventKind, RunReport,
     VerdictKind,
 };
-use testfleet_report::ReportPaths;
 use time::OffsetDateTime;
 use tracing::warn;
 use uuid::Uuid;
@@ -418,7 +418,7 @@ mod tests {
             tests: [FinalStatus::Passed, FinalStatus::Flaky, FinalStatus::Failed]
                 .into_iter()
                 .enumerate()
-                .map(|(i, status)| testfleet_common::wire::TestReport {
+                .map(|(i, status)| testfleet_types::messages::TestReport {
                     id: format!("t{i}"),
                     status,
                     attempts: vec![],

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use testfleet_common::wire::{IdScheme, ReportFormat, RunnerReport};
+use testfleet_types::messages::{IdScheme, ReportFormat, RunnerReport};
 
 /// A test runner whose listing testfleet understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

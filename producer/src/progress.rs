@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use testfleet_common::wire::{AttemptStatus, Outcome, RunEventKind};
+use testfleet_types::messages::{AttemptStatus, Outcome, RunEventKind};
 
 /// Where one test stands, as far as the events tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

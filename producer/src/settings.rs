@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use testfleet_common::broker::Brokers;
-use testfleet_common::config::{ConfigError, RawConfig, TriageRule};
-use testfleet_common::limits::MAX_TESTS_PER_JOB;
+use testfleet_common::config::{ConfigError, RawConfig};
 use testfleet_common::topology::Topology;
-use testfleet_common::wire::{IdScheme, ReportFormat, RunSpec, RunnerReport};
+use testfleet_types::limits::MAX_TESTS_PER_JOB;
+use testfleet_types::messages::{IdScheme, ReportFormat, RunSpec, RunnerReport};
+use testfleet_types::triage::TriageRule;
 
 use crate::history::Order;
 use crate::presets::Preset;
@@ -37,7 +38,7 @@ pub struct ProducerSettings {
 pub enum Batching {
     /// One test per job, as a command with `{id}` needs.
     One,
-    /// Batches planned from the suite's history (`testfleet_common::batch`),
+    /// Batches planned from the suite's history (`testfleet_types::batch`),
     /// for `slots` test slots (`None`: the workers consuming now, 2 each).
     Auto { slots: Option<usize> },
     /// Batches of at most this many tests, by count.

@@ -10,15 +10,16 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-use testfleet_common::batch::{self, PlanParams, Planned};
 use testfleet_common::broker::{self, BrokerError};
-use testfleet_common::limits::MAX_TESTS_PER_JOB;
-use testfleet_common::now_ms;
-use testfleet_common::parts::{Joined, Joiner};
 use testfleet_common::topology::Topology;
-use testfleet_common::wire::{
-    decode, Body, ExecutorKind, Job, JobTest, RunAnnounce, RunEvent, RunReport,
+use testfleet_types::batch::{self, PlanParams, Planned};
+use testfleet_types::codec::decode;
+use testfleet_types::limits::MAX_TESTS_PER_JOB;
+use testfleet_types::messages::{
+    Body, ExecutorKind, Job, JobTest, RunAnnounce, RunEvent, RunReport,
 };
+use testfleet_types::now_ms;
+use testfleet_types::parts::{Joined, Joiner};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use uuid::Uuid;

@@ -4,9 +4,9 @@
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use testfleet_common::strategies::{number, run_event, run_report};
 use testfleet_producer::ndjson;
 use testfleet_producer::progress::Progress;
+use testfleet_types::strategies::{number, run_event, run_report};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]

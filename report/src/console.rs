@@ -1,6 +1,6 @@
 //! The short plain-text summary printed to the console when a run ends.
 
-use testfleet_common::wire::{FinalStatus, RunReport};
+use testfleet_types::messages::{FinalStatus, RunReport};
 
 use super::format::{counts_line, one_line, plural, run_duration_ms, seconds, verdict_cut_note};
 
@@ -71,7 +71,7 @@ fn names(report: &RunReport, status: FinalStatus) -> String {
 mod tests {
     use super::*;
     use crate::fixture;
-    use testfleet_common::wire::{Outcome, VerdictKind};
+    use testfleet_types::messages::{Outcome, VerdictKind};
 
     #[test]
     fn summary_names_every_test_that_did_not_simply_pass() {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use testfleet_common::wire::{
+use testfleet_types::messages::{
     AttemptReport, AttemptStatus, FinalStatus, Outcome, RetryPolicy, RunReport, RunSpec,
     TestReport, VerdictKind,
 };
@@ -22,7 +22,7 @@ pub fn long_id() -> String {
 }
 
 pub fn spec() -> RunSpec {
-    let mut spec = testfleet_common::config::default_spec();
+    let mut spec = testfleet_types::strategies::sample_spec();
     spec.image = "testfleet/busybox".into();
     spec.command = vec!["sh".into(), "-c".into(), "run {id}".into()];
     spec.timeout_ms = 5_000;

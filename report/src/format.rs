@@ -1,7 +1,7 @@
 //! Formatting shared by the report renderers: times, durations, counts, attempt
 //! descriptions and text made safe to show on one line.
 
-use testfleet_common::wire::{
+use testfleet_types::messages::{
     AttemptReport, AttemptStatus, FinalStatus, Outcome, RunReport, RunSpec, TestReport,
 };
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};

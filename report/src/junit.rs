@@ -13,7 +13,7 @@ use quick_junit::{
     NonSuccessKind, Report, SerializeError, TestCase, TestCaseStatus, TestRerun, TestSuite,
     XmlString,
 };
-use testfleet_common::wire::{
+use testfleet_types::messages::{
     AttemptReport, AttemptStatus, FinalStatus, Outcome, RunReport, TestReport,
 };
 

@@ -30,8 +30,8 @@ use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use testfleet_common::config::TriageRule;
-use testfleet_common::wire::RunReport;
+use testfleet_types::messages::RunReport;
+use testfleet_types::triage::TriageRule;
 
 pub use console::console_summary;
 pub use format::MISSING_MESSAGE;

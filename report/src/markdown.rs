@@ -5,7 +5,7 @@
 //! put in code spans or fenced blocks sized to their content, so it can neither
 //! break the layout nor render as Markdown or HTML.
 
-use testfleet_common::wire::{AttemptReport, FinalStatus, RunReport, TestReport};
+use testfleet_types::messages::{AttemptReport, FinalStatus, RunReport, TestReport};
 
 use super::format::{
     counts_line, describe_final, did_not_pass, failed_attempts, last_attempt, one_line, plural,
@@ -360,7 +360,7 @@ fn code_span(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::{fixture, triage};
-    use testfleet_common::wire::{Outcome, VerdictKind};
+    use testfleet_types::messages::{Outcome, VerdictKind};
 
     /// Renders with signatures alone, as without any configured rule.
     fn render(report: &RunReport) -> String {
@@ -535,7 +535,7 @@ mod tests {
             })
             .collect();
         let report = fixture::report_with(tests, VerdictKind::TestsFailed);
-        let rules = [testfleet_common::config::TriageRule {
+        let rules = [testfleet_types::triage::TriageRule {
             name: "db down".into(),
             pattern: regex::Regex::new("connection refused").unwrap(),
         }];

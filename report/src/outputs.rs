@@ -7,7 +7,7 @@ use std::io;
 use std::path::Path;
 
 use serde::Serialize;
-use testfleet_common::wire::{AttemptReport, RunReport};
+use testfleet_types::messages::{AttemptReport, RunReport};
 
 use super::format::{attempt_status_str, did_not_pass};
 

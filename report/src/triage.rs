@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use regex::{Captures, Regex};
-use testfleet_common::config::TriageRule;
-use testfleet_common::wire::{FinalStatus, RunReport, TestReport};
+use testfleet_types::messages::{FinalStatus, RunReport, TestReport};
+use testfleet_types::triage::TriageRule;
 
 use super::format::{describe_final, last_attempt, strip_terminal_codes};
 
@@ -199,7 +199,7 @@ fn cut(text: &str, max_chars: usize) -> String {
 mod tests {
     use super::*;
     use crate::fixture::{self, ran, report_with, test, unrun};
-    use testfleet_common::wire::{AttemptStatus, Outcome, VerdictKind};
+    use testfleet_types::messages::{AttemptStatus, Outcome, VerdictKind};
 
     fn rule(name: &str, pattern: &str) -> TriageRule {
         TriageRule {

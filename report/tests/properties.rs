@@ -2,8 +2,8 @@
 //! holds (bounds checked or not), every report renders without a panic.
 
 use proptest::prelude::*;
-use testfleet_common::strategies::run_report;
 use testfleet_report::{self as report, html, json, junit, markdown, triage};
+use testfleet_types::strategies::run_report;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]

@@ -253,7 +253,7 @@ async fn a_hostile_spec_is_refused_by_a_default_worker() {
         "grep CapEff /proc/self/status",
     ];
     let ids: Vec<String> = (0..3).map(|i| format!("hostile-{i}")).collect();
-    let since = testfleet_common::now_ms() / 1000;
+    let since = testfleet_types::now_ms() / 1000;
     let run = hostile(fleet.producer()).run(&ids, &args).await;
     assert_ne!(run.exit_code(), 0, "{}", run.describe());
     let report = run.report();

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
-use testfleet_common::wire::{decode, encode, BatchRecord, Batches, Body, Part, TestResult};
+use testfleet_types::codec::{decode, encode};
+use testfleet_types::messages::{BatchRecord, Batches, Body, Part, TestResult};
 
 use crate::fixtures::{passed_result, scripted_command, tests, Fleet, BROKER, BUSYBOX};
 
@@ -205,8 +206,8 @@ async fn results_kept_for_an_unknown_run_are_claimed_once_it_is_known() {
         assert!(started.elapsed() < Duration::from_secs(30), "never kept");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let now = testfleet_common::now_ms();
-    let announce = Body::Run(testfleet_common::wire::RunAnnounce {
+    let now = testfleet_types::now_ms();
+    let announce = Body::Run(testfleet_types::messages::RunAnnounce {
         run_id,
         suite: "late".into(),
         created_at_ms: now,

@@ -7,7 +7,8 @@ use std::time::Duration;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
-use testfleet_common::wire::{encode, Body, Job};
+use testfleet_types::codec::encode;
+use testfleet_types::messages::{Body, Job};
 
 use crate::fixtures::{
     leftover_containers, passed_result, scripted_command, Fleet, RunOutcome, BROKER, BUSYBOX,
@@ -136,13 +137,13 @@ async fn a_worker_cut_off_from_the_broker_has_its_jobs_run_elsewhere_and_publish
             user.unacked() > 0
         });
         netns.cut();
-        cut_at_ms = testfleet_common::now_ms();
+        cut_at_ms = testfleet_types::now_ms();
         // Still cut off: the broker must notice (missed heartbeats), close the
         // connection and requeue its jobs before the link comes back.
         wait_until(60, "the broker never dropped the cut-off worker", || {
             user.connections() == 0
         });
-        healed_at_ms = testfleet_common::now_ms();
+        healed_at_ms = testfleet_types::now_ms();
         netns.heal();
         wait_until(60, "the remote worker did not reconnect", || {
             user.connections() > 0
@@ -421,14 +422,14 @@ async fn a_forged_verdict_is_parked_and_the_producer_waits_for_the_real_one() {
     });
     let verdict_queue = wait_for_verdict_queue(&topology.verdicts).await;
     let run_id = verdict_queue.rsplit('.').next().unwrap().parse().unwrap();
-    let now = testfleet_common::now_ms();
-    let forged = Body::Report(testfleet_common::wire::RunReport {
+    let now = testfleet_types::now_ms();
+    let forged = Body::Report(testfleet_types::messages::RunReport {
         run_id,
         suite: "forged".into(),
         created_at_ms: now,
         finished_at_ms: now,
         rounds: 1,
-        verdict: testfleet_common::wire::VerdictKind::Passed,
+        verdict: testfleet_types::messages::VerdictKind::Passed,
         spec: testfleet_common::config::default_spec(),
         tests: Vec::new(),
         verdict_cut: None,
@@ -488,7 +489,7 @@ async fn unreadable_messages_on_every_queue_are_parked_and_the_run_goes_on() {
     let mut wrong_version = encode(&result);
     assert_eq!(
         wrong_version[1],
-        testfleet_common::wire::FORMAT_VERSION as u8,
+        testfleet_types::codec::FORMAT_VERSION as u8,
         "a msgpack array of [version, body]"
     );
     wrong_version[1] = 0x7f;
@@ -611,7 +612,7 @@ fn sample_job() -> Job {
     let mut spec = testfleet_common::config::default_spec();
     spec.image = BUSYBOX.into();
     spec.command = vec!["true".into()];
-    let deadline_ms = testfleet_common::now_ms() + 3_600_000;
+    let deadline_ms = testfleet_types::now_ms() + 3_600_000;
     Job::single(uuid::Uuid::new_v4(), "x".into(), 1, deadline_ms, spec)
 }
 

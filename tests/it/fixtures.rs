@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testfleet_common::topology::Topology;
-use testfleet_common::wire::{Outcome, TestResult};
+use testfleet_types::messages::{Outcome, TestResult};
 
 use crate::netns::Netns;
 

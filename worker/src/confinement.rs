@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use testfleet_common::wire::RunSpec;
+use testfleet_types::messages::RunSpec;
 
 /// A limit a job may turn off, where the worker allows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

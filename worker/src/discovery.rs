@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use testfleet_common::wire::{Discover, Job, Listing};
+use testfleet_types::messages::{Discover, Job, Listing};
 
 use crate::job::Observed;
 
@@ -54,7 +54,7 @@ pub fn listing(request: &Discover, observed: Observed, image_id: Option<String>)
 pub fn unchanged(request: &Discover, image_id: String) -> Listing {
     Listing {
         request_id: request.request_id,
-        outcome: testfleet_common::wire::Outcome::Passed,
+        outcome: testfleet_types::messages::Outcome::Passed,
         exit_code: Some(0),
         listing: String::new(),
         output: String::new(),

@@ -20,9 +20,9 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
-use testfleet_common::now_ms;
 use testfleet_common::shutdown::Shutdown;
-use testfleet_common::wire::{ContainerMode, Job, Outcome};
+use testfleet_types::messages::{ContainerMode, Job, Outcome};
+use testfleet_types::now_ms;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -914,7 +914,7 @@ mod tests {
     #[test]
     fn the_staging_tar_holds_open_folders_and_the_ids() {
         let mut batch = job("a");
-        batch.tests.push(testfleet_common::wire::JobTest {
+        batch.tests.push(testfleet_types::messages::JobTest {
             id: "b c".into(),
             allowance_ms: 1,
         });

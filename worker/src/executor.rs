@@ -7,8 +7,8 @@
 //! shared vocabulary of `job`, and `results` turns that into results, a batch
 //! record and follow-up jobs the same way for both.
 
-use testfleet_common::now_ms;
-use testfleet_common::wire::{BatchRecord, ExecutorKind, Job, TestResult};
+use testfleet_types::messages::{BatchRecord, ExecutorKind, Job, TestResult};
+use testfleet_types::now_ms;
 use tokio_util::sync::CancellationToken;
 
 use crate::confinement::Confinement;
@@ -164,7 +164,7 @@ fn refusal(message: String) -> Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use testfleet_common::wire::Outcome;
+    use testfleet_types::messages::Outcome;
 
     #[tokio::test]
     async fn a_job_for_a_missing_executor_is_an_error_that_says_why() {

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use testfleet_common::wire::{Job, Outcome, ReportFormat};
+use testfleet_types::messages::{Job, Outcome, ReportFormat};
 use tokio::task::JoinHandle;
 
 use crate::capture::OutputCapture;
@@ -211,7 +211,7 @@ pub async fn collect_output(
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use testfleet_common::wire::JobTest;
+    use testfleet_types::messages::JobTest;
 
     fn job(ids: &[&str], command: &[&str]) -> Job {
         let mut spec = testfleet_common::config::default_spec();

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use testfleet_common::now_ms;
-use testfleet_common::wire::Job;
+use testfleet_types::messages::Job;
+use testfleet_types::now_ms;
 
 /// Present on every container testfleet creates.
 pub const MANAGED: &str = "testfleet";

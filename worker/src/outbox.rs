@@ -17,11 +17,11 @@
 use lapin::message::Delivery;
 use lapin::Channel;
 use testfleet_common::broker::{self, BrokerError};
-use testfleet_common::limits::{
+use testfleet_common::topology::Topology;
+use testfleet_types::limits::{
     MAX_BATCH_BYTES, MAX_MESSAGE_TEXT_BYTES, MAX_OUTPUT_CAP_BYTES, MAX_TEST_ID_BYTES,
 };
-use testfleet_common::topology::Topology;
-use testfleet_common::wire::{BatchRecord, Batches, Body, Job, RunEvent, TestResult};
+use testfleet_types::messages::{BatchRecord, Batches, Body, Job, RunEvent, TestResult};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 

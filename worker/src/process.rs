@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use testfleet_common::now_ms;
-use testfleet_common::wire::{Job, Outcome};
+use testfleet_types::messages::{Job, Outcome};
+use testfleet_types::now_ms;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;

@@ -15,11 +15,10 @@
 //! An infrastructure error (the image is missing, the command cannot start)
 //! is every test's outcome: splitting would only repeat it.
 
-use testfleet_common::now_ms;
-use testfleet_common::wire::{BatchRecord, Job, Outcome, TestResult};
+use testfleet_types::limits::{MAX_DURATION_MS, MAX_MESSAGE_TEXT_BYTES};
+use testfleet_types::messages::{BatchRecord, Job, Outcome, TestResult};
+use testfleet_types::now_ms;
 use uuid::Uuid;
-
-use testfleet_common::limits::{MAX_DURATION_MS, MAX_MESSAGE_TEXT_BYTES};
 
 use crate::capture::OutputCapture;
 use crate::job::{Observed, Ran};
@@ -273,7 +272,7 @@ pub fn within(mut text: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use testfleet_common::wire::{IdScheme, JobTest, ReportFormat, RunnerReport};
+    use testfleet_types::messages::{IdScheme, JobTest, ReportFormat, RunnerReport};
 
     fn job(ids: &[&str]) -> Job {
         let mut spec = testfleet_common::config::default_spec();
@@ -365,7 +364,7 @@ mod tests {
         );
         let settled = settle(&job, observed(Ran::exited(1), Some(&report)), "w");
         for result in &settled.results {
-            assert_eq!(testfleet_common::limits::check_result(result), Ok(()));
+            assert_eq!(testfleet_types::checks::check_result(result), Ok(()));
         }
         let huge = &settled.results[0];
         assert_eq!(huge.outcome, Outcome::Failed);

@@ -23,7 +23,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 use testfleet_common::broker::{self, BrokerError};
 use testfleet_common::shutdown::Shutdown;
-use testfleet_common::wire::ExecutorKind;
+use testfleet_types::messages::ExecutorKind;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use testfleet_common::broker::Brokers;
 use testfleet_common::config::{ConfigError, RawConfig};
 use testfleet_common::topology::Topology;
-use testfleet_common::wire::ExecutorKind;
+use testfleet_types::messages::ExecutorKind;
 
 use crate::confinement::{Ceilings, Confinement, Liftable};
 

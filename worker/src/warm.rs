@@ -25,7 +25,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use testfleet_common::wire::Job;
+use testfleet_types::messages::Job;
 use uuid::Uuid;
 
 /// A kept container unused for this long is removed.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use testfleet_common::wire::{BatchRecord, RunReport};
+use testfleet_types::messages::{BatchRecord, RunReport};
 use uuid::Uuid;
 
 use super::markup::{esc, text};

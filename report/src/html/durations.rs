@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use testfleet_common::wire::{AttemptReport, AttemptStatus, RunReport, TestReport};
+use testfleet_types::messages::{AttemptReport, AttemptStatus, RunReport, TestReport};
 
 use super::markup::{attempt_class, axis_time, esc, nice_step, text};
 use crate::format::{attempt_status_str, did_not_pass, plural, seconds};
@@ -297,7 +297,7 @@ fn slowest(report: &RunReport) -> String {
 mod tests {
     use super::*;
     use crate::fixture::{self, ran as attempt, report_with, test};
-    use testfleet_common::wire::{FinalStatus, Outcome, VerdictKind};
+    use testfleet_types::messages::{FinalStatus, Outcome, VerdictKind};
 
     #[test]
     fn bins_split_passing_from_the_rest() {

@@ -1,7 +1,7 @@
 //! Escaping and the small vocabulary the HTML report's parts share: text made
 //! safe for HTML, status classes, and axis steps for the charts.
 
-use testfleet_common::wire::{AttemptStatus, FinalStatus, Outcome};
+use testfleet_types::messages::{AttemptStatus, FinalStatus, Outcome};
 
 use crate::format::{one_line, tail_lines};
 

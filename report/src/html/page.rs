@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use testfleet_common::wire::{AttemptReport, FinalStatus, RunReport, TestReport};
+use testfleet_types::messages::{AttemptReport, FinalStatus, RunReport, TestReport};
 
 use super::markup::{attempt_class, esc, final_class, output_tail, text};
 use super::{batches, durations, timeline};
@@ -529,7 +529,7 @@ mod tests {
     use super::*;
     use crate::fixture::{self, ran, report_with, test, WEIRD_ID};
     use crate::triage::triage;
-    use testfleet_common::wire::{Outcome, VerdictKind};
+    use testfleet_types::messages::{Outcome, VerdictKind};
 
     fn page(report: &RunReport) -> String {
         render(report, &triage(report, &[]))

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
-use testfleet_common::wire::{AttemptReport, BatchRecord, RunReport, TestReport};
+use testfleet_types::messages::{AttemptReport, BatchRecord, RunReport, TestReport};
 use uuid::Uuid;
 
 use super::markup::{attempt_class, axis_time, esc, nice_step, text};
@@ -497,7 +497,7 @@ fn straggler_labels(
 mod tests {
     use super::*;
     use crate::fixture::{ran, report_with, test};
-    use testfleet_common::wire::{FinalStatus, Outcome, VerdictKind};
+    use testfleet_types::messages::{FinalStatus, Outcome, VerdictKind};
 
     fn on(worker: &str, start: u64, ms: u64, outcome: Outcome) -> AttemptReport {
         let mut attempt = ran(1, outcome, Some(0), "boom");

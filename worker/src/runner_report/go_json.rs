@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use testfleet_common::wire::Outcome;
+use testfleet_types::messages::Outcome;
 
 use super::{Entry, Names};
 

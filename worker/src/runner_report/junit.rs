@@ -6,7 +6,7 @@
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
-use testfleet_common::wire::Outcome;
+use testfleet_types::messages::Outcome;
 
 use super::{seconds_to_ms, Entry, Names};
 

@@ -17,7 +17,7 @@ mod rspec_json;
 
 use std::collections::HashMap;
 
-use testfleet_common::wire::{IdScheme, Outcome, ReportFormat};
+use testfleet_types::messages::{IdScheme, Outcome, ReportFormat};
 
 /// A runner report bigger than this is not read (its tests count as
 /// unreported and are run again in smaller batches).

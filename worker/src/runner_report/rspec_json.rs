@@ -3,7 +3,7 @@
 //! `status` (`passed`, `failed`, `pending`), `run_time` and `exception`.
 
 use serde::Deserialize;
-use testfleet_common::wire::Outcome;
+use testfleet_types::messages::Outcome;
 
 use super::{Entry, Names};
 

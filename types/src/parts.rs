@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::codec::{decode, encode, WireError};
 use crate::limits::{MAX_MESSAGE_BYTES, MAX_PARTED_BYTES, PART_BYTES};
-use crate::wire::{decode, encode, Body, Part, WireError};
+use crate::messages::{Body, Part};
 
 /// Messages being joined at once, at most; a receiver sees one or two.
 const MAX_JOINING: usize = 16;
@@ -281,7 +282,7 @@ impl<H> Joiner<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::History;
+    use crate::messages::History;
 
     fn big_history(tests: usize) -> Body {
         Body::History(History {

@@ -27,11 +27,12 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
 use serde::{Deserialize, Serialize};
 use testfleet_common::broker::{self, BrokerError};
-use testfleet_common::limits::{MAX_MESSAGE_BYTES, PART_BYTES};
+use testfleet_types::limits::{MAX_MESSAGE_BYTES, PART_BYTES};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::journal::{JournalError, Record, Replayed, JOURNAL};
+use super::error::{JournalError, Replayed};
+use super::records::{Record, JOURNAL};
 
 /// Deliveries a replaying consumer may have unacked.
 const REPLAY_PREFETCH: u16 = 1000;
@@ -364,7 +365,7 @@ mod tests {
     use super::*;
 
     fn announce(run_id: Uuid, tests: usize) -> Record {
-        Record::Announce(Box::new(testfleet_common::wire::RunAnnounce {
+        Record::Announce(Box::new(super::super::records::AnnounceRecord {
             run_id,
             suite: "s".into(),
             created_at_ms: 1,

@@ -9,11 +9,46 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use uuid::Uuid;
 
-use crate::wire::{
-    AttemptReport, AttemptStatus, Body, FinalStatus, History, IgnoredReason, IgnoredResult,
-    Outcome, RoundCounts, RunEvent, RunEventKind, RunReport, RunSpec, TestReport, TestResult,
-    VerdictCut, VerdictKind,
+use crate::messages::{
+    AttemptReport, AttemptStatus, Body, ContainerLimits, ContainerMode, ExecutorKind, FinalStatus,
+    History, IgnoredReason, IgnoredResult, Outcome, RetryPolicy, RoundCounts, RunEvent,
+    RunEventKind, RunReport, RunSpec, TestReport, TestResult, VerdictCut, VerdictKind,
 };
+
+/// The spec of the embedded defaults (`testfleet-common`'s `defaults.toml`,
+/// whose test keeps the two equal), for tests that need a plain one.
+pub fn sample_spec() -> RunSpec {
+    RunSpec {
+        image: "testfleet/busybox:latest".into(),
+        command: ["sh", "-c", "echo no command configured for {id}; exit 1"]
+            .map(String::from)
+            .to_vec(),
+        env: Default::default(),
+        timeout_ms: 300_000,
+        output_cap_bytes: 1 << 20,
+        retry: RetryPolicy {
+            threshold: 0.10,
+            max_rounds: 3,
+        },
+        container: ContainerLimits {
+            network: "none".into(),
+            tmpfs: vec!["/tmp".into()],
+            memory_bytes: Some(1 << 30),
+            nano_cpus: None,
+            pids_limit: Some(1024),
+            no_new_privileges: true,
+            cap_add: Vec::new(),
+        },
+        executor: ExecutorKind::Docker,
+        workdir: None,
+        container_mode: ContainerMode::Fresh,
+        warm_reuse: 50,
+        runtime: None,
+        runner_report: None,
+        user: None,
+        secret_env: Vec::new(),
+    }
+}
 
 /// A number, often at an edge.
 pub fn number() -> impl Strategy<Value = u64> {
@@ -89,7 +124,7 @@ pub fn verdict_kind() -> impl Strategy<Value = VerdictKind> {
 pub fn spec() -> impl Strategy<Value = RunSpec> {
     (number(), number(), count(), any::<f64>(), vec(text(), 1..4)).prop_map(
         |(timeout_ms, output_cap_bytes, max_rounds, threshold, command)| {
-            let mut spec = crate::config::default_spec();
+            let mut spec = sample_spec();
             spec.timeout_ms = timeout_ms;
             spec.output_cap_bytes = output_cap_bytes;
             spec.retry.max_rounds = max_rounds;

@@ -5,10 +5,11 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use crate::limits;
+use crate::codec::{decode, encode, WireError};
+use crate::messages::{Body, Part};
 use crate::parts::{split, Joined, Joiner};
 use crate::strategies::body;
-use crate::wire::{decode, encode, Body, Part, WireError};
+use crate::{checks, limits};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
@@ -22,10 +23,10 @@ proptest! {
     fn a_body_round_trips_or_is_refused_for_its_bounds(body in body()) {
         match decode(&encode(&body)) {
             Ok(back) => {
-                prop_assert!(limits::check(&body).is_ok());
+                prop_assert!(checks::check(&body).is_ok());
                 prop_assert_eq!(back, body);
             }
-            Err(WireError::OutOfBounds { .. }) => prop_assert!(limits::check(&body).is_err()),
+            Err(WireError::OutOfBounds { .. }) => prop_assert!(checks::check(&body).is_err()),
             Err(other) => prop_assert!(false, "{other}"),
         }
     }

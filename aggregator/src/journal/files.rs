@@ -1,5 +1,5 @@
-//! The aggregator's durable state: each open run's facts, in the order they
-//! were counted, replayed to rebuild the run after a restart.
+//! The journal of `aggregator.journal = "file"`: one file per open run under
+//! the state dir.
 //!
 //! A fact is acked only once its record is durable: appended records wait in
 //! memory until [`FileJournals::commit`], which writes and syncs every journal
@@ -20,114 +20,14 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use lapin::{Channel, Connection};
-use serde::{Deserialize, Serialize};
-use testfleet_common::broker::BrokerError;
-use testfleet_common::limits::MAX_PARTED_BYTES;
-use testfleet_common::wire::{BatchRecord, RunAnnounce, TestResult};
 use tracing::{error, warn};
 use uuid::Uuid;
 
-use crate::framed::{self, FileError, Kind};
-use crate::journal_stream::StreamJournal;
+use super::error::{JournalError, Replayed};
+use super::records::{Record, JOURNAL};
+use crate::framed;
 
 const EXTENSION: &str = "journal";
-
-/// The journal's file format: an announcement, the biggest record, is at
-/// most a parted message.
-pub const JOURNAL: Kind = Kind {
-    magic: *b"tfjournl",
-    version: 3,
-    max_record: MAX_PARTED_BYTES as u32 + (1 << 20),
-    name: "journal",
-};
-
-/// One entry of a run's journal, replayed in order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Record {
-    Announce(Box<RunAnnounce>),
-    Result(TestResult),
-    DeadLetter {
-        test_id: String,
-        attempt: u32,
-        deliveries: u32,
-    },
-    /// The open round was closed at this time (so replay closes it identically).
-    RoundClosed {
-        at_ms: u64,
-    },
-    /// A batch the run's tests ran in.
-    Batch(BatchRecord),
-}
-
-/// A journal could not be read or written; names the file, folder or stream.
-#[derive(Debug, thiserror::Error)]
-pub enum JournalError {
-    #[error("{}: {cause}", path.display())]
-    Io { path: PathBuf, cause: io::Error },
-    #[error(transparent)]
-    File(#[from] FileError),
-    /// The broker journal's session failed: a reconnect, like any other.
-    #[error(transparent)]
-    Broker(#[from] BrokerError),
-    #[error("the journal stream holds {0}")]
-    Stream(String),
-    #[error("the journal stream sent nothing for {0:?} while being replayed")]
-    Stalled(std::time::Duration),
-}
-
-/// Every open run's journal: files under the state dir, or the broker's
-/// stream (`aggregator.journal`).
-pub enum Journals {
-    Files(FileJournals),
-    Stream(StreamJournal),
-}
-
-impl Journals {
-    /// Every open run's records, read back when taking the lead.
-    pub async fn replay(&mut self, connection: &Connection) -> Result<Vec<Replayed>, JournalError> {
-        match self {
-            Journals::Files(files) => files.replay(),
-            Journals::Stream(stream) => stream.replay(connection).await,
-        }
-    }
-
-    /// Starts the journal of a new run; its announcement follows.
-    pub fn create(&mut self, run_id: Uuid) -> Result<(), JournalError> {
-        match self {
-            Journals::Files(files) => files.create(run_id),
-            Journals::Stream(_) => Ok(()),
-        }
-    }
-
-    /// Queues a record; it is durable once [`Self::commit`] returns.
-    pub fn append(&mut self, run_id: Uuid, record: &Record) -> Result<(), JournalError> {
-        match self {
-            Journals::Files(files) => files.append(run_id, record),
-            Journals::Stream(stream) => stream.append(run_id, record),
-        }
-    }
-
-    /// Makes every queued record durable: synced to disk, or confirmed by
-    /// the broker's stream (on `publish`).
-    pub async fn commit(&mut self, publish: &Channel) -> Result<(), JournalError> {
-        match self {
-            Journals::Files(files) => files.commit().await,
-            Journals::Stream(stream) => stream.commit(publish).await,
-        }
-    }
-
-    /// A finished run's journal goes (the stream's at the next commit).
-    pub fn remove(&mut self, run_id: Uuid) -> Result<(), JournalError> {
-        match self {
-            Journals::Files(files) => files.remove(run_id),
-            Journals::Stream(stream) => {
-                stream.end(run_id);
-                Ok(())
-            }
-        }
-    }
-}
 
 /// Attaches `path` to an I/O error.
 fn at(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
@@ -136,9 +36,6 @@ fn at(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
         cause,
     }
 }
-
-/// A run's journal as replayed: its records, or why it cannot be used.
-pub type Replayed = (Uuid, Result<Vec<Record>, JournalError>);
 
 /// Every open run's journal file, appended to as runs progress.
 pub struct FileJournals {

@@ -1,53 +1,13 @@
-//! The bounds testfleet keeps: on every message it sends and on every value it
-//! accepts from the wire.
-//!
-//! A message is never bigger than [`MAX_MESSAGE_BYTES`], well under what any
-//! RabbitMQ accepts (128 MiB on 3.x, 16 MiB by default on 4.x): what can be
-//! bigger (a run's announcement, a verdict, a history answer) travels in
-//! [`crate::wire::Part`]s. A decoded message whose values are out of range is
-//! refused with the reason, as garbage is, so that no arithmetic downstream
-//! (deadlines, timelines, progress) meets a value it cannot hold.
+//! Every value of a decoded message checked against its bound
+//! (`limits.rs`): a message whose values are out of range is refused with the
+//! reason, as garbage is, so that no arithmetic downstream (deadlines,
+//! timelines, progress) meets a value it cannot hold.
 
-use crate::wire::{
-    BatchRecord, Body, Job, RunAnnounce, RunEvent, RunEventKind, RunReport, RunSpec, TestResult,
+use crate::limits::*;
+use crate::messages::{
+    BatchRecord, Batches, Body, Job, RunAnnounce, RunEvent, RunEventKind, RunReport, RunSpec,
+    TestResult,
 };
-
-/// No message testfleet publishes is bigger than this.
-pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
-/// The payload of one part of a message that is split.
-pub const PART_BYTES: usize = 4 << 20;
-/// A message split into parts is at most this big in all (64 parts).
-pub const MAX_PARTED_BYTES: usize = 256 << 20;
-/// A verdict's encoded report is fitted under this (outputs shortened first).
-pub const MAX_VERDICT_BYTES: usize = 32 << 20;
-/// Results or events in one message at most, by their estimated size.
-pub const MAX_BATCH_BYTES: usize = 6 << 20;
-/// `run.output_cap_bytes` at most: one result always fits a message.
-pub const MAX_OUTPUT_CAP_BYTES: u64 = 4 << 20;
-/// A result's output may exceed the cap by the cut marker; its message by this.
-const OUTPUT_SLACK_BYTES: usize = 1 << 10;
-/// A worker's remark on a result (an engine error, say), at most.
-pub const MAX_MESSAGE_TEXT_BYTES: usize = 64 << 10;
-/// A test id at most (a pytest id with long parameters fits easily).
-pub const MAX_TEST_ID_BYTES: usize = 16 << 10;
-/// Tests in one run at most.
-pub const MAX_TESTS_PER_RUN: usize = 5_000_000;
-/// Rounds (and so attempts) of a run at most.
-pub const MAX_ROUNDS: u32 = 100;
-/// A per-test timeout at most: a week.
-pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
-/// A run's deadline at most this long after its creation: 30 days.
-pub const MAX_RUN_MS: u64 = 30 * 24 * 3600 * 1000;
-/// A reported duration at most (longer than any run may last).
-pub const MAX_DURATION_MS: u64 = MAX_RUN_MS;
-/// Any Unix time on the wire at most: the year 3000.
-pub const MAX_TIME_MS: u64 = 32_503_680_000_000;
-/// `run.warm_reuse` at most.
-pub const MAX_WARM_REUSE: u32 = 1_000_000;
-/// A run spec's command and environment, in bytes, at most.
-pub const MAX_SPEC_BYTES: usize = 256 << 10;
-/// Tests in one batched job at most.
-pub const MAX_TESTS_PER_JOB: usize = 10_000;
 
 /// Checks every value of a decoded body against the bounds above; the `Err`
 /// is the reason, for the parked message's log line.
@@ -113,13 +73,13 @@ pub fn sort_out(body: Body) -> (Body, Vec<(Body, String)>) {
                 .collect();
             (Body::Results(results), refused)
         }
-        Body::Batches(crate::wire::Batches { batches, results }) => {
+        Body::Batches(Batches { batches, results }) => {
             let (batches, bad_batches) = keep_within(batches, check_batch);
             let (results, bad_results) = keep_within(results, check_result);
             let refused = bad_batches
                 .into_iter()
                 .map(|(batch, why)| {
-                    let alone = crate::wire::Batches {
+                    let alone = Batches {
                         batches: vec![batch],
                         results: Vec::new(),
                     };
@@ -131,10 +91,7 @@ pub fn sort_out(body: Body) -> (Body, Vec<(Body, String)>) {
                         .map(|(result, why)| (Body::Result(result), why)),
                 )
                 .collect();
-            (
-                Body::Batches(crate::wire::Batches { batches, results }),
-                refused,
-            )
+            (Body::Batches(Batches { batches, results }), refused)
         }
         other => (other, Vec::new()),
     }
@@ -390,7 +347,8 @@ fn at_most(what: &str, value: u64, max: u64) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Outcome, RoundCounts};
+    use crate::messages::{Outcome, RoundCounts};
+    use crate::strategies::sample_spec;
 
     fn result() -> TestResult {
         TestResult {
@@ -422,14 +380,14 @@ mod tests {
         zero.attempt = 0;
         assert!(check(&Body::Results(vec![result(), zero])).is_err());
 
-        let mut spec = crate::config::default_spec();
+        let mut spec = sample_spec();
         spec.timeout_ms = 100_000_000_000_000_000;
         let reason = check_spec(&spec).unwrap_err();
         assert!(reason.contains("timeout_ms"), "{reason}");
-        spec = crate::config::default_spec();
+        spec = sample_spec();
         spec.output_cap_bytes = u64::MAX;
         assert!(check_spec(&spec).unwrap_err().contains("output_cap_bytes"));
-        spec = crate::config::default_spec();
+        spec = sample_spec();
         spec.retry.threshold = f64::NAN;
         assert!(check_spec(&spec).is_err());
     }

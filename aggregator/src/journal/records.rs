@@ -1,0 +1,351 @@
+//! What a run's journal holds: record types of the journal's own, converted
+//! from and to the messages at its edge (`service.rs` journals what it
+//! counts, and replays records into it), so that a message can change without
+//! the journal changing with it, and the other way round.
+//!
+//! Both journals (`files.rs`, `stream.rs`) write
+//! these records with MessagePack, fields in order: the encoding of every
+//! record is pinned by a test below, since a file written by one aggregator
+//! is read back by the next. The spec inside an announcement is the message
+//! type itself (a job carries it to workers verbatim, so the journal keeps
+//! what it must send again); a change to its encoding bumps both formats.
+
+use serde::{Deserialize, Serialize};
+use testfleet_types::limits::MAX_PARTED_BYTES;
+use testfleet_types::messages::{BatchRecord, Outcome, RunAnnounce, RunSpec, TestResult};
+use uuid::Uuid;
+
+use crate::framed::Kind;
+
+/// The journal's file format: an announcement, the biggest record, is at
+/// most a parted message.
+pub const JOURNAL: Kind = Kind {
+    magic: *b"tfjournl",
+    version: 3,
+    max_record: MAX_PARTED_BYTES as u32 + (1 << 20),
+    name: "journal",
+};
+
+/// One entry of a run's journal, replayed in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    Announce(Box<AnnounceRecord>),
+    Result(ResultRecord),
+    DeadLetter {
+        test_id: String,
+        attempt: u32,
+        deliveries: u32,
+    },
+    /// The open round was closed at this time (so replay closes it identically).
+    RoundClosed {
+        at_ms: u64,
+    },
+    /// A batch the run's tests ran in.
+    Batch(BatchEntry),
+}
+
+/// The run as announced: what it expects and how its jobs run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnnounceRecord {
+    pub run_id: Uuid,
+    pub suite: String,
+    pub created_at_ms: u64,
+    pub deadline_ms: u64,
+    pub spec: RunSpec,
+    pub tests: Vec<String>,
+    /// Put on the run's verdict, so that the waiting producer knows it.
+    #[serde(default)]
+    pub verdict_token: Option<Uuid>,
+}
+
+/// How an attempt's command ended, as the journal records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordedOutcome {
+    Passed,
+    Failed,
+    TimedOut,
+    Error,
+}
+
+/// One counted attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    pub run_id: Uuid,
+    pub test_id: String,
+    pub attempt: u32,
+    pub outcome: RecordedOutcome,
+    pub exit_code: Option<i64>,
+    pub duration_ms: u64,
+    pub worker_id: String,
+    pub started_at_ms: u64,
+    pub finished_at_ms: u64,
+    pub output: String,
+    pub output_truncated: bool,
+    pub message: Option<String>,
+    pub published_at_ms: u64,
+    pub batch: Option<Uuid>,
+}
+
+/// One batch of the run's tests, as its worker saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchEntry {
+    pub id: Uuid,
+    pub run_id: Uuid,
+    pub attempt: u32,
+    pub worker_id: String,
+    pub tests: u32,
+    pub reported: u32,
+    pub started_at_ms: u64,
+    pub command_started_at_ms: u64,
+    pub finished_at_ms: u64,
+    pub exit_code: Option<i64>,
+    pub timed_out: bool,
+    pub log: Option<String>,
+    pub log_truncated: bool,
+    pub split_into: u32,
+}
+
+impl From<&RunAnnounce> for AnnounceRecord {
+    fn from(announce: &RunAnnounce) -> Self {
+        AnnounceRecord {
+            run_id: announce.run_id,
+            suite: announce.suite.clone(),
+            created_at_ms: announce.created_at_ms,
+            deadline_ms: announce.deadline_ms,
+            spec: announce.spec.clone(),
+            tests: announce.tests.clone(),
+            verdict_token: announce.verdict_token,
+        }
+    }
+}
+
+impl From<AnnounceRecord> for RunAnnounce {
+    fn from(record: AnnounceRecord) -> Self {
+        RunAnnounce {
+            run_id: record.run_id,
+            suite: record.suite,
+            created_at_ms: record.created_at_ms,
+            deadline_ms: record.deadline_ms,
+            spec: record.spec,
+            tests: record.tests,
+            verdict_token: record.verdict_token,
+        }
+    }
+}
+
+impl From<Outcome> for RecordedOutcome {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Passed => RecordedOutcome::Passed,
+            Outcome::Failed => RecordedOutcome::Failed,
+            Outcome::TimedOut => RecordedOutcome::TimedOut,
+            Outcome::Error => RecordedOutcome::Error,
+        }
+    }
+}
+
+impl From<RecordedOutcome> for Outcome {
+    fn from(outcome: RecordedOutcome) -> Self {
+        match outcome {
+            RecordedOutcome::Passed => Outcome::Passed,
+            RecordedOutcome::Failed => Outcome::Failed,
+            RecordedOutcome::TimedOut => Outcome::TimedOut,
+            RecordedOutcome::Error => Outcome::Error,
+        }
+    }
+}
+
+impl From<&TestResult> for ResultRecord {
+    fn from(result: &TestResult) -> Self {
+        ResultRecord {
+            run_id: result.run_id,
+            test_id: result.test_id.clone(),
+            attempt: result.attempt,
+            outcome: result.outcome.into(),
+            exit_code: result.exit_code,
+            duration_ms: result.duration_ms,
+            worker_id: result.worker_id.clone(),
+            started_at_ms: result.started_at_ms,
+            finished_at_ms: result.finished_at_ms,
+            output: result.output.clone(),
+            output_truncated: result.output_truncated,
+            message: result.message.clone(),
+            published_at_ms: result.published_at_ms,
+            batch: result.batch,
+        }
+    }
+}
+
+impl From<ResultRecord> for TestResult {
+    fn from(record: ResultRecord) -> Self {
+        TestResult {
+            run_id: record.run_id,
+            test_id: record.test_id,
+            attempt: record.attempt,
+            outcome: record.outcome.into(),
+            exit_code: record.exit_code,
+            duration_ms: record.duration_ms,
+            worker_id: record.worker_id,
+            started_at_ms: record.started_at_ms,
+            finished_at_ms: record.finished_at_ms,
+            output: record.output,
+            output_truncated: record.output_truncated,
+            message: record.message,
+            published_at_ms: record.published_at_ms,
+            batch: record.batch,
+        }
+    }
+}
+
+impl From<&BatchRecord> for BatchEntry {
+    fn from(batch: &BatchRecord) -> Self {
+        BatchEntry {
+            id: batch.id,
+            run_id: batch.run_id,
+            attempt: batch.attempt,
+            worker_id: batch.worker_id.clone(),
+            tests: batch.tests,
+            reported: batch.reported,
+            started_at_ms: batch.started_at_ms,
+            command_started_at_ms: batch.command_started_at_ms,
+            finished_at_ms: batch.finished_at_ms,
+            exit_code: batch.exit_code,
+            timed_out: batch.timed_out,
+            log: batch.log.clone(),
+            log_truncated: batch.log_truncated,
+            split_into: batch.split_into,
+        }
+    }
+}
+
+impl From<BatchEntry> for BatchRecord {
+    fn from(entry: BatchEntry) -> Self {
+        BatchRecord {
+            id: entry.id,
+            run_id: entry.run_id,
+            attempt: entry.attempt,
+            worker_id: entry.worker_id,
+            tests: entry.tests,
+            reported: entry.reported,
+            started_at_ms: entry.started_at_ms,
+            command_started_at_ms: entry.command_started_at_ms,
+            finished_at_ms: entry.finished_at_ms,
+            exit_code: entry.exit_code,
+            timed_out: entry.timed_out,
+            log: entry.log,
+            log_truncated: entry.log_truncated,
+            split_into: entry.split_into,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Record> {
+        let run_id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let batch = Uuid::from_u128(7);
+        let mut spec = testfleet_types::strategies::sample_spec();
+        spec.env.insert("A".into(), "b".into());
+        spec.runner_report = Some(testfleet_types::messages::RunnerReport {
+            format: testfleet_types::messages::ReportFormat::Junit,
+            ids: testfleet_types::messages::IdScheme::Pytest,
+        });
+        vec![
+            Record::Announce(Box::new(AnnounceRecord {
+                run_id,
+                suite: "suite".into(),
+                created_at_ms: 1,
+                deadline_ms: 2,
+                spec,
+                tests: vec!["a".into(), "b".into()],
+                verdict_token: Some(Uuid::from_u128(9)),
+            })),
+            Record::Result(ResultRecord {
+                run_id,
+                test_id: "a".into(),
+                attempt: 2,
+                outcome: RecordedOutcome::TimedOut,
+                exit_code: Some(137),
+                duration_ms: 3,
+                worker_id: "w".into(),
+                started_at_ms: 4,
+                finished_at_ms: 5,
+                output: "out".into(),
+                output_truncated: true,
+                message: Some("m".into()),
+                published_at_ms: 6,
+                batch: Some(batch),
+            }),
+            Record::DeadLetter {
+                test_id: "b".into(),
+                attempt: 1,
+                deliveries: 5,
+            },
+            Record::RoundClosed { at_ms: 8 },
+            Record::Batch(BatchEntry {
+                id: batch,
+                run_id,
+                attempt: 2,
+                worker_id: "w".into(),
+                tests: 2,
+                reported: 1,
+                started_at_ms: 10,
+                command_started_at_ms: 11,
+                finished_at_ms: 12,
+                exit_code: None,
+                timed_out: true,
+                log: Some("log".into()),
+                log_truncated: false,
+                split_into: 1,
+            }),
+        ]
+    }
+
+    /// Each kind of record as journal format 3 wrote it when its records
+    /// were the message types: a journal written then still reads, and a
+    /// change to a record's encoding fails here before it reaches a user.
+    const GOLDEN: [&str; 5] = [
+        "81a8416e6e6f756e636597c4100123456789abcdef0123456789abcdefa5737569746501029fb874657374666c6565742f62757379626f783a6c617465737493a27368a22d63d92b6563686f206e6f20636f6d6d616e6420636f6e6669677572656420666f72207b69647d3b2065786974203181a141a162ce000493e0ce0010000092cb3fb999999999999a0397a46e6f6e6591a42f746d70ce40000000c0cd0400c390a6646f636b6572c0a5667265736832c092a56a756e6974a6707974657374c09092a161a162c41000000000000000000000000000000009",
+        "81a6526573756c749ec4100123456789abcdef0123456789abcdefa16102a854696d65644f7574cc8903a1770405a36f7574c3a16d06c41000000000000000000000000000000007",
+        "81aa446561644c657474657293a1620105",
+        "81ab526f756e64436c6f7365649108",
+        "81a542617463689ec41000000000000000000000000000000007c4100123456789abcdef0123456789abcdef02a17702010a0b0cc0c3a36c6f67c201",
+    ];
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn records_keep_the_encoding_of_journal_format_3() {
+        for (record, golden) in samples().iter().zip(GOLDEN) {
+            let bytes = rmp_serde::to_vec(record).unwrap();
+            assert_eq!(hex(&bytes), golden, "{record:?}");
+            let back: Record = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(&back, record);
+        }
+    }
+
+    #[test]
+    fn messages_come_back_as_they_went_through_the_journal() {
+        for record in samples() {
+            match record {
+                Record::Announce(announce) => {
+                    let message = RunAnnounce::from(*announce.clone());
+                    assert_eq!(AnnounceRecord::from(&message), *announce);
+                }
+                Record::Result(result) => {
+                    let message = TestResult::from(result.clone());
+                    assert_eq!(ResultRecord::from(&message), result);
+                }
+                Record::Batch(batch) => {
+                    let message = BatchRecord::from(batch.clone());
+                    assert_eq!(BatchEntry::from(&message), batch);
+                }
+                Record::DeadLetter { .. } | Record::RoundClosed { .. } => {}
+            }
+        }
+    }
+}
