@@ -4,7 +4,7 @@
 # tools side by side on this machine, and prints one table of figures, each with
 # its target and whether it is met. Every figure is measured in this run.
 #
-#   scripts/bench.sh [--quick] [throughput] [warm] [overhead] [scale] [scheduling] [recovery] [suites]
+#   scripts/bench.sh [--quick] [throughput] [warm] [overhead] [scale] [scheduling] [recovery] [fairness] [suites]
 #
 # No benchmark named: all of them. --quick shrinks every size for a smoke test
 # (seconds); its figures are not the benchmark's. See docs/BENCHMARKS.md.
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-all=(throughput warm overhead scale scheduling recovery suites)
+all=(throughput warm overhead scale scheduling recovery fairness suites)
 usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 quick=0
@@ -26,7 +26,7 @@ for arg in "$@"; do
   case $arg in
     --quick) quick=1 ;;
     -h | --help) usage; exit 0 ;;
-    throughput | warm | overhead | scale | scheduling | recovery | suites) selected+=("$arg") ;;
+    throughput | warm | overhead | scale | scheduling | recovery | fairness | suites) selected+=("$arg") ;;
     *) echo "bench: unknown argument '$arg'" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -35,8 +35,10 @@ done
 # Sizes: the issue's, or a few seconds' worth in quick mode.
 if [ "$quick" = 1 ]; then
   containers=12 overhead_n=300 scale_n=1000 sched_scale=0.15 warm_reuse=5 sleep_n=100
+  big_n=200 small_n=10 equal_n=40
 else
   containers=200 overhead_n=20000 scale_n=400000 sched_scale=1 warm_reuse=50 sleep_n=1000
+  big_n=2000 small_n=20 equal_n=400
 fi
 slots=4 # concurrency on both sides of every comparison
 DOCKER=/usr/bin/docker
@@ -350,6 +352,73 @@ bench_scheduling() {
     fi
   done
   fleet_stop
+}
+
+# ---------------------------------------------------------------- (g) fairness
+# Runs sharing one fleet (2 workers × 4 slots, process executor, tests of
+# 0.1 s), each run in its own queue (run.queue = "own", the default) and
+# then all in the shared FIFO queue: a small run submitted while a big one
+# holds every slot, against the small run alone; then two equal runs
+# submitted together.
+fair_tests() { # COUNT NAME: ids NAME-0000…, one per line
+  seq -f "$2-%04g" 0 $(($1 - 1))
+}
+
+fair_produce() { # MODE IDS_FILE [ARGS...]: the producer's ms, reports under $work/reports
+  local mode=$1 ids=$2
+  shift 2
+  TESTFLEET_RUN__QUEUE=$mode produce --tests "$ids" --executor process --timeout 60 "$@" \
+    -- sh -c 'sleep 0.1' sh '{id}'
+}
+
+# first_start_ms REPORT SINCE_MS: the run's first test start after SINCE_MS.
+first_start_ms() {
+  python3 - "$1" "$2" <<'EOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+starts = [a["started_at_ms"] for t in report["tests"] for a in t["attempts"] if a.get("started_at_ms")]
+print(min(starts) - int(sys.argv[2]))
+EOF
+}
+
+bench_fairness() {
+  fair_tests "$big_n" big >"$work/fair-big.txt"
+  fair_tests "$small_n" small >"$work/fair-small.txt"
+  fair_tests "$equal_n" a >"$work/fair-a.txt"
+  fair_tests "$equal_n" b >"$work/fair-b.txt"
+  local mode alone behind first submitted a_ms b_ms spread a b
+  for mode in own shared; do
+    log "fairness ($mode): $small_n tests alone, then behind $big_n"
+    fleet_ready "fair-$mode" 2 4 --executors process
+    alone=$(fair_produce "$mode" "$work/fair-small.txt" --wait)
+    fair_produce "$mode" "$work/fair-big.txt" >/dev/null
+    wait_log "$work/worker-2.log" "test started" 60
+    sleep 1
+    submitted=$(now_ms)
+    behind=$(fair_produce "$mode" "$work/fair-small.txt" --wait)
+    first=$(first_start_ms "$(last_report)" "$submitted")
+    fleet_stop
+    log "fairness ($mode): two runs of $equal_n submitted together"
+    fleet_ready "fair-$mode-equal" 2 4 --executors process
+    fair_produce "$mode" "$work/fair-a.txt" --wait >"$work/fair-a.ms" &
+    a=$!
+    fair_produce "$mode" "$work/fair-b.txt" --wait >"$work/fair-b.ms" &
+    b=$!
+    wait "$a" "$b"
+    fleet_stop
+    a_ms=$(cat "$work/fair-a.ms") b_ms=$(cat "$work/fair-b.ms")
+    spread=$(python3 -c "import sys; a,b=map(int,sys.argv[1:]); print(f'{abs(a-b)/max(a,b):.3f}')" "$a_ms" "$b_ms")
+    row "fairness ($mode)" "small run alone, s" "$(ratio "$alone" 1000)"
+    if [ "$mode" = own ]; then
+      row "fairness ($mode)" "behind the big run: first start, s" "$(ratio "$first" 1000)" "<=" 2
+      row "fairness ($mode)" "behind the big run ÷ alone" "$(ratio "$behind" "$alone")" "<=" 2
+      row "fairness ($mode)" "two equal runs: finish spread" "$spread" "<=" 0.10
+    else
+      row "fairness ($mode)" "behind the big run: first start, s" "$(ratio "$first" 1000)"
+      row "fairness ($mode)" "behind the big run ÷ alone" "$(ratio "$behind" "$alone")"
+      row "fairness ($mode)" "two equal runs: finish spread" "$spread"
+    fi
+  done
 }
 
 # ---------------------------------------------------------------- (f) recovery

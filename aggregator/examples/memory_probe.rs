@@ -64,6 +64,8 @@ fn main() {
         spec: testfleet_common::config::default_spec(),
         tests: ids.clone(),
         verdict_token: None,
+        queue: testfleet_types::messages::JobQueue::Shared,
+        weight: 1,
     });
     drop(ids);
     step("announced");

@@ -58,11 +58,12 @@ pub struct Finishing {
 
 impl Finishing {
     /// Starts finishing `report`'s run: reports, then the verdict on `publish`.
-    /// The verdict carries `token`, the run's secret from its announcement.
+    /// The verdict carries `tokens`, the run's secrets from its announcement
+    /// and from producers that resumed it.
     pub fn start(
         &mut self,
         report: RunReport,
-        token: Option<Uuid>,
+        tokens: Vec<Uuid>,
         settings: &ReportSettings,
         publish: &Channel,
     ) {
@@ -88,7 +89,7 @@ impl Finishing {
             }
             let key = run_id.to_string();
             let published =
-                broker::broadcast(&publish, &settings.verdicts, &key, Body::Report(verdict), token)
+                broker::broadcast(&publish, &settings.verdicts, &key, Body::Report(verdict), &tokens)
                     .await;
             Finished {
                 run_id,

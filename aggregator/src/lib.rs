@@ -5,6 +5,8 @@
 //! - [`settings`]: configuration into validated settings, in one place.
 //! - [`service`]: the loop that owns every open run and talks to the broker.
 //! - [`run_state`]: one run's rounds, attempts and retry rule (pure logic).
+//! - [`run_queues`]: runs' own jobs queues: where retries go, the notices
+//!   that tell workers which runs to take from, and deleting them at the end.
 //! - [`journal`]: the durable per-run journals a restart resumes from: files
 //!   under the state dir, or a broker stream a standby replays.
 //! - [`framed`]: the file format (header, checksummed records) journal and
@@ -21,6 +23,7 @@ pub mod framed;
 pub mod history;
 pub mod history_files;
 pub mod journal;
+pub mod run_queues;
 pub mod run_state;
 pub mod service;
 pub mod settings;

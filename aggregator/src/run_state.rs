@@ -140,7 +140,14 @@ pub struct RunState {
     batch_ids: std::collections::HashSet<Uuid>,
     /// Bytes of their logs kept.
     batch_log_bytes: usize,
+    /// Tokens of producers that resumed the run (`--resume`), which its
+    /// verdict carries beside the announcement's, the last
+    /// [`MAX_RESUME_TOKENS`].
+    resume_tokens: Vec<Uuid>,
 }
+
+/// Producers that resumed a run whose tokens its verdict carries, at most.
+pub const MAX_RESUME_TOKENS: usize = 8;
 
 /// Batch records a run keeps for its report, at most.
 pub const MAX_BATCHES_KEPT: usize = 100_000;
@@ -189,6 +196,7 @@ impl RunState {
             batches: Vec::new(),
             batch_ids: std::collections::HashSet::new(),
             batch_log_bytes: 0,
+            resume_tokens: Vec::new(),
         }
     }
 
@@ -233,6 +241,41 @@ impl RunState {
 
     pub fn deadline_passed(&self, now_ms: u64) -> bool {
         now_ms >= self.announce.deadline_ms
+    }
+
+    /// Tests of the open round without an outcome yet, in run order: what a
+    /// resumed run queues again (its jobs may have been lost).
+    pub fn unsettled(&self) -> Vec<String> {
+        if self.finished.is_some() {
+            return Vec::new();
+        }
+        self.in_round
+            .iter()
+            .filter(|&&p| self.attempt_in(p as usize, self.round).is_none())
+            .map(|&p| self.announce.tests[p as usize].clone())
+            .collect()
+    }
+
+    /// A producer resumed the run: its deadline moves to `deadline_ms` (never
+    /// earlier), and its verdict also carries `token`.
+    pub fn resume(&mut self, deadline_ms: u64, token: Option<Uuid>) {
+        self.announce.deadline_ms = self.announce.deadline_ms.max(deadline_ms);
+        if let Some(token) = token {
+            if self.resume_tokens.len() == MAX_RESUME_TOKENS {
+                self.resume_tokens.remove(0);
+            }
+            self.resume_tokens.push(token);
+        }
+    }
+
+    /// The tokens the run's verdict carries: the announcement's, and those of
+    /// producers that resumed it.
+    pub fn verdict_tokens(&self) -> Vec<Uuid> {
+        self.announce
+            .verdict_token
+            .into_iter()
+            .chain(self.resume_tokens.iter().copied())
+            .collect()
     }
 
     /// How long the test's latest attempt that ran took, if one did.
@@ -616,6 +659,8 @@ mod tests {
             spec,
             tests: (0..tests).map(|i| format!("t{i}")).collect(),
             verdict_token: None,
+            queue: testfleet_types::messages::JobQueue::Shared,
+            weight: 1,
         })
     }
 

@@ -22,7 +22,8 @@ use testfleet_common::shutdown::Shutdown;
 use testfleet_types::codec::{decode, decode_sorting, Refused};
 use testfleet_types::limits::{MAX_PARTED_BYTES, PART_BYTES};
 use testfleet_types::messages::{
-    AttemptStatus, BatchRecord, Batches, Body, HistoryQuery, Job, RunAnnounce, RunEvent, TestResult,
+    AttemptStatus, BatchRecord, Batches, Body, HistoryQuery, Job, ResumeAnswer, ResumeOutcome,
+    ResumeRequest, RunAnnounce, RunEvent, TestResult,
 };
 use testfleet_types::now_ms;
 use testfleet_types::order;
@@ -36,6 +37,7 @@ use crate::history::HistoryStore;
 use crate::history_files::HistoryFiles;
 use crate::journal::stream::{Retention, StreamJournal};
 use crate::journal::{FileJournals, JournalError, Journals, Record};
+use crate::run_queues::{self, RunQueues};
 use crate::run_state::{Recorded, RoundDecision, RunState};
 use crate::settings::AggregatorSettings;
 
@@ -98,6 +100,8 @@ struct Aggregator {
     journals: Journals,
     /// Runs just learned, whose unclaimed results are still to be taken.
     to_claim: Vec<Uuid>,
+    /// The notices of runs' own queues, and the queues of runs that ended.
+    run_queues: RunQueues,
 }
 
 /// Runs the aggregator until `shutdown` drains it.
@@ -163,6 +167,7 @@ impl Aggregator {
             finishing: Finishing::default(),
             journals: journals(&settings),
             to_claim: Vec::new(),
+            run_queues: RunQueues::default(),
             settings,
         };
         Ok(aggregator)
@@ -266,6 +271,8 @@ impl Aggregator {
                 _ = ticker.tick() => {
                     self.close_due_rounds(&publish).await?;
                     self.expire_parts().await?;
+                    let open = self.open.values().map(|run| run.state.announce());
+                    self.run_queues.tick(&publish, &self.settings.topology, open).await?;
                     self.commit(Settled::new(), &publish).await?;
                 }
             }
@@ -560,6 +567,7 @@ impl Aggregator {
                 self.history.answer(suite, delivery, channel.clone());
                 return Ok(());
             }
+            Ok(Body::Resume(request)) => return self.on_resume(request, delivery, publish).await,
             Ok(other) => {
                 let reason = format!("expected a history query, got a {} message", other.kind());
                 error!(%reason, %queue, "parking a message of the wrong kind");
@@ -571,6 +579,66 @@ impl Aggregator {
             }
         };
         Ok(broker::park(publish, &self.settings.topology, queue, &delivery, &reason).await?)
+    }
+
+    /// Resumes a run for a producer (`--resume`): its deadline moves, the
+    /// producer's token joins the verdict's, and the open round's tests
+    /// without a result are queued again (their jobs may be gone with a
+    /// wiped broker; one still queued runs twice, and its second result is
+    /// ignored as a duplicate). Durable before the jobs and the answer go.
+    async fn on_resume(
+        &mut self,
+        request: ResumeRequest,
+        delivery: Delivery,
+        publish: &Channel,
+    ) -> Result<(), AggregatorError> {
+        let run_id = request.run_id;
+        let known = self.knows(&run_id);
+        let outcome = match self.open.get_mut(&run_id) {
+            Some(run) => {
+                run.state
+                    .resume(request.deadline_ms, Some(request.verdict_token));
+                let record = Record::Resumed {
+                    deadline_ms: request.deadline_ms,
+                    verdict_token: request.verdict_token,
+                };
+                self.journals.append(run_id, &record)?;
+                self.journals.commit(publish).await?;
+                self.queue_unsettled(run_id, publish).await?
+            }
+            None if known => ResumeOutcome::Finished,
+            None => ResumeOutcome::Unknown,
+        };
+        info!(run = %run_id, ?outcome, "a producer asked to resume a run");
+        let answer = Body::Resumed(ResumeAnswer { run_id, outcome });
+        broker::reply(publish, &delivery, &answer).await?;
+        broker::ack(&delivery).await?;
+        Ok(())
+    }
+
+    /// Queues again the open round's tests of `run_id` without a result.
+    async fn queue_unsettled(
+        &mut self,
+        run_id: Uuid,
+        publish: &Channel,
+    ) -> Result<ResumeOutcome, AggregatorError> {
+        let Some(run) = self.open.get(&run_id) else {
+            return Ok(ResumeOutcome::Unknown);
+        };
+        let tests = run.state.unsettled();
+        let announce = run.state.announce();
+        let round = run.state.round();
+        let topology = &self.settings.topology;
+        let queue = run_queues::jobs_queue(publish, topology, announce).await?;
+        let jobs = retry_jobs(announce, round, &tests);
+        broker::publish_all(publish, "", &queue, jobs, PUBLISH_WINDOW).await?;
+        run_queues::notice_jobs(publish, topology, announce).await;
+        Ok(ResumeOutcome::Resumed {
+            tests: announce.tests.len() as u32,
+            queued: tests.len() as u32,
+            round,
+            deadline_ms: announce.deadline_ms,
+        })
     }
 
     /// Only a run that finished gets here: the callers park what belongs to
@@ -651,8 +719,9 @@ impl Aggregator {
                 ..job.clone()
             })
         });
-        let jobs = &self.settings.topology.jobs;
-        broker::publish_all(publish, "", jobs, halves, PUBLISH_WINDOW).await?;
+        let topology = &self.settings.topology;
+        let queue = topology.jobs_queue_of(job.queue, &job.run_id.to_string());
+        broker::publish_all(publish, "", &queue, halves, PUBLISH_WINDOW).await?;
         Ok(())
     }
 
@@ -725,15 +794,12 @@ impl Aggregator {
             // deadline and the run ends), so ordering is all there is left to do:
             // longest first, by what each test took in this run.
             let tests = order::longest_first(tests.clone(), |t| run.state.last_duration_ms(t));
-            let jobs = retry_jobs(run.state.announce(), *attempt, &tests);
-            broker::publish_all(
-                publish,
-                "",
-                &self.settings.topology.jobs,
-                jobs,
-                PUBLISH_WINDOW,
-            )
-            .await?;
+            let announce = run.state.announce();
+            let topology = &self.settings.topology;
+            let queue = run_queues::jobs_queue(publish, topology, announce).await?;
+            let jobs = retry_jobs(announce, *attempt, &tests);
+            broker::publish_all(publish, "", &queue, jobs, PUBLISH_WINDOW).await?;
+            run_queues::notice_jobs(publish, topology, announce).await;
             info!(run = %run_id, round = attempt, tests = tests.len(), "round closed: re-running failed and missing tests");
         }
         self.journals
@@ -761,10 +827,11 @@ impl Aggregator {
         let Some(OpenRun { state }) = self.open.remove(&run_id) else {
             return;
         };
-        let token = state.announce().verdict_token;
+        let tokens = state.verdict_tokens();
+        self.run_queues.ended(state.announce());
         let report = state.into_report(now_ms());
         self.finishing
-            .start(report, token, &self.report_settings(), publish);
+            .start(report, tokens, &self.report_settings(), publish);
     }
 
     /// A run's finishing ended: with its verdict out, its durations go to
@@ -880,6 +947,10 @@ fn replay(records: Vec<Record>) -> Option<RunState> {
             Record::Batch(batch) => {
                 state.record_batch(batch.into());
             }
+            Record::Resumed {
+                deadline_ms,
+                verdict_token,
+            } => state.resume(deadline_ms, Some(verdict_token)),
         }
     }
     Some(state)
@@ -912,6 +983,7 @@ fn retry_jobs(announce: &RunAnnounce, attempt: u32, tests: &[String]) -> Vec<Bod
                 announce.spec.clone(),
             );
             job.published_at_ms = now_ms();
+            job.queue = announce.queue;
             Body::Job(job)
         })
         .collect()

@@ -40,6 +40,8 @@ proptest! {
             spec,
             tests: ids.clone(),
             verdict_token: None,
+            queue: testfleet_types::messages::JobQueue::Shared,
+            weight: 1,
         });
         for (i, mut result) in results.into_iter().enumerate() {
             // Half the results name a test of the run, to reach past the index.

@@ -84,6 +84,17 @@ impl BrokerError {
             BrokerError::TopologyMismatch(_) | BrokerError::Unreachable { .. }
         )
     }
+
+    /// Whether the broker said the queue (or exchange) is not there; it
+    /// closes the channel that asked, and that channel alone.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            BrokerError::Amqp(error) => {
+                protocol_message(error).is_some_and(|m| m.starts_with("NOT_FOUND"))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Declares `topology` on `channel`, explaining a queue that exists with other
@@ -356,23 +367,24 @@ pub async fn publish_unconfirmed(
 ///
 /// Takes the body by value: a verdict carries a whole run's report, which is
 /// freed once encoded, before the broker client makes its copy of the bytes.
-/// With a `token`, every message carries it in [`VERDICT_TOKEN_HEADER`].
+/// With `tokens`, every message carries them in [`VERDICT_TOKEN_HEADER`].
 pub async fn broadcast(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
     body: Body,
-    token: Option<uuid::Uuid>,
+    tokens: &[uuid::Uuid],
 ) -> Result<(), BrokerError> {
     let kind = body.kind();
     let payloads = parts::split(&body)?;
     drop(body);
     let mut properties = properties(kind, PERSISTENT);
-    if let Some(token) = token {
+    if !tokens.is_empty() {
+        let joined: Vec<String> = tokens.iter().map(uuid::Uuid::to_string).collect();
         let mut headers = FieldTable::default();
         headers.insert(
             VERDICT_TOKEN_HEADER.into(),
-            AMQPValue::LongString(token.to_string().into()),
+            AMQPValue::LongString(joined.join(",").into()),
         );
         properties = properties.with_headers(headers);
     }
@@ -439,7 +451,8 @@ pub async fn publish_parted(
 }
 
 /// Publishes a transient message that may reach no queue, and does not wait
-/// for the broker's confirm: for run events, which are information, not state.
+/// for the broker's confirm: for run events and queue notices, which are
+/// information, not state.
 /// A failure is logged and swallowed, so a lost event never breaks a run; a dead
 /// channel shows up at the caller's next confirmed publish anyway.
 ///
@@ -581,16 +594,22 @@ async fn publish_payload(
         .await?)
 }
 
-/// The header a verdict carries its run's secret token in (see
-/// `RunAnnounce::verdict_token`).
+/// The header a verdict carries its run's secret tokens in, separated by
+/// commas: the announcement's (see `RunAnnounce::verdict_token`) and those
+/// of producers that resumed the run.
 pub const VERDICT_TOKEN_HEADER: &str = "x-testfleet-verdict-token";
 
-/// The verdict token a delivery carries, if any.
-pub fn verdict_token(delivery: &Delivery) -> Option<uuid::Uuid> {
-    let headers = delivery.properties.headers().as_ref()?;
-    match headers.inner().get(VERDICT_TOKEN_HEADER)? {
-        AMQPValue::LongString(token) => token.to_string().parse().ok(),
-        _ => None,
+/// Whether a delivery carries `token` among its verdict tokens.
+pub fn carries_verdict_token(delivery: &Delivery, token: uuid::Uuid) -> bool {
+    let Some(headers) = delivery.properties.headers().as_ref() else {
+        return false;
+    };
+    match headers.inner().get(VERDICT_TOKEN_HEADER) {
+        Some(AMQPValue::LongString(tokens)) => tokens
+            .to_string()
+            .split(',')
+            .any(|listed| listed.parse() == Ok(token)),
+        _ => false,
     }
 }
 

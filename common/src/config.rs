@@ -14,7 +14,7 @@ use config::{Config, Environment, File, FileFormat};
 use regex::Regex;
 use serde::Deserialize;
 use testfleet_types::messages::{
-    ContainerLimits, ContainerMode, ExecutorKind, RetryPolicy, RunSpec,
+    ContainerLimits, ContainerMode, ExecutorKind, JobQueue, RetryPolicy, RunSpec,
 };
 use testfleet_types::triage::TriageRule;
 use testfleet_types::{checks, limits};
@@ -90,6 +90,11 @@ pub struct RunConfig {
     pub user: String,
     /// `env` variables kept out of every report.
     pub secret_env: Vec<String>,
+    /// Where the run's jobs wait: `own` (a queue of its own, shared fairly
+    /// with other runs) or `shared` (one FIFO queue for every run).
+    pub queue: JobQueue,
+    /// The run's share beside other runs of their own queues.
+    pub weight: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -363,6 +368,12 @@ impl RunConfig {
                     "must be at most {} (4 MiB, so that any result fits a broker message)",
                     limits::MAX_OUTPUT_CAP_BYTES
                 ),
+            );
+        }
+        if !(1..=limits::MAX_WEIGHT).contains(&self.weight) {
+            return invalid(
+                "run.weight",
+                &format!("must be between 1 and {}", limits::MAX_WEIGHT),
             );
         }
         if self.max_rounds > limits::MAX_ROUNDS {

@@ -12,6 +12,9 @@
 //!                        ▼  └── worker (started), aggregator (finished, retried, round closed)
 //!                   {p}.verdicts.verdict.{run id} ──▶ producer --wait
 //!
+//! producer ──jobs of a run (run.queue = "own")──▶ {p}.jobs.{run id} ◀──basic.get── workers, in turn by run
+//! producer, aggregator ──queue notices──▶ {p}.runs (fanout) ──▶ each worker's own queue
+//!
 //! producer ──history query (reply-to: amq.rabbitmq.reply-to)──▶ {p}.history ──▶ aggregator
 //!     ▲                                                                            │
 //!     └──────────────────────── history (direct reply-to) ─────────────────────────┘
@@ -33,6 +36,7 @@
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, ExchangeKind};
+use testfleet_types::messages::JobQueue;
 
 /// Routing key, on the dead-letter exchange, of jobs the broker gave up on.
 const DEAD_JOBS_KEY: &str = "jobs";
@@ -54,6 +58,10 @@ const UNCLAIMED_MAX_LENGTH: i64 = 100_000;
 /// messages, which are events: the verdict comes last, so it survives.
 const VERDICT_QUEUE_MAX_LENGTH: i64 = 200_000;
 
+/// A run's own jobs queue outlives its last use (a worker taking from it,
+/// a declaration) by this long: a week, as unclaimed results.
+const RUN_JOBS_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// The names of every queue and exchange of one fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -70,6 +78,12 @@ pub struct Topology {
     /// The stream of open runs' records, when the aggregators keep their
     /// journal in the broker (declared by the aggregator alone).
     pub journal: String,
+    /// Fanout exchange of queue notices: which runs have jobs in queues of
+    /// their own (`Body::Queues`), for every worker's own queue.
+    pub runs: String,
+    /// A queue nothing is published to, which every worker consumes: its
+    /// consumer count is the fleet's size, as the broker sees it.
+    pub workers: String,
     /// Deliveries of a job beyond the first before it is dead-lettered.
     pub delivery_limit: u32,
 }
@@ -86,14 +100,17 @@ impl Topology {
             history: format!("{prefix}.history"),
             aggregator_lock: format!("{prefix}.aggregator.lock"),
             journal: format!("{prefix}.journal"),
+            runs: format!("{prefix}.runs"),
+            workers: format!("{prefix}.workers"),
             delivery_limit,
         }
     }
 
     /// Every queue, for tools that clean up a fleet.
-    pub fn queues(&self) -> [&str; 6] {
+    pub fn queues(&self) -> [&str; 7] {
         [
             &self.jobs,
+            &self.workers,
             &self.results,
             &self.dead_jobs,
             &self.parked,
@@ -124,13 +141,17 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
+        channel
+            .exchange_declare(
+                self.runs.as_str().into(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
 
-        let mut jobs_args = self.quorum_args(DEAD_JOBS_KEY);
-        jobs_args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
-        );
-        declare_queue(channel, &self.jobs, jobs_args).await?;
+        declare_queue(channel, &self.jobs, self.jobs_args()).await?;
+        declare_queue(channel, &self.workers, quorum()).await?;
         declare_queue(channel, &self.results, self.quorum_args(PARKED_KEY)).await?;
         declare_queue(channel, &self.dead_jobs, self.quorum_args(PARKED_KEY)).await?;
 
@@ -194,15 +215,21 @@ impl Topology {
         format!("{run_id}.events")
     }
 
-    /// Declares the verdict queue of `run_id` and binds it to the run's verdict
-    /// and to its events.
+    /// Declares a verdict queue of `run_id` and binds it to the run's verdict
+    /// and to its events: the submitting producer's (`listener` `None`), or
+    /// one of a producer that resumed the run, named after it, so that each
+    /// waiting producer gets its own copy of the verdict.
     pub async fn declare_verdict_queue(
         &self,
         channel: &Channel,
         run_id: &str,
+        listener: Option<&str>,
         expires: std::time::Duration,
     ) -> lapin::Result<String> {
-        let name = self.verdict_queue(run_id);
+        let name = match listener {
+            None => self.verdict_queue(run_id),
+            Some(listener) => format!("{}.{listener}", self.verdict_queue(run_id)),
+        };
         let mut args = quorum();
         args.insert(
             "x-expires".into(),
@@ -250,6 +277,61 @@ impl Topology {
         );
         declare_queue(channel, &name, args).await?;
         Ok(name)
+    }
+
+    /// Where jobs of `run_id` wait, its queue being `queue`.
+    pub fn jobs_queue_of(&self, queue: JobQueue, run_id: &str) -> String {
+        match queue {
+            JobQueue::Shared => self.jobs.clone(),
+            JobQueue::Own => self.run_jobs_queue(run_id),
+        }
+    }
+
+    /// The queue of `run_id`'s jobs when the run has one of its own.
+    pub fn run_jobs_queue(&self, run_id: &str) -> String {
+        format!("{}.{run_id}", self.jobs)
+    }
+
+    /// Declares `run_id`'s own jobs queue, as the shared one (delivery limit,
+    /// dead-lettering) but expiring after a week unused (nobody taking from
+    /// it or declaring it): the aggregator deletes it at the run's end, and
+    /// a run whose aggregator never ends it does not leave it forever. The
+    /// producer and the aggregator both declare it, always with these same
+    /// arguments (a queue declared again with others closes the channel).
+    pub async fn declare_run_jobs_queue(
+        &self,
+        channel: &Channel,
+        run_id: &str,
+    ) -> lapin::Result<String> {
+        let name = self.run_jobs_queue(run_id);
+        let mut args = self.jobs_args();
+        args.insert("x-expires".into(), AMQPValue::LongLongInt(RUN_JOBS_TTL_MS));
+        declare_queue(channel, &name, args).await?;
+        Ok(name)
+    }
+
+    /// Binds a worker's own queue to the queue notices.
+    pub async fn bind_notices(&self, channel: &Channel, queue: &str) -> lapin::Result<()> {
+        channel
+            .queue_bind(
+                queue.into(),
+                self.runs.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    }
+
+    /// A jobs queue's arguments: its rejected and over-delivered jobs go to
+    /// the dead-letter queue.
+    fn jobs_args(&self) -> FieldTable {
+        let mut args = self.quorum_args(DEAD_JOBS_KEY);
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
+        );
+        args
     }
 
     /// Quorum queue arguments that send rejected messages to `dead_key`.

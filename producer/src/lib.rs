@@ -8,6 +8,8 @@
 //! - [`discovery`]: listing a suite's tests inside its image, through a worker.
 //! - [`submit`]: publishing the run with confirms; waiting for its verdict.
 //! - [`history`]: asking the aggregator for the suite's durations (longest first).
+//! - [`resume`]: `--resume` (a run continued under its id) and `--rerun` (a
+//!   finished run's tests that did not pass, as a new run).
 //! - [`settings`]: configuration and flags into validated settings.
 //! - [`follow`]: the loop that follows a run to its verdict, showing its events.
 //! - [`progress`]: progress counts and ETA from events (pure), bar or plain lines.
@@ -20,6 +22,7 @@ pub mod ids;
 pub mod ndjson;
 pub mod presets;
 pub mod progress;
+pub mod resume;
 pub mod settings;
 pub mod submit;
 

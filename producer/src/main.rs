@@ -17,6 +17,7 @@ use testfleet_producer::ids::{self, IdSource, Selection, Separator};
 use testfleet_producer::ndjson::{self, EventSink};
 use testfleet_producer::presets::Preset;
 use testfleet_producer::progress::ProgressView;
+use testfleet_producer::resume::{self, ResumeError};
 use testfleet_producer::settings::Choices;
 use testfleet_producer::{ProducerSettings, Submitted};
 use testfleet_report as report;
@@ -39,8 +40,17 @@ struct Cli {
     #[command(flatten)]
     common: CommonArgs,
     /// File listing one test id per line (`-` for stdin).
-    #[arg(long, conflicts_with = "discover")]
+    #[arg(long, conflicts_with_all = ["discover", "rerun", "resume"])]
     tests: Option<PathBuf>,
+    /// Run again, as a new run, the tests of run RUN_ID that did not pass,
+    /// as its report.json under --report-dir lists them.
+    #[arg(long, value_name = "RUN_ID", conflicts_with_all = ["discover", "preset", "resume"])]
+    rerun: Option<String>,
+    /// Continue run RUN_ID under its own id (its jobs were lost, or its
+    /// producer stopped waiting): tests with a result keep it, the rest run
+    /// again, and the verdict covers them all.
+    #[arg(long, value_name = "RUN_ID", conflicts_with_all = ["discover", "preset", "list"])]
+    resume: Option<uuid::Uuid>,
     /// Command whose stdout lists one test id per line (run with `sh -c` here).
     #[arg(long)]
     discover: Option<String>,
@@ -209,7 +219,11 @@ impl Cli {
 }
 
 /// The producer's settings, and the triage rules for the reports `--wait` writes.
-fn settings(cli: &Cli) -> Result<(ProducerSettings, Vec<TriageRule>), ConfigError> {
+/// `suite` names the suite when `--suite` does not (a rerun's).
+fn settings(
+    cli: &Cli,
+    suite: Option<String>,
+) -> Result<(ProducerSettings, Vec<TriageRule>), ConfigError> {
     let choices = Choices {
         preset: cli.preset,
         report_format: cli.report_format.clone(),
@@ -217,17 +231,40 @@ fn settings(cli: &Cli) -> Result<(ProducerSettings, Vec<TriageRule>), ConfigErro
         slots: cli.slots,
         order: cli.order,
     };
-    ProducerSettings::from_config(&cli.common.load(cli.overrides())?, &choices)
+    let overrides = cli
+        .overrides()
+        .set("run.suite", cli.suite.clone().or(suite));
+    ProducerSettings::from_config(&cli.common.load(overrides)?, &choices)
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     testfleet_common::logging::init();
-    let (settings, triage_rules) = match settings(&cli) {
+    if let Some(run_id) = cli.resume {
+        return resume(&cli, run_id).await;
+    }
+    let rerun = match &cli.rerun {
+        Some(run_id) => match resume::rerun_ids(&cli.report_dir, run_id) {
+            Ok(rerun) => Some(rerun),
+            Err(message) => return fail(PROGRAM, USAGE, message),
+        },
+        None => None,
+    };
+    let (settings, triage_rules) = match settings(&cli, rerun.as_ref().map(|(s, _)| s.clone())) {
         Ok(settings) => settings,
         Err(error) => return fail(PROGRAM, USAGE, error),
     };
+    if let Some((_, ids)) = rerun {
+        return match cli
+            .selection()
+            .map_err(|e| e.to_string())
+            .and_then(|selection| ids::select(ids, &selection).map_err(|e| e.to_string()))
+        {
+            Ok(tests) => submit_and_wait(&cli, &settings, &triage_rules, tests).await,
+            Err(message) => fail(PROGRAM, USAGE, message),
+        };
+    }
     let (source, selection) = match cli.id_source().and_then(|s| Ok((s, cli.selection()?))) {
         Ok(parts) => parts,
         Err(message) => return fail(PROGRAM, USAGE, message),
@@ -247,10 +284,25 @@ async fn main() -> ExitCode {
         Ok(tests) => tests,
         Err((code, error)) => return fail(PROGRAM, code, error),
     };
+    submit_and_wait(&cli, &settings, &triage_rules, tests).await
+}
+
+/// Lists the tests (`--list`), or publishes the run and, with `--wait`,
+/// follows it to its verdict.
+async fn submit_and_wait(
+    cli: &Cli,
+    settings: &ProducerSettings,
+    triage_rules: &[TriageRule],
+    tests: Vec<String>,
+) -> ExitCode {
     if cli.list {
         for id in &tests {
             println!("{id}");
         }
+        return ExitCode::SUCCESS;
+    }
+    if tests.is_empty() && cli.rerun.is_some() {
+        cli.say("every test of that run passed: nothing to run again");
         return ExitCode::SUCCESS;
     }
     // Opened before the run is published: a bad path is a usage error, not a
@@ -259,10 +311,40 @@ async fn main() -> ExitCode {
         Ok(sink) => sink,
         Err(message) => return fail(PROGRAM, USAGE, message),
     };
-    let submitted = match testfleet_producer::submit(&settings, tests, cli.wait).await {
+    let submitted = match testfleet_producer::submit(settings, tests, cli.wait).await {
         Ok(submitted) => submitted,
         Err(error) => return fail(PROGRAM, INFRA, error),
     };
+    follow_submitted(cli, settings, triage_rules, &submitted, &mut sink).await
+}
+
+/// `--resume RUN_ID`: the aggregator takes the run up again, and with
+/// `--wait` this producer follows it to its verdict.
+async fn resume(cli: &Cli, run_id: uuid::Uuid) -> ExitCode {
+    let (settings, triage_rules) = match settings(cli, None) {
+        Ok(settings) => settings,
+        Err(error) => return fail(PROGRAM, USAGE, error),
+    };
+    let mut sink = match cli.event_sink() {
+        Ok(sink) => sink,
+        Err(message) => return fail(PROGRAM, USAGE, message),
+    };
+    let submitted = match resume::resume(&settings, run_id, cli.wait).await {
+        Ok(submitted) => submitted,
+        Err(error @ ResumeError::Finished(_)) => return fail(PROGRAM, USAGE, error),
+        Err(error) => return fail(PROGRAM, INFRA, error),
+    };
+    follow_submitted(cli, &settings, &triage_rules, &submitted, &mut sink).await
+}
+
+/// Says the run's id, and with `--wait` follows it to its verdict.
+async fn follow_submitted(
+    cli: &Cli,
+    settings: &ProducerSettings,
+    triage_rules: &[TriageRule],
+    submitted: &Submitted,
+    sink: &mut EventSink,
+) -> ExitCode {
     cli.say(submitted.run_id);
     if !cli.wait {
         return ExitCode::SUCCESS;
@@ -274,7 +356,7 @@ async fn main() -> ExitCode {
         submitted.created_at_ms,
         submitted.deadline_ms,
     ));
-    wait_and_report(&cli, &settings, &triage_rules, &submitted, &mut sink).await
+    wait_and_report(cli, settings, triage_rules, submitted, sink).await
 }
 
 /// The ids the preset lists inside the run's image, through a worker.

@@ -9,7 +9,7 @@ use testfleet_common::broker::Brokers;
 use testfleet_common::config::{ConfigError, RawConfig};
 use testfleet_common::topology::Topology;
 use testfleet_types::limits::MAX_TESTS_PER_JOB;
-use testfleet_types::messages::{IdScheme, ReportFormat, RunSpec, RunnerReport};
+use testfleet_types::messages::{IdScheme, JobQueue, ReportFormat, RunSpec, RunnerReport};
 use testfleet_types::triage::TriageRule;
 
 use crate::history::Order;
@@ -31,6 +31,9 @@ pub struct ProducerSettings {
     pub batching: Batching,
     /// The broker's `consumer_timeout`, as configured: no job may run longer.
     pub consumer_timeout_ms: u64,
+    /// Where the run's jobs wait, and its share beside other runs.
+    pub queue: JobQueue,
+    pub weight: u32,
 }
 
 /// How a run's tests are grouped into jobs.
@@ -80,6 +83,8 @@ impl ProducerSettings {
             order: choices.order,
             batching,
             consumer_timeout_ms,
+            queue: raw.run.queue,
+            weight: raw.run.weight,
         };
         Ok((settings, triage_rules))
     }

@@ -16,7 +16,8 @@ use testfleet_types::batch::{self, PlanParams, Planned};
 use testfleet_types::codec::decode;
 use testfleet_types::limits::MAX_TESTS_PER_JOB;
 use testfleet_types::messages::{
-    Body, ExecutorKind, Job, JobTest, RunAnnounce, RunEvent, RunReport,
+    Body, ExecutorKind, Job, JobQueue, JobTest, QueueNotice, RunAnnounce, RunEvent, RunQueue,
+    RunReport,
 };
 use testfleet_types::now_ms;
 use testfleet_types::parts::{Joined, Joiner};
@@ -65,6 +66,8 @@ pub struct Submitted {
     pub tests: usize,
     pub created_at_ms: u64,
     pub deadline_ms: u64,
+    /// Where its verdict and events come (`Topology::declare_verdict_queue`).
+    pub verdict_queue: String,
 }
 
 /// Publishes the run. With `wait`, the verdict queue exists before anything else,
@@ -100,10 +103,10 @@ async fn publish_run(
     let created_at_ms = now_ms();
     let deadline_ms = created_at_ms + settings.deadline.as_millis() as u64;
     if wait {
-        let expires = settings.deadline + VERDICT_GRACE + VERDICT_QUEUE_SLACK;
+        let expires = verdict_queue_expiry(settings);
         settings
             .topology
-            .declare_verdict_queue(&channel, &run_id.to_string(), expires)
+            .declare_verdict_queue(&channel, &run_id.to_string(), None, expires)
             .await
             .map_err(BrokerError::from)?;
     }
@@ -115,6 +118,8 @@ async fn publish_run(
         spec: settings.spec.clone(),
         tests,
         verdict_token: Some(verdict_token),
+        queue: settings.queue,
+        weight: settings.weight,
     };
     // The announcement goes first, on the queue results travel: the aggregator
     // knows the run's expected tests before any result of it can arrive.
@@ -157,10 +162,20 @@ async fn publish_run(
             spec: settings.spec.clone(),
             // The iterator is consumed as it is published: this is publish time.
             published_at_ms: now_ms(),
+            queue: settings.queue,
         })
     });
-    broker::publish_all(&channel, "", &settings.topology.jobs, jobs, PUBLISH_WINDOW).await?;
-    info!(run = %run_id, tests = count, "run published");
+    let queue = jobs_queue(&channel, settings, run_id).await?;
+    let notice = queue_notice(settings, run_id, deadline_ms);
+    if let Some(notice) = &notice {
+        // Workers start taking while the rest is published.
+        broker::publish_event(&channel, &settings.topology.runs, "", notice).await;
+    }
+    broker::publish_all(&channel, "", &queue, jobs, PUBLISH_WINDOW).await?;
+    if let Some(notice) = &notice {
+        broker::publish_event(&channel, &settings.topology.runs, "", notice).await;
+    }
+    info!(run = %run_id, tests = count, queue = %queue, "run published");
     let _ = channel.close(200, "run published".into()).await;
     Ok(Submitted {
         run_id,
@@ -168,11 +183,52 @@ async fn publish_run(
         tests: count,
         created_at_ms,
         deadline_ms,
+        verdict_queue: settings.topology.verdict_queue(&run_id.to_string()),
+    })
+}
+
+/// How long a verdict queue nobody reads lives: past the run's deadline and
+/// the producer's patience.
+pub fn verdict_queue_expiry(settings: &ProducerSettings) -> Duration {
+    settings.deadline + VERDICT_GRACE + VERDICT_QUEUE_SLACK
+}
+
+/// The queue the run's jobs go to: the shared one, or one of the run's own
+/// (declared here, before any job).
+async fn jobs_queue(
+    channel: &Channel,
+    settings: &ProducerSettings,
+    run_id: Uuid,
+) -> Result<String, BrokerError> {
+    let topology = &settings.topology;
+    match settings.queue {
+        JobQueue::Shared => Ok(topology.jobs.clone()),
+        JobQueue::Own => {
+            let queue = topology
+                .declare_run_jobs_queue(channel, &run_id.to_string())
+                .await?;
+            Ok(queue)
+        }
+    }
+}
+
+/// What tells workers that a run of its own queue has jobs, if it has one.
+fn queue_notice(settings: &ProducerSettings, run_id: Uuid, deadline_ms: u64) -> Option<Body> {
+    (settings.queue == JobQueue::Own).then(|| {
+        Body::Queues(QueueNotice {
+            runs: vec![RunQueue {
+                run_id,
+                weight: settings.weight,
+                deadline_ms,
+            }],
+            whole: false,
+        })
     })
 }
 
 /// The fleet's test slots, as far as the broker tells: the workers consuming
-/// the jobs queue now, at `SLOTS_PER_WORKER` each; at least one.
+/// their presence queue (`Topology::workers`) now, at `SLOTS_PER_WORKER`
+/// each; at least one.
 async fn fleet_slots(channel: &Channel, topology: &Topology) -> usize {
     let passive = QueueDeclareOptions {
         passive: true,
@@ -180,7 +236,7 @@ async fn fleet_slots(channel: &Channel, topology: &Topology) -> usize {
     };
     let consumers = channel
         .queue_declare(
-            topology.jobs.as_str().into(),
+            topology.workers.as_str().into(),
             passive,
             FieldTable::default(),
         )
@@ -343,7 +399,7 @@ async fn read_verdict(
     let run_id = submitted.run_id;
     // Confirms, for parking what does not belong here (`park_stray`).
     let channel = broker::confirm_channel(connection).await?;
-    let queue = settings.topology.verdict_queue(&run_id.to_string());
+    let queue = submitted.verdict_queue.clone();
     let mut consumer = channel
         .basic_consume(
             queue.as_str().into(),
@@ -418,7 +474,7 @@ async fn read_verdict(
 /// the producer and the aggregator (from the announcement) know.
 fn from_the_aggregator(held: &[lapin::message::Delivery], submitted: &Submitted) -> bool {
     held.iter()
-        .all(|d| broker::verdict_token(d) == Some(submitted.verdict_token))
+        .all(|d| broker::carries_verdict_token(d, submitted.verdict_token))
 }
 
 async fn ack_all(deliveries: &[lapin::message::Delivery]) -> Result<(), BrokerError> {

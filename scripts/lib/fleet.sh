@@ -9,8 +9,12 @@ fleet_stop() {
   for pid in "${fleet_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${fleet_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   fleet_pids=()
-  for q in jobs results dead.jobs parked history; do
-    rabbitmqctl -q delete_queue "$TESTFLEET_BROKER__PREFIX.$q" >/dev/null 2>&1 || true
+  # Every queue of the prefix: the fixed ones, runs' own jobs queues, verdict
+  # and unclaimed queues.
+  local q
+  for q in $(rabbitmqctl -q list_queues --no-table-headers name 2>/dev/null |
+    awk -v p="$TESTFLEET_BROKER__PREFIX." 'index($0, p) == 1'); do
+    rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true
   done
 }
 

@@ -215,6 +215,8 @@ async fn results_kept_for_an_unknown_run_are_claimed_once_it_is_known() {
         spec: testfleet_common::config::default_spec(),
         tests: vec!["t".into()],
         verdict_token: None,
+        queue: testfleet_types::messages::JobQueue::Shared,
+        weight: 1,
     });
     publish(&fleet.topology().results, &encode(&announce)).await;
     let report = fleet

@@ -1,6 +1,6 @@
 //! The broker as a cluster: three RabbitMQ nodes on this machine
 //! (`scripts/cluster.sh`), every service given all three URLs. The node that
-//! leads the jobs queue is stopped hard mid-run, brought back, and then the
+//! leads the run's jobs queue is stopped hard mid-run, brought back, and then the
 //! node leading it next is stopped too: every test must end as in an
 //! undisturbed run, counted once, with no container left. Run with the
 //! serial tests (three more Erlang nodes are heavy for a 2-core machine).
@@ -67,6 +67,18 @@ fn script(args: &[&str]) -> std::process::Output {
     output
 }
 
+/// The run's own jobs queue (`run.queue = "own"`), named after the run the
+/// producer's first event names.
+fn run_jobs_queue(fleet: &Fleet) -> String {
+    let events = fleet.events();
+    let run_id = events
+        .iter()
+        .find(|e| e["event"] == "run_submitted")
+        .and_then(|e| e["run_id"].as_str())
+        .expect("the run was submitted");
+    fleet.topology().run_jobs_queue(run_id)
+}
+
 /// Waits until `count` tests have finished, as the run's events say.
 fn wait_for_finished(fleet: &Fleet, count: usize) {
     let until = Instant::now() + Duration::from_secs(240);
@@ -81,9 +93,9 @@ async fn the_fault_suite_survives_losing_the_node_leading_the_jobs_queue_twice()
     let cluster = Cluster::start();
     let journal_in_the_broker = [("TESTFLEET_AGGREGATOR__JOURNAL", "broker")];
     let fleet = Fleet::start_with_broker(3, 2, &cluster.urls, &journal_in_the_broker);
-    let jobs = fleet.topology().jobs;
     let mut stopped = Vec::new();
     let (fleet, _run) = survives_on(fleet, |fleet| {
+        let jobs = run_jobs_queue(fleet);
         let first = cluster.leader(&jobs);
         cluster.kill(&first);
         wait_for_finished(fleet, 50);

@@ -143,8 +143,9 @@ impl Project {
         self.must(&["up", "-d", "--scale", &format!("worker={workers}")]);
     }
 
-    /// Consumers on the jobs queue, as the broker counts them: one per worker.
-    fn jobs_consumers(&self) -> Result<usize, String> {
+    /// Consumers on the workers' presence queue, as the broker counts them:
+    /// one per worker.
+    fn workers_on_the_broker(&self) -> Result<usize, String> {
         let queues = self.output(&[
             "exec",
             "-T",
@@ -158,7 +159,7 @@ impl Project {
         ]);
         let out = String::from_utf8_lossy(&queues.stdout);
         out.lines()
-            .find_map(|line| line.strip_prefix("testfleet.jobs\t"))
+            .find_map(|line| line.strip_prefix("testfleet.workers\t"))
             .and_then(|n| n.trim().parse().ok())
             .ok_or_else(|| text(&queues))
     }
@@ -184,15 +185,15 @@ impl Project {
         docker_ids(&args)
     }
 
-    /// Waits until `n` worker containers run and `n` + `extra` consumers are on
-    /// the jobs queue.
+    /// Waits until `n` worker containers run and `n` + `extra` workers are on
+    /// the broker.
     fn wait_for_workers(&self, n: usize, extra: usize) {
         wait_until(
             &format!("{n} worker containers and {} consumers", n + extra),
             Duration::from_secs(120),
             || {
                 let running = self.containers(Some("worker"), true).len();
-                let consumers = self.jobs_consumers()?;
+                let consumers = self.workers_on_the_broker()?;
                 if running == n && consumers == n + extra {
                     Ok(())
                 } else {

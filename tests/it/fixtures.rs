@@ -731,6 +731,20 @@ pub fn scripted_command(script: &str) -> Vec<String> {
 }
 
 /// Consumers the broker has on `queue`.
+/// The broker's queues whose names start with `prefix`.
+pub fn queues_with_prefix(prefix: &str) -> Vec<String> {
+    let output = Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "--no-table-headers", "name"])
+        .output()
+        .expect("rabbitmqctl");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|name| name.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
 pub fn consumers(queue: &str) -> usize {
     let output = Command::new("rabbitmqctl")
         .args(["-q", "--no-table-headers", "list_consumers", "queue_name"])

@@ -5,8 +5,8 @@
 
 use crate::limits::*;
 use crate::messages::{
-    BatchRecord, Batches, Body, Job, RunAnnounce, RunEvent, RunEventKind, RunReport, RunSpec,
-    TestResult,
+    BatchRecord, Batches, Body, Job, ResumeOutcome, RunAnnounce, RunEvent, RunEventKind, RunReport,
+    RunSpec, TestResult,
 };
 
 /// Checks every value of a decoded body against the bounds above; the `Err`
@@ -48,6 +48,32 @@ pub fn check(body: &Body) -> Result<(), String> {
                 MAX_OUTPUT_CAP_BYTES as usize + OUTPUT_SLACK_BYTES,
             )
         }
+        Body::Queues(notice) => {
+            at_most(
+                "runs in a notice",
+                notice.runs.len() as u64,
+                MAX_RUNS_PER_NOTICE as u64,
+            )?;
+            notice.runs.iter().try_for_each(|run| {
+                check_weight(run.weight)?;
+                check_time("deadline_ms", run.deadline_ms)
+            })
+        }
+        Body::Resume(request) => check_time("deadline_ms", request.deadline_ms),
+        Body::Resumed(answer) => match answer.outcome {
+            ResumeOutcome::Resumed {
+                tests,
+                queued,
+                round,
+                deadline_ms,
+            } => {
+                at_most("tests in a run", u64::from(tests), MAX_TESTS_PER_RUN as u64)?;
+                at_most("tests queued", u64::from(queued), u64::from(tests))?;
+                at_most("a round", u64::from(round), u64::from(MAX_ROUNDS))?;
+                check_time("deadline_ms", deadline_ms)
+            }
+            ResumeOutcome::Finished | ResumeOutcome::Unknown => Ok(()),
+        },
         Body::Part(part) => {
             let parts = MAX_PARTED_BYTES.div_ceil(PART_BYTES) as u32;
             at_most("a part count", u64::from(part.count), u64::from(parts))?;
@@ -115,6 +141,7 @@ fn keep_within<T>(
 
 fn check_announce(announce: &RunAnnounce) -> Result<(), String> {
     check_len("suite", &announce.suite, MAX_TEST_ID_BYTES)?;
+    check_weight(announce.weight)?;
     check_time("created_at_ms", announce.created_at_ms)?;
     check_time("deadline_ms", announce.deadline_ms)?;
     let lasts = announce.deadline_ms.saturating_sub(announce.created_at_ms);
@@ -313,6 +340,13 @@ fn check_event(event: &RunEvent) -> Result<(), String> {
 }
 
 /// A test id: bounded, and without NUL, which no argv can carry.
+fn check_weight(weight: u32) -> Result<(), String> {
+    if weight == 0 {
+        return Err("a weight of 0".into());
+    }
+    at_most("a weight", u64::from(weight), u64::from(MAX_WEIGHT))
+}
+
 fn check_id(id: &str) -> Result<(), String> {
     if id.contains('\0') {
         return Err("a test id holds a NUL byte".into());

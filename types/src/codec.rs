@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::checks;
-use crate::messages::{Body, History, Job, RunReport};
+use crate::messages::{Body, History, Job, ResumeAnswer, RunReport};
 
 /// Bumped whenever a message type changes incompatibly: 2 made a job carry
 /// several tests (a batch).
@@ -121,6 +121,14 @@ pub fn decode_history(bytes: &[u8]) -> Result<History, WireError> {
     }
 }
 
+/// Decodes a message that must be an answer to a resume request.
+pub fn decode_resumed(bytes: &[u8]) -> Result<ResumeAnswer, WireError> {
+    match decode(bytes)? {
+        Body::Resumed(answer) => Ok(answer),
+        other => Err(wrong_kind("resumed", &other)),
+    }
+}
+
 /// Decodes a message that must be a run report.
 pub fn decode_report(bytes: &[u8]) -> Result<RunReport, WireError> {
     match decode(bytes)? {
@@ -209,6 +217,8 @@ mod tests {
                 spec: sample_spec(),
                 tests: vec!["t1".into(), "t2".into()],
                 verdict_token: Some(Uuid::nil()),
+                queue: JobQueue::Own,
+                weight: 3,
             }),
             Body::Job(Job {
                 run_id,
@@ -226,6 +236,7 @@ mod tests {
                 deadline_ms: 2,
                 spec: sample_spec(),
                 published_at_ms: 1,
+                queue: JobQueue::Own,
             }),
             Body::Result(result.clone()),
             Body::Results(vec![result.clone(), result.clone()]),
@@ -287,6 +298,30 @@ mod tests {
         .into_iter()
         .chain(sample_events(run_id).into_iter().map(Body::Event))
         .chain([Body::Events(sample_events(run_id))])
+        .chain([Body::Queues(QueueNotice {
+            runs: vec![RunQueue {
+                run_id,
+                weight: 2,
+                deadline_ms: 9,
+            }],
+            whole: true,
+        })])
+        .chain([
+            Body::Resume(ResumeRequest {
+                run_id,
+                deadline_ms: 7,
+                verdict_token: Uuid::nil(),
+            }),
+            Body::Resumed(ResumeAnswer {
+                run_id,
+                outcome: ResumeOutcome::Resumed {
+                    tests: 3,
+                    queued: 2,
+                    round: 1,
+                    deadline_ms: 7,
+                },
+            }),
+        ])
         .collect()
     }
 

@@ -43,3 +43,7 @@ pub const MAX_WARM_REUSE: u32 = 1_000_000;
 pub const MAX_SPEC_BYTES: usize = 256 << 10;
 /// Tests in one batched job at most.
 pub const MAX_TESTS_PER_JOB: usize = 10_000;
+/// A run's weight against other runs of their own queues.
+pub const MAX_WEIGHT: u32 = 100;
+/// Runs in one queue notice (the aggregator's whole list is cut there).
+pub const MAX_RUNS_PER_NOTICE: usize = 10_000;

@@ -243,6 +243,61 @@ pub struct RunAnnounce {
     /// never carry it. Appended with a default.
     #[serde(default)]
     pub verdict_token: Option<Uuid>,
+    /// Where the run's jobs wait: its own queue, which workers take from in
+    /// turn with every other run's (fair sharing), or the shared FIFO one.
+    /// Appended with a default (shared, as before per-run queues).
+    #[serde(default)]
+    pub queue: JobQueue,
+    /// The run's share of the fleet beside other runs of their own queues:
+    /// a run of weight 2 gets two turns for another's one. Appended with a
+    /// default (1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Which queue a run's jobs wait in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobQueue {
+    /// The prefix's one jobs queue, first in first out across runs.
+    #[default]
+    Shared,
+    /// A queue of the run's own (`{prefix}.jobs.<run id>`), taken from in
+    /// turn with the other runs'.
+    Own,
+}
+
+impl JobQueue {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobQueue::Shared => "shared",
+            JobQueue::Own => "own",
+        }
+    }
+}
+
+/// Which runs have jobs in queues of their own, for workers to take from:
+/// a producer says so of its new run, the aggregator of every open run
+/// (`whole`), again and again, and of a run whose retries it just queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueNotice {
+    pub runs: Vec<RunQueue>,
+    /// Every open run of the prefix: a run left out of it is over (after a
+    /// grace for runs the aggregator has not learnt yet).
+    pub whole: bool,
+}
+
+/// A run with a queue of its own, as workers follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunQueue {
+    pub run_id: Uuid,
+    pub weight: u32,
+    /// Past it, the run takes no job: workers stop following it.
+    pub deadline_ms: u64,
 }
 
 /// One attempt at one test, or at a batch of tests sharing a container and a
@@ -261,6 +316,10 @@ pub struct Job {
     /// job; 0 from older senders. Appended with a default, as `RunSpec::executor`.
     #[serde(default)]
     pub published_at_ms: u64,
+    /// The queue the run's jobs wait in, where a worker puts the jobs a
+    /// batch is split into. Appended with a default (shared).
+    #[serde(default)]
+    pub queue: JobQueue,
 }
 
 /// A test of a job, with the time it is allowed in a batch (`crate::batch`).
@@ -290,6 +349,7 @@ impl Job {
             deadline_ms,
             spec,
             published_at_ms: 0,
+            queue: JobQueue::Shared,
         }
     }
 
@@ -693,6 +753,49 @@ pub enum Body {
     /// Added without a bump, as `Results`: only a receiver that asked for a
     /// parted message (a waiting producer, the aggregator) gets one.
     Part(Part),
+    /// Runs whose jobs wait in queues of their own (on the runs exchange,
+    /// read by workers alone). Added without a bump, as `Results`.
+    Queues(QueueNotice),
+    /// A producer asks the aggregator to resume a run (on the history
+    /// queue, answered through its reply-to). Added without a bump.
+    Resume(ResumeRequest),
+    /// The aggregator's answer to a [`ResumeRequest`].
+    Resumed(ResumeAnswer),
+}
+
+/// Continue a run whose jobs may be lost (a wiped broker, a fleet taken
+/// down) or whose producer stopped waiting: its tests without a result in
+/// the open round are queued again, under the same run id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeRequest {
+    pub run_id: Uuid,
+    /// The run ends by then at the earliest (a deadline never moves back).
+    pub deadline_ms: u64,
+    /// The resuming producer's secret, which the verdict then carries too.
+    pub verdict_token: Uuid,
+}
+
+/// What came of a [`ResumeRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeAnswer {
+    pub run_id: Uuid,
+    pub outcome: ResumeOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResumeOutcome {
+    /// The run goes on: `queued` of its `tests` (the open round's without a
+    /// result) were queued again; its deadline is the request's or later.
+    Resumed {
+        tests: u32,
+        queued: u32,
+        round: u32,
+        deadline_ms: u64,
+    },
+    /// Its verdict is out (or on its way): nothing to resume.
+    Finished,
+    /// The aggregator does not know it: its journal is gone, or it never was.
+    Unknown,
 }
 
 /// Run the spec's command (which writes the listing at `{report}`) where
@@ -768,6 +871,9 @@ impl Body {
             Body::Batches(_) => "batches",
             Body::Discover(_) => "discover",
             Body::Listing(_) => "listing",
+            Body::Queues(_) => "queues",
+            Body::Resume(_) => "resume",
+            Body::Resumed(_) => "resumed",
         }
     }
 }

@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use crate::messages::{
     AttemptReport, AttemptStatus, Body, ContainerLimits, ContainerMode, ExecutorKind, FinalStatus,
-    History, IgnoredReason, IgnoredResult, Outcome, RetryPolicy, RoundCounts, RunEvent,
-    RunEventKind, RunReport, RunSpec, TestReport, TestResult, VerdictCut, VerdictKind,
+    History, IgnoredReason, IgnoredResult, Outcome, QueueNotice, RetryPolicy, RoundCounts,
+    RunEvent, RunEventKind, RunQueue, RunReport, RunSpec, TestReport, TestResult, VerdictCut,
+    VerdictKind,
 };
 
 /// The spec of the embedded defaults (`testfleet-common`'s `defaults.toml`,
@@ -346,5 +347,16 @@ pub fn body() -> impl Strategy<Value = Body> {
                 batch_overhead_ms: None
             }
         )),
+        (vec((uuid(), count(), number()), 0..4), any::<bool>()).prop_map(|(runs, whole)| {
+            let runs = runs
+                .into_iter()
+                .map(|(run_id, weight, deadline_ms)| RunQueue {
+                    run_id,
+                    weight,
+                    deadline_ms,
+                })
+                .collect();
+            Body::Queues(QueueNotice { runs, whole })
+        }),
     ]
 }

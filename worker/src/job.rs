@@ -230,6 +230,7 @@ mod tests {
             deadline_ms: 0,
             spec,
             published_at_ms: 0,
+            queue: Default::default(),
         }
     }
 

@@ -24,15 +24,20 @@ use tracing::{error, info, info_span, warn, Instrument};
 use crate::discovery::{self, Listings};
 use crate::executor::{Executors, Finished};
 use crate::job::Requeue;
-use crate::outbox::Outbox;
+use crate::outbox::{NotSettled, Outbox};
+use crate::taker::Taken;
 
 /// How one job's task ended, as the loop needs to know.
 pub enum JobEnd {
     Done,
     /// The engine did not answer; the job was requeued.
     EngineDown,
-    /// The broker connection failed under the task; the session must restart.
+    /// What the job yields did not reach the broker; the session must restart.
     BrokerLost(BrokerError),
+    /// The job could not be acked or given back on the channel it came on
+    /// (gone with its run's queue, say); the broker requeues it if its queue
+    /// is still there. The session goes on.
+    Unsettled(BrokerError),
 }
 
 /// What a job's task needs, cloned from the loop's state.
@@ -50,8 +55,21 @@ pub struct JobContext {
 }
 
 impl JobContext {
+    /// Runs the job taken, to its end; its permit and its channel's lease
+    /// go with the task.
+    pub async fn handle(self, taken: Taken) -> JobEnd {
+        let Taken {
+            delivery,
+            permit,
+            lease,
+        } = taken;
+        let end = self.handle_delivery(delivery).await;
+        drop((permit, lease));
+        end
+    }
+
     /// Runs whatever `delivery` asks for, to its end.
-    pub async fn handle(self, delivery: Delivery) -> JobEnd {
+    async fn handle_delivery(self, delivery: Delivery) -> JobEnd {
         let job = match decode(&delivery.data) {
             Ok(Body::Job(job)) => job,
             Ok(Body::Discover(request)) => {
@@ -86,7 +104,7 @@ impl JobContext {
                 };
                 match acker.nack(requeue).await {
                     Ok(_) => JobEnd::Done,
-                    Err(error) => JobEnd::BrokerLost(error.into()),
+                    Err(error) => JobEnd::Unsettled(error.into()),
                 }
             }
         }
@@ -103,10 +121,7 @@ impl JobContext {
         let slot = tokio::select! {
             slot = self.slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             () = self.interrupt.cancelled() => {
-                return match broker::nack(&delivery, true).await {
-                    Ok(()) => JobEnd::Done,
-                    Err(error) => JobEnd::BrokerLost(error),
-                };
+                return settle(broker::nack(&delivery, true).await);
             }
         };
         info!(
@@ -125,7 +140,7 @@ impl JobContext {
                 log_finished(&finished);
                 let cleanup = finished.cleanup.take();
                 // Not acked if it fails: the broker redelivers the job.
-                let end = settle(self.outbox.finished(finished, delivery).await);
+                let end = handed(self.outbox.finished(finished, delivery).await);
                 if let Some(cleanup) = cleanup {
                     cleanup.run().await;
                 }
@@ -135,7 +150,7 @@ impl JobContext {
                 warn!(reason = %requeue, "giving the job back to the queue");
                 let nacked = broker::nack(&delivery, true).await;
                 match (requeue, nacked) {
-                    (_, Err(error)) => JobEnd::BrokerLost(error),
+                    (_, Err(error)) => JobEnd::Unsettled(error),
                     (Requeue::EngineUnreachable(_), Ok(())) => JobEnd::EngineDown,
                     (Requeue::Interrupted, Ok(())) => JobEnd::Done,
                 }
@@ -193,7 +208,7 @@ impl JobContext {
             outcome = listing.outcome.as_str(),
             "tests listed"
         );
-        settle(self.outbox.reply(Body::Listing(listing), delivery).await)
+        handed(self.outbox.reply(Body::Listing(listing), delivery).await)
     }
 
     /// A batch delivered again: whoever ran it before died (or lost the
@@ -218,7 +233,7 @@ impl JobContext {
             follow_ups: halves.to_vec(),
             cleanup: None,
         };
-        settle(self.outbox.finished(finished, delivery).await)
+        handed(self.outbox.finished(finished, delivery).await)
     }
 
     /// Tells followers of the run that the job's tests started. Fire-and-forget:
@@ -271,9 +286,19 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
+/// How a job ended that was acked or given back here.
 fn settle(acked: Result<(), BrokerError>) -> JobEnd {
     match acked {
         Ok(()) => JobEnd::Done,
-        Err(error) => JobEnd::BrokerLost(error),
+        Err(error) => JobEnd::Unsettled(error),
+    }
+}
+
+/// How a job ended that was handed to the outbox.
+fn handed(settled: Result<(), NotSettled>) -> JobEnd {
+    match settled {
+        Ok(()) => JobEnd::Done,
+        Err(NotSettled::NotPublished(error)) => JobEnd::BrokerLost(error),
+        Err(NotSettled::NotAcked(error)) => JobEnd::Unsettled(error),
     }
 }

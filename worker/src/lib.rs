@@ -4,6 +4,9 @@
 //! Layout:
 //! - [`settings`]: configuration into validated settings, in one place.
 //! - [`service`]: the loop that owns the broker session and the running jobs.
+//! - [`taker`]: which job a free slot takes next, from the queues of open
+//!   runs and the shared one, in turn.
+//! - [`turns`]: whose turn it is, by smooth weighted round-robin (pure).
 //! - [`job_task`]: what one job's task does, from its delivery to its ack.
 //! - [`outbox`]: results and start events on their way to the broker, batched.
 //! - [`executor`]: the executors a worker has, picking one per job, and what a
@@ -38,6 +41,8 @@ pub mod results;
 pub mod runner_report;
 pub mod service;
 pub mod settings;
+pub mod taker;
+pub mod turns;
 pub mod warm;
 
 pub use service::{run, WorkerError};

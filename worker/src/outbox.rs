@@ -32,7 +32,21 @@ use crate::executor::Finished;
 const MAX_JOBS: usize = 64;
 
 /// Told to a job task once its results are confirmed and its job acked, or not.
-type Settled = oneshot::Sender<Result<(), BrokerError>>;
+type Settled = oneshot::Sender<Result<(), NotSettled>>;
+
+/// Why a job handed to the outbox was not settled.
+#[derive(Debug, thiserror::Error)]
+pub enum NotSettled {
+    /// What it yields did not reach the broker: the session is lost, and
+    /// the broker redelivers the job.
+    #[error("not published: {0}")]
+    NotPublished(BrokerError),
+    /// Published, but not acked: the channel it came on is gone (its run's
+    /// queue deleted, say), and the broker requeues it if its queue is still
+    /// there; the session goes on.
+    #[error("published but not acked: {0}")]
+    NotAcked(BrokerError),
+}
 
 /// Something a job task hands the outbox.
 enum Outgoing {
@@ -79,7 +93,7 @@ impl Outbox {
 
     /// Answers the request `delivery` brought with `body`, then acks it; waits
     /// until both are done.
-    pub async fn reply(&self, body: Body, delivery: Delivery) -> Result<(), BrokerError> {
+    pub async fn reply(&self, body: Body, delivery: Delivery) -> Result<(), NotSettled> {
         let (settled, done) = oneshot::channel();
         let outgoing = Outgoing::Reply {
             body: Box::new(body),
@@ -87,18 +101,15 @@ impl Outbox {
             settled,
         };
         if self.sender.send(outgoing).is_err() {
-            return Err(BrokerError::ChannelGone);
+            return Err(NotSettled::NotPublished(BrokerError::ChannelGone));
         }
-        done.await.unwrap_or(Err(BrokerError::ChannelGone))
+        done.await
+            .unwrap_or(Err(NotSettled::NotPublished(BrokerError::ChannelGone)))
     }
 
     /// Hands over what a job yields (its cleanup already taken) and waits
     /// until all of it is confirmed and the job acked.
-    pub async fn finished(
-        &self,
-        finished: Finished,
-        delivery: Delivery,
-    ) -> Result<(), BrokerError> {
+    pub async fn finished(&self, finished: Finished, delivery: Delivery) -> Result<(), NotSettled> {
         let (settled, done) = oneshot::channel();
         let outgoing = Outgoing::Finished {
             finished: Box::new(finished),
@@ -106,9 +117,10 @@ impl Outbox {
             settled,
         };
         if self.sender.send(outgoing).is_err() {
-            return Err(BrokerError::ChannelGone);
+            return Err(NotSettled::NotPublished(BrokerError::ChannelGone));
         }
-        done.await.unwrap_or(Err(BrokerError::ChannelGone))
+        done.await
+            .unwrap_or(Err(NotSettled::NotPublished(BrokerError::ChannelGone)))
     }
 }
 
@@ -222,8 +234,8 @@ async fn run(
         broker::publish_run_events(&channel, &topology.verdicts, group.started).await;
         for (body, delivery, settled) in group.replies {
             let answered = match broker::reply(&channel, &delivery, &body).await {
-                Ok(_) => broker::ack(&delivery).await,
-                Err(error) => Err(error),
+                Ok(_) => broker::ack(&delivery).await.map_err(NotSettled::NotAcked),
+                Err(error) => Err(NotSettled::NotPublished(error)),
             };
             let _ = settled.send(answered);
         }
@@ -236,9 +248,9 @@ async fn run(
         }
         for (delivery, settled) in group.waiting {
             let acked = match &published {
-                Ok(()) => broker::ack(&delivery).await,
+                Ok(()) => broker::ack(&delivery).await.map_err(NotSettled::NotAcked),
                 // Not acked: the broker redelivers the job and it runs again.
-                Err(_) => Err(BrokerError::ChannelGone),
+                Err(_) => Err(NotSettled::NotPublished(BrokerError::ChannelGone)),
             };
             let _ = settled.send(acked);
         }
@@ -255,19 +267,20 @@ async fn publish(
 ) -> Result<(), BrokerError> {
     let mut confirms = Vec::new();
     for job in follow_ups {
+        let queue = topology.jobs_queue_of(job.queue, &job.run_id.to_string());
         let body = Body::Job(job);
-        let confirm = broker::publish_unconfirmed(channel, "", &topology.jobs, &body).await?;
-        confirms.push((confirm, &topology.jobs));
+        let confirm = broker::publish_unconfirmed(channel, "", &queue, &body).await?;
+        confirms.push((confirm, queue));
     }
     if !items.is_empty() {
         for body in Group::messages(items) {
             let confirm =
                 broker::publish_unconfirmed(channel, "", &topology.results, &body).await?;
-            confirms.push((confirm, &topology.results));
+            confirms.push((confirm, topology.results.clone()));
         }
     }
     for (confirm, queue) in confirms {
-        broker::check_confirm(confirm.await?, queue)?;
+        broker::check_confirm(confirm.await?, &queue)?;
     }
     Ok(())
 }

@@ -252,6 +252,7 @@ fn split(job: &Job, unreported: &[usize]) -> Vec<Job> {
             deadline_ms: job.deadline_ms,
             spec: job.spec.clone(),
             published_at_ms: now_ms(),
+            queue: job.queue,
         })
         .collect()
 }
@@ -294,6 +295,7 @@ mod tests {
             deadline_ms: u64::MAX,
             spec,
             published_at_ms: 0,
+            queue: Default::default(),
         }
     }
 

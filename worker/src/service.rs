@@ -1,12 +1,13 @@
-//! The worker's service loop: consume jobs, run each in a slot (its own task,
+//! The worker's service loop: take jobs, run each in a slot (its own task,
 //! `job_task`), and keep the session with the broker and the engine healthy.
 //!
-//! One loop owns the state of a session ([`Session`]: consumer, running jobs,
-//! engine health) and `select!`s over deliveries, finished jobs, shutdown and
-//! the sweep timer, each handled by a method of its own. The prefetch equals
-//! the number of slots (plus `worker.prefetch_extra`), so the broker never
-//! hands this worker more jobs than it can run at once, and an unacked job is
-//! redelivered elsewhere if the worker dies. Chores that may wait on the
+//! One loop owns the state of a session ([`Session`]: the taker, running
+//! jobs, engine health) and `select!`s over jobs taken, finished jobs,
+//! shutdown and the sweep timer, each handled by a method of its own. The
+//! taker (`taker.rs`) takes a job only for a free slot (plus
+//! `worker.prefetch_extra`), in turn from every open run's queue, so this
+//! worker never holds more jobs than it can run at once, and an unacked job
+//! is redelivered elsewhere if the worker dies. Chores that may wait on the
 //! engine (the orphan sweep, removing what an outage left) run in tasks of
 //! their own, so the loop never waits on them.
 //!
@@ -17,14 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, Consumer};
+use lapin::{Connection, Consumer};
 use testfleet_common::broker::{self, BrokerError};
 use testfleet_common::shutdown::Shutdown;
 use testfleet_types::messages::ExecutorKind;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -38,6 +38,7 @@ use crate::outbox::Outbox;
 use crate::phases;
 use crate::process::ProcessExecutor;
 use crate::settings::WorkerSettings;
+use crate::taker::{Taken, Taker, TakerSetup, Taking};
 use crate::warm::WARM_IDLE_MAX;
 
 /// Often enough that a dead neighbour's containers go soon after it dies; a
@@ -79,12 +80,12 @@ pub async fn run(settings: WorkerSettings, shutdown: Shutdown) -> Result<(), Wor
     let mut patience = Some(settings.connect_timeout);
     while !shutdown.is_draining() {
         let connection = tokio::select! {
-            connected = broker::connect(&mut brokers, patience) => connected?,
+            connected = broker::connect(&mut brokers, patience) => Arc::new(connected?),
             () = shutdown.draining() => break,
         };
         patience = None;
         let began = std::time::Instant::now();
-        let ended = match Session::open(&connection, &worker, &shutdown).await {
+        let ended = match Session::open(connection.clone(), &worker, &shutdown).await {
             Ok(session) => Ok(session.run(&mut worker, &shutdown).await),
             Err(error) => Err(error),
         };
@@ -168,12 +169,20 @@ impl Worker {
 
 /// One broker session's state, owned by its loop.
 struct Session {
-    consume: Channel,
-    consumer: Consumer,
+    /// Consumes the presence queue (`Topology::workers`), which nothing is
+    /// published to: the broker counts this worker, and the stream ends when
+    /// the connection does.
+    presence: Consumer,
     outbox: Outbox,
     outbox_task: JoinHandle<()>,
+    /// Jobs taken for free slots, from the taker.
+    taken: mpsc::Receiver<Taken>,
+    /// `None` once it has ended.
+    taker: Option<JoinHandle<Result<(), BrokerError>>>,
+    /// Tells the taker to take, pause (the engine is down) or stop (drain).
+    taking: watch::Sender<Taking>,
     /// A permit per slot, held while a test runs (not while its result is
-    /// confirmed): with `prefetch_extra` = 0 one is always free for a delivery.
+    /// confirmed): with `prefetch_extra` = 0 one is always free for a job taken.
     slots: Arc<Semaphore>,
     running: JoinSet<JobEnd>,
     /// Interrupts this session's jobs on abort, or when the connection is lost.
@@ -189,35 +198,43 @@ struct Session {
 
 impl Session {
     async fn open(
-        connection: &Connection,
+        connection: Arc<Connection>,
         worker: &Worker,
         shutdown: &Shutdown,
     ) -> Result<Session, BrokerError> {
         let settings = &worker.settings;
-        let consume = connection.create_channel().await?;
-        broker::declare(&consume, &settings.topology).await?;
-        let prefetch = settings.concurrency + settings.prefetch_extra;
-        consume
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await?;
+        let channel = connection.create_channel().await?;
+        broker::declare(&channel, &settings.topology).await?;
         let (outbox, outbox_task) = Outbox::start(
-            broker::confirm_channel(connection).await?,
+            broker::confirm_channel(&connection).await?,
             settings.topology.clone(),
         );
-        let consumer = consume
+        let presence = channel
             .basic_consume(
-                settings.topology.jobs.as_str().into(),
+                settings.topology.workers.as_str().into(),
                 settings.worker_id.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
+        let held = settings.concurrency + settings.prefetch_extra;
+        let (taken_tx, taken) = mpsc::channel(usize::from(held));
+        let (taking, taking_rx) = watch::channel(Taking::On);
+        let setup = TakerSetup {
+            topology: settings.topology.clone(),
+            permits: Arc::new(Semaphore::new(usize::from(held))),
+            taking: taking_rx,
+            taken: taken_tx,
+        };
+        let taker = Taker::start(connection, setup).await?;
         let (engine_back_tx, engine_back) = mpsc::channel(1);
         Ok(Session {
-            consume,
-            consumer,
+            presence,
             outbox,
             outbox_task,
+            taken,
+            taker: Some(taker),
+            taking,
             slots: Arc::new(Semaphore::new(usize::from(settings.concurrency))),
             running: JoinSet::new(),
             interrupt: shutdown.abort_token().child_token(),
@@ -238,14 +255,18 @@ impl Session {
             }
             let ended = tokio::select! {
                 () = shutdown.draining(), if self.consuming => {
-                    self.on_drain(&worker.settings.worker_id).await;
+                    self.on_drain();
                     None
                 }
-                delivery = self.consumer.next(), if self.consuming && self.engine_ok => match delivery {
-                    Some(Ok(delivery)) => {
-                        self.on_delivery(delivery, worker);
+                taken = self.taken.recv(), if self.taker.is_some() => match taken {
+                    Some(taken) => {
+                        self.on_taken(taken, worker);
                         None
                     }
+                    None => self.on_taker_end().await,
+                },
+                presence = self.presence.next() => match presence {
+                    Some(Ok(_)) => None,
                     Some(Err(error)) => Some(SessionEnd::Lost(error.into())),
                     None => Some(SessionEnd::Lost(BrokerError::ChannelGone)),
                 },
@@ -253,6 +274,9 @@ impl Session {
                 Some(()) = self.engine_back.recv() => {
                     info!("docker engine answers again: taking jobs");
                     self.engine_ok = true;
+                    if self.consuming {
+                        self.taking.send_replace(Taking::On);
+                    }
                     worker.remove_leftovers();
                     None
                 }
@@ -268,17 +292,17 @@ impl Session {
         self.close(end).await
     }
 
-    async fn on_drain(&mut self, worker_id: &str) {
+    fn on_drain(&mut self) {
         self.consuming = false;
-        cancel_consumer(&self.consume, worker_id).await;
+        self.taking.send_replace(Taking::Stopped);
         info!(
             running = self.running.len(),
             "no longer taking jobs; waiting for running ones"
         );
     }
 
-    /// Starts the delivery's job in a task of its own.
-    fn on_delivery(&mut self, delivery: Delivery, worker: &Worker) {
+    /// Starts a job taken for a free slot in a task of its own.
+    fn on_taken(&mut self, taken: Taken, worker: &Worker) {
         let job = JobContext {
             listings: worker.listings.clone(),
             executors: worker.executors.clone(),
@@ -287,7 +311,21 @@ impl Session {
             interrupt: self.interrupt.clone(),
             slots: self.slots.clone(),
         };
-        self.running.spawn(job.handle(delivery));
+        self.running.spawn(job.handle(taken));
+    }
+
+    /// The taker ended: told to stop (a drain), or its connection failed.
+    async fn on_taker_end(&mut self) -> Option<SessionEnd> {
+        let taker = self.taker.take()?;
+        match taker.await {
+            Ok(Ok(())) if !self.consuming => None,
+            Ok(Ok(())) => Some(SessionEnd::Lost(BrokerError::ChannelGone)),
+            Ok(Err(error)) => Some(SessionEnd::Lost(error)),
+            Err(panic) => {
+                error!(%panic, "the taker panicked; starting a new session");
+                Some(SessionEnd::Lost(BrokerError::ChannelGone))
+            }
+        }
     }
 
     /// A job's task ended; `Some` when that ends the session.
@@ -303,6 +341,9 @@ impl Session {
             Ok(JobEnd::Done) => worker.remove_leftovers(),
             Ok(JobEnd::EngineDown) if self.engine_ok => {
                 self.engine_ok = false;
+                if self.consuming {
+                    self.taking.send_replace(Taking::Paused);
+                }
                 warn!("docker engine unreachable: pausing until it answers");
                 let docker = worker
                     .executors
@@ -319,6 +360,9 @@ impl Session {
             }
             Ok(JobEnd::EngineDown) => {}
             Ok(JobEnd::BrokerLost(error)) => return Some(SessionEnd::Lost(error)),
+            Ok(JobEnd::Unsettled(error)) => {
+                warn!(%error, "a job could not be settled on its channel; the broker requeues it if its queue is still there")
+            }
             Err(panic) => error!(%panic, "a job task panicked; its job will be redelivered"),
         }
         None
@@ -347,18 +391,15 @@ impl Session {
             self.interrupt.cancel();
             while self.running.join_next().await.is_some() {}
         }
+        // A job taken and not started yet goes back when its channel closes.
+        self.taking.send_replace(Taking::Stopped);
+        drop(self.taken);
+        if let Some(taker) = self.taker.take() {
+            let _ = taker.await;
+        }
         // Every job task has ended, so nothing is left for the outbox to send.
         drop(self.outbox);
         let _ = self.outbox_task.await;
         end
-    }
-}
-
-async fn cancel_consumer(channel: &Channel, tag: &str) {
-    if let Err(error) = channel
-        .basic_cancel(tag.into(), BasicCancelOptions::default())
-        .await
-    {
-        warn!(%error, "could not cancel the consumer; closing the connection will");
     }
 }

@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 use testfleet_types::limits::MAX_PARTED_BYTES;
-use testfleet_types::messages::{BatchRecord, Outcome, RunAnnounce, RunSpec, TestResult};
+use testfleet_types::messages::{BatchRecord, JobQueue, Outcome, RunAnnounce, RunSpec, TestResult};
 use uuid::Uuid;
 
 use crate::framed::Kind;
@@ -42,6 +42,13 @@ pub enum Record {
     },
     /// A batch the run's tests ran in.
     Batch(BatchEntry),
+    /// A producer resumed the run: its deadline, and the token its verdict
+    /// carries too. Added after format 3's first records, by name, so files
+    /// without it read as before.
+    Resumed {
+        deadline_ms: u64,
+        verdict_token: Uuid,
+    },
 }
 
 /// The run as announced: what it expects and how its jobs run.
@@ -56,6 +63,24 @@ pub struct AnnounceRecord {
     /// Put on the run's verdict, so that the waiting producer knows it.
     #[serde(default)]
     pub verdict_token: Option<Uuid>,
+    /// Appended with a default (shared), as records before it were written.
+    #[serde(default)]
+    pub queue: RecordedQueue,
+    /// Appended with a default (1).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Where the run's jobs wait.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordedQueue {
+    #[default]
+    Shared,
+    Own,
 }
 
 /// How an attempt's command ended, as the journal records it.
@@ -115,6 +140,11 @@ impl From<&RunAnnounce> for AnnounceRecord {
             spec: announce.spec.clone(),
             tests: announce.tests.clone(),
             verdict_token: announce.verdict_token,
+            queue: match announce.queue {
+                JobQueue::Shared => RecordedQueue::Shared,
+                JobQueue::Own => RecordedQueue::Own,
+            },
+            weight: announce.weight,
         }
     }
 }
@@ -129,6 +159,11 @@ impl From<AnnounceRecord> for RunAnnounce {
             spec: record.spec,
             tests: record.tests,
             verdict_token: record.verdict_token,
+            queue: match record.queue {
+                RecordedQueue::Shared => JobQueue::Shared,
+                RecordedQueue::Own => JobQueue::Own,
+            },
+            weight: record.weight,
         }
     }
 }
@@ -261,6 +296,8 @@ mod tests {
                 spec,
                 tests: vec!["a".into(), "b".into()],
                 verdict_token: Some(Uuid::from_u128(9)),
+                queue: RecordedQueue::Own,
+                weight: 2,
             })),
             Record::Result(ResultRecord {
                 run_id,
@@ -300,19 +337,28 @@ mod tests {
                 log_truncated: false,
                 split_into: 1,
             }),
+            Record::Resumed {
+                deadline_ms: 13,
+                verdict_token: Uuid::from_u128(14),
+            },
         ]
     }
 
-    /// Each kind of record as journal format 3 wrote it when its records
-    /// were the message types: a journal written then still reads, and a
-    /// change to a record's encoding fails here before it reaches a user.
-    const GOLDEN: [&str; 5] = [
-        "81a8416e6e6f756e636597c4100123456789abcdef0123456789abcdefa5737569746501029fb874657374666c6565742f62757379626f783a6c617465737493a27368a22d63d92b6563686f206e6f20636f6d6d616e6420636f6e6669677572656420666f72207b69647d3b2065786974203181a141a162ce000493e0ce0010000092cb3fb999999999999a0397a46e6f6e6591a42f746d70ce40000000c0cd0400c390a6646f636b6572c0a5667265736832c092a56a756e6974a6707974657374c09092a161a162c41000000000000000000000000000000009",
+    /// Each kind of record as journal format 3 writes it (the announcement's
+    /// queue and weight appended to what it was when its records were the
+    /// message types): a change to a record's encoding fails here before it
+    /// reaches a user.
+    const GOLDEN: [&str; 6] = [
+        "81a8416e6e6f756e636599c4100123456789abcdef0123456789abcdefa5737569746501029fb874657374666c6565742f62757379626f783a6c617465737493a27368a22d63d92b6563686f206e6f20636f6d6d616e6420636f6e6669677572656420666f72207b69647d3b2065786974203181a141a162ce000493e0ce0010000092cb3fb999999999999a0397a46e6f6e6591a42f746d70ce40000000c0cd0400c390a6646f636b6572c0a5667265736832c092a56a756e6974a6707974657374c09092a161a162c41000000000000000000000000000000009a34f776e02",
         "81a6526573756c749ec4100123456789abcdef0123456789abcdefa16102a854696d65644f7574cc8903a1770405a36f7574c3a16d06c41000000000000000000000000000000007",
         "81aa446561644c657474657293a1620105",
         "81ab526f756e64436c6f7365649108",
         "81a542617463689ec41000000000000000000000000000000007c4100123456789abcdef0123456789abcdef02a17702010a0b0cc0c3a36c6f67c201",
+        "81a7526573756d6564920dc4100000000000000000000000000000000e",
     ];
+
+    /// An announcement as format 3 wrote it before queue and weight.
+    const ANNOUNCE_BEFORE_QUEUES: &str = "81a8416e6e6f756e636597c4100123456789abcdef0123456789abcdefa5737569746501029fb874657374666c6565742f62757379626f783a6c617465737493a27368a22d63d92b6563686f206e6f20636f6d6d616e6420636f6e6669677572656420666f72207b69647d3b2065786974203181a141a162ce000493e0ce0010000092cb3fb999999999999a0397a46e6f6e6591a42f746d70ce40000000c0cd0400c390a6646f636b6572c0a5667265736832c092a56a756e6974a6707974657374c09092a161a162c41000000000000000000000000000000009";
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -326,6 +372,27 @@ mod tests {
             let back: Record = rmp_serde::from_slice(&bytes).unwrap();
             assert_eq!(&back, record);
         }
+    }
+
+    /// A journal written before runs had queues of their own still reads:
+    /// its runs are of the shared queue, at weight 1.
+    #[test]
+    fn an_announcement_from_before_queues_reads_with_the_defaults() {
+        let bytes: Vec<u8> = (0..ANNOUNCE_BEFORE_QUEUES.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&ANNOUNCE_BEFORE_QUEUES[i..i + 2], 16).unwrap())
+            .collect();
+        let Record::Announce(announce) = rmp_serde::from_slice(&bytes).unwrap() else {
+            panic!("an announcement");
+        };
+        let Record::Announce(now) = samples().remove(0) else {
+            panic!("an announcement");
+        };
+        assert_eq!(
+            (announce.queue, announce.weight),
+            (RecordedQueue::Shared, 1)
+        );
+        assert_eq!(announce.tests, now.tests);
     }
 
     #[test]
@@ -344,7 +411,8 @@ mod tests {
                     let message = BatchRecord::from(batch.clone());
                     assert_eq!(BatchEntry::from(&message), batch);
                 }
-                Record::DeadLetter { .. } | Record::RoundClosed { .. } => {}
+                Record::DeadLetter { .. } | Record::RoundClosed { .. } | Record::Resumed { .. } => {
+                }
             }
         }
     }

@@ -375,6 +375,8 @@ mod tests {
                 .map(|i| format!("test-{i:08}-{}", "x".repeat(100)))
                 .collect(),
             verdict_token: None,
+            queue: super::super::records::RecordedQueue::Shared,
+            weight: 1,
         }))
     }
 

@@ -1,0 +1,392 @@
+//! Which job a free slot takes next: the worker's taker, one task per broker
+//! session. A free slot takes one job (`basic.get`) from the source whose
+//! turn it is (`turns.rs`): each open run of its own queue, and the shared
+//! queue (runs of `run.queue = "shared"`, discovery requests). So a run
+//! submitted beside a big one gets every other free slot at once, rather
+//! than waiting behind the big one's queued jobs, and no job waits in a
+//! worker that cannot run it yet: a job is taken only for a free slot.
+//!
+//! Which runs have queues of their own the taker learns from the queue
+//! notices on the runs exchange (`Body::Queues`), read from a queue of this
+//! worker's own: a producer's for its new run, the aggregator's for retries
+//! and, every two seconds, its whole list of open runs. A run is followed
+//! until its deadline, or until a whole list leaves it out, a grace period
+//! after it was last named (the aggregator may not have learned it yet).
+//!
+//! Each run's queue is taken from on a channel of its own: the aggregator
+//! deletes a run's queue at its end, and a get that finds it gone closes
+//! that channel, which holds only that run's jobs. A channel is closed once
+//! its run is no longer followed and none of its jobs is still running.
+//! When every source is empty the taker waits, a little longer each time up
+//! to [`IDLE_MAX`], or until a notice says a run has jobs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+use testfleet_common::broker::{self, BrokerError};
+use testfleet_common::topology::Topology;
+use testfleet_types::codec::decode;
+use testfleet_types::messages::{Body, QueueNotice};
+use testfleet_types::now_ms;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::turns::Turns;
+
+/// The longest wait between two looks at empty sources.
+pub const IDLE_MAX: Duration = Duration::from_millis(500);
+/// The first wait after finding every source empty; it doubles up to `IDLE_MAX`.
+const IDLE_MIN: Duration = Duration::from_millis(10);
+/// How long a run named by a notice is followed without an aggregator's
+/// whole list naming it.
+const GRACE: Duration = Duration::from_secs(60);
+/// Runs followed at once at most: each has a channel.
+const MAX_FOLLOWED: usize = 1_000;
+
+/// A job taken for a free slot.
+pub struct Taken {
+    pub delivery: Delivery,
+    /// Held until the job is settled: taking is bounded by these.
+    pub permit: OwnedSemaphorePermit,
+    /// Held while the job runs, so that its channel stays open until then.
+    pub lease: Lease,
+}
+
+/// Keeps a source's channel open while a job taken from it is unsettled.
+pub struct Lease(#[allow(dead_code)] Arc<()>);
+
+/// Whether the taker may take: the session pauses it while the engine is
+/// down, and stops it to drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taking {
+    On,
+    Paused,
+    Stopped,
+}
+
+/// A source is the shared queue or a run's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Shared,
+    Run(Uuid),
+}
+
+struct Source {
+    queue: String,
+    weight: u32,
+    /// The run's deadline (`u64::MAX` for the shared queue).
+    deadline_ms: u64,
+    /// When a notice last named it.
+    named_at: Instant,
+    channel: Option<Channel>,
+    lease: Arc<()>,
+}
+
+impl Source {
+    fn new(queue: String, weight: u32, deadline_ms: u64) -> Self {
+        Source {
+            queue,
+            weight,
+            deadline_ms,
+            named_at: Instant::now(),
+            channel: None,
+            lease: Arc::new(()),
+        }
+    }
+
+    fn jobs_running(&self) -> bool {
+        Arc::strong_count(&self.lease) > 1
+    }
+}
+
+/// What the taker needs to start.
+pub struct TakerSetup {
+    pub topology: Topology,
+    /// A permit per job the worker may hold (its slots, plus
+    /// `worker.prefetch_extra`).
+    pub permits: Arc<Semaphore>,
+    pub taking: watch::Receiver<Taking>,
+    pub taken: mpsc::Sender<Taken>,
+}
+
+/// The taker of one session.
+pub struct Taker {
+    connection: Arc<Connection>,
+    setup: TakerSetup,
+    sources: HashMap<Key, Source>,
+    /// Sources no longer followed whose jobs still run: closed after them.
+    retired: Vec<Source>,
+    turns: Turns<Key>,
+    idle: Duration,
+}
+
+impl Taker {
+    /// Declares this worker's own queue of notices, bound to the runs exchange,
+    /// and starts taking in a task of its own, which ends when the session
+    /// stops it or its connection fails.
+    pub async fn start(
+        connection: Arc<Connection>,
+        setup: TakerSetup,
+    ) -> Result<tokio::task::JoinHandle<Result<(), BrokerError>>, BrokerError> {
+        let notices = notices(&connection, &setup.topology).await?;
+        let mut sources = HashMap::new();
+        sources.insert(
+            Key::Shared,
+            Source::new(setup.topology.jobs.clone(), 1, u64::MAX),
+        );
+        let taker = Taker {
+            connection,
+            setup,
+            sources,
+            retired: Vec::new(),
+            turns: Turns::default(),
+            idle: Duration::ZERO,
+        };
+        Ok(tokio::spawn(taker.run(notices)))
+    }
+
+    async fn run(mut self, mut notices: Consumer) -> Result<(), BrokerError> {
+        let result = self.take_while_on(&mut notices).await;
+        self.close_all().await;
+        result
+    }
+
+    async fn take_while_on(&mut self, notices: &mut Consumer) -> Result<(), BrokerError> {
+        let mut taking = self.setup.taking.clone();
+        loop {
+            let state = *taking.borrow_and_update();
+            if state == Taking::Stopped {
+                return Ok(());
+            }
+            let permits = self.setup.permits.clone();
+            let permit = tokio::select! {
+                changed = taking.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                notice = notices.next() => {
+                    self.on_notice(notice)?;
+                    continue;
+                }
+                permit = permits.acquire_owned(), if state == Taking::On => {
+                    permit.expect("the semaphore is never closed")
+                }
+            };
+            self.forget_ended().await;
+            match self.take_one().await? {
+                Some((delivery, lease)) => {
+                    self.idle = Duration::ZERO;
+                    let taken = Taken {
+                        delivery,
+                        permit,
+                        lease,
+                    };
+                    if self.setup.taken.send(taken).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                None => {
+                    drop(permit);
+                    self.wait_idle(notices, &mut taking).await?;
+                }
+            }
+        }
+    }
+
+    /// Sleeps after finding every source empty, longer each time, or until
+    /// a notice (a run with jobs) or a change of `taking` comes.
+    async fn wait_idle(
+        &mut self,
+        notices: &mut Consumer,
+        taking: &mut watch::Receiver<Taking>,
+    ) -> Result<(), BrokerError> {
+        self.idle = (self.idle * 2).clamp(IDLE_MIN, IDLE_MAX);
+        tokio::select! {
+            () = tokio::time::sleep(self.idle) => Ok(()),
+            notice = notices.next() => self.on_notice(notice),
+            _ = taking.changed() => Ok(()),
+        }
+    }
+
+    /// Takes one job from whose turn it is, passing over empty sources.
+    async fn take_one(&mut self) -> Result<Option<(Delivery, Lease)>, BrokerError> {
+        let candidates: Vec<(Key, u32)> = self
+            .sources
+            .iter()
+            .map(|(key, source)| (*key, source.weight))
+            .collect();
+        let mut offer = self.turns.offer(&candidates);
+        while let Some(key) = self.turns.next(&mut offer) {
+            let source = self
+                .sources
+                .get_mut(&key)
+                .expect("offered sources are followed");
+            match get(&self.connection, source).await {
+                Ok(Some(delivery)) => return Ok(Some((delivery, Lease(source.lease.clone())))),
+                Ok(None) => self.turns.refused(&mut offer, key),
+                Err(error) if key != Key::Shared && error.is_not_found() => {
+                    info!(queue = %source.queue, "a run's queue is gone: its run has ended");
+                    self.turns.refused(&mut offer, key);
+                    self.retire(key);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(None)
+    }
+
+    fn on_notice(&mut self, notice: Option<lapin::Result<Delivery>>) -> Result<(), BrokerError> {
+        let delivery = notice.ok_or(BrokerError::ChannelGone)??;
+        match decode(&delivery.data) {
+            Ok(Body::Queues(notice)) => self.follow(notice),
+            Ok(other) => warn!(
+                kind = other.kind(),
+                "ignoring a message of the wrong kind among queue notices"
+            ),
+            Err(error) => warn!(%error, "ignoring an unreadable queue notice"),
+        }
+        Ok(())
+    }
+
+    /// Follows the runs a notice names; a whole list also ends the runs it
+    /// leaves out, once their grace is over.
+    fn follow(&mut self, notice: QueueNotice) {
+        let now = Instant::now();
+        for run in &notice.runs {
+            let key = Key::Run(run.run_id);
+            if let Some(source) = self.sources.get_mut(&key) {
+                source.named_at = now;
+                source.weight = run.weight;
+                source.deadline_ms = run.deadline_ms;
+                continue;
+            }
+            if self.sources.len() > MAX_FOLLOWED {
+                warn!(run = %run.run_id, followed = MAX_FOLLOWED, "following too many runs already; not this one yet");
+                continue;
+            }
+            debug!(run = %run.run_id, weight = run.weight, "taking jobs from a run's own queue");
+            let queue = self.setup.topology.run_jobs_queue(&run.run_id.to_string());
+            let source = Source::new(queue, run.weight, run.deadline_ms);
+            self.sources.insert(key, source);
+        }
+        // A notice of runs with jobs: look at once.
+        self.idle = Duration::ZERO;
+        if notice.whole {
+            let listed: Vec<Key> = notice.runs.iter().map(|r| Key::Run(r.run_id)).collect();
+            let left_out: Vec<Key> = self
+                .sources
+                .iter()
+                .filter(|(key, source)| {
+                    **key != Key::Shared
+                        && !listed.contains(key)
+                        && now.duration_since(source.named_at) > GRACE
+                })
+                .map(|(key, _)| *key)
+                .collect();
+            for key in left_out {
+                self.retire(key);
+            }
+        }
+    }
+
+    /// Stops taking from runs past their deadline, and closes the channels
+    /// of runs no longer followed whose jobs have all ended.
+    async fn forget_ended(&mut self) {
+        let now = now_ms();
+        let past: Vec<Key> = self
+            .sources
+            .iter()
+            .filter(|(_, source)| source.deadline_ms < now)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in past {
+            self.retire(key);
+        }
+        let (done, running): (Vec<Source>, Vec<Source>) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|source| !source.jobs_running());
+        self.retired = running;
+        for source in done {
+            close(source).await;
+        }
+    }
+
+    fn retire(&mut self, key: Key) {
+        if let Some(source) = self.sources.remove(&key) {
+            self.retired.push(source);
+        }
+        self.turns
+            .retain(|followed| self.sources.contains_key(followed));
+    }
+
+    /// Closes every channel, the session being over; jobs still running on
+    /// them have been interrupted or settled by then.
+    async fn close_all(&mut self) {
+        let sources: Vec<Source> = self.sources.drain().map(|(_, source)| source).collect();
+        for source in sources.into_iter().chain(std::mem::take(&mut self.retired)) {
+            close(source).await;
+        }
+    }
+}
+
+/// A job of `source`, on its channel (opened on first use).
+async fn get(
+    connection: &Connection,
+    source: &mut Source,
+) -> Result<Option<Delivery>, BrokerError> {
+    let channel = match &source.channel {
+        Some(channel) if channel.status().connected() => channel.clone(),
+        _ => {
+            let channel = connection.create_channel().await?;
+            source.channel = Some(channel.clone());
+            channel
+        }
+    };
+    broker::get(&channel, &source.queue).await
+}
+
+async fn close(source: Source) {
+    if let Some(channel) = source.channel {
+        if channel.status().connected() {
+            let _ = channel.close(200, "run no longer followed".into()).await;
+        }
+    }
+}
+
+/// This worker's own queue of notices: exclusive to its connection, so it
+/// goes with it, and bound to the runs exchange.
+async fn notices(connection: &Connection, topology: &Topology) -> Result<Consumer, BrokerError> {
+    let channel = connection.create_channel().await?;
+    let queue = format!("{}.{}", topology.runs, Uuid::new_v4());
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.as_str().into(), options, FieldTable::default())
+        .await?;
+    topology.bind_notices(&channel, &queue).await?;
+    let consume = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "notices".into(),
+            consume,
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(consumer)
+}
