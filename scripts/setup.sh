@@ -25,6 +25,13 @@ if [ ${#need_packages[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_packages[@]}" >/dev/null
 fi
 
+# PyYAML reads the CI examples in tests/it/ci.rs (and the Kubernetes
+# manifests' checks): the python3 on PATH, whichever it is.
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  log "installing PyYAML for python3"
+  python3 -m pip install -q pyyaml
+fi
+
 # Debian's docker.io client talks to the engine it ships with; prefer it.
 DOCKER=/usr/bin/docker
 [ -x "$DOCKER" ] || DOCKER=docker

@@ -10,6 +10,10 @@ scripts/setup-runners.sh
 cargo fmt --all -- --check
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 scripts/check-structure.py
+# Node.js checks: the Kubernetes manifests against their schemas (and the
+# dashboard's browser test, which tests/it starts), from tests/node's lockfile.
+npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+node tests/node/validate-manifests.mjs
 cargo build --quiet --workspace --bins
 # Tests in `disruptive::` restart the broker or the Docker engine that every test
 # shares, so they run last, alone, one at a time. `third_party::` runs 200

@@ -66,6 +66,8 @@ fn main() {
         verdict_token: None,
         queue: testfleet_types::messages::JobQueue::Shared,
         weight: 1,
+        auto_quarantine_percent: None,
+        quarantine: Vec::new(),
     });
     drop(ids);
     step("announced");

@@ -17,13 +17,15 @@ use lapin::Channel;
 use testfleet_common::broker::{self, BrokerError};
 use testfleet_report as report;
 use testfleet_types::limits::MAX_VERDICT_BYTES;
-use testfleet_types::messages::{Body, RunReport};
+use testfleet_types::messages::{Body, Flakiness, RunReport};
+use testfleet_types::now_ms;
 use testfleet_types::triage::TriageRule;
 use tokio::task::{self, JoinSet};
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use crate::verdict;
+use crate::outcomes::{self, OutcomeStore, RunOutcomes};
+use crate::{quarantine, verdict};
 
 /// Where a finished run's reports go and how failures are grouped in them.
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub struct ReportSettings {
     pub triage_rules: Vec<TriageRule>,
     /// The verdicts exchange.
     pub verdicts: String,
+    /// The suites' recent outcomes, for the reports' flakiness.
+    pub outcomes: OutcomeStore,
 }
 
 /// A run whose finishing ended: what the loop still does with it.
@@ -40,6 +44,8 @@ pub struct Finished {
     pub suite: String,
     /// Its durations, for the history.
     pub samples: Vec<(String, u64)>,
+    /// Its flaky and failing tests, for the history.
+    pub outcomes: RunOutcomes,
     /// Whether its verdict went out.
     pub published: Result<(), BrokerError>,
 }
@@ -57,13 +63,15 @@ pub struct Finishing {
 }
 
 impl Finishing {
-    /// Starts finishing `report`'s run: reports, then the verdict on `publish`.
-    /// The verdict carries `tokens`, the run's secrets from its announcement
-    /// and from producers that resumed it.
+    /// Starts finishing `report`'s run: its quarantine and flakiness, its
+    /// reports, then the verdict on `publish`. The verdict carries `tokens`,
+    /// the run's secrets from its announcement and from producers that
+    /// resumed it.
     pub fn start(
         &mut self,
-        report: RunReport,
+        mut report: RunReport,
         tokens: Vec<Uuid>,
+        quarantine: quarantine::Rules,
         settings: &ReportSettings,
         publish: &Channel,
     ) {
@@ -73,6 +81,10 @@ impl Finishing {
         let task = self.tasks.spawn(async move {
             let suite = report.suite.clone();
             let samples = crate::history::samples(&report);
+            let outcomes = RunOutcomes::of(&report);
+            let flakiness = flakiness(&settings.outcomes, &suite, &outcomes).await;
+            quarantine::apply(&mut report, &quarantine, flakiness.as_ref(), now_ms());
+            report.flakiness = flakiness;
             let (mut report, written) = write_reports(report, &settings).await;
             let full_report = match written {
                 Ok(()) => full_report_location(&settings, run_id),
@@ -95,6 +107,7 @@ impl Finishing {
                 run_id,
                 suite,
                 samples,
+                outcomes,
                 published,
             }
         });
@@ -140,6 +153,23 @@ impl Finishing {
         self.tasks = JoinSet::new();
         self.runs.clear();
         self.failed.clear();
+    }
+}
+
+/// How flaky the run's tests were over the suite's recent runs, read on a
+/// blocking thread; `None` (said in the log) if its file cannot be read.
+async fn flakiness(store: &OutcomeStore, suite: &str, this: &RunOutcomes) -> Option<Flakiness> {
+    let (store, name) = (store.clone(), suite.to_owned());
+    match tokio::task::spawn_blocking(move || store.recent(&name)).await {
+        Ok(Ok(previous)) => Some(outcomes::flakiness(&previous, this)),
+        Ok(Err(error)) => {
+            warn!(%suite, %error, "could not read the suite's recent outcomes: no flakiness in its reports");
+            None
+        }
+        Err(panic) => {
+            error!(%suite, %panic, "reading the suite's recent outcomes panicked");
+            None
+        }
     }
 }
 
@@ -198,6 +228,7 @@ mod tests {
 
     fn finished(run_id: Uuid) -> Finished {
         Finished {
+            outcomes: RunOutcomes::default(),
             run_id,
             suite: "s".into(),
             samples: Vec::new(),

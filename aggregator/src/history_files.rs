@@ -1,7 +1,8 @@
 //! The suites' history files, worked on off the aggregator's loop: a query is
 //! answered from a task that reads the suite's file on a blocking thread, and
-//! one writer task appends finished runs' samples in the order they finished,
-//! so that two runs of one suite never write its file at once.
+//! one writer task appends finished runs' samples (durations, and which tests
+//! were flaky or failed) in the order they finished, so that two runs of one
+//! suite never write its files at once.
 //!
 //! A reader may meet a file while the writer appends to it or compacts it:
 //! compaction renames a whole new file into place, and a record being
@@ -17,12 +18,14 @@ use tracing::{debug, error, warn};
 use uuid::Uuid;
 
 use crate::history::HistoryStore;
+use crate::outcomes::{OutcomeStore, RunOutcomes};
 
 /// A finished run's samples, waiting for the writer.
 struct Samples {
     run_id: Uuid,
     suite: String,
     samples: Vec<(String, u64)>,
+    outcomes: RunOutcomes,
 }
 
 /// The history files' reader tasks and their one writer.
@@ -34,9 +37,9 @@ pub struct HistoryFiles {
 
 impl HistoryFiles {
     /// Starts the writer; needs a tokio runtime.
-    pub fn start(store: HistoryStore) -> HistoryFiles {
+    pub fn start(store: HistoryStore, outcomes: OutcomeStore) -> HistoryFiles {
         let (writes, queued) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_in_order(store.clone(), queued));
+        let writer = tokio::spawn(write_in_order(store.clone(), outcomes, queued));
         HistoryFiles {
             store,
             writes,
@@ -44,12 +47,19 @@ impl HistoryFiles {
         }
     }
 
-    /// Queues a finished run's samples to be added to its suite's file.
-    pub fn record(&self, run_id: Uuid, suite: String, samples: Vec<(String, u64)>) {
+    /// Queues a finished run's samples to be added to its suite's files.
+    pub fn record(
+        &self,
+        run_id: Uuid,
+        suite: String,
+        samples: Vec<(String, u64)>,
+        outcomes: RunOutcomes,
+    ) {
         let queued = self.writes.send(Samples {
             run_id,
             suite,
             samples,
+            outcomes,
         });
         if queued.is_err() {
             warn!(run = %run_id, "the history writer is gone; the run's durations are not kept");
@@ -103,15 +113,25 @@ impl HistoryFiles {
 }
 
 /// The writer: one run's samples at a time, each on a blocking thread.
-async fn write_in_order(store: HistoryStore, mut queued: mpsc::UnboundedReceiver<Samples>) {
+async fn write_in_order(
+    store: HistoryStore,
+    outcome_store: OutcomeStore,
+    mut queued: mpsc::UnboundedReceiver<Samples>,
+) {
     while let Some(Samples {
         run_id,
         suite,
         samples,
+        outcomes,
     }) = queued.recv().await
     {
         let store = store.clone();
-        let written = tokio::task::spawn_blocking(move || store.record(&suite, &samples)).await;
+        let outcome_store = outcome_store.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            store.record(&suite, &samples)?;
+            outcome_store.record(&suite, &outcomes)
+        })
+        .await;
         match written {
             Ok(Ok(())) => {}
             Ok(Err(error)) => warn!(run = %run_id, %error, "could not record the run's durations"),

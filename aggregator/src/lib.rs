@@ -13,6 +13,8 @@
 //!   history files are made of.
 //! - [`events`]: the run events published for followers (pure builders).
 //! - [`history`]: each suite's test durations, for longest-first ordering.
+//! - [`outcomes`]: each suite's recent flaky and failing tests (flakiness).
+//! - [`quarantine`]: tests whose failure fails nothing (pure).
 //! - [`history_files`]: the history files read and written off the loop.
 //! - [`finishing`]: a finished run's reports and verdict, off the loop.
 //! - [`verdict`]: the verdict's copy of a report, fitted under its byte bound.
@@ -23,6 +25,8 @@ pub mod framed;
 pub mod history;
 pub mod history_files;
 pub mod journal;
+pub mod outcomes;
+pub mod quarantine;
 pub mod run_queues;
 pub mod run_state;
 pub mod service;

@@ -142,6 +142,8 @@ mod tests {
             verdict_token: None,
             queue,
             weight: 3,
+            auto_quarantine_percent: None,
+            quarantine: Vec::new(),
         }
     }
 

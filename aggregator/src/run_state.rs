@@ -501,6 +501,7 @@ impl RunState {
                     .iter()
                     .map(|a| attempt_report(&self.workers, a.clone()))
                     .collect(),
+                quarantined: None,
             })
             .collect();
         RunReport {
@@ -516,6 +517,7 @@ impl RunState {
             ignored_results: self.ignored.clone(),
             batches: self.batches.clone(),
             reports_error: None,
+            flakiness: None,
         }
     }
 
@@ -544,6 +546,7 @@ impl RunState {
                 id,
                 status,
                 attempts: reports,
+                quarantined: None,
             });
         }
         RunReport {
@@ -559,6 +562,7 @@ impl RunState {
             ignored_results: self.ignored,
             batches: self.batches,
             reports_error: None,
+            flakiness: None,
         }
     }
 
@@ -661,6 +665,8 @@ mod tests {
             verdict_token: None,
             queue: testfleet_types::messages::JobQueue::Shared,
             weight: 1,
+            auto_quarantine_percent: None,
+            quarantine: Vec::new(),
         })
     }
 

@@ -37,6 +37,8 @@ use crate::history::HistoryStore;
 use crate::history_files::HistoryFiles;
 use crate::journal::stream::{Retention, StreamJournal};
 use crate::journal::{FileJournals, JournalError, Journals, Record};
+use crate::outcomes::OutcomeStore;
+use crate::quarantine;
 use crate::run_queues::{self, RunQueues};
 use crate::run_state::{Recorded, RoundDecision, RunState};
 use crate::settings::AggregatorSettings;
@@ -126,14 +128,14 @@ pub async fn run(settings: AggregatorSettings, shutdown: Shutdown) -> Result<(),
         let began = Instant::now();
         match aggregator.lead(&connection, &shutdown).await {
             Ok(()) => {
-                let _ = connection.close(200, "aggregator stopped".into()).await;
+                broker::close(&connection, "aggregator stopped").await;
                 break;
             }
             Err(AggregatorError::Broker(error)) if error.is_fatal() => return Err(error.into()),
             Err(AggregatorError::Broker(error)) => {
                 let pause = backoff.after(began.elapsed());
                 warn!(%error, retry_in = ?pause, "lost the broker connection, reconnecting");
-                let _ = connection.close(200, "reconnecting".into()).await;
+                broker::close(&connection, "reconnecting").await;
                 shutdown.sleep(pause).await;
             }
             // A state dir that takes no writes (a full disk): nothing is
@@ -144,7 +146,7 @@ pub async fn run(settings: AggregatorSettings, shutdown: Shutdown) -> Result<(),
             Err(AggregatorError::State(error)) => {
                 let pause = backoff.after(began.elapsed());
                 error!(%error, retry_in = ?pause, "cannot keep the aggregator's state: results wait in the broker until the state dir takes writes again");
-                let _ = connection.close(200, "state dir unwritable".into()).await;
+                broker::close(&connection, "state dir unwritable").await;
                 shutdown.sleep(pause).await;
             }
         }
@@ -162,7 +164,10 @@ impl Aggregator {
             open: HashMap::new(),
             finished: HashSet::new(),
             finished_order: VecDeque::new(),
-            history: HistoryFiles::start(HistoryStore::new(&settings.state_dir)),
+            history: HistoryFiles::start(
+                HistoryStore::new(&settings.state_dir),
+                OutcomeStore::new(&settings.state_dir),
+            ),
             joiner: joiner(),
             finishing: Finishing::default(),
             journals: journals(&settings),
@@ -828,10 +833,16 @@ impl Aggregator {
             return;
         };
         let tokens = state.verdict_tokens();
-        self.run_queues.ended(state.announce());
+        let announce = state.announce();
+        self.run_queues.ended(announce);
+        let quarantine = quarantine::Rules {
+            listed: announce.quarantine.clone(),
+            auto_percent: announce.auto_quarantine_percent,
+        };
         let report = state.into_report(now_ms());
+        let settings = self.report_settings();
         self.finishing
-            .start(report, tokens, &self.report_settings(), publish);
+            .start(report, tokens, quarantine, &settings, publish);
     }
 
     /// A run's finishing ended: with its verdict out, its durations go to
@@ -843,10 +854,11 @@ impl Aggregator {
             run_id,
             suite,
             samples,
+            outcomes,
             published,
         } = finished;
         published?;
-        self.history.record(run_id, suite, samples);
+        self.history.record(run_id, suite, samples, outcomes);
         if let Err(error) = self.journals.remove(run_id) {
             warn!(run = %run_id, %error, "could not remove a finished run's journal");
         }
@@ -859,6 +871,7 @@ impl Aggregator {
             report_dir: self.settings.report_dir.clone(),
             triage_rules: self.settings.triage_rules.clone(),
             verdicts: self.settings.topology.verdicts.clone(),
+            outcomes: OutcomeStore::new(&self.settings.state_dir),
         }
     }
 

@@ -157,11 +157,13 @@ mod tests {
             id: format!("failing-{i}"),
             status: FinalStatus::Failed,
             attempts: vec![attempt(Some("x".repeat(len)), Outcome::Failed)],
+            quarantined: None,
         });
         let passing = (0..passed).map(|i| TestReport {
             id: format!("passing-{i:06}-with-a-longish-name-as-real-suites-have"),
             status: FinalStatus::Passed,
             attempts: vec![attempt(None, Outcome::Passed)],
+            quarantined: None,
         });
         RunReport {
             run_id: uuid::Uuid::nil(),
@@ -176,6 +178,7 @@ mod tests {
             ignored_results: Vec::new(),
             batches: Vec::new(),
             reports_error: None,
+            flakiness: None,
         }
     }
 

@@ -42,6 +42,8 @@ proptest! {
             verdict_token: None,
             queue: testfleet_types::messages::JobQueue::Shared,
             weight: 1,
+            auto_quarantine_percent: None,
+            quarantine: Vec::new(),
         });
         for (i, mut result) in results.into_iter().enumerate() {
             // Half the results name a test of the run, to reach past the index.

@@ -97,6 +97,23 @@ impl BrokerError {
     }
 }
 
+/// How long closing a connection may take: the broker's close-ok, or the
+/// connection's end, whichever comes; past it the socket is dropped anyway.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Closes `connection` saying `reason`, waiting at most [`CLOSE_PATIENCE`]:
+/// a close the broker never answers (a connection half gone) must not keep
+/// a service from stopping.
+pub async fn close(connection: &Connection, reason: &str) {
+    let closed = tokio::time::timeout(CLOSE_PATIENCE, connection.close(200, reason.into())).await;
+    if closed.is_err() {
+        warn!(
+            reason,
+            "the broker did not answer the connection's close in time; dropping it"
+        );
+    }
+}
+
 /// Declares `topology` on `channel`, explaining a queue that exists with other
 /// arguments (the broker's `PRECONDITION_FAILED - inequivalent arg`): which
 /// setting disagrees, and how to make them agree.

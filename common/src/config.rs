@@ -95,6 +95,10 @@ pub struct RunConfig {
     pub queue: JobQueue,
     /// The run's share beside other runs of their own queues.
     pub weight: u32,
+    /// A file listing quarantined tests (empty: none).
+    pub quarantine_file: String,
+    /// Quarantine tests flaky in more than this share of recent runs (0: off).
+    pub auto_quarantine: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +121,8 @@ pub struct WorkerConfig {
     pub max_memory_bytes: u64,
     /// The highest process limit a Docker job may set.
     pub max_pids: u64,
+    /// Seconds without a job after which the worker exits (0: never).
+    pub exit_when_idle_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -368,6 +374,12 @@ impl RunConfig {
                     "must be at most {} (4 MiB, so that any result fits a broker message)",
                     limits::MAX_OUTPUT_CAP_BYTES
                 ),
+            );
+        }
+        if !(0.0..1.0).contains(&self.auto_quarantine) {
+            return invalid(
+                "run.auto_quarantine",
+                "must be a share of recent runs from 0 (off) to under 1",
             );
         }
         if !(1..=limits::MAX_WEIGHT).contains(&self.weight) {

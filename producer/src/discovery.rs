@@ -79,7 +79,7 @@ pub async fn list_in_image(
         timeout,
     )
     .await;
-    let _ = connection.close(200, "listed".into()).await;
+    broker::close(&connection, "listed").await;
     match answer? {
         None => Err(DiscoveryError::NoAnswer(timeout)),
         Some(Body::Listing(listing)) if listing.unchanged && kept.is_some() => {

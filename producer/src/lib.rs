@@ -8,6 +8,7 @@
 //! - [`discovery`]: listing a suite's tests inside its image, through a worker.
 //! - [`submit`]: publishing the run with confirms; waiting for its verdict.
 //! - [`history`]: asking the aggregator for the suite's durations (longest first).
+//! - [`quarantine`]: the quarantine file, read and checked.
 //! - [`resume`]: `--resume` (a run continued under its id) and `--rerun` (a
 //!   finished run's tests that did not pass, as a new run).
 //! - [`settings`]: configuration and flags into validated settings.
@@ -22,6 +23,7 @@ pub mod ids;
 pub mod ndjson;
 pub mod presets;
 pub mod progress;
+pub mod quarantine;
 pub mod resume;
 pub mod settings;
 pub mod submit;

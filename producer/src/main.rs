@@ -25,6 +25,8 @@ use testfleet_types::now_ms;
 use testfleet_types::triage::TriageRule;
 
 const PROGRAM: &str = "testfleet-producer";
+/// The file GitHub Actions shows as a step's summary page.
+const STEP_SUMMARY: &str = "GITHUB_STEP_SUMMARY";
 /// How long a discovery in the image may wait for a worker beyond the
 /// per-test timeout it runs under: workers may be busy with other jobs.
 const DISCOVERY_SLACK: Duration = Duration::from_secs(120);
@@ -255,6 +257,9 @@ async fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(error) => return fail(PROGRAM, USAGE, error),
     };
+    for expired in &settings.quarantine_expired {
+        eprintln!("{PROGRAM}: warning: {expired}");
+    }
     if let Some((_, ids)) = rerun {
         return match cli
             .selection()
@@ -413,6 +418,35 @@ async fn wait_and_report(
             None
         }
     };
+    append_step_summary(cli, &report, triage_rules);
     sink.write(&ndjson::verdict(&report, paths.as_ref(), now_ms()));
     ExitCode::from(report.verdict.exit_code() as u8)
+}
+
+/// In a GitHub Actions step (`GITHUB_STEP_SUMMARY` names a file), appends the
+/// Markdown summary to the step's summary page. A failure is said, not fatal:
+/// the verdict stands.
+fn append_step_summary(
+    cli: &Cli,
+    report: &testfleet_types::messages::RunReport,
+    rules: &[TriageRule],
+) {
+    let Some(path) = std::env::var_os(STEP_SUMMARY) else {
+        return;
+    };
+    let summary = report::summary_markdown(report, rules);
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| {
+            std::io::Write::write_all(&mut file, format!("{summary}\n").as_bytes())
+        });
+    match appended {
+        Ok(()) => cli.say(format_args!("summary appended to {STEP_SUMMARY}")),
+        Err(error) => eprintln!(
+            "{PROGRAM}: could not append the summary to {} ({STEP_SUMMARY}): {error}",
+            std::path::Path::new(&path).display()
+        ),
+    }
 }

@@ -422,12 +422,14 @@ mod tests {
                     id: format!("t{i}"),
                     status,
                     attempts: vec![],
+                    quarantined: None,
                 })
                 .collect(),
             verdict_cut: None,
             ignored_results: Vec::new(),
             batches: Vec::new(),
             reports_error: None,
+            flakiness: None,
         };
         let paths = ReportPaths {
             dir: PathBuf::from("r/x"),

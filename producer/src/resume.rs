@@ -48,7 +48,7 @@ pub async fn resume(
     let mut brokers = settings.brokers.clone();
     let connection = broker::connect(&mut brokers, Some(settings.connect_timeout)).await?;
     let resumed = ask(&connection, settings, run_id, wait).await;
-    let _ = connection.close(200, "run resumed".into()).await;
+    broker::close(&connection, "run resumed").await;
     resumed
 }
 

@@ -9,11 +9,15 @@ use testfleet_common::broker::Brokers;
 use testfleet_common::config::{ConfigError, RawConfig};
 use testfleet_common::topology::Topology;
 use testfleet_types::limits::MAX_TESTS_PER_JOB;
-use testfleet_types::messages::{IdScheme, JobQueue, ReportFormat, RunSpec, RunnerReport};
+use testfleet_types::messages::{
+    IdScheme, JobQueue, Quarantine, ReportFormat, RunSpec, RunnerReport,
+};
+use testfleet_types::now_ms;
 use testfleet_types::triage::TriageRule;
 
 use crate::history::Order;
 use crate::presets::Preset;
+use crate::quarantine;
 
 /// Validated settings of the producer.
 #[derive(Debug, Clone)]
@@ -34,6 +38,12 @@ pub struct ProducerSettings {
     /// Where the run's jobs wait, and its share beside other runs.
     pub queue: JobQueue,
     pub weight: u32,
+    /// Tests whose failure fails nothing, from `run.quarantine_file`.
+    pub quarantine: Vec<Quarantine>,
+    /// Why entries of that file were left out: they expired.
+    pub quarantine_expired: Vec<String>,
+    /// `run.auto_quarantine`, in percent; `None`: off.
+    pub auto_quarantine_percent: Option<u32>,
 }
 
 /// How a run's tests are grouped into jobs.
@@ -72,6 +82,15 @@ impl ProducerSettings {
         spec.runner_report = runner_report(choices, &spec)?;
         let batching = batching(choices, &spec)?;
         let consumer_timeout_ms = raw.broker.consumer_timeout_secs.saturating_mul(1000);
+        let quarantine = match raw.run.quarantine_file.trim() {
+            "" => quarantine::Read::default(),
+            path => quarantine::read(std::path::Path::new(path), now_ms()).map_err(|problem| {
+                ConfigError::Invalid {
+                    key: "run.quarantine_file",
+                    problem,
+                }
+            })?,
+        };
         within_consumer_timeout(&spec, consumer_timeout_ms)?;
         let settings = ProducerSettings {
             brokers: Brokers::new(&raw.broker.url),
@@ -85,6 +104,10 @@ impl ProducerSettings {
             consumer_timeout_ms,
             queue: raw.run.queue,
             weight: raw.run.weight,
+            quarantine: quarantine.entries,
+            quarantine_expired: quarantine.expired,
+            auto_quarantine_percent: (raw.run.auto_quarantine > 0.0)
+                .then(|| (raw.run.auto_quarantine * 100.0).round().clamp(1.0, 99.0) as u32),
         };
         Ok((settings, triage_rules))
     }

@@ -80,7 +80,7 @@ pub async fn submit(
     let mut brokers = settings.brokers.clone();
     let connection = broker::connect(&mut brokers, Some(settings.connect_timeout)).await?;
     let submitted = publish_run(&connection, &brokers.user(), settings, tests, wait).await;
-    let _ = connection.close(200, "run submitted".into()).await;
+    broker::close(&connection, "run submitted").await;
     submitted
 }
 
@@ -120,6 +120,8 @@ async fn publish_run(
         verdict_token: Some(verdict_token),
         queue: settings.queue,
         weight: settings.weight,
+        auto_quarantine_percent: settings.auto_quarantine_percent,
+        quarantine: settings.quarantine.clone(),
     };
     // The announcement goes first, on the queue results travel: the aggregator
     // knows the run's expected tests before any result of it can arrive.
@@ -366,12 +368,12 @@ async fn wait_reconnecting(
         let connection = broker::connect(&mut brokers, None).await?;
         match read_verdict(&connection, settings, submitted, events).await {
             Ok(report) => {
-                let _ = connection.close(200, "verdict received".into()).await;
+                broker::close(&connection, "verdict received").await;
                 return Ok(report);
             }
             Err(error) => {
                 warn!(%error, "lost the broker while waiting for the verdict, reconnecting");
-                let _ = connection.close(200, "reconnecting".into()).await;
+                broker::close(&connection, "reconnecting").await;
             }
         }
     }

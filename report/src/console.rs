@@ -2,7 +2,10 @@
 
 use testfleet_types::messages::{FinalStatus, RunReport};
 
-use super::format::{counts_line, one_line, plural, run_duration_ms, seconds, verdict_cut_note};
+use super::format::{
+    counts_line, flakiest, flakiness_note, one_line, plural, run_duration_ms, seconds, test_notes,
+    verdict_cut_note,
+};
 
 /// Statuses whose tests are named, in this order.
 const NAMED: [FinalStatus; 6] = [
@@ -16,6 +19,8 @@ const NAMED: [FinalStatus; 6] = [
 
 /// Names listed per status; a terminal is no place for thousands of ids.
 const MAX_NAMES: usize = 20;
+/// The suite's flakiest tests listed.
+const MAX_FLAKIEST: usize = 5;
 const MAX_ID_CHARS: usize = 200;
 
 /// Verdict, counts, rounds, duration, then the names of the tests that did not
@@ -49,6 +54,27 @@ pub fn console_summary(report: &RunReport) -> String {
     for status in NAMED {
         out.push_str(&names(report, status));
     }
+    out.push_str(&flakiest_lines(report));
+    out
+}
+
+/// The suite's flakiest tests over its recent runs, when the aggregator knew.
+fn flakiest_lines(report: &RunReport) -> String {
+    let flakiest = flakiest(report, MAX_FLAKIEST);
+    let Some(flakiness) = report.flakiness.as_ref().filter(|_| !flakiest.is_empty()) else {
+        return String::new();
+    };
+    let mut out = format!(
+        "flakiest of the suite (last {}):\n",
+        plural(flakiness.runs as usize, "run")
+    );
+    for test in flakiest {
+        out.push_str(&format!(
+            "  {}  ({})\n",
+            one_line(&test.test_id, MAX_ID_CHARS),
+            flakiness_note(test, flakiness.runs)
+        ));
+    }
     out
 }
 
@@ -59,7 +85,15 @@ fn names(report: &RunReport, status: FinalStatus) -> String {
     }
     let mut out = format!("{} ({count}):\n", status.as_str());
     for test in report.with_status(status).take(MAX_NAMES) {
-        out.push_str(&format!("  {}\n", one_line(&test.id, MAX_ID_CHARS)));
+        let notes = test_notes(report, test);
+        match notes.is_empty() {
+            true => out.push_str(&format!("  {}\n", one_line(&test.id, MAX_ID_CHARS))),
+            false => out.push_str(&format!(
+                "  {}  ({})\n",
+                one_line(&test.id, MAX_ID_CHARS),
+                one_line(&notes, MAX_ID_CHARS)
+            )),
+        }
     }
     if count > MAX_NAMES {
         out.push_str(&format!("  … and {} more\n", count - MAX_NAMES));

@@ -76,6 +76,7 @@ pub fn test(id: &str, status: FinalStatus, attempts: Vec<AttemptReport>) -> Test
         id: id.to_owned(),
         status,
         attempts,
+        quarantined: None,
     }
 }
 
@@ -98,6 +99,7 @@ pub fn report_with(tests: Vec<TestReport>, verdict: VerdictKind) -> RunReport {
         ignored_results: Vec::new(),
         batches: Vec::new(),
         reports_error: None,
+        flakiness: None,
     }
 }
 

@@ -2,7 +2,8 @@
 //! descriptions and text made safe to show on one line.
 
 use testfleet_types::messages::{
-    AttemptReport, AttemptStatus, FinalStatus, Outcome, RunReport, RunSpec, TestReport,
+    AttemptReport, AttemptStatus, FinalStatus, Outcome, RunReport, RunSpec, TestFlakiness,
+    TestReport,
 };
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
@@ -263,6 +264,49 @@ fn skip_escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
         // Any other escape is ESC plus one character.
         _ => {}
     }
+}
+
+/// What the suite's recent runs say of a test, and whether it is
+/// quarantined: "flaky in 2 of the last 10 runs, failed in 1; quarantined:
+/// why". Empty when neither is known.
+pub(crate) fn test_notes(report: &RunReport, test: &TestReport) -> String {
+    let mut notes = Vec::new();
+    if let Some(history) = report
+        .flakiness
+        .as_ref()
+        .and_then(|f| f.of(&test.id).map(|t| (t, f.runs)))
+    {
+        notes.push(flakiness_note(history.0, history.1));
+    }
+    if let Some(reason) = &test.quarantined {
+        notes.push(format!("quarantined: {reason}"));
+    }
+    notes.join("; ")
+}
+
+/// "flaky in 2 of the last 10 runs", and how often it failed outright.
+pub(crate) fn flakiness_note(test: &TestFlakiness, runs: u32) -> String {
+    let mut note = format!(
+        "flaky in {} of the last {}",
+        test.flaky,
+        plural(runs as usize, "run")
+    );
+    if test.failed > 0 {
+        note.push_str(&format!(", failed in {}", test.failed));
+    }
+    note
+}
+
+/// The suite's flakiest tests over its recent runs (flaky at least once),
+/// most often first, at most `max`.
+pub(crate) fn flakiest(report: &RunReport, max: usize) -> Vec<&TestFlakiness> {
+    let Some(flakiness) = &report.flakiness else {
+        return Vec::new();
+    };
+    let mut listed: Vec<&TestFlakiness> = flakiness.tests.iter().filter(|t| t.flaky > 0).collect();
+    listed.sort_by(|a, b| b.flaky.cmp(&a.flaky).then(b.failed.cmp(&a.failed)));
+    listed.truncate(max);
+    listed
 }
 
 #[cfg(test)]

@@ -5,6 +5,11 @@
 //! reruns. A test that passed after failing is a success with `<flakyFailure>` /
 //! `<flakyError>` children, as Surefire writes flaky tests, so CI marks it flaky
 //! rather than failed. A still-failing test gets `<rerunFailure>` / `<rerunError>`.
+//! A quarantined test that did not pass is `<skipped>` with the quarantine's
+//! reason and its failure in the message, so that CI systems (which fail a
+//! build on failures and errors, never on skips) show it without failing;
+//! every quarantined test carries a `quarantined` property, and a test the
+//! suite's history knows a `flakiness` one.
 
 use std::io;
 use std::time::Duration;
@@ -18,8 +23,8 @@ use testfleet_types::messages::{
 };
 
 use super::format::{
-    attempt_status_str, describe_attempt, describe_final, failed_attempts, last_attempt, rfc3339,
-    run_duration_ms,
+    attempt_status_str, describe_attempt, describe_final, failed_attempts, flakiness_note,
+    last_attempt, rfc3339, run_duration_ms,
 };
 
 /// The report as a JUnit XML document.
@@ -121,6 +126,17 @@ fn test_case(report: &RunReport, test: &TestReport) -> TestCase {
         if let Some(worker) = &attempt.worker_id {
             case.add_property(("worker".to_owned(), worker.clone()));
         }
+        if let Some(reason) = &test.quarantined {
+            case.add_property(("quarantined".to_owned(), reason.clone()));
+        }
+        if let Some(flakiness) = &report.flakiness {
+            if let Some(known) = flakiness.of(&test.id) {
+                case.add_property((
+                    "flakiness".to_owned(),
+                    flakiness_note(known, flakiness.runs),
+                ));
+            }
+        }
         if !test.status.is_pass() {
             if let Some(output) = output_text(report, attempt) {
                 case.set_system_out(output);
@@ -135,6 +151,14 @@ fn status(report: &RunReport, test: &TestReport, last: Option<&AttemptReport>) -
         // For a success quick-junit writes every rerun as <flakyFailure>/<flakyError>.
         let mut status = TestCaseStatus::success();
         status.add_reruns(failed_attempts(test).map(|a| rerun(report, a)));
+        return status;
+    }
+    if let Some(reason) = &test.quarantined {
+        let mut status = TestCaseStatus::skipped();
+        status.set_message(xml(&format!(
+            "quarantined ({reason}): {}",
+            describe_final(test, &report.spec)
+        )));
         return status;
     }
     let mut status = TestCaseStatus::non_success(final_kind(test.status));

@@ -91,6 +91,12 @@ pub fn write_all_with_rules(
     Ok(paths)
 }
 
+/// The Markdown summary (`summary.md`'s text), for a CI system's own summary
+/// page (GitHub's `GITHUB_STEP_SUMMARY`).
+pub fn summary_markdown(report: &RunReport, rules: &[TriageRule]) -> String {
+    markdown::render(report, &triage::triage(report, rules))
+}
+
 /// Writes through a temporary file and a rename, so that a reader (a CI step
 /// picking up `junit.xml`) never sees half a file.
 fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {

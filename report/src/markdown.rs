@@ -8,8 +8,9 @@
 use testfleet_types::messages::{AttemptReport, FinalStatus, RunReport, TestReport};
 
 use super::format::{
-    counts_line, describe_final, did_not_pass, failed_attempts, last_attempt, one_line, plural,
-    rfc3339, run_duration_ms, seconds, tail_lines, verdict_cut_note,
+    counts_line, describe_final, did_not_pass, failed_attempts, flakiest, flakiness_note,
+    last_attempt, one_line, plural, rfc3339, run_duration_ms, seconds, tail_lines, test_notes,
+    verdict_cut_note,
 };
 use super::triage::{Group, Triage};
 
@@ -28,6 +29,9 @@ const MAX_ID_CHARS: usize = 300;
 const MAX_CAUSES: usize = 10;
 const MAX_CAUSE_IDS: usize = 5;
 const MAX_CAUSE_ID_CHARS: usize = 80;
+
+/// The suite's flakiest tests named in the header.
+const MAX_FLAKIEST: usize = 5;
 
 /// Room kept for one "… and N more" note.
 const NOTE_ROOM: usize = 64;
@@ -54,7 +58,7 @@ pub fn render(report: &RunReport, triage: &Triage<'_>) -> String {
 /// The summary in at most about `limit` bytes: output tails shrink first, then
 /// the lists are cut, each cut list ending with "… and N more".
 pub fn render_within(report: &RunReport, triage: &Triage<'_>, limit: usize) -> String {
-    let header = header(report) + &causes(triage);
+    let header = header(report) + &causes(triage) + &flakiest_line(report);
     let sections = sections(report);
     let mut shortened = false;
     for tail in TAIL_LEVELS {
@@ -65,6 +69,27 @@ pub fn render_within(report: &RunReport, triage: &Triage<'_>, limit: usize) -> S
         shortened = true;
     }
     unreachable!("the last tail level always returns")
+}
+
+/// The suite's flakiest tests over its recent runs, on one line.
+fn flakiest_line(report: &RunReport) -> String {
+    let (Some(flakiness), flakiest) = (&report.flakiness, flakiest(report, MAX_FLAKIEST)) else {
+        return String::new();
+    };
+    if flakiest.is_empty() {
+        return String::new();
+    }
+    let listed: Vec<String> = flakiest
+        .iter()
+        .map(|t| {
+            format!(
+                "{} ({})",
+                code_span(&one_line(&t.test_id, MAX_CAUSE_ID_CHARS)),
+                flakiness_note(t, flakiness.runs)
+            )
+        })
+        .collect();
+    format!("**Flakiest of the suite**: {}\n\n", listed.join(", "))
 }
 
 struct Section<'a> {
@@ -236,7 +261,11 @@ fn entry(report: &RunReport, test: &TestReport, tail: usize) -> String {
                 .unwrap_or_default()
         ),
     };
-    let mut item = format!("- {id} — {facts}\n");
+    let notes = test_notes(report, test);
+    let mut item = match notes.is_empty() {
+        true => format!("- {id} — {facts}\n"),
+        false => format!("- {id} — {facts} · {}\n", code_span(&one_line(&notes, 300))),
+    };
     let ran = matches!(
         test.status,
         FinalStatus::Failed | FinalStatus::TimedOut | FinalStatus::Error

@@ -217,6 +217,8 @@ async fn results_kept_for_an_unknown_run_are_claimed_once_it_is_known() {
         verdict_token: None,
         queue: testfleet_types::messages::JobQueue::Shared,
         weight: 1,
+        auto_quarantine_percent: None,
+        quarantine: Vec::new(),
     });
     publish(&fleet.topology().results, &encode(&announce)).await;
     let report = fleet

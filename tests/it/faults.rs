@@ -436,6 +436,7 @@ async fn a_forged_verdict_is_parked_and_the_producer_waits_for_the_real_one() {
         ignored_results: Vec::new(),
         batches: Vec::new(),
         reports_error: None,
+        flakiness: None,
     });
     let connection = lapin::Connection::connect(BROKER, Default::default())
         .await

@@ -72,3 +72,41 @@ async fn a_second_sigterm_requeues_running_jobs_for_another_worker() {
     }
     fleet.teardown().await;
 }
+
+/// A worker started with `--exit-when-idle 5` once a run's job waits takes
+/// it (from the aggregator's list of open runs, within 2 s), runs it to its
+/// end though it lasts longer than that (a running job is not idleness),
+/// then, with nothing left to take, stops by itself and exits 0: what a
+/// fleet that scales to zero needs.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_worker_exits_by_itself_after_its_last_job() {
+    let mut fleet = Fleet::start(0, 0);
+    let producer = fleet.producer();
+    let run = tokio::spawn(async move {
+        let command = scripted_command("sleep 8");
+        let mut args = vec!["--executor", "process"];
+        args.extend(command.iter().map(String::as_str));
+        producer.run(&["long".to_owned()], &args).await
+    });
+    let jobs = format!("{}.", fleet.topology().jobs);
+    let waited = std::time::Instant::now();
+    loop {
+        if let [queue] = crate::fixtures::queues_with_prefix(&jobs).as_slice() {
+            if fleet.queue_len(queue).await == Some(1) {
+                break;
+            }
+        }
+        assert!(waited.elapsed() < Duration::from_secs(30), "no job queued");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fleet.start_worker_with(
+        "idle-w",
+        1,
+        &["--executors", "process", "--exit-when-idle", "5"],
+    );
+    let run = run.await.unwrap();
+    assert_eq!(run.exit_code(), 0, "{}", run.describe());
+    let status = tokio::task::block_in_place(|| fleet.wait_worker("idle-w"));
+    assert_eq!(status.code(), Some(0), "{}", fleet.worker_log("idle-w"));
+    fleet.teardown().await;
+}

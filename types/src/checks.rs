@@ -5,8 +5,8 @@
 
 use crate::limits::*;
 use crate::messages::{
-    BatchRecord, Batches, Body, Job, ResumeOutcome, RunAnnounce, RunEvent, RunEventKind, RunReport,
-    RunSpec, TestResult,
+    BatchRecord, Batches, Body, Flakiness, Job, ResumeOutcome, RunAnnounce, RunEvent, RunEventKind,
+    RunReport, RunSpec, TestResult,
 };
 
 /// Checks every value of a decoded body against the bounds above; the `Err`
@@ -142,6 +142,7 @@ fn keep_within<T>(
 fn check_announce(announce: &RunAnnounce) -> Result<(), String> {
     check_len("suite", &announce.suite, MAX_TEST_ID_BYTES)?;
     check_weight(announce.weight)?;
+    check_quarantine(announce)?;
     check_time("created_at_ms", announce.created_at_ms)?;
     check_time("deadline_ms", announce.deadline_ms)?;
     let lasts = announce.deadline_ms.saturating_sub(announce.created_at_ms);
@@ -281,8 +282,14 @@ fn check_report(report: &RunReport) -> Result<(), String> {
     at_most("rounds", u64::from(report.rounds), u64::from(MAX_ROUNDS))?;
     check_spec(&report.spec)?;
     report.batches.iter().try_for_each(check_batch)?;
+    if let Some(flakiness) = &report.flakiness {
+        check_flakiness(flakiness)?;
+    }
     for test in &report.tests {
         check_id(&test.id)?;
+        if let Some(reason) = &test.quarantined {
+            check_len("a quarantine reason", reason, MAX_REASON_BYTES)?;
+        }
         at_most(
             "attempts of a test",
             test.attempts.len() as u64,
@@ -304,6 +311,43 @@ fn check_report(report: &RunReport) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn check_flakiness(flakiness: &Flakiness) -> Result<(), String> {
+    at_most(
+        "tests in a flakiness",
+        flakiness.tests.len() as u64,
+        MAX_FLAKINESS_TESTS as u64,
+    )?;
+    flakiness.tests.iter().try_for_each(|test| {
+        check_id(&test.test_id)?;
+        at_most(
+            "flaky runs",
+            u64::from(test.flaky),
+            u64::from(flakiness.runs),
+        )?;
+        at_most(
+            "failed runs",
+            u64::from(test.failed),
+            u64::from(flakiness.runs),
+        )
+    })
+}
+
+fn check_quarantine(announce: &RunAnnounce) -> Result<(), String> {
+    at_most(
+        "quarantine entries",
+        announce.quarantine.len() as u64,
+        MAX_QUARANTINE as u64,
+    )?;
+    if let Some(percent) = announce.auto_quarantine_percent {
+        at_most("auto_quarantine_percent", u64::from(percent), 100)?;
+    }
+    announce.quarantine.iter().try_for_each(|entry| {
+        check_id(&entry.test_id)?;
+        check_len("a quarantine reason", &entry.reason, MAX_REASON_BYTES)?;
+        check_time("a quarantine's expires_ms", entry.expires_ms)
+    })
 }
 
 fn check_event(event: &RunEvent) -> Result<(), String> {

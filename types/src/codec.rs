@@ -219,6 +219,8 @@ mod tests {
                 verdict_token: Some(Uuid::nil()),
                 queue: JobQueue::Own,
                 weight: 3,
+                auto_quarantine_percent: None,
+                quarantine: Vec::new(),
             }),
             Body::Job(Job {
                 run_id,
@@ -275,6 +277,7 @@ mod tests {
                         published_at_ms: None,
                         batch: None,
                     }],
+                    quarantined: None,
                 }],
                 verdict_cut: Some(VerdictCut {
                     outputs_shortened: 1,
@@ -293,6 +296,7 @@ mod tests {
                 }],
                 batches: vec![batch],
                 reports_error: Some("disk full".into()),
+                flakiness: None,
             }),
         ]
         .into_iter()

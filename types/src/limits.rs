@@ -45,5 +45,11 @@ pub const MAX_SPEC_BYTES: usize = 256 << 10;
 pub const MAX_TESTS_PER_JOB: usize = 10_000;
 /// A run's weight against other runs of their own queues.
 pub const MAX_WEIGHT: u32 = 100;
+/// Entries of a run's quarantine list.
+pub const MAX_QUARANTINE: usize = 100_000;
+/// Bytes of a quarantine entry's reason.
+pub const MAX_REASON_BYTES: usize = 1 << 10;
+/// Tests a report's flakiness names.
+pub const MAX_FLAKINESS_TESTS: usize = 10_000;
 /// Runs in one queue notice (the aggregator's whole list is cut there).
 pub const MAX_RUNS_PER_NOTICE: usize = 10_000;

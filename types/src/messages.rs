@@ -253,10 +253,29 @@ pub struct RunAnnounce {
     /// default (1).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Tests that run and are reported but whose failure fails nothing
+    /// (the producer's `run.quarantine_file`, expired entries left out).
+    /// Appended with a default.
+    #[serde(default)]
+    pub quarantine: Vec<Quarantine>,
+    /// Quarantine, besides, every test flaky in more than this share of the
+    /// suite's recent runs, in percent (`run.auto_quarantine`). Appended
+    /// with a default (off).
+    #[serde(default)]
+    pub auto_quarantine_percent: Option<u32>,
 }
 
 fn default_weight() -> u32 {
     1
+}
+
+/// A test taken out of the verdict for a while, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantine {
+    pub test_id: String,
+    pub reason: String,
+    /// Unix ms from which the entry no longer holds.
+    pub expires_ms: u64,
 }
 
 /// Which queue a run's jobs wait in.
@@ -537,6 +556,10 @@ pub struct TestReport {
     pub id: String,
     pub status: FinalStatus,
     pub attempts: Vec<AttemptReport>,
+    /// Why the test is quarantined: it ran and is reported, and its status
+    /// does not fail the verdict. Appended with a default.
+    #[serde(default)]
+    pub quarantined: Option<String>,
 }
 
 /// Everything known about a finished run; the aggregator publishes it as the verdict.
@@ -572,6 +595,38 @@ pub struct RunReport {
     /// Appended with a default.
     #[serde(default)]
     pub reports_error: Option<String>,
+    /// How often the run's flaky and failing tests, and the suite's
+    /// flakiest, were flaky or failed in the suite's recent runs. Appended
+    /// with a default.
+    #[serde(default)]
+    pub flakiness: Option<Flakiness>,
+}
+
+/// Flaky and failing tests across a suite's recent runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flakiness {
+    /// The suite's runs counted, this one included.
+    pub runs: u32,
+    /// This run's tests that were flaky or did not pass, then the suite's
+    /// flakiest, each once.
+    pub tests: Vec<TestFlakiness>,
+}
+
+/// In how many of a suite's counted runs one test was flaky, or failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestFlakiness {
+    pub test_id: String,
+    pub flaky: u32,
+    /// Runs in which it did not pass at all (failed, timed out, errors,
+    /// missing, dead-lettered).
+    pub failed: u32,
+}
+
+impl Flakiness {
+    /// What is known of `test_id`.
+    pub fn of(&self, test_id: &str) -> Option<&TestFlakiness> {
+        self.tests.iter().find(|t| t.test_id == test_id)
+    }
 }
 
 /// A result the aggregator did not count, and why.

@@ -209,6 +209,7 @@ pub fn test_report() -> impl Strategy<Value = TestReport> {
             id,
             status,
             attempts,
+            quarantined: None,
         }
     })
 }
@@ -270,6 +271,7 @@ pub fn run_report() -> impl Strategy<Value = RunReport> {
                 ignored_results,
                 batches: Vec::new(),
                 reports_error: None,
+                flakiness: None,
             },
         )
 }

@@ -17,7 +17,7 @@ use testfleet_common::broker::{self, BrokerError};
 use testfleet_types::codec::decode;
 use testfleet_types::messages::{Body, Discover, Job, Outcome, RunEvent, RunEventKind};
 use testfleet_types::now_ms;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn, Instrument};
 
@@ -55,21 +55,22 @@ pub struct JobContext {
 }
 
 impl JobContext {
-    /// Runs the job taken, to its end; its permit and its channel's lease
-    /// go with the task.
+    /// Runs the job taken, to its end. Its permit goes once its test has
+    /// run (the taker may then take the next job while this one's result is
+    /// confirmed), its channel's lease with the task.
     pub async fn handle(self, taken: Taken) -> JobEnd {
         let Taken {
             delivery,
             permit,
             lease,
         } = taken;
-        let end = self.handle_delivery(delivery).await;
-        drop((permit, lease));
+        let end = self.handle_delivery(delivery, permit).await;
+        drop(lease);
         end
     }
 
     /// Runs whatever `delivery` asks for, to its end.
-    async fn handle_delivery(self, delivery: Delivery) -> JobEnd {
+    async fn handle_delivery(self, delivery: Delivery, permit: OwnedSemaphorePermit) -> JobEnd {
         let job = match decode(&delivery.data) {
             Ok(Body::Job(job)) => job,
             Ok(Body::Discover(request)) => {
@@ -93,7 +94,7 @@ impl JobContext {
         // The handle is single-use, so a job settled before it panicked stays
         // settled.
         let acker = delivery.acker.clone();
-        let running = AssertUnwindSafe(self.run_job(delivery, job)).catch_unwind();
+        let running = AssertUnwindSafe(self.run_job(delivery, job, permit)).catch_unwind();
         match running.instrument(span).await {
             Ok(end) => end,
             Err(panic) => {
@@ -110,7 +111,7 @@ impl JobContext {
         }
     }
 
-    async fn run_job(self, delivery: Delivery, job: Job) -> JobEnd {
+    async fn run_job(self, delivery: Delivery, job: Job, permit: OwnedSemaphorePermit) -> JobEnd {
         if now_ms() > job.deadline_ms {
             info!("skipping a job whose run is past its deadline");
             return settle(broker::ack(&delivery).await);
@@ -134,7 +135,7 @@ impl JobContext {
             testfleet_common::faults::panic_if_asked("job", id);
         }
         let ran = self.executors.run(&job, &self.interrupt).await;
-        drop(slot);
+        drop((slot, permit));
         match ran {
             Ok(mut finished) => {
                 log_finished(&finished);

@@ -34,6 +34,10 @@ struct Cli {
     /// Capabilities a Docker job may give back to its container.
     #[arg(long, value_delimiter = ',')]
     allowed_capabilities: Option<Vec<String>>,
+    /// Exit (0) after this many seconds without a job, none running: for
+    /// fleets that scale to zero.
+    #[arg(long, value_name = "SECS")]
+    exit_when_idle: Option<u64>,
 }
 
 fn settings(cli: &Cli) -> Result<WorkerSettings, ConfigError> {
@@ -46,6 +50,11 @@ fn settings(cli: &Cli) -> Result<WorkerSettings, ConfigError> {
         .set(
             "worker.allowed_capabilities",
             cli.allowed_capabilities.clone(),
+        )
+        .set(
+            "worker.exit_when_idle_secs",
+            cli.exit_when_idle
+                .map(|secs| secs.min(i64::MAX as u64) as i64),
         );
     WorkerSettings::from_config(&cli.common.load(flags)?)
 }

@@ -41,6 +41,14 @@ use crate::settings::WorkerSettings;
 use crate::taker::{Taken, Taker, TakerSetup, Taking};
 use crate::warm::WARM_IDLE_MAX;
 
+/// Waits until `deadline`; for ever without one.
+async fn idle_for(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Often enough that a dead neighbour's containers go soon after it dies; a
 /// sweep is one label-filtered list call.
 const SWEEP_EVERY: Duration = Duration::from_secs(15);
@@ -91,17 +99,17 @@ pub async fn run(settings: WorkerSettings, shutdown: Shutdown) -> Result<(), Wor
         };
         match ended {
             Ok(SessionEnd::Drained) => {
-                let _ = connection.close(200, "worker stopped".into()).await;
+                broker::close(&connection, "worker stopped").await;
                 break;
             }
             Err(error) if error.is_fatal() => {
-                let _ = connection.close(200, "cannot go on".into()).await;
+                broker::close(&connection, "cannot go on").await;
                 return Err(error.into());
             }
             Ok(SessionEnd::Lost(error)) | Err(error) => {
                 let pause = backoff.after(began.elapsed());
                 warn!(%error, retry_in = ?pause, "lost the broker connection, reconnecting");
-                let _ = connection.close(200, "reconnecting".into()).await;
+                broker::close(&connection, "reconnecting").await;
                 shutdown.sleep(pause).await;
             }
         }
@@ -194,6 +202,8 @@ struct Session {
     engine_back: mpsc::Receiver<()>,
     /// The last sweep, while it runs: one at a time.
     sweeping: Option<JoinHandle<()>>,
+    /// Since when no job has been taken or run (`worker.exit_when_idle_secs`).
+    idle_since: tokio::time::Instant,
 }
 
 impl Session {
@@ -243,6 +253,7 @@ impl Session {
             engine_back_tx,
             engine_back,
             sweeping: None,
+            idle_since: tokio::time::Instant::now(),
         })
     }
 
@@ -253,6 +264,7 @@ impl Session {
             if !self.consuming && self.running.is_empty() {
                 break SessionEnd::Drained;
             }
+            let idle_deadline = self.idle_deadline(worker.settings.exit_when_idle);
             let ended = tokio::select! {
                 () = shutdown.draining(), if self.consuming => {
                     self.on_drain();
@@ -284,6 +296,11 @@ impl Session {
                     self.on_sweep_tick(worker);
                     None
                 }
+                () = idle_for(idle_deadline), if self.consuming => {
+                    info!(idle_secs = ?worker.settings.exit_when_idle, "no job for that long: stopping (worker.exit_when_idle_secs)");
+                    self.on_drain();
+                    None
+                }
             };
             if let Some(end) = ended {
                 break end;
@@ -299,6 +316,13 @@ impl Session {
             running = self.running.len(),
             "no longer taking jobs; waiting for running ones"
         );
+    }
+
+    /// When the worker has been idle long enough to exit: `None` while a job
+    /// runs, or without `worker.exit_when_idle_secs`.
+    fn idle_deadline(&self, limit: Option<Duration>) -> Option<tokio::time::Instant> {
+        let limit = limit?;
+        self.running.is_empty().then(|| self.idle_since + limit)
     }
 
     /// Starts a job taken for a free slot in a task of its own.
@@ -335,6 +359,9 @@ impl Session {
         worker: &mut Worker,
         shutdown: &Shutdown,
     ) -> Option<SessionEnd> {
+        if self.running.is_empty() {
+            self.idle_since = tokio::time::Instant::now();
+        }
         match ended {
             // A job that ends normally shows the engine answers: a good time
             // to remove what an outage left behind (a no-op when nothing was).

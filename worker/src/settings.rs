@@ -28,6 +28,8 @@ pub struct WorkerSettings {
     pub prefetch_extra: u16,
     /// What a Docker job may loosen here.
     pub confinement: Confinement,
+    /// How long without a job before the worker exits; `None`: never.
+    pub exit_when_idle: Option<Duration>,
 }
 
 impl WorkerSettings {
@@ -54,6 +56,8 @@ impl WorkerSettings {
             prefetch_extra: raw.worker.prefetch_extra as u16,
             executors: dedup(raw.worker.executors.clone()),
             confinement: confinement(&raw.worker)?,
+            exit_when_idle: (raw.worker.exit_when_idle_secs > 0)
+                .then(|| Duration::from_secs(raw.worker.exit_when_idle_secs)),
         })
     }
 }

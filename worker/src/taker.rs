@@ -53,7 +53,8 @@ const MAX_FOLLOWED: usize = 1_000;
 /// A job taken for a free slot.
 pub struct Taken {
     pub delivery: Delivery,
-    /// Held until the job is settled: taking is bounded by these.
+    /// Held until the job's test has run: taking is bounded by these, and
+    /// the next job is taken while this one's result is being confirmed.
     pub permit: OwnedSemaphorePermit,
     /// Held while the job runs, so that its channel stays open until then.
     pub lease: Lease,

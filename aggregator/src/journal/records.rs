@@ -12,7 +12,9 @@
 
 use serde::{Deserialize, Serialize};
 use testfleet_types::limits::MAX_PARTED_BYTES;
-use testfleet_types::messages::{BatchRecord, JobQueue, Outcome, RunAnnounce, RunSpec, TestResult};
+use testfleet_types::messages::{
+    BatchRecord, JobQueue, Outcome, Quarantine, RunAnnounce, RunSpec, TestResult,
+};
 use uuid::Uuid;
 
 use crate::framed::Kind;
@@ -69,6 +71,20 @@ pub struct AnnounceRecord {
     /// Appended with a default (1).
     #[serde(default = "one")]
     pub weight: u32,
+    /// Appended with a default (none).
+    #[serde(default)]
+    pub quarantine: Vec<QuarantineRecord>,
+    /// Appended with a default (off).
+    #[serde(default)]
+    pub auto_quarantine_percent: Option<u32>,
+}
+
+/// A test the run does not fail for, and why, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineRecord {
+    pub test_id: String,
+    pub reason: String,
+    pub expires_ms: u64,
 }
 
 fn one() -> u32 {
@@ -145,6 +161,16 @@ impl From<&RunAnnounce> for AnnounceRecord {
                 JobQueue::Own => RecordedQueue::Own,
             },
             weight: announce.weight,
+            quarantine: announce
+                .quarantine
+                .iter()
+                .map(|entry| QuarantineRecord {
+                    test_id: entry.test_id.clone(),
+                    reason: entry.reason.clone(),
+                    expires_ms: entry.expires_ms,
+                })
+                .collect(),
+            auto_quarantine_percent: announce.auto_quarantine_percent,
         }
     }
 }
@@ -164,6 +190,16 @@ impl From<AnnounceRecord> for RunAnnounce {
                 RecordedQueue::Own => JobQueue::Own,
             },
             weight: record.weight,
+            auto_quarantine_percent: record.auto_quarantine_percent,
+            quarantine: record
+                .quarantine
+                .into_iter()
+                .map(|entry| Quarantine {
+                    test_id: entry.test_id,
+                    reason: entry.reason,
+                    expires_ms: entry.expires_ms,
+                })
+                .collect(),
         }
     }
 }
@@ -298,6 +334,12 @@ mod tests {
                 verdict_token: Some(Uuid::from_u128(9)),
                 queue: RecordedQueue::Own,
                 weight: 2,
+                auto_quarantine_percent: Some(30),
+                quarantine: vec![QuarantineRecord {
+                    test_id: "b".into(),
+                    reason: "flaky".into(),
+                    expires_ms: 15,
+                }],
             })),
             Record::Result(ResultRecord {
                 run_id,
@@ -345,11 +387,11 @@ mod tests {
     }
 
     /// Each kind of record as journal format 3 writes it (the announcement's
-    /// queue and weight appended to what it was when its records were the
-    /// message types): a change to a record's encoding fails here before it
-    /// reaches a user.
+    /// queue, weight and quarantine appended to what it was when its records
+    /// were the message types): a change to a record's encoding fails here
+    /// before it reaches a user.
     const GOLDEN: [&str; 6] = [
-        "81a8416e6e6f756e636599c4100123456789abcdef0123456789abcdefa5737569746501029fb874657374666c6565742f62757379626f783a6c617465737493a27368a22d63d92b6563686f206e6f20636f6d6d616e6420636f6e6669677572656420666f72207b69647d3b2065786974203181a141a162ce000493e0ce0010000092cb3fb999999999999a0397a46e6f6e6591a42f746d70ce40000000c0cd0400c390a6646f636b6572c0a5667265736832c092a56a756e6974a6707974657374c09092a161a162c41000000000000000000000000000000009a34f776e02",
+        "81a8416e6e6f756e63659bc4100123456789abcdef0123456789abcdefa5737569746501029fb874657374666c6565742f62757379626f783a6c617465737493a27368a22d63d92b6563686f206e6f20636f6d6d616e6420636f6e6669677572656420666f72207b69647d3b2065786974203181a141a162ce000493e0ce0010000092cb3fb999999999999a0397a46e6f6e6591a42f746d70ce40000000c0cd0400c390a6646f636b6572c0a5667265736832c092a56a756e6974a6707974657374c09092a161a162c41000000000000000000000000000000009a34f776e029193a162a5666c616b790f1e",
         "81a6526573756c749ec4100123456789abcdef0123456789abcdefa16102a854696d65644f7574cc8903a1770405a36f7574c3a16d06c41000000000000000000000000000000007",
         "81aa446561644c657474657293a1620105",
         "81ab526f756e64436c6f7365649108",

@@ -377,6 +377,8 @@ mod tests {
             verdict_token: None,
             queue: super::super::records::RecordedQueue::Shared,
             weight: 1,
+            auto_quarantine_percent: None,
+            quarantine: Vec::new(),
         }))
     }
 

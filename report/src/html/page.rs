@@ -11,8 +11,8 @@ use super::markup::{attempt_class, esc, final_class, output_tail, text};
 use super::{batches, durations, timeline};
 use crate::format::{
     attempt_status_str, counts_line, describe_attempt, describe_final, did_not_pass,
-    failed_attempts, last_attempt, one_line, plural, rfc3339, run_duration_ms, seconds,
-    COUNT_ORDER,
+    failed_attempts, flakiest, flakiness_note, last_attempt, one_line, plural, rfc3339,
+    run_duration_ms, seconds, test_notes, COUNT_ORDER,
 };
 use crate::triage::Triage;
 
@@ -41,6 +41,8 @@ const MAX_CAUSE_MEMBERS: usize = 20;
 const OUTPUT_LINES: usize = 100;
 const OUTPUT_LINE_CHARS: usize = 400;
 const ID_CHARS: usize = 300;
+/// The suite's flakiest tests listed.
+const MAX_FLAKIEST: usize = 10;
 
 /// The whole page, self-contained: inline CSS and SVG, no script, nothing fetched.
 pub fn render(report: &RunReport, triage: &Triage<'_>) -> String {
@@ -52,6 +54,7 @@ pub fn render(report: &RunReport, triage: &Triage<'_>) -> String {
     page.push_str(&causes(&anchors, triage));
     page.push_str(&failures(report, &anchors, triage));
     page.push_str(&flaky(report, &anchors));
+    page.push_str(&flakiest_section(report));
     page.push_str(&section(
         "timeline",
         "Timeline",
@@ -308,6 +311,10 @@ fn failure(
     if let Some(attempt) = last {
         facts.extend(attempt_facts(attempt));
     }
+    let notes = test_notes(report, test);
+    if !notes.is_empty() {
+        facts.push(notes);
+    }
     let cause = triage
         .group_of(&test.id)
         .map(|g| {
@@ -433,10 +440,14 @@ fn flaky_entry(report: &RunReport, test: &TestReport, anchor: &str) -> String {
     let mut out = format!(
         "<details class=\"test s-flaky\" id=\"{}\" data-status=\"flaky\"><summary>\
          <span class=\"badge s-flaky\">flaky</span> <code class=\"id\">{}</code>\
-         <span class=\"facts\">failed on attempt {}, then passed</span></summary>\n",
+         <span class=\"facts\">failed on attempt {}, then passed{}</span></summary>\n",
         anchor,
         text(&test.id, ID_CHARS),
         failed.join(", "),
+        esc(&match test_notes(report, test) {
+            notes if notes.is_empty() => notes,
+            notes => format!(" · {notes}"),
+        }),
     );
     out.push_str(&attempts_table(test));
     for attempt in failed_attempts(test) {
@@ -444,6 +455,25 @@ fn flaky_entry(report: &RunReport, test: &TestReport, anchor: &str) -> String {
     }
     out.push_str("</details>\n");
     out
+}
+
+/// The suite's flakiest tests over its recent runs, when the aggregator knew.
+fn flakiest_section(report: &RunReport) -> String {
+    let flakiest = flakiest(report, MAX_FLAKIEST);
+    let Some(flakiness) = report.flakiness.as_ref().filter(|_| !flakiest.is_empty()) else {
+        return String::new();
+    };
+    let mut body = String::from("<ul class=\"flakiest\">\n");
+    for test in flakiest {
+        body.push_str(&format!(
+            "<li><code class=\"id\">{}</code> {}</li>\n",
+            text(&test.test_id, ID_CHARS),
+            esc(&flakiness_note(test, flakiness.runs))
+        ));
+    }
+    body.push_str("</ul>\n");
+    let aside = format!("last {}", plural(flakiness.runs as usize, "run"));
+    section("flakiest", "Flakiest of the suite", &aside, &body)
 }
 
 fn attempts_table(test: &TestReport) -> String {

@@ -121,6 +121,15 @@ mod tests {
             batch_logs_left_out: 4,
         });
         report.reports_error = Some("disk full".into());
+        report.tests[2].quarantined = Some("broken upstream, #42".into());
+        report.flakiness = Some(Flakiness {
+            runs: 7,
+            tests: vec![TestFlakiness {
+                test_id: "flaky-1".into(),
+                flaky: 3,
+                failed: 1,
+            }],
+        });
         report
     }
 
@@ -141,7 +150,8 @@ mod tests {
     }
 
     /// Schema 2 as it was written when the document was the message type
-    /// itself: the types of its own changed nothing a tool reads.
+    /// itself (the types of its own changed nothing a tool reads), with the
+    /// fields added since (`quarantined`, `flakiness`).
     #[test]
     fn every_field_is_written_as_schema_2_has_it() {
         let written = String::from_utf8(render(&every_field()).unwrap()).unwrap();

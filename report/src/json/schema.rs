@@ -31,6 +31,21 @@ pub struct Report<T = Vec<Test>, B = Vec<Batch>> {
     pub ignored_results: Vec<Ignored>,
     pub batches: B,
     pub reports_error: Option<String>,
+    pub flakiness: Option<Flakiness>,
+}
+
+/// The suite's recent runs, as the aggregator knew them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flakiness {
+    pub runs: u32,
+    pub tests: Vec<TestFlakiness>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestFlakiness {
+    pub test_id: String,
+    pub flaky: u32,
+    pub failed: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +137,8 @@ pub struct Test {
     pub id: String,
     pub status: TestStatus,
     pub attempts: Vec<Attempt>,
+    /// Why it is quarantined, if it is.
+    pub quarantined: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +246,7 @@ impl<T, B> Report<T, B> {
             ignored_results: report.ignored_results.iter().map(Ignored::from).collect(),
             batches,
             reports_error: report.reports_error.clone(),
+            flakiness: report.flakiness.as_ref().map(Flakiness::from),
         }
     }
 }
@@ -309,6 +327,7 @@ impl From<&message::TestReport> for Test {
             id: test.id.clone(),
             status: test.status.into(),
             attempts: test.attempts.iter().map(Attempt::from).collect(),
+            quarantined: test.quarantined.clone(),
         }
     }
 }
@@ -393,6 +412,23 @@ impl From<&message::VerdictCut> for Cut {
             passed_tests_left_out: cut.passed_tests_left_out,
             full_report: cut.full_report.clone(),
             batch_logs_left_out: cut.batch_logs_left_out,
+        }
+    }
+}
+
+impl From<&message::Flakiness> for Flakiness {
+    fn from(flakiness: &message::Flakiness) -> Self {
+        Flakiness {
+            runs: flakiness.runs,
+            tests: flakiness
+                .tests
+                .iter()
+                .map(|test| TestFlakiness {
+                    test_id: test.test_id.clone(),
+                    flaky: test.flaky,
+                    failed: test.failed,
+                })
+                .collect(),
         }
     }
 }

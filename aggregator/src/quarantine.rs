@@ -1,0 +1,162 @@
+//! Quarantined tests: they run and are reported, marked as such, and their
+//! failure fails nothing. A run's quarantine is its producer's list
+//! (`run.quarantine_file`, expired entries already left out), and, when the
+//! run asks for it (`run.auto_quarantine`), every test flaky in more than
+//! that share of the suite's recent runs. Pure: the finishing task applies it
+//! to a finished run's report before its reports and verdict go out.
+
+use testfleet_types::messages::{Flakiness, Quarantine, RunReport, VerdictKind};
+
+/// Runs a suite must have had before a test is quarantined automatically:
+/// "flaky in 1 of 1" says nothing.
+pub const MIN_RUNS_FOR_AUTO: u32 = 5;
+
+/// What quarantines the tests of one run.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub listed: Vec<Quarantine>,
+    /// Percent of recent runs a test must have been flaky in, strictly more.
+    pub auto_percent: Option<u32>,
+}
+
+/// Marks the report's quarantined tests, and passes a run whose every test
+/// that did not pass is quarantined. Entries that expired by `now_ms` hold
+/// no longer.
+pub fn apply(report: &mut RunReport, rules: &Rules, flakiness: Option<&Flakiness>, now_ms: u64) {
+    for test in &mut report.tests {
+        test.quarantined = listed(rules, &test.id, now_ms)
+            .or_else(|| automatic(rules.auto_percent?, flakiness?, &test.id));
+    }
+    let every_failure_quarantined = report
+        .tests
+        .iter()
+        .all(|test| test.status.is_pass() || test.quarantined.is_some());
+    if report.verdict != VerdictKind::Passed && every_failure_quarantined {
+        report.verdict = VerdictKind::Passed;
+    }
+}
+
+fn listed(rules: &Rules, test_id: &str, now_ms: u64) -> Option<String> {
+    rules
+        .listed
+        .iter()
+        .find(|entry| entry.test_id == test_id && entry.expires_ms > now_ms)
+        .map(|entry| entry.reason.clone())
+}
+
+fn automatic(percent: u32, flakiness: &Flakiness, test_id: &str) -> Option<String> {
+    let runs = flakiness.runs;
+    let flaky = flakiness.of(test_id)?.flaky;
+    let over = u64::from(flaky) * 100 > u64::from(percent) * u64::from(runs);
+    (runs >= MIN_RUNS_FOR_AUTO && over)
+        .then(|| format!("automatic: flaky in {flaky} of the last {runs} runs (over {percent} %)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use testfleet_types::messages::{FinalStatus, TestFlakiness, TestReport};
+    use testfleet_types::strategies::sample_spec;
+
+    fn report(tests: &[(&str, FinalStatus)], verdict: VerdictKind) -> RunReport {
+        RunReport {
+            run_id: uuid::Uuid::nil(),
+            suite: "s".into(),
+            created_at_ms: 1,
+            finished_at_ms: 2,
+            rounds: 1,
+            verdict,
+            spec: sample_spec(),
+            tests: tests
+                .iter()
+                .map(|(id, status)| TestReport {
+                    id: id.to_string(),
+                    status: *status,
+                    attempts: Vec::new(),
+                    quarantined: None,
+                })
+                .collect(),
+            verdict_cut: None,
+            ignored_results: Vec::new(),
+            batches: Vec::new(),
+            reports_error: None,
+            flakiness: None,
+        }
+    }
+
+    fn entry(test_id: &str, expires_ms: u64) -> Quarantine {
+        Quarantine {
+            test_id: test_id.into(),
+            reason: "known flaky".into(),
+            expires_ms,
+        }
+    }
+
+    #[test]
+    fn a_run_failing_only_quarantined_tests_passes_and_says_which() {
+        let mut run = report(
+            &[("ok", FinalStatus::Passed), ("bad", FinalStatus::Failed)],
+            VerdictKind::TestsFailed,
+        );
+        let rules = Rules {
+            listed: vec![entry("bad", 100)],
+            auto_percent: None,
+        };
+        apply(&mut run, &rules, None, 50);
+        assert_eq!(run.verdict, VerdictKind::Passed);
+        assert_eq!(run.tests[1].quarantined.as_deref(), Some("known flaky"));
+        assert_eq!(run.tests[0].quarantined, None);
+    }
+
+    #[test]
+    fn an_expired_entry_holds_no_longer_and_another_failure_still_fails() {
+        let mut run = report(&[("bad", FinalStatus::Failed)], VerdictKind::TestsFailed);
+        let rules = Rules {
+            listed: vec![entry("bad", 100)],
+            auto_percent: None,
+        };
+        apply(&mut run, &rules, None, 100);
+        assert_eq!(run.verdict, VerdictKind::TestsFailed, "expired");
+        let mut run = report(
+            &[
+                ("bad", FinalStatus::Failed),
+                ("worse", FinalStatus::TimedOut),
+            ],
+            VerdictKind::TestsFailed,
+        );
+        apply(&mut run, &rules, None, 50);
+        assert_eq!(
+            run.verdict,
+            VerdictKind::TestsFailed,
+            "worse is not quarantined"
+        );
+        assert!(run.tests[0].quarantined.is_some());
+    }
+
+    #[test]
+    fn a_test_flaky_in_more_than_the_share_is_quarantined_automatically() {
+        let flakiness = |runs, flaky| Flakiness {
+            runs,
+            tests: vec![TestFlakiness {
+                test_id: "wobbly".into(),
+                flaky,
+                failed: 0,
+            }],
+        };
+        let rules = Rules {
+            listed: Vec::new(),
+            auto_percent: Some(30),
+        };
+        let mut run = report(&[("wobbly", FinalStatus::Failed)], VerdictKind::TestsFailed);
+        apply(&mut run, &rules, Some(&flakiness(10, 4)), 0);
+        assert_eq!(run.verdict, VerdictKind::Passed);
+        let reason = run.tests[0].quarantined.clone().unwrap();
+        assert!(reason.contains("4 of the last 10"), "{reason}");
+
+        for (runs, flaky) in [(10, 3), (4, 4)] {
+            let mut run = report(&[("wobbly", FinalStatus::Failed)], VerdictKind::TestsFailed);
+            apply(&mut run, &rules, Some(&flakiness(runs, flaky)), 0);
+            assert_eq!(run.verdict, VerdictKind::TestsFailed, "{flaky} of {runs}");
+        }
+    }
+}
