@@ -24,6 +24,7 @@ use tokio::task::{self, JoinSet};
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use crate::dashboard::model::FinishedRun;
 use crate::outcomes::{self, OutcomeStore, RunOutcomes};
 use crate::{quarantine, verdict};
 
@@ -46,6 +47,8 @@ pub struct Finished {
     pub samples: Vec<(String, u64)>,
     /// Its flaky and failing tests, for the history.
     pub outcomes: RunOutcomes,
+    /// What the dashboard keeps of it.
+    pub dashboard: FinishedRun,
     /// Whether its verdict went out.
     pub published: Result<(), BrokerError>,
 }
@@ -94,6 +97,11 @@ impl Finishing {
                     full_report
                 }
             };
+            let link = report
+                .reports_error
+                .is_none()
+                .then(|| format!("/runs/{run_id}/report.html"));
+            let dashboard = FinishedRun::of(&report, link);
             testfleet_common::faults::panic_if_asked("verdict", &suite);
             let verdict = verdict::fit(report, MAX_VERDICT_BYTES, &full_report);
             if let Some(cut) = &verdict.verdict_cut {
@@ -108,6 +116,7 @@ impl Finishing {
                 suite,
                 samples,
                 outcomes,
+                dashboard,
                 published,
             }
         });
@@ -228,6 +237,7 @@ mod tests {
 
     fn finished(run_id: Uuid) -> Finished {
         Finished {
+            dashboard: FinishedRun::blank(),
             outcomes: RunOutcomes::default(),
             run_id,
             suite: "s".into(),

@@ -11,6 +11,7 @@
 //!   under the state dir, or a broker stream a standby replays.
 //! - [`framed`]: the file format (header, checksummed records) journal and
 //!   history files are made of.
+//! - [`dashboard`]: the live web page and Prometheus metrics (opt-in).
 //! - [`events`]: the run events published for followers (pure builders).
 //! - [`history`]: each suite's test durations, for longest-first ordering.
 //! - [`outcomes`]: each suite's recent flaky and failing tests (flakiness).
@@ -19,6 +20,7 @@
 //! - [`finishing`]: a finished run's reports and verdict, off the loop.
 //! - [`verdict`]: the verdict's copy of a report, fitted under its byte bound.
 
+pub mod dashboard;
 pub mod events;
 pub mod finishing;
 pub mod framed;

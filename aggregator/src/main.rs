@@ -24,6 +24,9 @@ struct Cli {
     /// them: `file` (under the state dir) or `broker` (a replicated stream).
     #[arg(long)]
     journal: Option<String>,
+    /// Serve the dashboard and /metrics at this address (127.0.0.1:9191).
+    #[arg(long, value_name = "ADDR")]
+    dashboard: Option<String>,
 }
 
 fn settings(cli: &Cli) -> Result<AggregatorSettings, ConfigError> {
@@ -31,7 +34,8 @@ fn settings(cli: &Cli) -> Result<AggregatorSettings, ConfigError> {
     let flags = Overrides::default()
         .set("aggregator.report_dir", path(&cli.report_dir))
         .set("aggregator.state_dir", path(&cli.state_dir))
-        .set("aggregator.journal", cli.journal.clone());
+        .set("aggregator.journal", cli.journal.clone())
+        .set("aggregator.dashboard", cli.dashboard.clone());
     AggregatorSettings::from_config(&cli.common.load(flags)?)
 }
 

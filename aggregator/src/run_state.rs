@@ -19,6 +19,8 @@ use testfleet_types::messages::{
 };
 use uuid::Uuid;
 
+use crate::dashboard::model::RunProgress;
+
 /// How an incoming result relates to what the run already knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -583,6 +585,31 @@ impl RunState {
     /// Counts of attempt outcomes in the open round, for progress logs.
     pub fn progress(&self) -> (usize, usize) {
         (self.settled, self.in_round.len())
+    }
+
+    /// The run's progress as the dashboard shows it: the open round's
+    /// settled tests, how many of them passed and how many did not.
+    pub fn progress_view(&self) -> RunProgress {
+        let (mut passed, mut failed) = (0u32, 0u32);
+        for &position in &self.in_round {
+            match self.attempt_in(position as usize, self.round) {
+                Some(a) if a.status == AttemptStatus::Ran(Outcome::Passed) => passed += 1,
+                Some(_) => failed += 1,
+                None => {}
+            }
+        }
+        RunProgress {
+            run_id: self.announce.run_id,
+            suite: self.announce.suite.clone(),
+            tests: self.announce.tests.len(),
+            round: self.round,
+            settled: self.settled,
+            in_round: self.in_round.len(),
+            passed,
+            failed,
+            created_at_ms: self.announce.created_at_ms,
+            deadline_ms: self.announce.deadline_ms,
+        }
     }
 }
 

@@ -22,8 +22,8 @@ use testfleet_common::shutdown::Shutdown;
 use testfleet_types::codec::{decode, decode_sorting, Refused};
 use testfleet_types::limits::{MAX_PARTED_BYTES, PART_BYTES};
 use testfleet_types::messages::{
-    AttemptStatus, BatchRecord, Batches, Body, HistoryQuery, Job, ResumeAnswer, ResumeOutcome,
-    ResumeRequest, RunAnnounce, RunEvent, TestResult,
+    AttemptStatus, BatchRecord, Batches, Body, HistoryQuery, Job, JobQueue, ResumeAnswer,
+    ResumeOutcome, ResumeRequest, RunAnnounce, RunEvent, TestResult,
 };
 use testfleet_types::now_ms;
 use testfleet_types::order;
@@ -31,6 +31,7 @@ use testfleet_types::parts::{Bounds, Joined, Joiner};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
+use crate::dashboard::{self, model::QueueView, Dashboard};
 use crate::events;
 use crate::finishing::{Finished, Finishing, ReportSettings};
 use crate::history::HistoryStore;
@@ -66,6 +67,8 @@ pub enum AggregatorError {
     /// The journal's error, in the message (not also a `source`).
     #[error("cannot keep the aggregator's state: {0}")]
     State(JournalError),
+    #[error("cannot serve the dashboard (aggregator.dashboard): {0}")]
+    Dashboard(std::io::Error),
 }
 
 impl From<JournalError> for AggregatorError {
@@ -104,6 +107,8 @@ struct Aggregator {
     to_claim: Vec<Uuid>,
     /// The notices of runs' own queues, and the queues of runs that ended.
     run_queues: RunQueues,
+    /// The dashboard, when `aggregator.dashboard` asks for one.
+    dashboard: Option<Dashboard>,
 }
 
 /// Runs the aggregator until `shutdown` drains it.
@@ -115,6 +120,9 @@ struct Aggregator {
 /// resuming open runs from the journals in its state dir.
 pub async fn run(settings: AggregatorSettings, shutdown: Shutdown) -> Result<(), AggregatorError> {
     let mut aggregator = Aggregator::restore(settings)?;
+    aggregator.dashboard = Dashboard::start(&aggregator.settings)
+        .await
+        .map_err(AggregatorError::Dashboard)?;
     let mut backoff = broker::SessionBackoff::default();
     let mut brokers = aggregator.settings.brokers.clone();
     // Bounded at start-up (a wrong URL is said at once), patient after.
@@ -132,6 +140,7 @@ pub async fn run(settings: AggregatorSettings, shutdown: Shutdown) -> Result<(),
                 break;
             }
             Err(AggregatorError::Broker(error)) if error.is_fatal() => return Err(error.into()),
+            Err(error @ AggregatorError::Dashboard(_)) => return Err(error),
             Err(AggregatorError::Broker(error)) => {
                 let pause = backoff.after(began.elapsed());
                 warn!(%error, retry_in = ?pause, "lost the broker connection, reconnecting");
@@ -173,6 +182,7 @@ impl Aggregator {
             journals: journals(&settings),
             to_claim: Vec::new(),
             run_queues: RunQueues::default(),
+            dashboard: None,
             settings,
         };
         Ok(aggregator)
@@ -234,6 +244,10 @@ impl Aggregator {
         let mut results = consume(&channel, &self.settings.topology.results).await?;
         let mut dead = consume(&channel, &self.settings.topology.dead_jobs).await?;
         let mut history_queries = consume(&channel, &self.settings.topology.history).await?;
+        let mut heartbeats = match self.dashboard {
+            Some(_) => Some(consume_unacked(&channel, &self.settings.topology.heartbeats).await?),
+            None => None,
+        };
         info!(open_runs = self.open.len(), "aggregator ready");
         let mut claimed = Settled::new();
         self.claim_unclaimed(connection, &channel, &publish, &mut claimed)
@@ -273,7 +287,11 @@ impl Aggregator {
                     let delivery = delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?;
                     self.on_history_query(delivery, &channel, &publish).await?;
                 }
+                delivery = next_heartbeat(&mut heartbeats) => {
+                    self.on_heartbeat(delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?);
+                }
                 _ = ticker.tick() => {
+                    self.refresh_dashboard(connection).await?;
                     self.close_due_rounds(&publish).await?;
                     self.expire_parts().await?;
                     let open = self.open.values().map(|run| run.state.announce());
@@ -785,13 +803,18 @@ impl Aggregator {
         let decision = run.state.close_round(now);
         // Before the retry jobs: a follower learns of a retry before any worker
         // can announce its start.
-        let followers_news = events::round_closed(
+        let followers_news: Vec<RunEvent> = events::round_closed(
             run_id,
             round,
             run.state.round_statuses(round),
             &decision,
             now,
-        );
+        )
+        .into_iter()
+        .collect();
+        if let Some(dashboard) = &mut self.dashboard {
+            dashboard.observe(&followers_news);
+        }
         publish_events(publish, &self.settings.topology.verdicts, followers_news).await;
         if let RoundDecision::Retry { attempt, tests } = &decision {
             // No priorities on quorum queues: retries cannot overtake jobs already
@@ -855,9 +878,13 @@ impl Aggregator {
             suite,
             samples,
             outcomes,
+            dashboard,
             published,
         } = finished;
         published?;
+        if let Some(shown) = &mut self.dashboard {
+            shown.finished(dashboard);
+        }
         self.history.record(run_id, suite, samples, outcomes);
         if let Err(error) = self.journals.remove(run_id) {
             warn!(run = %run_id, %error, "could not remove a finished run's journal");
@@ -882,8 +909,63 @@ impl Aggregator {
             || self.finished.contains(run_id)
     }
 
-    async fn publish_events(&self, publish: &Channel, events: impl IntoIterator<Item = RunEvent>) {
+    async fn publish_events(
+        &mut self,
+        publish: &Channel,
+        events: impl IntoIterator<Item = RunEvent>,
+    ) {
+        let events: Vec<RunEvent> = events.into_iter().collect();
+        if let Some(dashboard) = &mut self.dashboard {
+            dashboard.observe(&events);
+        }
         publish_events(publish, &self.settings.topology.verdicts, events).await;
+    }
+
+    /// A worker's heartbeat, for the dashboard; one that does not read is
+    /// dropped (heartbeats are information, never state).
+    fn on_heartbeat(&mut self, delivery: Delivery) {
+        let Some(dashboard) = &mut self.dashboard else {
+            return;
+        };
+        match decode(&delivery.data) {
+            Ok(Body::Heartbeat(heartbeat)) => dashboard.heartbeat(heartbeat, now_ms()),
+            Ok(other) => debug!(
+                kind = other.kind(),
+                "ignoring a message of the wrong kind among heartbeats"
+            ),
+            Err(error) => debug!(%error, "ignoring an unreadable heartbeat"),
+        }
+    }
+
+    /// Gives the dashboard the open runs' progress, and every few seconds
+    /// the jobs queues' depths from the broker.
+    async fn refresh_dashboard(&mut self, connection: &Connection) -> Result<(), AggregatorError> {
+        let Some(dashboard) = &mut self.dashboard else {
+            return Ok(());
+        };
+        if dashboard.depths_due() {
+            let topology = &self.settings.topology;
+            let own = self
+                .open
+                .values()
+                .map(|run| run.state.announce())
+                .filter(|announce| announce.queue == JobQueue::Own)
+                .take(dashboard::MAX_QUEUES_ASKED)
+                .map(|announce| topology.run_jobs_queue(&announce.run_id.to_string()));
+            let mut queues = Vec::new();
+            for queue in std::iter::once(topology.jobs.clone()).chain(own) {
+                let waiting = broker::message_count(connection, &queue).await?;
+                queues.push(QueueView { queue, waiting });
+            }
+            dashboard.queues(queues);
+        }
+        let runs = self
+            .open
+            .values()
+            .map(|run| run.state.progress_view())
+            .collect();
+        dashboard.publish(runs, now_ms());
+        Ok(())
     }
 
     fn remember_finished(&mut self, run_id: Uuid) {
@@ -1000,6 +1082,32 @@ fn retry_jobs(announce: &RunAnnounce, attempt: u32, tests: &[String]) -> Vec<Bod
             Body::Job(job)
         })
         .collect()
+}
+
+/// Consumes `queue` without acks: for heartbeats, which nobody needs twice.
+async fn consume_unacked(channel: &Channel, queue: &str) -> Result<lapin::Consumer, BrokerError> {
+    let options = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    Ok(channel
+        .basic_consume(
+            queue.into(),
+            format!("aggregator-{queue}").as_str().into(),
+            options,
+            FieldTable::default(),
+        )
+        .await?)
+}
+
+/// The next heartbeat, or never without a consumer of them.
+async fn next_heartbeat(
+    heartbeats: &mut Option<lapin::Consumer>,
+) -> Option<lapin::Result<Delivery>> {
+    match heartbeats {
+        Some(consumer) => consumer.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn consume(channel: &Channel, queue: &str) -> Result<lapin::Consumer, BrokerError> {

@@ -2,6 +2,7 @@
 //! file, environment, flags) becomes what the service runs with, validated,
 //! in one place. `main.rs` only turns its flags into configuration overrides.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,6 +25,20 @@ pub struct AggregatorSettings {
     pub journal: JournalKind,
     /// The broker journal's retention, in bytes.
     pub journal_max_bytes: u64,
+    /// Where the dashboard listens; `None`: no dashboard.
+    pub dashboard: Option<SocketAddr>,
+    pub dashboard_token: Option<String>,
+}
+
+/// `aggregator.dashboard` as an address to listen on, if it is not empty.
+fn dashboard_address(text: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    match text.trim() {
+        "" => Ok(None),
+        address => address.parse().map(Some).map_err(|_| ConfigError::Invalid {
+            key: "aggregator.dashboard",
+            problem: format!("{address:?} is not an address to listen on, such as 127.0.0.1:9191"),
+        }),
+    }
 }
 
 impl AggregatorSettings {
@@ -38,6 +53,9 @@ impl AggregatorSettings {
             triage_rules: raw.report.triage_rules()?,
             journal: raw.aggregator.journal,
             journal_max_bytes: raw.aggregator.journal_max_bytes,
+            dashboard: dashboard_address(&raw.aggregator.dashboard)?,
+            dashboard_token: Some(raw.aggregator.dashboard_token.clone())
+                .filter(|token| !token.is_empty()),
         })
     }
 }

@@ -134,6 +134,10 @@ pub struct AggregatorConfig {
     pub journal: JournalKind,
     /// The broker journal's retention, in bytes.
     pub journal_max_bytes: u64,
+    /// Where the dashboard listens; empty: off.
+    pub dashboard: String,
+    /// A token every dashboard request must carry; empty: none.
+    pub dashboard_token: String,
 }
 
 /// Where the aggregator keeps open runs' journals.

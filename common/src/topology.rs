@@ -58,6 +58,10 @@ const UNCLAIMED_MAX_LENGTH: i64 = 100_000;
 /// messages, which are events: the verdict comes last, so it survives.
 const VERDICT_QUEUE_MAX_LENGTH: i64 = 200_000;
 
+/// A heartbeat older than this says nothing of the worker now.
+const HEARTBEAT_TTL_MS: i64 = 15_000;
+/// Heartbeats kept while nobody reads them.
+const HEARTBEAT_MAX_LENGTH: i64 = 10_000;
 /// A run's own jobs queue outlives its last use (a worker taking from it,
 /// a declaration) by this long: a week, as unclaimed results.
 const RUN_JOBS_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -84,6 +88,9 @@ pub struct Topology {
     /// A queue nothing is published to, which every worker consumes: its
     /// consumer count is the fleet's size, as the broker sees it.
     pub workers: String,
+    /// Workers' heartbeats, for the aggregator's dashboard: kept a little
+    /// while, and only so many.
+    pub heartbeats: String,
     /// Deliveries of a job beyond the first before it is dead-lettered.
     pub delivery_limit: u32,
 }
@@ -102,15 +109,17 @@ impl Topology {
             journal: format!("{prefix}.journal"),
             runs: format!("{prefix}.runs"),
             workers: format!("{prefix}.workers"),
+            heartbeats: format!("{prefix}.heartbeats"),
             delivery_limit,
         }
     }
 
     /// Every queue, for tools that clean up a fleet.
-    pub fn queues(&self) -> [&str; 7] {
+    pub fn queues(&self) -> [&str; 8] {
         [
             &self.jobs,
             &self.workers,
+            &self.heartbeats,
             &self.results,
             &self.dead_jobs,
             &self.parked,
@@ -152,6 +161,16 @@ impl Topology {
 
         declare_queue(channel, &self.jobs, self.jobs_args()).await?;
         declare_queue(channel, &self.workers, quorum()).await?;
+        let mut heartbeat_args = quorum();
+        heartbeat_args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(HEARTBEAT_TTL_MS),
+        );
+        heartbeat_args.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(HEARTBEAT_MAX_LENGTH),
+        );
+        declare_queue(channel, &self.heartbeats, heartbeat_args).await?;
         declare_queue(channel, &self.results, self.quorum_args(PARKED_KEY)).await?;
         declare_queue(channel, &self.dead_jobs, self.quorum_args(PARKED_KEY)).await?;
 

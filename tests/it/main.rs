@@ -10,6 +10,7 @@ mod bounds;
 mod ci;
 mod cluster;
 mod compose;
+mod dashboard;
 mod disruptive;
 mod events;
 mod fairness;

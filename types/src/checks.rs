@@ -60,6 +60,20 @@ pub fn check(body: &Body) -> Result<(), String> {
             })
         }
         Body::Resume(request) => check_time("deadline_ms", request.deadline_ms),
+        Body::Heartbeat(heartbeat) => {
+            check_len("worker_id", &heartbeat.worker_id, MAX_TEST_ID_BYTES)?;
+            check_time("at_ms", heartbeat.at_ms)?;
+            at_most(
+                "jobs running on a worker",
+                heartbeat.running.len() as u64,
+                u64::from(u16::MAX),
+            )?;
+            heartbeat.running.iter().try_for_each(|job| {
+                check_len("a running test", &job.test, MAX_TEST_ID_BYTES)?;
+                check_attempt(job.attempt)?;
+                check_time("started_at_ms", job.started_at_ms)
+            })
+        }
         Body::Resumed(answer) => match answer.outcome {
             ResumeOutcome::Resumed {
                 tests,

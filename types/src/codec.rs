@@ -316,6 +316,18 @@ mod tests {
                 deadline_ms: 7,
                 verdict_token: Uuid::nil(),
             }),
+            Body::Heartbeat(Heartbeat {
+                worker_id: "w1".into(),
+                slots: 4,
+                executors: vec![ExecutorKind::Docker],
+                running: vec![RunningTest {
+                    run_id,
+                    test: "t1 (+2 more)".into(),
+                    attempt: 1,
+                    started_at_ms: 5,
+                }],
+                at_ms: 6,
+            }),
             Body::Resumed(ResumeAnswer {
                 run_id,
                 outcome: ResumeOutcome::Resumed {

@@ -816,6 +816,31 @@ pub enum Body {
     Resume(ResumeRequest),
     /// The aggregator's answer to a [`ResumeRequest`].
     Resumed(ResumeAnswer),
+    /// A worker's sign of life (on the heartbeats queue, read by the
+    /// aggregator's dashboard). Added without a bump.
+    Heartbeat(Heartbeat),
+}
+
+/// What a worker is, and what its slots run now: information for people
+/// watching the fleet, never state anything decides on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub worker_id: String,
+    pub slots: u32,
+    pub executors: Vec<ExecutorKind>,
+    pub running: Vec<RunningTest>,
+    /// When the worker sent it, Unix ms.
+    pub at_ms: u64,
+}
+
+/// A job a worker's slot runs: its run, its test (the first of a batch, and
+/// how many more), its attempt and since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningTest {
+    pub run_id: Uuid,
+    pub test: String,
+    pub attempt: u32,
+    pub started_at_ms: u64,
 }
 
 /// Continue a run whose jobs may be lost (a wiped broker, a fleet taken
@@ -929,6 +954,7 @@ impl Body {
             Body::Queues(_) => "queues",
             Body::Resume(_) => "resume",
             Body::Resumed(_) => "resumed",
+            Body::Heartbeat(_) => "heartbeat",
         }
     }
 }

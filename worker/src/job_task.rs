@@ -23,6 +23,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::discovery::{self, Listings};
 use crate::executor::{Executors, Finished};
+use crate::heartbeat::Board;
 use crate::job::Requeue;
 use crate::outbox::{NotSettled, Outbox};
 use crate::taker::Taken;
@@ -52,6 +53,8 @@ pub struct JobContext {
     pub interrupt: CancellationToken,
     /// A permit per test slot, held while a job runs.
     pub slots: Arc<Semaphore>,
+    /// What this worker runs now, for its heartbeats.
+    pub board: Board,
 }
 
 impl JobContext {
@@ -131,6 +134,7 @@ impl JobContext {
             "test started"
         );
         self.announce_start(&job);
+        let _on_board = self.board.running(&job);
         for id in job.ids() {
             testfleet_common::faults::panic_if_asked("job", id);
         }

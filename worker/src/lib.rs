@@ -7,6 +7,7 @@
 //! - [`taker`]: which job a free slot takes next, from the queues of open
 //!   runs and the shared one, in turn.
 //! - [`turns`]: whose turn it is, by smooth weighted round-robin (pure).
+//! - [`heartbeat`]: what the worker runs now, said every few seconds.
 //! - [`job_task`]: what one job's task does, from its delivery to its ack.
 //! - [`outbox`]: results and start events on their way to the broker, batched.
 //! - [`executor`]: the executors a worker has, picking one per job, and what a
@@ -31,6 +32,7 @@ pub mod confinement;
 pub mod discovery;
 pub mod docker;
 pub mod executor;
+pub mod heartbeat;
 pub mod job;
 pub mod job_task;
 pub mod labels;

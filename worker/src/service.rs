@@ -32,6 +32,7 @@ use tracing::{error, info, warn};
 use crate::discovery::Listings;
 use crate::docker::DockerExecutor;
 use crate::executor::{Executor, Executors};
+use crate::heartbeat::{self, Board, Identity};
 use crate::job_task::{JobContext, JobEnd};
 use crate::labels::Sweep;
 use crate::outbox::Outbox;
@@ -73,6 +74,8 @@ struct Worker {
     /// Containers the engine could not remove (Docker only).
     leftovers: Option<mpsc::UnboundedReceiver<String>>,
     listings: Listings,
+    /// What its slots run now, for its heartbeats.
+    board: Board,
 }
 
 /// Runs a worker until `shutdown` drains it (or the broker stays unreachable).
@@ -154,6 +157,7 @@ impl Worker {
             settings,
             leftovers,
             listings: Listings::default(),
+            board: Board::default(),
         })
     }
 
@@ -204,6 +208,8 @@ struct Session {
     sweeping: Option<JoinHandle<()>>,
     /// Since when no job has been taken or run (`worker.exit_when_idle_secs`).
     idle_since: tokio::time::Instant,
+    /// Sends this worker's heartbeats while the session lasts.
+    heartbeat: JoinHandle<()>,
 }
 
 impl Session {
@@ -236,6 +242,16 @@ impl Session {
             taking: taking_rx,
             taken: taken_tx,
         };
+        let heartbeat = heartbeat::start(
+            connection.create_channel().await?,
+            settings.topology.clone(),
+            Identity {
+                worker_id: settings.worker_id.clone(),
+                slots: u32::from(settings.concurrency),
+                executors: settings.executors.clone(),
+            },
+            worker.board.clone(),
+        );
         let taker = Taker::start(connection, setup).await?;
         let (engine_back_tx, engine_back) = mpsc::channel(1);
         Ok(Session {
@@ -254,6 +270,7 @@ impl Session {
             engine_back,
             sweeping: None,
             idle_since: tokio::time::Instant::now(),
+            heartbeat,
         })
     }
 
@@ -334,6 +351,7 @@ impl Session {
             worker_id: worker.settings.worker_id.clone(),
             interrupt: self.interrupt.clone(),
             slots: self.slots.clone(),
+            board: worker.board.clone(),
         };
         self.running.spawn(job.handle(taken));
     }
@@ -418,6 +436,7 @@ impl Session {
             self.interrupt.cancel();
             while self.running.join_next().await.is_some() {}
         }
+        self.heartbeat.abort();
         // A job taken and not started yet goes back when its channel closes.
         self.taking.send_replace(Taking::Stopped);
         drop(self.taken);
