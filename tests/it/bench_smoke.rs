@@ -7,7 +7,7 @@ use std::process::Command;
 fn the_quick_benchmark_prints_every_figure_of_its_subset() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let output = Command::new(format!("{root}/scripts/bench.sh"))
-        .args(["--quick", "overhead", "scheduling", "recovery"])
+        .args(["--quick", "overhead", "scheduling", "recovery", "fairness"])
         // The test suite builds debug binaries; quick figures are no benchmark.
         .env("TESTFLEET_BENCH_PROFILE", "debug")
         .output()
@@ -25,6 +25,9 @@ fn the_quick_benchmark_prints_every_figure_of_its_subset() {
         "arrival: makespan ÷ bound",
         "longest-first: makespan ÷ bound",
         "SIGKILL → start elsewhere, s",
+        "behind the big run: first start, s",
+        "behind the big run ÷ alone",
+        "two equal runs: finish spread",
     ] {
         let line = stdout
             .lines()

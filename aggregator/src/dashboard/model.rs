@@ -381,17 +381,17 @@ mod tests {
     fn workers_show_their_busy_slots_and_go_when_silent() {
         let mut model = Model::default();
         model.heartbeat(beat("a", 3), 1_000);
-        model.heartbeat(beat("b", 0), 15_000);
-        let snapshot = model.snapshot(Vec::new(), 16_000);
+        model.heartbeat(beat("b", 0), 8_000);
+        let snapshot = model.snapshot(Vec::new(), 9_000);
         assert_eq!(snapshot.workers.len(), 2);
         assert_eq!(
             (snapshot.workers[0].busy, snapshot.workers[0].slots),
             (3, 4)
         );
-        assert_eq!(snapshot.workers[0].running[0].for_secs, 15);
-        let later = model.snapshot(Vec::new(), 30_000);
+        assert_eq!(snapshot.workers[0].running[0].for_secs, 8);
+        let later = model.snapshot(Vec::new(), 14_000);
         let ids: Vec<&str> = later.workers.iter().map(|w| w.worker_id.as_str()).collect();
-        assert_eq!(ids, ["b"], "a was silent 29 s");
+        assert_eq!(ids, ["b"], "a was silent 13 s");
     }
 
     #[test]
