@@ -52,12 +52,24 @@ impl RunOutcomes {
         let mut outcomes = RunOutcomes::default();
         for test in &report.tests {
             match test.status {
-                FinalStatus::Passed => {}
                 FinalStatus::Flaky => outcomes.flaky.push(test.id.clone()),
-                _ => outcomes.failed.push(test.id.clone()),
+                status if failed_by_itself(status) => outcomes.failed.push(test.id.clone()),
+                _ => {}
             }
         }
         outcomes
+    }
+}
+
+/// Whether a test's final status says the test failed. A test that never ran
+/// (missing: its workers died or the deadline came) or met an error of the
+/// fleet says nothing about the test, so its history is left alone.
+fn failed_by_itself(status: FinalStatus) -> bool {
+    match status {
+        FinalStatus::Failed | FinalStatus::TimedOut | FinalStatus::DeadLettered => true,
+        FinalStatus::Passed | FinalStatus::Flaky | FinalStatus::Missing | FinalStatus::Error => {
+            false
+        }
     }
 }
 
@@ -233,6 +245,24 @@ mod tests {
             .map(|t| t.test_id.as_str())
             .collect();
         assert_eq!(top, ["a", "c", "b"]);
+    }
+
+    #[test]
+    fn only_what_the_test_did_counts_against_it() {
+        use FinalStatus::*;
+        let counted: Vec<FinalStatus> = [
+            Passed,
+            Flaky,
+            Failed,
+            TimedOut,
+            Missing,
+            DeadLettered,
+            Error,
+        ]
+        .into_iter()
+        .filter(|s| super::failed_by_itself(*s))
+        .collect();
+        assert_eq!(counted, [Failed, TimedOut, DeadLettered]);
     }
 
     #[test]
