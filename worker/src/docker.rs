@@ -99,6 +99,23 @@ impl DockerExecutor {
         Some((executor, leftovers))
     }
 
+    /// Pings the engine with backoff (at most a second apart) until it
+    /// answers, for up to `patience`; false if it never did or `interrupt`
+    /// fired first.
+    pub async fn answers_within(&self, patience: Duration, interrupt: &CancellationToken) -> bool {
+        let waiting = async {
+            let mut backoff = ENGINE_FIRST_BACKOFF;
+            while self.docker.ping().await.is_err() {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        };
+        tokio::select! {
+            answered = tokio::time::timeout(patience, waiting) => answered.is_ok(),
+            () = interrupt.cancelled() => false,
+        }
+    }
+
     /// Pings the engine with backoff until it answers or the worker drains.
     pub async fn wait_until_up(&self, shutdown: &Shutdown) {
         let mut backoff = ENGINE_FIRST_BACKOFF;

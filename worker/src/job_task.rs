@@ -9,6 +9,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use lapin::message::Delivery;
@@ -27,6 +28,11 @@ use crate::heartbeat::Board;
 use crate::job::Requeue;
 use crate::outbox::{NotSettled, Outbox};
 use crate::taker::Taken;
+
+/// How long a job waits for its engine to answer again before it is given
+/// back to the queue: longer than an engine's restart, which stops every
+/// container first (up to their stop timeout of 10 s).
+const ENGINE_PATIENCE: Duration = Duration::from_secs(60);
 
 /// How one job's task ended, as the loop needs to know.
 pub enum JobEnd {
@@ -138,7 +144,7 @@ impl JobContext {
         for id in job.ids() {
             testfleet_common::faults::panic_if_asked("job", id);
         }
-        let ran = self.executors.run(&job, &self.interrupt).await;
+        let ran = self.run_through_engine_outages(&job).await;
         drop((slot, permit));
         match ran {
             Ok(mut finished) => {
@@ -160,6 +166,33 @@ impl JobContext {
                     (Requeue::Interrupted, Ok(())) => JobEnd::Done,
                 }
             }
+        }
+    }
+
+    /// Runs the job; when the engine stops answering, holds the job and its
+    /// slot until the engine answers again (up to [`ENGINE_PATIENCE`]) and
+    /// runs it again here. An engine restarting is the common outage: giving
+    /// the job back at once would have the fleet's other slots take it, each
+    /// meeting the same engine, until the broker's delivery limit
+    /// dead-lettered a test that never failed. A slot held is also a worker
+    /// taking no more jobs meanwhile.
+    async fn run_through_engine_outages(&self, job: &Job) -> Result<Finished, Requeue> {
+        let outage_began = tokio::time::Instant::now();
+        loop {
+            let error = match self.executors.run(job, &self.interrupt).await {
+                Err(Requeue::EngineUnreachable(error)) => error,
+                ended => return ended,
+            };
+            let patience = ENGINE_PATIENCE.saturating_sub(outage_began.elapsed());
+            warn!(%error, ?patience, "docker engine unreachable; holding the job until it answers");
+            let answers = match self.executors.docker() {
+                Some(docker) => docker.answers_within(patience, &self.interrupt).await,
+                None => false,
+            };
+            if !answers {
+                return Err(Requeue::EngineUnreachable(error));
+            }
+            info!(after = ?outage_began.elapsed(), "the docker engine answers again; running the job again here");
         }
     }
 
