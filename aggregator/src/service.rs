@@ -36,6 +36,7 @@ use crate::events;
 use crate::finishing::{Finished, Finishing, ReportSettings};
 use crate::history::HistoryStore;
 use crate::history_files::HistoryFiles;
+use crate::journal::journals::{committed, Commit};
 use crate::journal::stream::{Retention, StreamJournal};
 use crate::journal::{FileJournals, JournalError, Journals, Record};
 use crate::outcomes::OutcomeStore;
@@ -89,6 +90,12 @@ struct OpenRun {
 /// (counted, or nothing to count) or parked (nacked to dead-lettering).
 type Settled = Vec<(Delivery, bool)>;
 
+/// A group commit under way, and the deliveries it settles when it ends.
+struct InFlight {
+    commit: Commit,
+    settled: Settled,
+}
+
 /// Everything the aggregator knows; owned by the service loop alone.
 struct Aggregator {
     settings: AggregatorSettings,
@@ -103,6 +110,10 @@ struct Aggregator {
     finishing: Finishing,
     /// Every open run's journal: what is acked is in it.
     journals: Journals,
+    /// The group commit under way: the loop goes on counting meanwhile.
+    committing: Option<InFlight>,
+    /// Deliveries whose records wait for the next commit.
+    uncommitted: Settled,
     /// Runs just learned, whose unclaimed results are still to be taken.
     to_claim: Vec<Uuid>,
     /// The notices of runs' own queues, and the queues of runs that ended.
@@ -180,6 +191,8 @@ impl Aggregator {
             joiner: joiner(),
             finishing: Finishing::default(),
             journals: journals(&settings),
+            committing: None,
+            uncommitted: Settled::new(),
             to_claim: Vec::new(),
             run_queues: RunQueues::default(),
             dashboard: None,
@@ -221,6 +234,7 @@ impl Aggregator {
         // Finishings of an earlier session published on its channel, and
         // one that completed may not remove a journal reloaded below.
         self.finishing.abort_all();
+        self.abandon_commit().await;
         self.reload_open_runs(connection).await?;
         self.session(connection, shutdown).await
     }
@@ -252,7 +266,8 @@ impl Aggregator {
         let mut claimed = Settled::new();
         self.claim_unclaimed(connection, &channel, &publish, &mut claimed)
             .await?;
-        self.commit(claimed, &publish).await?;
+        self.uncommitted.extend(claimed);
+        self.commit_now(&publish).await?;
 
         // Parts of a message being joined: their deliveries belong to this
         // session's channel, so a new session starts with none.
@@ -260,8 +275,14 @@ impl Aggregator {
         let mut ticker = tokio::time::interval(TICK);
         loop {
             tokio::select! {
-                () = shutdown.draining() => return self.drain_finishing().await,
+                () = shutdown.draining() => {
+                    self.commit_now(&publish).await?;
+                    return self.drain_finishing().await;
+                }
                 finished = self.finishing.next() => self.on_finished(finished)?,
+                (done, settled) = commit_ended(&mut self.committing) => {
+                    self.on_committed(done, settled, &publish).await?;
+                }
                 delivery = results.next() => {
                     let mut settled = Settled::new();
                     let mut next = Some(delivery);
@@ -275,13 +296,13 @@ impl Aggregator {
                         };
                     }
                     self.claim_unclaimed(connection, &channel, &publish, &mut settled).await?;
-                    self.commit(settled, &publish).await?;
+                    self.commit_later(settled, &publish)?;
                 }
                 delivery = dead.next() => {
                     let delivery = delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?;
                     let mut settled = Settled::new();
                     self.on_dead_job(delivery, &publish, &mut settled).await?;
-                    self.commit(settled, &publish).await?;
+                    self.commit_later(settled, &publish)?;
                 }
                 delivery = history_queries.next() => {
                     let delivery = delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?;
@@ -296,27 +317,73 @@ impl Aggregator {
                     self.expire_parts().await?;
                     let open = self.open.values().map(|run| run.state.announce());
                     self.run_queues.tick(&publish, &self.settings.topology, open).await?;
-                    self.commit(Settled::new(), &publish).await?;
+                    self.commit_later(Settled::new(), &publish)?;
                 }
             }
         }
     }
 
-    /// Makes every record appended since the last commit durable, then
-    /// settles the deliveries that brought them: nothing is acked before
-    /// its fact is on disk.
-    async fn commit(&mut self, settled: Settled, publish: &Channel) -> Result<(), AggregatorError> {
-        self.journals.commit(publish).await?;
-        if !settled.is_empty() {
-            testfleet_common::faults::exit_if_asked("journal-commit");
-        }
-        for (delivery, ack) in &settled {
-            match ack {
-                true => broker::ack(delivery).await?,
-                false => broker::nack(delivery, false).await?,
-            }
+    /// Settles `settled` once the records appended so far are durable:
+    /// nothing is acked before its fact is on disk. A commit starts now when
+    /// none is under way, else when the one under way ends; the loop goes on
+    /// counting meanwhile (a group commit, pipelined: while one group syncs,
+    /// the next gathers).
+    fn commit_later(&mut self, settled: Settled, publish: &Channel) -> Result<(), AggregatorError> {
+        self.uncommitted.extend(settled);
+        if self.committing.is_none() {
+            self.start_commit(publish)?;
         }
         Ok(())
+    }
+
+    /// Starts committing every record appended and waiting delivery, if any.
+    fn start_commit(&mut self, publish: &Channel) -> Result<(), AggregatorError> {
+        if self.uncommitted.is_empty() && !self.journals.has_pending() {
+            return Ok(());
+        }
+        let commit = self.journals.start_commit(publish)?;
+        self.committing = Some(InFlight {
+            commit,
+            settled: std::mem::take(&mut self.uncommitted),
+        });
+        Ok(())
+    }
+
+    /// The commit under way ended: its deliveries are settled, and what
+    /// gathered meanwhile is committed next.
+    async fn on_committed(
+        &mut self,
+        done: Result<(), JournalError>,
+        settled: Settled,
+        publish: &Channel,
+    ) -> Result<(), AggregatorError> {
+        done?;
+        settle(&settled).await?;
+        self.start_commit(publish)
+    }
+
+    /// Commits everything now, after the commit under way: for what must be
+    /// durable before the loop goes on (a resumed run's jobs, a session's
+    /// first claims, stopping).
+    async fn commit_now(&mut self, publish: &Channel) -> Result<(), AggregatorError> {
+        if let Some(mut in_flight) = self.committing.take() {
+            committed(&mut in_flight.commit).await?;
+            settle(&in_flight.settled).await?;
+        }
+        let settled = std::mem::take(&mut self.uncommitted);
+        self.journals.commit(publish).await?;
+        settle(&settled).await?;
+        Ok(())
+    }
+
+    /// Drops a lost session's commit once its writes are over (a journal is
+    /// not replayed while a write to it goes on); its deliveries went with
+    /// their channel, and the broker delivers them again.
+    async fn abandon_commit(&mut self) {
+        if let Some(mut in_flight) = self.committing.take() {
+            let _ = committed(&mut in_flight.commit).await;
+        }
+        self.uncommitted.clear();
     }
 
     async fn on_result_queue(
@@ -626,7 +693,7 @@ impl Aggregator {
                     verdict_token: request.verdict_token,
                 };
                 self.journals.append(run_id, &record)?;
-                self.journals.commit(publish).await?;
+                self.commit_now(publish).await?;
                 self.queue_unsettled(run_id, publish).await?
             }
             None if known => ResumeOutcome::Finished,
@@ -1119,4 +1186,29 @@ async fn consume(channel: &Channel, queue: &str) -> Result<lapin::Consumer, Brok
             FieldTable::default(),
         )
         .await?)
+}
+
+/// Acks or parks deliveries whose facts are durable.
+async fn settle(settled: &Settled) -> Result<(), BrokerError> {
+    if !settled.is_empty() {
+        testfleet_common::faults::exit_if_asked("journal-commit");
+    }
+    for (delivery, ack) in settled {
+        match ack {
+            true => broker::ack(delivery).await?,
+            false => broker::nack(delivery, false).await?,
+        }
+    }
+    Ok(())
+}
+
+/// The end of the commit under way, with the deliveries it settles;
+/// pending for ever when none is.
+async fn commit_ended(committing: &mut Option<InFlight>) -> (Result<(), JournalError>, Settled) {
+    let Some(in_flight) = committing else {
+        return std::future::pending().await;
+    };
+    let done = committed(&mut in_flight.commit).await;
+    let settled = committing.take().map(|i| i.settled).unwrap_or_default();
+    (done, settled)
 }

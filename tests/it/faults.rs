@@ -373,6 +373,62 @@ async fn a_full_state_disk_pauses_the_aggregator_and_loses_nothing() {
     fleet.teardown().await;
 }
 
+/// The state dir fills up mid-run, while results stream in and commits are
+/// pipelined: a commit that fails takes none of its deliveries' acks with
+/// it (they come again once there is room), so every test still runs once.
+/// Acking before the journal took the record would lose the result, and the
+/// test would run a second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_disk_filling_mid_run_acks_nothing_it_could_not_journal() {
+    let mut fleet = Fleet::start(0, 4);
+    fleet.kill_aggregator();
+    let state = fleet.dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let _mounted = Tmpfs::mount(&state, "1m");
+    fleet.start_aggregator();
+    fleet.start_worker(&format!("{}-w", fleet.prefix), 4);
+    let producer = fleet.producer();
+    // Enough results that their records outgrow the journal's last page
+    // (a tmpfs takes writes into a page it already gave the file).
+    let ids: Vec<String> = (1..=80).map(|i| format!("filling-{i:02}")).collect();
+    let run = tokio::spawn(async move {
+        producer
+            .run(
+                &ids,
+                &["--image", BUSYBOX, "--deadline", "120", "--", "true"],
+            )
+            .await
+    });
+    while fleet.finished_count() < 5 {
+        assert!(!run.is_finished(), "the run ended before the disk filled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let filler = state.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .output();
+    wait_until(
+        120,
+        "the aggregator never said its state dir is full",
+        || {
+            fleet
+                .aggregator_log()
+                .contains("cannot keep the aggregator's state")
+        },
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let run = run.await.unwrap();
+    assert_eq!(run.exit_code(), 0, "{}", run.describe());
+    assert_eq!(run.attempts().len(), 80);
+    assert!(
+        run.attempts().values().all(|&n| n == 1),
+        "{:?}",
+        run.attempts()
+    );
+    fleet.teardown().await;
+}
+
 /// A tmpfs mounted for a test, unmounted when dropped (a failed assertion
 /// leaves no mount behind).
 struct Tmpfs(std::path::PathBuf);

@@ -24,6 +24,9 @@ pub enum JournalError {
     Stream(String),
     #[error("the journal stream sent nothing for {0:?} while being replayed")]
     Stalled(std::time::Duration),
+    /// A commit's task was stopped with the runtime: nothing says it is durable.
+    #[error("a journal commit was cancelled")]
+    Cancelled,
 }
 
 /// A run's journal as replayed: its records, or why it cannot be used.

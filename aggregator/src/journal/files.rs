@@ -24,6 +24,7 @@ use tracing::{error, warn};
 use uuid::Uuid;
 
 use super::error::{JournalError, Replayed};
+use super::journals::Commit;
 use super::records::{Record, JOURNAL};
 use crate::framed;
 
@@ -160,9 +161,12 @@ impl FileJournals {
     /// blocking thread. On an error (a full disk), what reached a file may
     /// end in a torn record, which the next replay cuts.
     pub async fn commit(&mut self) -> Result<(), JournalError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
+        super::journals::committed(&mut self.start_commit()?).await
+    }
+
+    /// Starts [`Self::commit`]'s writes and syncs on a blocking thread and
+    /// returns at once; what is appended meanwhile waits for the next one.
+    pub fn start_commit(&mut self) -> Result<Commit, JournalError> {
         let mut writes = Vec::with_capacity(self.pending.len());
         for (run_id, bytes) in self.pending.drain() {
             if let Some(run) = self.open.get(&run_id) {
@@ -170,15 +174,18 @@ impl FileJournals {
                 writes.push((run.path.clone(), file, bytes));
             }
         }
-        tokio::task::spawn_blocking(move || {
+        Ok(tokio::task::spawn_blocking(move || {
             for (path, mut file, bytes) in writes {
                 file.write_all(&bytes).map_err(at(&path))?;
                 file.sync_data().map_err(at(&path))?;
             }
             Ok(())
-        })
-        .await
-        .expect("a journal commit does not panic")
+        }))
+    }
+
+    /// Whether records wait for a commit.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Removes the journal of a finished run.

@@ -2,12 +2,25 @@
 //! type the loop (`service.rs`) talks to.
 
 use lapin::{Channel, Connection};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::error::{JournalError, Replayed};
 use super::files::FileJournals;
 use super::records::Record;
 use super::stream::StreamJournal;
+
+/// A commit under way ([`Journals::start_commit`]).
+pub type Commit = JoinHandle<Result<(), JournalError>>;
+
+/// Waits for a commit under way to end; its panic is the loop's.
+pub async fn committed(commit: &mut Commit) -> Result<(), JournalError> {
+    match commit.await {
+        Ok(done) => done,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Err(JournalError::Cancelled),
+    }
+}
 
 /// Every open run's journal: files under the state dir, or the broker's
 /// stream (`aggregator.journal`).
@@ -44,9 +57,25 @@ impl Journals {
     /// Makes every queued record durable: synced to disk, or confirmed by
     /// the broker's stream (on `publish`).
     pub async fn commit(&mut self, publish: &Channel) -> Result<(), JournalError> {
+        committed(&mut self.start_commit(publish)?).await
+    }
+
+    /// Starts making every queued record durable and returns at once: the
+    /// loop goes on counting while a disk syncs or the broker confirms.
+    /// Records appended meanwhile wait for the next commit, which starts
+    /// once this one is [`committed`], so they reach the journal in order.
+    pub fn start_commit(&mut self, publish: &Channel) -> Result<Commit, JournalError> {
         match self {
-            Journals::Files(files) => files.commit().await,
-            Journals::Stream(stream) => stream.commit(publish).await,
+            Journals::Files(files) => files.start_commit(),
+            Journals::Stream(stream) => Ok(stream.start_commit(publish)),
+        }
+    }
+
+    /// Whether records wait for a commit.
+    pub fn has_pending(&self) -> bool {
+        match self {
+            Journals::Files(files) => files.has_pending(),
+            Journals::Stream(stream) => stream.has_pending(),
         }
     }
 

@@ -32,6 +32,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::error::{JournalError, Replayed};
+use super::journals::Commit;
 use super::records::{Record, JOURNAL};
 
 /// Deliveries a replaying consumer may have unacked.
@@ -185,7 +186,7 @@ impl StreamJournal {
         Ok(runs)
     }
 
-    /// Queues a record; it is durable once [`Self::commit`] returns.
+    /// Queues a record; it is durable once the commit that takes it ends.
     pub fn append(&mut self, run_id: Uuid, record: &Record) -> Result<(), JournalError> {
         let entry = Entry::Record {
             run_id,
@@ -200,14 +201,22 @@ impl StreamJournal {
         self.pending.push(encode(&Entry::Ended { run_id }));
     }
 
-    /// Publishes every queued entry and waits for the broker's confirms.
-    pub async fn commit(&mut self, publish: &Channel) -> Result<(), JournalError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
+    /// Publishes every queued entry and waits for the broker's confirms, in
+    /// a task of its own; what is appended meanwhile waits for the next one.
+    pub fn start_commit(&mut self, publish: &Channel) -> Commit {
         let pending = std::mem::take(&mut self.pending);
-        broker::publish_encoded(publish, &self.queue, "journal", &pending).await?;
-        Ok(())
+        let (publish, queue) = (publish.clone(), self.queue.clone());
+        tokio::spawn(async move {
+            if !pending.is_empty() {
+                broker::publish_encoded(&publish, &queue, "journal", &pending).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether entries wait for a commit.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 }
 
