@@ -36,7 +36,7 @@ use crate::events;
 use crate::finishing::{Finished, Finishing, ReportSettings};
 use crate::history::HistoryStore;
 use crate::history_files::HistoryFiles;
-use crate::journal::journals::{committed, Commit};
+use crate::journal::commit::{committed, Commit};
 use crate::journal::stream::{Retention, StreamJournal};
 use crate::journal::{FileJournals, JournalError, Journals, Record};
 use crate::outcomes::OutcomeStore;

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use tracing::{error, warn};
 use uuid::Uuid;
 
+use super::commit::Commit;
 use super::error::{JournalError, Replayed};
-use super::journals::Commit;
 use super::records::{Record, JOURNAL};
 use crate::framed;
 
@@ -161,7 +161,7 @@ impl FileJournals {
     /// blocking thread. On an error (a full disk), what reached a file may
     /// end in a torn record, which the next replay cuts.
     pub async fn commit(&mut self) -> Result<(), JournalError> {
-        super::journals::committed(&mut self.start_commit()?).await
+        super::commit::committed(&mut self.start_commit()?).await
     }
 
     /// Starts [`Self::commit`]'s writes and syncs on a blocking thread and

@@ -2,25 +2,13 @@
 //! type the loop (`service.rs`) talks to.
 
 use lapin::{Channel, Connection};
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use super::commit::{committed, Commit};
 use super::error::{JournalError, Replayed};
 use super::files::FileJournals;
 use super::records::Record;
 use super::stream::StreamJournal;
-
-/// A commit under way ([`Journals::start_commit`]).
-pub type Commit = JoinHandle<Result<(), JournalError>>;
-
-/// Waits for a commit under way to end; its panic is the loop's.
-pub async fn committed(commit: &mut Commit) -> Result<(), JournalError> {
-    match commit.await {
-        Ok(done) => done,
-        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        Err(_) => Err(JournalError::Cancelled),
-    }
-}
 
 /// Every open run's journal: files under the state dir, or the broker's
 /// stream (`aggregator.journal`).

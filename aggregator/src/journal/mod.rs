@@ -13,8 +13,10 @@
 //!   state dir.
 //! - [`stream`]: `aggregator.journal = "broker"`, a RabbitMQ stream a standby
 //!   replays.
+//! - [`commit`]: a group commit under way, off the loop.
 //! - [`error`]: why a journal could not be read or written.
 
+pub mod commit;
 pub mod error;
 pub mod files;
 pub mod journals;

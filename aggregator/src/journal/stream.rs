@@ -31,8 +31,8 @@ use testfleet_types::limits::{MAX_MESSAGE_BYTES, PART_BYTES};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::commit::Commit;
 use super::error::{JournalError, Replayed};
-use super::journals::Commit;
 use super::records::{Record, JOURNAL};
 
 /// Deliveries a replaying consumer may have unacked.
