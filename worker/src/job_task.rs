@@ -177,12 +177,13 @@ impl JobContext {
     /// dead-lettered a test that never failed. A slot held is also a worker
     /// taking no more jobs meanwhile.
     async fn run_through_engine_outages(&self, job: &Job) -> Result<Finished, Requeue> {
-        let outage_began = tokio::time::Instant::now();
+        let mut first_outage = None;
         loop {
             let error = match self.executors.run(job, &self.interrupt).await {
                 Err(Requeue::EngineUnreachable(error)) => error,
                 ended => return ended,
             };
+            let outage_began = *first_outage.get_or_insert_with(tokio::time::Instant::now);
             let patience = ENGINE_PATIENCE.saturating_sub(outage_began.elapsed());
             warn!(%error, ?patience, "docker engine unreachable; holding the job until it answers");
             let answers = match self.executors.docker() {
