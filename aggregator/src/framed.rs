@@ -79,6 +79,26 @@ pub struct Contents<T> {
     pub torn: bool,
 }
 
+/// Replaces the file at `path` with a header and `records`: a new file,
+/// synced, renamed over the old, so a crash leaves one or the other, never
+/// half of each.
+pub fn replace<T: Serialize>(path: &Path, kind: &Kind, records: &[T]) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let temporary = path.with_extension("compacting");
+    let mut writer = io::BufWriter::new(File::create(&temporary)?);
+    write_header(&mut writer, kind)?;
+    for record in records {
+        write_record(&mut writer, kind, record)?;
+    }
+    writer
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    std::fs::rename(&temporary, path)
+}
+
 /// Writes the header of a new file.
 pub fn write_header(writer: &mut impl Write, kind: &Kind) -> io::Result<()> {
     writer.write_all(&kind.magic)?;

@@ -14,7 +14,7 @@
 //! history, and the file is never rewritten.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -215,27 +215,15 @@ fn append(path: &Path, new: bool, samples: &[(String, u64)]) -> io::Result<()> {
     writer.flush()
 }
 
-/// Rewrites the file as one record of the averages: a new file renamed over the
-/// old, so a crash leaves one or the other, never half of each.
+/// Rewrites the file as one record of the averages (see [`framed::replace`]).
 fn compact(path: &Path, history: &SuiteHistory) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
     let mut averages: Vec<(String, u64)> = history
         .durations_ms
         .iter()
         .map(|(test, ms)| (test.clone(), *ms))
         .collect();
     averages.sort_unstable();
-    let temporary = path.with_extension("compacting");
-    let mut writer = BufWriter::new(File::create(&temporary)?);
-    framed::write_header(&mut writer, &HISTORY)?;
-    framed::write_record(&mut writer, &HISTORY, &averages)?;
-    writer
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
-    fs::rename(&temporary, path)
+    framed::replace(path, &HISTORY, &[averages])
 }
 
 #[cfg(test)]

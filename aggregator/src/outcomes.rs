@@ -12,7 +12,7 @@
 //! said then) and never rewritten.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -198,23 +198,9 @@ fn append(path: &Path, new: bool, run: &RunOutcomes) -> io::Result<()> {
     writer.flush()
 }
 
-/// Rewrites the file with `runs`: a new file renamed over the old, so a crash
-/// leaves one or the other, never half of each.
+/// Rewrites the file with `runs` (see [`framed::replace`]).
 fn rewrite(path: &Path, runs: &[RunOutcomes]) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let temporary = path.with_extension("compacting");
-    let mut writer = BufWriter::new(File::create(&temporary)?);
-    framed::write_header(&mut writer, &OUTCOMES)?;
-    for run in runs {
-        framed::write_record(&mut writer, &OUTCOMES, run)?;
-    }
-    writer
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
-    fs::rename(&temporary, path)
+    framed::replace(path, &OUTCOMES, runs)
 }
 
 #[cfg(test)]

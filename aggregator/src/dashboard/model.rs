@@ -37,31 +37,23 @@ pub struct Snapshot {
     pub totals: Totals,
 }
 
-/// A run in progress.
+/// A run in progress: its progress, and the time it should take yet.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunView {
-    pub run_id: Uuid,
-    pub suite: String,
-    pub tests: usize,
-    pub round: u32,
-    /// Tests of the open round with an outcome, of how many.
-    pub settled: usize,
-    pub in_round: usize,
-    pub passed: u32,
-    pub failed: u32,
-    pub created_at_ms: u64,
-    pub deadline_ms: u64,
+    #[serde(flatten)]
+    pub progress: RunProgress,
     /// Seconds left at the pace so far; `None` before any test settled.
     pub eta_secs: Option<u64>,
 }
 
 /// What one run's state says of its progress, as the loop reads it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RunProgress {
     pub run_id: Uuid,
     pub suite: String,
     pub tests: usize,
     pub round: u32,
+    /// Tests of the open round with an outcome, of how many.
     pub settled: usize,
     pub in_round: usize,
     pub passed: u32,
@@ -305,16 +297,7 @@ fn run_view(run: RunProgress, now_ms: u64) -> RunView {
     let eta_secs =
         (run.settled > 0).then(|| elapsed_ms.saturating_mul(left) / run.settled as u64 / 1000);
     RunView {
-        run_id: run.run_id,
-        suite: run.suite,
-        tests: run.tests,
-        round: run.round,
-        settled: run.settled,
-        in_round: run.in_round,
-        passed: run.passed,
-        failed: run.failed,
-        created_at_ms: run.created_at_ms,
-        deadline_ms: run.deadline_ms,
+        progress: run,
         eta_secs,
     }
 }
