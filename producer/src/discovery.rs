@@ -18,6 +18,7 @@ use testfleet_types::now_ms;
 use tracing::info;
 use uuid::Uuid;
 
+use crate::ids::output_tail;
 use crate::presets::Preset;
 use crate::settings::ProducerSettings;
 
@@ -27,7 +28,7 @@ pub enum DiscoveryError {
     Broker(#[from] BrokerError),
     #[error("no worker listed the tests within {0:?}; are workers running for this image?")]
     NoAnswer(Duration),
-    #[error("listing the tests in {image} failed ({how}): {output}")]
+    #[error("listing the tests in {image} failed ({how}); its output ends:\n{output}")]
     Failed {
         image: String,
         how: String,
@@ -46,11 +47,12 @@ pub async fn list_in_image(
     let command = preset.command().unwrap_or_default();
     let mut spec = settings.spec.clone();
     // The listing goes to a file, so that nothing the runner prints around it
-    // (warnings on stderr) mixes in; on failure its stderr is the output.
+    // (warnings on stderr) mixes in; on failure both are the output (`go
+    // test` says on stdout why it could not run its test binary).
     spec.command = vec![
         "sh".into(),
         "-c".into(),
-        format!("{{ {command}; }} > \"$1\" 2> \"$1.err\" || {{ s=$?; cat \"$1.err\"; exit $s; }}"),
+        format!("{{ {command}; }} > \"$1\" 2> \"$1.err\" || {{ s=$?; cat \"$1\" \"$1.err\"; exit $s; }}"),
         "sh".into(),
         "{report}".into(),
     ];
@@ -104,16 +106,7 @@ pub async fn list_in_image(
                 (None, Some(message)) => message,
                 (None, None) => listing.outcome.as_str().to_owned(),
             },
-            output: listing
-                .output
-                .lines()
-                .rev()
-                .take(10)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join(" | "),
+            output: output_tail(&listing.output),
         }),
         Some(other) => Err(DiscoveryError::WrongAnswer(other.kind())),
     }

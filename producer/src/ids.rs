@@ -29,11 +29,11 @@ pub enum IdSource {
 pub enum IdError {
     #[error("cannot read test ids from {what}: {cause}")]
     Read { what: String, cause: std::io::Error },
-    #[error("discovery command `{command}` failed with {status}: {stderr}")]
+    #[error("discovery command `{command}` failed with {status}; its output ends:\n{output}")]
     Discovery {
         command: String,
         status: String,
-        stderr: String,
+        output: String,
     },
     #[error("test id {position} is {bytes} bytes long; ids are at most {max} bytes: {start}…")]
     TooLong {
@@ -114,12 +114,11 @@ fn discover(command: &str) -> Result<Vec<u8>, IdError> {
             cause,
         })?;
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        let said = [output.stdout.as_slice(), output.stderr.as_slice()].concat();
         return Err(IdError::Discovery {
-            command: command.to_owned(),
+            command: shortened(command, SHOWN_COMMAND_CHARS),
             status: output.status.to_string(),
-            stderr: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            output: output_tail(&String::from_utf8_lossy(&said)),
         });
     }
     Ok(output.stdout)
@@ -197,9 +196,67 @@ fn within_bounds(ids: &[String]) -> Result<(), IdError> {
     }
 }
 
+/// Bytes of a failed listing's output an error shows, at most (its end).
+const SHOWN_OUTPUT_BYTES: usize = 4 << 10;
+/// Characters of a discovery command an error shows (the pytest preset's
+/// carries its plugin's source).
+const SHOWN_COMMAND_CHARS: usize = 160;
+
+/// The end of a failed listing's output (stdout and stderr) as an error
+/// shows it: see [`tail_of`].
+pub fn output_tail(output: &str) -> String {
+    tail_of(output, SHOWN_OUTPUT_BYTES)
+}
+
+/// `text` up to `max` characters, `…` marking a cut.
+fn shortened(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// The end of `output`, at most `max` bytes from a line's start (or a
+/// character's), each line indented; `(no output)` when there is none.
+fn tail_of(output: &str, max: usize) -> String {
+    let output = output.trim_end();
+    if output.is_empty() {
+        return "  (no output)".to_owned();
+    }
+    let from = output.len().saturating_sub(max);
+    let from = (from..=output.len())
+        .find(|&i| output.is_char_boundary(i))
+        .unwrap_or(output.len());
+    let tail = &output[from..];
+    let tail = match (from > 0, tail.find('\n')) {
+        (true, Some(newline)) => &tail[newline + 1..],
+        _ => tail,
+    };
+    tail.lines()
+        .map(|line| format!("  {line}\n"))
+        .collect::<String>()
+        .trim_end()
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_listing_shows_the_end_of_its_output_from_a_line_start() {
+        let output = "go: downloading\nfork/exec /tmp/go-build1/x.test: permission denied\nFAIL\n";
+        assert_eq!(
+            tail_of(output, 4096),
+            "  go: downloading\n  fork/exec /tmp/go-build1/x.test: permission denied\n  FAIL"
+        );
+        assert_eq!(tail_of(output, 30), "  FAIL", "cut at a line's start");
+        assert_eq!(tail_of("", 10), "  (no output)");
+        let long = "é".repeat(100);
+        assert!(tail_of(&long, 11).len() <= 2 + 11, "cut at a character");
+        assert_eq!(shortened("abcdef", 3), "abc…");
+        assert_eq!(shortened("abc", 3), "abc");
+    }
 
     fn ids(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()

@@ -172,7 +172,7 @@ impl Cli {
             (None, Some(command)) => Ok(Some(IdSource::Discover(command.clone()))),
             (None, None) => match self.preset.and_then(Preset::command) {
                 Some(_) if self.image.is_some() => Ok(None),
-                Some(command) => Ok(Some(IdSource::Discover(command.into()))),
+                Some(command) => Ok(Some(IdSource::Discover(command))),
                 None if self.preset == Some(Preset::Lines) => Err(
                     "--preset lines reads one id per line of a listing: give it --discover CMD or --tests FILE".into(),
                 ),

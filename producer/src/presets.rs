@@ -11,7 +11,9 @@ use testfleet_types::messages::{IdScheme, ReportFormat, RunnerReport};
 /// A test runner whose listing testfleet understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
-    /// `pytest --collect-only -q`: node ids such as `tests/test_x.py::test_a[1]`.
+    /// pytest's own collection, through the preset's plugin: node ids such
+    /// as `tests/test_x.py::test_a[1]`, and those of files that failed to
+    /// collect.
     Pytest,
     /// `cargo nextest list -T oneline`: `<binary-id> <test name>` per line.
     Nextest,
@@ -25,14 +27,17 @@ pub enum Preset {
 
 impl Preset {
     /// The discovery command run (with `sh -c`) when `--discover` is not given.
-    pub fn command(self) -> Option<&'static str> {
-        match self {
-            Preset::Pytest => Some("python3 -m pytest --collect-only -q"),
-            Preset::Nextest => Some("cargo nextest list --message-format oneline"),
-            Preset::Rspec => Some("rspec --dry-run --format json"),
-            Preset::Go => Some("go test -list ."),
-            Preset::Lines => None,
-        }
+    pub fn command(self) -> Option<String> {
+        let command = match self {
+            // The plugin lists whatever the suite's `addopts` say, and
+            // names the files that failed to collect (`--list`).
+            Preset::Pytest => format!("python3 -c {} --list", shell_quoted(PYTEST_PLUGIN)),
+            Preset::Nextest => "cargo nextest list --message-format oneline".into(),
+            Preset::Rspec => "rspec --dry-run --format json".into(),
+            Preset::Go => "go test -list .".into(),
+            Preset::Lines => return None,
+        };
+        Some(command)
     }
 
     /// The command that runs a batch of this runner's tests and writes its
@@ -40,22 +45,22 @@ impl Preset {
     /// report; `None` for `lines`, which knows no runner.
     pub fn batched_command(self) -> Option<(Vec<String>, RunnerReport)> {
         let (argv, format, ids): (&[&str], _, _) = match self {
+            // pytest collects as the suite's plain run does and a plugin
+            // keeps the batch's ids (`testfleet_pytest.py`): node ids given
+            // as arguments are collected as paths, not as the suite runs.
             Preset::Pytest => (
                 &[
                     "python3",
-                    "-m",
-                    "pytest",
+                    "-c",
+                    PYTEST_PLUGIN,
+                    "{ids_file}",
+                    "{report}",
                     "-q",
                     "-p",
                     "no:cacheprovider",
-                    // xunit1 writes each case's file, which tells apart
-                    // two ids JUnit's dotted class name would merge.
-                    "-o",
-                    "junit_family=xunit1",
-                    "--junitxml={report}",
-                    "{ids}",
+                    "--continue-on-collection-errors",
                 ],
-                ReportFormat::Junit,
+                ReportFormat::Jsonl,
                 IdScheme::Pytest,
             ),
             Preset::Rspec => (
@@ -118,6 +123,9 @@ impl fmt::Display for Preset {
     }
 }
 
+/// The pytest preset's plugin, run as the program `python3 -c` runs.
+const PYTEST_PLUGIN: &str = include_str!("testfleet_pytest.py");
+
 /// nextest's batched run: `$1` the report's path, `$2` the ids file (one
 /// `<binary-id> <test name>` per line).
 const NEXTEST_BATCH: &str = r#"config=$(mktemp)
@@ -139,15 +147,32 @@ fn lines(listing: &str) -> Vec<String> {
         .collect()
 }
 
-/// Node ids are the lines naming a test (`path::name`), until the blank line
+/// The plugin's listing: every line after its header is an id, verbatim.
+/// Without the header (`--discover` running `pytest --collect-only -q`),
+/// node ids are the lines naming a test (`path::name`), until the blank line
 /// before pytest's "N tests collected" summary.
 fn pytest(listing: &str) -> Vec<String> {
+    let mut lines = listing.lines();
+    if lines.any(|line| line == PYTEST_LISTING_HEADER) {
+        return lines
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
     listing
         .lines()
         .take_while(|line| !line.trim().is_empty())
         .filter(|line| line.contains("::") && !line.starts_with(char::is_whitespace))
         .map(str::to_owned)
         .collect()
+}
+
+/// The first line of the plugin's listing (`LISTING_HEADER` there).
+const PYTEST_LISTING_HEADER: &str = "# testfleet: pytest node ids";
+
+/// `text` as one word of a POSIX shell line.
+fn shell_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 /// The JSON document may follow warnings that RSpec printed first.
@@ -202,6 +227,36 @@ mod tests {
                 "tests/test_a.py::test_two[1-x y]",
                 "tests/test_b.py::TestK::test_m"
             ]
+        );
+    }
+
+    #[test]
+    fn the_plugins_listing_is_every_line_after_its_header() {
+        let listing = "pytest says hello\n# testfleet: pytest node ids\n\
+                       t/data/x.py::\nt/a.py::t[a b]\nt/broken.py\n";
+        assert_eq!(
+            Preset::Pytest.parse(listing),
+            ["t/data/x.py::", "t/a.py::t[a b]", "t/broken.py"]
+        );
+        assert!(PYTEST_PLUGIN.contains(&format!("LISTING_HEADER = \"{PYTEST_LISTING_HEADER}\"")));
+    }
+
+    #[test]
+    fn the_pytest_listing_runs_the_plugin_through_one_shell_word() {
+        let command = Preset::Pytest.command().unwrap();
+        let output = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "printf '%s\\n' {}",
+                    command.strip_prefix("python3 -c ").unwrap()
+                ),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(output.stdout).unwrap(),
+            format!("{PYTEST_PLUGIN}\n--list\n")
         );
     }
 

@@ -193,9 +193,10 @@ fn parse_report_format(text: &str) -> Result<RunnerReport, String> {
         "junit" => ReportFormat::Junit,
         "go-test-json" => ReportFormat::GoTestJson,
         "rspec-json" => ReportFormat::RspecJson,
+        "jsonl" => ReportFormat::Jsonl,
         other => {
             return Err(format!(
-                "unknown report format `{other}` (junit, go-test-json, rspec-json)"
+                "unknown report format `{other}` (junit, go-test-json, rspec-json, jsonl)"
             ))
         }
     };

@@ -1,7 +1,10 @@
 //! Discovery presets on tiny real projects, listed by the real runners that
 //! `scripts/setup-runners.sh` installs: pytest, cargo nextest, RSpec, go test;
 //! and the presets' batched commands run by those runners through a fleet,
-//! each test's result read from the runner's own report.
+//! each test's result read from the runner's own report: as process jobs on
+//! this machine, and in containers of a plain image of the runner made from
+//! Debian's packages (`scripts/runner-images.sh`), listed inside it, the way
+//! a user's image runs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -150,23 +153,142 @@ fn lines_preset_keeps_each_non_blank_line_verbatim_and_needs_a_listing() {
 }
 
 /// Runs a project's suite through a fleet with the preset's batched command
-/// (no command given), as process jobs in `dir`, and returns each test's
-/// final status and the number of jobs (batch records) it took.
+/// (no command given), as process jobs in `dir` and then in a container of
+/// the runner's plain image; asserts that both give the same statuses and
+/// returns them, with the number of jobs (batch records) each took.
 async fn batched_run(
     dir: &Path,
     preset: &str,
     extra: &[&str],
 ) -> (BTreeMap<String, String>, usize) {
-    batched_run_listed(dir, preset, preset_listing_command(preset), extra).await
+    let on_host = batched_run_listed(dir, preset, preset_listing_command(preset), extra).await;
+    let image = SuiteImage::build(dir, preset);
+    let in_image = batched_run_in_image(&image, None, extra).await;
+    assert_eq!(
+        on_host.statuses, in_image.statuses,
+        "{preset}: process jobs and containers agree"
+    );
+    assert_eq!(
+        on_host.jobs, in_image.jobs,
+        "{preset}: as many jobs either way"
+    );
+    (on_host.statuses, on_host.jobs)
+}
+
+/// What a batched run ended with: each test's status and its last attempt's
+/// message, and the jobs (batch records) it took.
+struct Batched {
+    statuses: BTreeMap<String, String>,
+    messages: BTreeMap<String, String>,
+    jobs: usize,
+}
+
+impl Batched {
+    fn of(run: &crate::fixtures::RunOutcome) -> Batched {
+        let report = run.report();
+        let messages = crate::fixtures::tests(&report)
+            .map(|t| {
+                let last = t["attempts"].as_array().unwrap().last().unwrap();
+                let message = last["message"].as_str().unwrap_or_default().to_owned();
+                (t["id"].as_str().unwrap().to_owned(), message)
+            })
+            .collect();
+        Batched {
+            statuses: run.statuses(),
+            messages,
+            jobs: report["batches"].as_array().unwrap().len(),
+        }
+    }
+}
+
+/// A project's suite in an image of its runner (`testfleet/runner-<preset>`,
+/// made from Debian's packages), at `/suite`; removed when dropped.
+struct SuiteImage {
+    tag: String,
+    preset: String,
+}
+
+impl SuiteImage {
+    fn build(dir: &Path, preset: &str) -> SuiteImage {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/runner-images.sh");
+        let made = Command::new(script)
+            .arg(preset)
+            .status()
+            .expect("runner-images.sh");
+        assert!(made.success(), "the {preset} runner's image");
+        let tag = format!("testfleet-it/suite-{}", uuid::Uuid::new_v4().simple());
+        let mut dockerfile =
+            format!("FROM testfleet/runner-{preset}\nCOPY . /suite\nWORKDIR /suite\n");
+        if preset == "nextest" {
+            // Built into the image, as a user's image would carry its build.
+            dockerfile.push_str(
+                "ENV CARGO_TARGET_DIR=/suite/target\nRUN cargo build --offline --tests\n",
+            );
+        }
+        std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+        let built = Command::new("docker")
+            .args(["build", "-q", "-t", &tag])
+            .arg(dir)
+            .output()
+            .expect("docker build");
+        std::fs::remove_file(dir.join("Dockerfile")).unwrap();
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        SuiteImage {
+            tag,
+            preset: preset.to_owned(),
+        }
+    }
+}
+
+impl Drop for SuiteImage {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &self.tag])
+            .output();
+    }
+}
+
+/// Runs the suite in `image` through a fleet of Docker workers with the
+/// preset's batched command: its tests listed inside the image, or `ids`.
+async fn batched_run_in_image(image: &SuiteImage, ids: Option<&[&str]>, extra: &[&str]) -> Batched {
+    let fleet = Fleet::start(1, 2);
+    let mut args = vec![
+        "--preset",
+        image.preset.as_str(),
+        "--image",
+        image.tag.as_str(),
+        "--wait",
+        "--max-rounds",
+        "1",
+        "--retry-threshold",
+        "1",
+        "--timeout",
+        "120",
+    ];
+    let ids_file = fleet.dir.join("ids.txt");
+    if let Some(ids) = ids {
+        std::fs::write(&ids_file, ids.join("\n")).unwrap();
+        args.extend(["--tests", ids_file.to_str().unwrap()]);
+    }
+    args.extend_from_slice(extra);
+    let run = fleet.run_producer(&args, &[]).await;
+    assert!(
+        [0, 1].contains(&run.exit_code()),
+        "{}: {}",
+        image.preset,
+        run.describe()
+    );
+    let batched = Batched::of(&run);
+    fleet.teardown().await;
+    batched
 }
 
 /// [`batched_run`] with the ids `listing` prints (run in `dir`).
-async fn batched_run_listed(
-    dir: &Path,
-    preset: &str,
-    listing: &str,
-    extra: &[&str],
-) -> (BTreeMap<String, String>, usize) {
+async fn batched_run_listed(dir: &Path, preset: &str, listing: &str, extra: &[&str]) -> Batched {
     let mut fleet = Fleet::start(0, 1);
     let worker = format!("{}-proc", fleet.prefix);
     fleet.start_worker_with(&worker, 2, &["--executors", "process"]);
@@ -196,10 +318,9 @@ async fn batched_run_listed(
         "{preset}: {}",
         run.describe()
     );
-    let jobs = run.report()["batches"].as_array().unwrap().len();
-    let statuses = run.statuses();
+    let batched = Batched::of(&run);
     fleet.teardown().await;
-    (statuses, jobs)
+    batched
 }
 
 fn preset_listing_command(preset: &str) -> &'static str {
@@ -263,7 +384,7 @@ async fn pytest_ids_that_junit_names_alike_keep_their_own_results() {
         ("t/a/TestT.py", "def test_t():\n    pass\n"),
     ]);
     let listing = "printf 't/a.py::TestT::test_t\\nt/a/TestT.py::test_t\\n'";
-    let (statuses, jobs) =
+    let Batched { statuses, jobs, .. } =
         batched_run_listed(dir.path(), "pytest", listing, &["--batch", "10"]).await;
     assert_eq!(
         statuses,
@@ -346,4 +467,131 @@ async fn nextest_batches_read_each_tests_result_from_nextests_junit_report() {
         ])
     );
     assert_eq!(jobs, 1, "one batch, one nextest");
+}
+
+/// A suite as third-party suites are: a conftest that collects data files as
+/// tests (one of them a `.py` that is no module pytest could import), and
+/// ids with spaces, brackets, `::` and non-ASCII characters.
+const DATA_SUITE: &[(&str, &str)] = &[
+    ("pytest.ini", "[pytest]\ntestpaths = tests\n"),
+    (
+        "tests/conftest.py",
+        "import pytest\n\
+         class DataFile(pytest.File):\n    def collect(self):\n        yield DataItem.from_parent(self, name='')\n\
+         class DataItem(pytest.Item):\n    def runtest(self):\n        assert 'FAIL' not in self.path.read_text(), 'bad data'\n\
+         def pytest_collect_file(parent, file_path):\n    if file_path.parent.name == 'data':\n        return DataFile.from_parent(parent, path=file_path)\n",
+    ),
+    ("tests/data/some_example.py", "import a_module_no_one_has\n"),
+    ("tests/data/sample.txt", "fine\n"),
+    ("tests/data/failing_example.py", "FAIL\n"),
+    (
+        "tests/test_ids.py",
+        "import pytest\n\
+         @pytest.mark.parametrize('v', ['a b', 'x[y]', 'a::b', 'é', 'fail me'])\n\
+         def test_value(v):\n    assert v != 'fail me'\n\
+         def test_plain():\n    pass\n",
+    ),
+];
+
+/// Each test's status when pytest runs the suite alone in `dir` (`-v`), as
+/// the report names it: skipped counts as passed.
+fn pytest_alone(dir: &Path) -> BTreeMap<String, String> {
+    let output = Command::new("python3")
+        .args(["-m", "pytest", "-v", "-p", "no:cacheprovider"])
+        .current_dir(dir)
+        .output()
+        .expect("pytest alone");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = regex::Regex::new(r"^(.+::.*?) (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)").unwrap();
+    stdout
+        .lines()
+        .filter_map(|l| line.captures(l))
+        .map(|c| {
+            let status = if ["PASSED", "SKIPPED", "XFAIL"].contains(&&c[2]) {
+                "Passed"
+            } else {
+                "Failed"
+            };
+            (c[1].to_owned(), status.to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pytest_batches_select_tests_as_the_suite_runs_them() {
+    let dir = project(DATA_SUITE);
+    let alone = pytest_alone(dir.path());
+    let expected = expect(&[
+        ("tests/data/failing_example.py::", "Failed"),
+        ("tests/data/sample.txt::", "Passed"),
+        ("tests/data/some_example.py::", "Passed"),
+        ("tests/test_ids.py::test_plain", "Passed"),
+        ("tests/test_ids.py::test_value[\\xe9]", "Passed"),
+        ("tests/test_ids.py::test_value[a b]", "Passed"),
+        ("tests/test_ids.py::test_value[a::b]", "Passed"),
+        ("tests/test_ids.py::test_value[fail me]", "Failed"),
+        ("tests/test_ids.py::test_value[x[y]]", "Passed"),
+    ]);
+    assert_eq!(alone, expected, "pytest alone");
+    let (statuses, jobs) = batched_run(dir.path(), "pytest", &["--batch", "100"]).await;
+    assert_eq!(statuses, alone, "the fleet gives what pytest alone gives");
+    assert_eq!(jobs, 1, "one batch, nothing bisected");
+}
+
+/// A batch holding the tests of a file that fails to collect (its ids from
+/// an earlier listing): those tests get the collection error at once, every
+/// other test its own outcome, and nothing is bisected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_fails_to_collect_fails_its_own_tests_and_none_other() {
+    let mut files = DATA_SUITE.to_vec();
+    files.push((
+        "tests/test_broken.py",
+        "import a_module_no_one_has\ndef test_one():\n    pass\n",
+    ));
+    let dir = project(&files);
+    let clean = project(DATA_SUITE);
+    let mut expected = pytest_alone(clean.path());
+    let broken = [
+        "tests/test_broken.py::test_one",
+        "tests/test_broken.py::test_two",
+    ];
+    for id in broken {
+        expected.insert(id.to_owned(), "Failed".to_owned());
+    }
+    let ids: Vec<&str> = expected.keys().map(String::as_str).collect();
+    let listing = format!(
+        "printf '%s\\n' {}",
+        ids.iter()
+            .map(|id| format!("'{id}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let on_host = batched_run_listed(dir.path(), "pytest", &listing, &["--batch", "100"]).await;
+    let image = SuiteImage::build(dir.path(), "pytest");
+    let in_image = batched_run_in_image(&image, Some(&ids), &["--batch", "100"]).await;
+    // Listed in the image by the preset's plugin, the broken file is an id
+    // of its own, which fails with its collection error.
+    let listed = batched_run_in_image(&image, None, &["--batch", "100"]).await;
+    let mut listed_expected = pytest_alone(clean.path());
+    listed_expected.insert("tests/test_broken.py".to_owned(), "Failed".to_owned());
+    assert_eq!(listed.statuses, listed_expected, "listed in the image");
+    assert_eq!(listed.jobs, 1, "listed in the image: one batch");
+    assert!(
+        listed.messages["tests/test_broken.py"]
+            .contains("collection error in tests/test_broken.py"),
+        "{}",
+        listed.messages["tests/test_broken.py"]
+    );
+    for (place, run) in [("process jobs", on_host), ("containers", in_image)] {
+        assert_eq!(run.statuses, expected, "{place}");
+        assert_eq!(run.jobs, 1, "{place}: one batch, nothing bisected");
+        for id in broken {
+            assert!(
+                run.messages[id].contains("collection error in tests/test_broken.py")
+                    && run.messages[id].contains("a_module_no_one_has"),
+                "{place}: {id}: {}",
+                run.messages[id]
+            );
+        }
+    }
 }

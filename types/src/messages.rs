@@ -191,6 +191,10 @@ pub enum ReportFormat {
     GoTestJson,
     /// RSpec's `--format json`.
     RspecJson,
+    /// One JSON object per line and per test, `id` exactly as listed (the
+    /// pytest preset's plugin writes it; any runner can): `outcome`
+    /// (`passed`, `skipped`, `failed`), `duration_s`, `output`, `message`.
+    Jsonl,
 }
 
 /// How a runner's report names a listed id (see the worker's `runner_report`).

@@ -641,6 +641,18 @@ impl DockerExecutor {
     }
 }
 
+/// A tmpfs mount's options, `exec` unless they say `noexec`: the engine
+/// mounts a tmpfs `noexec` by default, and runners execute what they build
+/// in `/tmp` (`go test` its test binary).
+fn executable(options: &str) -> String {
+    let said = |word: &str| options.split(',').any(|o| o.trim() == word);
+    match options {
+        _ if said("exec") || said("noexec") => options.to_owned(),
+        "" => "exec".to_owned(),
+        _ => format!("{options},exec"),
+    }
+}
+
 /// The container's full definition: argv without a shell, labels, confinement.
 fn container_body(job: &Job, paths: &Paths, worker_id: &str) -> ContainerCreateBody {
     let spec = &job.spec;
@@ -659,8 +671,8 @@ fn container_body(job: &Job, paths: &Paths, worker_id: &str) -> ContainerCreateB
         .tmpfs
         .iter()
         .map(|mount| match mount.split_once(':') {
-            Some((path, options)) => (path.to_owned(), options.to_owned()),
-            None => (mount.clone(), String::new()),
+            Some((path, options)) => (path.to_owned(), executable(options)),
+            None => (mount.clone(), executable("")),
         })
         .collect();
     ContainerCreateBody {
@@ -969,8 +981,8 @@ mod tests {
         assert_eq!(host.pids_limit, Some(64));
         assert_eq!(host.memory_swap, host.memory);
         let tmpfs = host.tmpfs.unwrap();
-        assert_eq!(tmpfs["/tmp"], "size=1m");
-        assert_eq!(tmpfs["/scratch"], "");
+        assert_eq!(tmpfs["/tmp"], "size=1m,exec");
+        assert_eq!(tmpfs["/scratch"], "exec");
         assert_eq!(
             host.security_opt.unwrap(),
             vec!["no-new-privileges".to_owned()]

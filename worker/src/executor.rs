@@ -98,9 +98,15 @@ impl Executors {
     /// worker lacks is an `Error` for each of its tests, naming the worker: the
     /// aggregator counts it as an infrastructure error and retries it, instead
     /// of the job bouncing between workers until the broker dead-letters it.
-    pub async fn run(&self, job: &Job, interrupt: &CancellationToken) -> Result<Finished, Requeue> {
+    /// Unreported tests run again in up to `parts` jobs.
+    pub async fn run(
+        &self,
+        job: &Job,
+        parts: usize,
+        interrupt: &CancellationToken,
+    ) -> Result<Finished, Requeue> {
         let (observed, cleanup) = self.observe(job, interrupt).await?;
-        let settled = results::settle(job, observed, &self.worker_id);
+        let settled = results::settle(job, observed, &self.worker_id, parts);
         Ok(Finished::from(settled, cleanup))
     }
 
@@ -184,7 +190,7 @@ mod tests {
             testfleet_common::config::default_spec(),
         );
         let result = executors
-            .run(&job, &CancellationToken::new())
+            .run(&job, 2, &CancellationToken::new())
             .await
             .unwrap()
             .results

@@ -143,7 +143,7 @@ pub fn needs_files(job: &Job) -> bool {
 pub fn report_file_name(job: &Job) -> &'static str {
     match job.spec.runner_report.map(|r| r.format) {
         Some(ReportFormat::Junit) | None => "report.xml",
-        Some(ReportFormat::GoTestJson) => "report.jsonl",
+        Some(ReportFormat::GoTestJson | ReportFormat::Jsonl) => "report.jsonl",
         Some(ReportFormat::RspecJson) => "report.json",
     }
 }

@@ -179,7 +179,11 @@ impl JobContext {
     async fn run_through_engine_outages(&self, job: &Job) -> Result<Finished, Requeue> {
         let mut first_outage = None;
         loop {
-            let error = match self.executors.run(job, &self.interrupt).await {
+            // This job's slot and the others free now: how many parts its
+            // unreported tests are split into, so a culprit is found in
+            // fewer rounds.
+            let parts = self.slots.available_permits() + 1;
+            let error = match self.executors.run(job, parts, &self.interrupt).await {
                 Err(Requeue::EngineUnreachable(error)) => error,
                 ended => return ended,
             };

@@ -5,12 +5,17 @@
 //! every job did before batches. Otherwise the runner's report decides each
 //! test it covers, and a test it does not cover (the runner crashed, was
 //! killed at the batch's timeout, or stopped early) is run again in the same
-//! attempt: alone when it is the only one, else in two halves, so that a
-//! crashing or hanging test ends up alone (a bisection) and gets its own
-//! outcome while every other test gets its true one. A job of one test that
-//! its report does not cover ends as its command did. For a batch of `n`
-//! tests with one culprit that costs at most `2 · log2(n)` extra jobs; in the
-//! worst case (every split loses everything) `2n − 2`.
+//! attempt: alone when it is the only one, else in `k` parts (the slots free
+//! on this worker when it ends, this one's included; at least two), so that
+//! a crashing or hanging test ends up alone and gets its own outcome while
+//! every other test gets its true one. A job of one test that its report does
+//! not cover ends as its command did. For a batch of `n` tests with one
+//! culprit that takes `log_k(n)` rounds and at most `k · log_k(n)` extra
+//! jobs, the parts of a round running side by side.
+//!
+//! A runner that says why tests did not run (the pytest preset's plugin
+//! names a file's collection error for each test of it) reports them, so
+//! they are never bisected.
 //!
 //! An infrastructure error (the image is missing, the command cannot start)
 //! is every test's outcome: splitting would only repeat it.
@@ -22,7 +27,7 @@ use uuid::Uuid;
 
 use crate::capture::OutputCapture;
 use crate::job::{Observed, Ran};
-use crate::runner_report::{self, Reported};
+use crate::runner_report::{self, Read, Reported};
 
 /// Bytes of every test's own output in one batch, at most (each test keeps
 /// at least [`MIN_TEST_OUTPUT`], and never more than the run's cap): a batch
@@ -30,6 +35,11 @@ use crate::runner_report::{self, Reported};
 /// log is kept beside them.
 const BATCH_OUTPUTS_BUDGET: usize = 64 << 20;
 const MIN_TEST_OUTPUT: usize = 4 << 10;
+/// Bytes of what a report says outside any test that join the batch's log.
+const OUTSIDE_WORDS_BYTES: usize = 64 << 10;
+/// Parts a batch's unreported tests are split into, at most: each is a
+/// container and a runner start.
+const MAX_SPLIT_PARTS: usize = 16;
 
 /// What a job's run yields.
 #[derive(Debug)]
@@ -42,9 +52,9 @@ pub struct Yield {
 
 /// Turns what an executor observed into results, a batch record and
 /// follow-up jobs (module docs).
-pub fn settle(job: &Job, observed: Observed, worker_id: &str) -> Yield {
+pub fn settle(job: &Job, observed: Observed, worker_id: &str, parts: usize) -> Yield {
     let ids: Vec<String> = job.ids().map(str::to_owned).collect();
-    let (reported, report_problem) = read_report(job, &observed, &ids);
+    let (read, report_problem) = read_report(job, &observed, &ids);
     let Observed {
         ran,
         output,
@@ -53,7 +63,14 @@ pub fn settle(job: &Job, observed: Observed, worker_id: &str) -> Yield {
         clock,
         ..
     } = observed;
-    let log = output.map(OutputCapture::finish).unwrap_or_default();
+    let mut log = output.map(OutputCapture::finish).unwrap_or_default();
+    if !read.outside.trim().is_empty() {
+        // What the runner wrote in its report outside any test (a build
+        // failure) is part of what the command said.
+        log.0
+            .push_str("\n[testfleet: the runner's report says, outside any test:]\n");
+        log.0.push_str(&within(read.outside, OUTSIDE_WORDS_BYTES));
+    }
     let ended = Ended {
         ran,
         log,
@@ -72,7 +89,7 @@ pub fn settle(job: &Job, observed: Observed, worker_id: &str) -> Yield {
     let per_test_cap = per_test_output_cap(job);
     let mut results = Vec::new();
     let mut unreported = Vec::new();
-    for (position, reported) in reported.into_iter().enumerate() {
+    for (position, reported) in read.reported.into_iter().enumerate() {
         match reported {
             Some(reported) => results.push(from_report(
                 job,
@@ -92,13 +109,15 @@ pub fn settle(job: &Job, observed: Observed, worker_id: &str) -> Yield {
         || results.iter().any(|r| r.outcome != Outcome::Passed);
     let mut follow_ups = Vec::new();
     if !unreported.is_empty() {
-        if job.tests.len() == 1 || ended.ran.outcome == Outcome::Error {
-            // The command's end is the outcome of what it did not report.
+        if job.tests.len() == 1 || ended.ran.outcome == Outcome::Error || read.none_ran {
+            // The command's end is the outcome of what it did not report:
+            // alone, an infrastructure error, or a runner that says none of
+            // its tests could run (bisecting would only repeat it).
             for &position in &unreported {
                 results.push(ended.result_of(job, position, worker_id, Some(batch_id)));
             }
         } else {
-            follow_ups = split(job, &unreported);
+            follow_ups = split(job, &unreported, parts);
         }
     }
     let log = keep_log.then(|| match &report_problem {
@@ -172,12 +191,12 @@ impl Ended {
 }
 
 /// The report's entries per listed id, and why there is no report, if so.
-fn read_report(
-    job: &Job,
-    observed: &Observed,
-    ids: &[String],
-) -> (Vec<Option<Reported>>, Option<String>) {
-    let none = vec![None; ids.len()];
+fn read_report(job: &Job, observed: &Observed, ids: &[String]) -> (Read, Option<String>) {
+    let none = Read {
+        reported: vec![None; ids.len()],
+        outside: String::new(),
+        none_ran: false,
+    };
     let Some(format) = job.spec.runner_report else {
         return (none, None);
     };
@@ -187,7 +206,7 @@ fn read_report(
         return (none, problem);
     };
     match runner_report::read(format.format, format.ids, bytes, ids) {
-        Ok(reported) => (reported, None),
+        Ok(read) => (read, None),
         Err(problem) => (none, Some(format!("unreadable report: {problem}"))),
     }
 }
@@ -233,17 +252,21 @@ fn from_report(
 }
 
 /// The unreported tests, in their running order, as one job (one test) or
-/// two (halves), in the same attempt with their allowances.
-fn split(job: &Job, unreported: &[usize]) -> Vec<Job> {
+/// `parts` (at least two, at most one per test) of near-equal size, in the
+/// same attempt with their allowances.
+fn split(job: &Job, unreported: &[usize], parts: usize) -> Vec<Job> {
     let tests: Vec<_> = unreported.iter().map(|&p| job.tests[p].clone()).collect();
-    let halves: Vec<Vec<_>> = if tests.len() == 1 {
-        vec![tests]
-    } else {
-        let middle = tests.len() / 2;
-        let (first, second) = tests.split_at(middle);
-        vec![first.to_vec(), second.to_vec()]
-    };
-    halves
+    let parts = parts.clamp(2, MAX_SPLIT_PARTS).min(tests.len());
+    let (size, longer) = (tests.len() / parts, tests.len() % parts);
+    let mut rest = tests.as_slice();
+    let pieces: Vec<Vec<_>> = (0..parts)
+        .map(|part| {
+            let (piece, after) = rest.split_at(size + usize::from(part < longer));
+            rest = after;
+            piece.to_vec()
+        })
+        .collect();
+    pieces
         .into_iter()
         .map(|tests| Job {
             run_id: job.run_id,
@@ -299,6 +322,10 @@ mod tests {
         }
     }
 
+    fn settle_in_halves(job: &Job, observed: Observed, worker_id: &str) -> Yield {
+        settle(job, observed, worker_id, 2)
+    }
+
     fn observed(ran: Ran, report: Option<&str>) -> Observed {
         let mut output = OutputCapture::new(1 << 20);
         output.push(b"the whole batch log\n");
@@ -330,7 +357,7 @@ mod tests {
     fn each_reported_test_keeps_its_own_outcome_and_output() {
         let job = job(&["a", "b", "c"]);
         let report = junit(&[("a", true), ("b", false), ("c", true)]);
-        let settled = settle(&job, observed(Ran::exited(1), Some(&report)), "w");
+        let settled = settle_in_halves(&job, observed(Ran::exited(1), Some(&report)), "w");
         let outcomes: Vec<_> = settled
             .results
             .iter()
@@ -364,7 +391,7 @@ mod tests {
         let report = format!(
             r#"<testsuites><testsuite><testcase classname="c" name="huge" time="1e12"><failure message="{message}">trace</failure></testcase><testcase classname="c" name="fine" time="0.1"/></testsuite></testsuites>"#
         );
-        let settled = settle(&job, observed(Ran::exited(1), Some(&report)), "w");
+        let settled = settle_in_halves(&job, observed(Ran::exited(1), Some(&report)), "w");
         for result in &settled.results {
             assert_eq!(testfleet_types::checks::check_result(result), Ok(()));
         }
@@ -378,7 +405,7 @@ mod tests {
     fn a_batch_that_passes_keeps_no_log() {
         let job = job(&["a", "b"]);
         let report = junit(&[("a", true), ("b", true)]);
-        let settled = settle(&job, observed(Ran::exited(0), Some(&report)), "w");
+        let settled = settle_in_halves(&job, observed(Ran::exited(0), Some(&report)), "w");
         assert_eq!(settled.batch.unwrap().log, None);
     }
 
@@ -387,7 +414,7 @@ mod tests {
         let job = job(&["a", "b", "c", "d", "e"]);
         // The runner died after `a`: b..e unreported.
         let report = junit(&[("a", true)]);
-        let settled = settle(&job, observed(Ran::exited(137), Some(&report)), "w");
+        let settled = settle_in_halves(&job, observed(Ran::exited(137), Some(&report)), "w");
         assert_eq!(settled.results.len(), 1);
         let halves: Vec<Vec<&str>> = settled
             .follow_ups
@@ -400,15 +427,35 @@ mod tests {
 
         // No report at all (killed at the batch's timeout): the same.
         let timed_out = crate::job::timed_out(std::time::Duration::from_secs(1));
-        let settled = settle(&job, observed(timed_out, None), "w");
+        let settled = settle_in_halves(&job, observed(timed_out, None), "w");
         assert_eq!(settled.follow_ups.len(), 2);
         assert!(settled.batch.unwrap().timed_out);
     }
 
     #[test]
+    fn unreported_tests_run_again_in_as_many_parts_as_free_slots() {
+        let job = job(&["a", "b", "c", "d", "e", "f", "g", "h"]);
+        let report = junit(&[("a", true)]);
+        let parts = |k| -> Vec<Vec<String>> {
+            settle(&job, observed(Ran::exited(137), Some(&report)), "w", k)
+                .follow_ups
+                .iter()
+                .map(|j| j.ids().map(str::to_owned).collect())
+                .collect()
+        };
+        assert_eq!(
+            parts(3),
+            [vec!["b", "c", "d"], vec!["e", "f"], vec!["g", "h"]],
+            "near-equal parts in running order"
+        );
+        assert_eq!(parts(1).len(), 2, "at least halves");
+        assert_eq!(parts(100).len(), 7, "at most one per test");
+    }
+
+    #[test]
     fn a_lone_unreported_test_runs_alone_and_alone_ends_as_its_command() {
         let pair = job(&["a", "b"]);
-        let settled = settle(
+        let settled = settle_in_halves(
             &pair,
             observed(Ran::exited(1), Some(&junit(&[("a", true)]))),
             "w",
@@ -421,7 +468,7 @@ mod tests {
         assert_eq!(again, [vec!["b"]]);
 
         let alone_job = job(&["b"]);
-        let settled = settle(&alone_job, observed(Ran::exited(139), Some("")), "w");
+        let settled = settle_in_halves(&alone_job, observed(Ran::exited(139), Some("")), "w");
         assert!(settled.follow_ups.is_empty());
         let result = &settled.results[0];
         assert_eq!(
@@ -432,10 +479,41 @@ mod tests {
     }
 
     #[test]
+    fn a_runner_that_says_no_test_ran_attributes_every_test_without_bisecting() {
+        let mut job = job(&["TestA", "TestB", "TestC"]);
+        job.spec.runner_report = Some(RunnerReport {
+            format: ReportFormat::GoTestJson,
+            ids: IdScheme::Go,
+        });
+        let report = "./a_test.go:3:2: undefined: nope\n\
+                      {\"Action\":\"fail\",\"Package\":\"p\",\"Elapsed\":0}\n";
+        let settled = settle(&job, observed(Ran::exited(1), Some(report)), "w", 4);
+        assert!(settled.follow_ups.is_empty(), "nothing bisected");
+        assert_eq!(settled.results.len(), 3);
+        for result in &settled.results {
+            assert_eq!(
+                (result.outcome, result.exit_code),
+                (Outcome::Failed, Some(1))
+            );
+            assert!(
+                result.output.contains("undefined: nope"),
+                "{}",
+                result.output
+            );
+        }
+        assert!(settled
+            .batch
+            .unwrap()
+            .log
+            .unwrap()
+            .contains("undefined: nope"));
+    }
+
+    #[test]
     fn an_infrastructure_error_is_every_tests_outcome() {
         let job = job(&["a", "b", "c"]);
         let error = crate::job::error_outcome("image missing".into());
-        let settled = settle(&job, observed(error, None), "w");
+        let settled = settle_in_halves(&job, observed(error, None), "w");
         assert!(settled.follow_ups.is_empty());
         assert_eq!(settled.results.len(), 3);
         assert!(settled.results.iter().all(|r| r.outcome == Outcome::Error));
@@ -446,7 +524,7 @@ mod tests {
         let mut job = job(&["only"]);
         job.spec.runner_report = None;
         job.spec.command = vec!["run".into(), "{id}".into()];
-        let settled = settle(&job, observed(Ran::exited(0), None), "w");
+        let settled = settle_in_halves(&job, observed(Ran::exited(0), None), "w");
         assert!(settled.batch.is_none());
         assert_eq!(settled.results[0].outcome, Outcome::Passed);
         assert_eq!(settled.results[0].batch, None);

@@ -119,6 +119,7 @@ pub enum ReportFormat {
     Junit,
     GoTestJson,
     RspecJson,
+    Jsonl,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,6 +310,7 @@ impl From<message::RunnerReport> for RunnerReport {
                 message::ReportFormat::Junit => ReportFormat::Junit,
                 message::ReportFormat::GoTestJson => ReportFormat::GoTestJson,
                 message::ReportFormat::RspecJson => ReportFormat::RspecJson,
+                message::ReportFormat::Jsonl => ReportFormat::Jsonl,
             },
             ids: match report.ids {
                 message::IdScheme::Pytest => IdScheme::Pytest,

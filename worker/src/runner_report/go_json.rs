@@ -1,14 +1,15 @@
 //! `go test -json`: one JSON event per line. A top-level test's `pass`,
 //! `fail` or `skip` ends it; its subtests' events fold into it, and its
-//! `output` events are its output. Lines that are not JSON (a build failure
-//! printed around the stream) are skipped.
+//! `output` events are its output. Output of no test (a build failure) and
+//! lines that are not JSON are what the report says outside any test; a
+//! package that fails before any test started ran none.
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
 use testfleet_types::messages::Outcome;
 
-use super::{Entry, Names};
+use super::{Entry, Names, Parsed};
 
 #[derive(Deserialize)]
 struct Event {
@@ -22,16 +23,29 @@ struct Event {
     output: Option<String>,
 }
 
-pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
+pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     let text = String::from_utf8_lossy(bytes);
     let mut order: Vec<String> = Vec::new();
     let mut entries: HashMap<String, Entry> = HashMap::new();
     let mut ended: Vec<String> = Vec::new();
+    let mut outside = String::new();
+    let mut package_failed = false;
     for line in text.lines() {
         let Ok(event) = serde_json::from_str::<Event>(line) else {
+            outside.push_str(line);
+            outside.push('\n');
             continue;
         };
-        let Some(test) = event.test else { continue };
+        let Some(test) = event.test else {
+            match event.action.as_str() {
+                "output" | "build-output" => {
+                    outside.push_str(event.output.as_deref().unwrap_or_default())
+                }
+                "fail" | "build-fail" => package_failed = true,
+                _ => {}
+            }
+            continue;
+        };
         let top = test.split('/').next().unwrap_or_default().to_owned();
         let entry = entries.entry(top.clone()).or_insert_with(|| {
             order.push(top.clone());
@@ -73,11 +87,17 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
         }
     }
     // A test that started but never ended (the binary crashed) is unreported.
-    Ok(order
+    let none_ran = package_failed && order.is_empty();
+    let entries = order
         .into_iter()
         .filter(|test| ended.contains(test))
         .filter_map(|test| entries.remove(&test))
-        .collect())
+        .collect();
+    Ok(Parsed {
+        entries,
+        outside,
+        none_ran,
+    })
 }
 
 #[cfg(test)]
@@ -99,7 +119,10 @@ not json: a build line
 {"Action":"run","Package":"p","Test":"TestCrash"}
 {"Action":"output","Package":"p","Package":"p","Output":"panic: boom\n"}
 {"Action":"fail","Package":"p","Elapsed":0.8}"#;
-        let entries = parse(stream.as_bytes()).unwrap();
+        let parsed = parse(stream.as_bytes()).unwrap();
+        assert!(!parsed.none_ran, "tests ran before the crash");
+        assert!(parsed.outside.contains("panic: boom"));
+        let entries = parsed.entries;
         let names: Vec<&str> = entries.iter().map(|e| e.names.name.as_str()).collect();
         assert_eq!(names, ["TestA", "TestB"], "TestCrash never ended");
         assert_eq!(
@@ -108,5 +131,17 @@ not json: a build line
         );
         assert_eq!(entries[1].outcome, Outcome::Failed);
         assert!(entries[1].output.contains("wrong"));
+    }
+
+    #[test]
+    fn a_package_that_fails_before_any_test_ran_none() {
+        let stream = "# p\n./a_test.go:3:2: undefined: nope\n\
+{\"Action\":\"output\",\"Package\":\"p\",\"Output\":\"FAIL\\tp [build failed]\\n\"}\n\
+{\"Action\":\"fail\",\"Package\":\"p\",\"Elapsed\":0}\n";
+        let parsed = parse(stream.as_bytes()).unwrap();
+        assert!(parsed.none_ran);
+        assert!(parsed.entries.is_empty());
+        assert!(parsed.outside.contains("undefined: nope"));
+        assert!(parsed.outside.contains("[build failed]"));
     }
 }

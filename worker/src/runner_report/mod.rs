@@ -1,17 +1,19 @@
 //! Per-test results from a test runner's own report, mapped back to the ids a
 //! batch listed.
 //!
-//! Each format has its parser (`junit`, `go_json`, `rspec_json`), which yields
+//! Each format has its parser (`junit`, `go_json`, `rspec_json`, `jsonl`), which yields
 //! [`Entry`]s as the runner names its tests; the run's [`IdScheme`] says how a
 //! listed id is named in that report, so that the mapping is exact: a pytest
 //! node id `tests/test_a.py::TestX::test_y[1]` is the JUnit testcase
-//! `classname="tests.test_a.TestX" name="test_y[1]"`, a nextest id
+//! `classname="tests.test_a.TestX" name="test_y[1]"` (in the `jsonl` report
+//! of the pytest preset's plugin it is itself), a nextest id
 //! `<binary-id> <test name>` is `classname name`, an RSpec example id is its
 //! JSON `id`, a go test name is its `-json` `Test`. An entry that maps to no
 //! listed id is ignored; a listed id with no entry is unreported (the caller
 //! runs it again).
 
 mod go_json;
+mod jsonl;
 mod junit;
 mod rspec_json;
 
@@ -47,6 +49,37 @@ pub struct Names {
     pub file: String,
 }
 
+/// What a report says: its tests, and what it says outside any test.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Parsed {
+    pub entries: Vec<Entry>,
+    /// The runner's words outside any test (a package's build failure).
+    pub outside: String,
+    /// The runner says no test could run at all (its package did not
+    /// build): every test it did not report ends as the command did, with
+    /// [`Parsed::outside`], rather than being bisected.
+    pub none_ran: bool,
+}
+
+impl Parsed {
+    /// A report of tests alone.
+    fn tests(entries: Vec<Entry>) -> Self {
+        Parsed {
+            entries,
+            ..Parsed::default()
+        }
+    }
+}
+
+/// A report read for a batch: per listed id (by position) what it says of
+/// it, and what it says outside any test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Read {
+    pub reported: Vec<Option<Reported>>,
+    pub outside: String,
+    pub none_ran: bool,
+}
+
 /// A listed test the report covers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reported {
@@ -57,19 +90,25 @@ pub struct Reported {
 }
 
 /// Parses `bytes` as `format` and maps its entries to `ids` by `scheme`.
-/// Returns, per listed id (by position), what the report says of it.
 pub fn read(
     format: ReportFormat,
     scheme: IdScheme,
     bytes: &[u8],
     ids: &[String],
-) -> Result<Vec<Option<Reported>>, String> {
-    let entries = match format {
-        ReportFormat::Junit => junit::parse(bytes)?,
-        ReportFormat::GoTestJson => go_json::parse(bytes)?,
-        ReportFormat::RspecJson => rspec_json::parse(bytes)?,
+) -> Result<Read, String> {
+    let (parsed, scheme) = match format {
+        ReportFormat::Junit => (Parsed::tests(junit::parse(bytes)?), scheme),
+        ReportFormat::GoTestJson => (go_json::parse(bytes)?, scheme),
+        ReportFormat::RspecJson => (rspec_json::parse(bytes)?, scheme),
+        // Its names are the listed ids themselves, whatever the runner's
+        // scheme: matched exactly, as the other exact schemes are.
+        ReportFormat::Jsonl => (Parsed::tests(jsonl::parse(bytes)?), IdScheme::Rspec),
     };
-    Ok(map(entries, scheme, ids))
+    Ok(Read {
+        reported: map(parsed.entries, scheme, ids),
+        outside: parsed.outside,
+        none_ran: parsed.none_ran,
+    })
 }
 
 /// Matches entries to ids: each id's key under `scheme` against each entry's
