@@ -127,16 +127,25 @@ impl fmt::Display for Preset {
 const PYTEST_PLUGIN: &str = include_str!("testfleet_pytest.py");
 
 /// nextest's batched run: `$1` the report's path, `$2` the ids file (one
-/// `<binary-id> <test name>` per line).
-const NEXTEST_BATCH: &str = r#"config=$(mktemp)
+/// `<binary-id> <test name>` per line). Each id becomes an exact filterset
+/// term, `binary_id(=B) & test(=T)`, split at the line's first space (a name
+/// may hold spaces, even at its ends) with `\`, `)` and `,` escaped as
+/// filtersets want; the terms go in `-E` expressions of 500 (nextest takes
+/// their union), each under Linux's 128 KiB limit on one argument.
+const NEXTEST_BATCH: &str = r#"report=$1 ids=$2
+config=$(mktemp)
 printf '[profile.testfleet]\nfail-fast = false\n[profile.testfleet.junit]\npath = "junit.xml"\n' > "$config"
-filter=""
-while IFS=' ' read -r binary test; do
-  filter="$filter${filter:+ | }(binary_id($binary) & test(=$test))"
-done < "$2"
-cargo nextest run --no-fail-fast --tool-config-file "testfleet:$config" --profile testfleet -E "$filter"
+exprs=$(mktemp)
+sed -e 's/\\/\\\\/g' -e 's/)/\\)/g' -e 's/,/\\,/g' "$ids" | awk '
+  { i = index($0, " "); term = "(binary_id(=" substr($0, 1, i - 1) ") & test(=" substr($0, i + 1) "))" }
+  NR % 500 == 1 { if (NR > 1) printf "\n"; printf "%s", term; next }
+  { printf "|%s", term }
+  END { printf "\n" }' > "$exprs"
+set --
+while IFS= read -r expr; do set -- "$@" -E "$expr"; done < "$exprs"
+cargo nextest run --no-fail-fast --tool-config-file "testfleet:$config" --profile testfleet "$@"
 status=$?
-cp "${CARGO_TARGET_DIR:-target}/nextest/testfleet/junit.xml" "$1" 2>/dev/null
+cp "${CARGO_TARGET_DIR:-target}/nextest/testfleet/junit.xml" "$report" 2>/dev/null
 exit $status"#;
 
 fn lines(listing: &str) -> Vec<String> {
@@ -292,6 +301,79 @@ mod tests {
             );
         }
         assert!(Preset::Lines.batched_command().is_none());
+    }
+
+    /// The nextest batch's filtersets, as a `cargo` that prints its
+    /// arguments sees them.
+    fn nextest_arguments(ids: &[String]) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("tf-nextest-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cargo = dir.join("cargo");
+        std::fs::write(
+            &cargo,
+            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ids_file = dir.join("ids");
+        std::fs::write(
+            &ids_file,
+            ids.iter().map(|id| format!("{id}\n")).collect::<String>(),
+        )
+        .unwrap();
+        let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+        let output = std::process::Command::new("sh")
+            .args(["-c", NEXTEST_BATCH, "sh", "/dev/null"])
+            .arg(&ids_file)
+            .env("PATH", path)
+            .env("CARGO_TARGET_DIR", &dir)
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .split('\0')
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn nextest_ids_become_exact_escaped_filtersets_split_at_the_first_space() {
+        let ids = [
+            "b t1",
+            "b::it  lead",
+            "b f(x), g\\h ",
+            "my-crate::bin/x m::t",
+        ]
+        .map(String::from);
+        let args = nextest_arguments(&ids);
+        let at = args.iter().position(|a| a == "-E").unwrap();
+        assert_eq!(
+            &args[at..],
+            [
+                "-E",
+                "(binary_id(=b) & test(=t1))|(binary_id(=b::it) & test(= lead))|\
+                 (binary_id(=b) & test(=f(x\\)\\, g\\\\h ))|\
+                 (binary_id(=my-crate::bin/x) & test(=m::t))"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_big_nextest_batch_goes_in_several_expressions() {
+        let ids: Vec<String> = (0..1200).map(|i| format!("bin test_{i}")).collect();
+        let args = nextest_arguments(&ids);
+        let expressions: Vec<&String> = args
+            .iter()
+            .skip_while(|a| *a != "-E")
+            .skip(1)
+            .step_by(2)
+            .collect();
+        assert_eq!(expressions.len(), 3, "500, 500, 200");
+        assert!(expressions.iter().all(|e| e.len() < 128 << 10));
+        assert_eq!(expressions[2].matches("binary_id").count(), 200);
     }
 
     #[test]

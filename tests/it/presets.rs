@@ -226,12 +226,20 @@ impl SuiteImage {
             );
         }
         std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+        // What a run on this machine left beside the suite stays here (a
+        // lock file of a newer cargo than Debian's, a build).
+        std::fs::write(
+            dir.join(".dockerignore"),
+            "target\nCargo.lock\n__pycache__\n",
+        )
+        .unwrap();
         let built = Command::new("docker")
             .args(["build", "-q", "-t", &tag])
             .arg(dir)
             .output()
             .expect("docker build");
         std::fs::remove_file(dir.join("Dockerfile")).unwrap();
+        std::fs::remove_file(dir.join(".dockerignore")).unwrap();
         assert!(
             built.status.success(),
             "{}",
