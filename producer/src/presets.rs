@@ -63,8 +63,11 @@ impl Preset {
                 ReportFormat::Jsonl,
                 IdScheme::Pytest,
             ),
+            // RSpec loads the suite as its plain run does and a filter keeps
+            // the batch's examples (`testfleet_rspec.rb`): example ids given
+            // as arguments load only their own files.
             Preset::Rspec => (
-                &["rspec", "--format", "json", "--out", "{report}", "{ids}"],
+                &["ruby", "-e", RSPEC_RUNNER, "{ids_file}", "{report}"],
                 ReportFormat::RspecJson,
                 IdScheme::Rspec,
             ),
@@ -125,6 +128,9 @@ impl fmt::Display for Preset {
 
 /// The pytest preset's plugin, run as the program `python3 -c` runs.
 const PYTEST_PLUGIN: &str = include_str!("testfleet_pytest.py");
+
+/// The RSpec preset's runner, run as the program `ruby -e` runs.
+const RSPEC_RUNNER: &str = include_str!("testfleet_rspec.rb");
 
 /// nextest's batched run: `$1` the report's path, `$2` the ids file (one
 /// `<binary-id> <test name>` per line). Each id becomes an exact filterset
@@ -201,13 +207,18 @@ fn rspec(listing: &str) -> Vec<String> {
         .collect()
 }
 
-/// `go test -list` also lists benchmarks and fuzz targets, which are not tests
-/// to run, and ends with an `ok <package>` line.
+/// `go test -list` also lists benchmarks, which a plain `go test` does not
+/// run, and ends with an `ok <package>` line. Fuzz targets are tests: a plain
+/// `go test` runs their seed corpus.
 fn go(listing: &str) -> Vec<String> {
     listing
         .lines()
         .map(str::trim)
-        .filter(|name| name.starts_with("Test") || name.starts_with("Example"))
+        .filter(|name| {
+            ["Test", "Example", "Fuzz"]
+                .iter()
+                .any(|p| name.starts_with(p))
+        })
         .filter(|name| name.chars().all(|c| c.is_alphanumeric() || c == '_'))
         .map(str::to_owned)
         .collect()
@@ -377,12 +388,12 @@ mod tests {
     }
 
     #[test]
-    fn go_tests_and_examples_but_not_benchmarks() {
+    fn go_tests_examples_and_fuzz_seeds_but_not_benchmarks() {
         let listing = "TestAdd\nTestSub_Negative\nBenchmarkAdd\nFuzzAdd\nExampleAdd\n\
                        ok  \texample.com/calc\t0.002s\n";
         assert_eq!(
             Preset::Go.parse(listing),
-            ["TestAdd", "TestSub_Negative", "ExampleAdd"]
+            ["TestAdd", "TestSub_Negative", "FuzzAdd", "ExampleAdd"]
         );
     }
 }

@@ -406,12 +406,22 @@ async fn pytest_ids_that_junit_names_alike_keep_their_own_results() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rspec_batches_read_each_examples_result_from_rspecs_json_report() {
-    let dir = project(&[(
-        "spec/calc_spec.rb",
-        "RSpec.describe 'calc' do\n  it('adds') { expect(1 + 1).to eq(2) }\n  \
-         context 'sub' do\n    it('subtracts') { expect(2 - 1).to eq(0) }\n  end\n  \
-         it('waits') { pending('later'); expect(1).to eq(2) }\nend\n",
-    )]);
+    let dir = project(&[
+        // Shared examples in a spec file of their own, loaded first by the
+        // suite's plain run: a batch that loaded only the files of its ids
+        // would not find them.
+        (
+            "spec/0_shared_spec.rb",
+            "RSpec.shared_examples 'a calculator' do\n  it('multiplies') { expect(2 * 3).to eq(6) }\nend\n",
+        ),
+        (
+            "spec/calc_spec.rb",
+            "RSpec.describe 'calc' do\n  it('adds') { expect(1 + 1).to eq(2) }\n  \
+             context 'sub' do\n    it('subtracts') { expect(2 - 1).to eq(0) }\n  end\n  \
+             it('waits') { pending('later'); expect(1).to eq(2) }\n  \
+             it_behaves_like 'a calculator'\nend\n",
+        ),
+    ]);
     let (statuses, jobs) = batched_run(dir.path(), "rspec", &["--batch", "10"]).await;
     assert_eq!(
         statuses,
@@ -419,6 +429,7 @@ async fn rspec_batches_read_each_examples_result_from_rspecs_json_report() {
             ("./spec/calc_spec.rb[1:1]", "Passed"),
             ("./spec/calc_spec.rb[1:2:1]", "Failed"),
             ("./spec/calc_spec.rb[1:3]", "Passed"),
+            ("./spec/calc_spec.rb[1:4:1]", "Passed"),
         ])
     );
     assert_eq!(jobs, 1, "one batch, one rspec");
@@ -437,6 +448,7 @@ async fn go_batches_read_each_tests_result_from_go_test_json() {
             "package calc\n\nimport (\n\t\"fmt\"\n\t\"testing\"\n)\n\n\
              func TestAdd(t *testing.T) {\n\tif Add(1, 2) != 3 {\n\t\tt.Fatal(\"wrong\")\n\t}\n}\n\
              func TestBroken(t *testing.T) {\n\tt.Run(\"inner\", func(t *testing.T) { t.Fatal(\"broken inside\") })\n}\n\
+             func FuzzAdd(f *testing.F) {\n\tf.Add(1, 2)\n\tf.Fuzz(func(t *testing.T, a, b int) {\n\t\tif Add(a, b) != a+b {\n\t\t\tt.Fatal(\"wrong\")\n\t\t}\n\t})\n}\n\
              func ExampleAdd() {\n\tfmt.Println(Add(1, 2))\n\t// Output: 3\n}\n",
         ),
     ]);
@@ -445,6 +457,7 @@ async fn go_batches_read_each_tests_result_from_go_test_json() {
         statuses,
         expect(&[
             ("ExampleAdd", "Passed"),
+            ("FuzzAdd", "Passed"),
             ("TestAdd", "Passed"),
             ("TestBroken", "Failed"),
         ])
