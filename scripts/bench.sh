@@ -10,6 +10,8 @@
 # (seconds); its figures are not the benchmark's. See docs/BENCHMARKS.md.
 # TESTFLEET_BENCH_PROFILE=debug uses target/debug (the CI smoke test does, since
 # the test suite builds those); benchmarks proper use release binaries.
+# TESTFLEET_BENCH_SUITES="six pygments" runs only those of the suites
+# benchmark (six, go, sleep, pygments, networkx).
 # TESTFLEET_BENCH_BASELINE=REV also runs the overhead benchmark on REV's
 # release binaries (built in target/bench-baseline/), alternating with this
 # tree's, and prints this tree's rate over REV's.
@@ -468,7 +470,7 @@ log, report, form = sys.argv[1:4]
 alone = {}
 if form == "pytest-v":
     for line in open(log, errors="replace"):
-        m = re.match(r"^(.+?::.+?) (PASSED|SKIPPED|XFAIL|FAILED|ERROR|XPASS)(?: |$)", line)
+        m = re.match(r"^(.+?::.*?) (PASSED|SKIPPED|XFAIL|FAILED|ERROR|XPASS)(?: |$)", line)
         if m:
             alone[m[1]] = "pass" if m[2] in ("PASSED", "SKIPPED", "XFAIL") else "fail"
 else:
@@ -562,6 +564,47 @@ suite_go() {
   suite_rows "go strings" "$serial" "$fleet" "" "$(same_sets "$work/go-alone.json" "$(last_report)" go-json)"
 }
 
+# A CPU-bound third-party suite whose conftests collect data files as tests
+# (Pygments: lexer example files and snippets, 5,346 tests), which no fixture of
+# tests/ was shaped around: alone (one pytest in one container), split in two
+# halves by hand (two containers at once, each collecting the suite as usual
+# and keeping its half, by the listing's order), pytest-xdist -n 2, and the
+# fleet's one-line run on 2 workers × 2 slots. Pass/fail sets compared id by id.
+suite_pygments() {
+  local image=testfleet/pygments:2.21.0 serial halves n2 fleet pytest=(python3 -m pytest -p no:cacheprovider)
+  pypi_suite_image pygments==2.21.0 610ca751c9bc2492b38eb9a38a7fbc93edbbb2d7182edaf34e66ae493dee5c8c \
+    "$image" python3-wcag-contrast-ratio python3-pytest-xdist
+  serial=$(timed "$DOCKER" run --rm --network none "$image" "${pytest[@]}" -v)
+  cp "$work/timed.log" "$work/pygments-serial.log"; : >"$work/timed.log"
+  halves=$(timed halves_by_hand "$image")
+  n2=$(timed "$DOCKER" run --rm --network none "$image" "${pytest[@]}" -n 2)
+  fleet_ready pygments 2 2
+  fleet=$(one_line_twice pygments "$image" --preset pytest)
+  fleet_stop
+  suite_rows pygments "$serial" "$fleet" 0.9 "$(same_sets "$work/pygments-serial.log" "$(last_report)" pytest-v)"
+  row suites "pygments: halves by hand, xdist -n 2 (s)" "$(secs "$halves"), $(secs "$n2")"
+  row suites "pygments: fleet ÷ halves by hand" "$(ratio "$fleet" "$halves")"
+  row suites "pygments: fleet ÷ xdist -n 2" "$(ratio "$fleet" "$n2")"
+}
+
+# halves_by_hand IMAGE: the suite's listing cut in two halves, each run in a
+# container of its own at once, collecting as the suite does and deselecting
+# the other half (pytest's --deselect, by node id).
+halves_by_hand() {
+  local image=$1 ids half
+  ids=$("$DOCKER" run --rm --network none "$image" python3 -m pytest -p no:cacheprovider --collect-only -q \
+    | grep '::' || true)
+  half=$(( $(printf '%s\n' "$ids" | wc -l) / 2 ))
+  printf '%s\n' "$ids" | head -n "$half" > "$work/second-half.deselect"
+  printf '%s\n' "$ids" | tail -n +"$((half + 1))" > "$work/first-half.deselect"
+  for part in first second; do
+    "$DOCKER" run --rm --network none -v "$work/$part-half.deselect:/deselect:ro" "$image" python3 -c \
+      'import sys, pytest; sys.exit(pytest.main(["-p", "no:cacheprovider", "-q"] + ["--deselect=" + i for i in open("/deselect").read().splitlines()]))' \
+      > "$work/$part-half.log" 2>&1 &
+  done
+  wait
+}
+
 # 0.05-3 s of sleeping each, heavy-tailed, in a batched busybox runner that
 # writes a JUnit report; on 8 slots.
 suite_sleep() {
@@ -617,10 +660,13 @@ secs() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1000:.1f}')" "$1"; 
 bench_suites() {
   source scripts/lib/pypi-suite.sh
   command -v go >/dev/null || scripts/setup-runners.sh
-  suite_six
-  suite_go
-  suite_sleep
-  [ "$quick" = 1 ] || suite_networkx
+  local names=${TESTFLEET_BENCH_SUITES:-six go sleep pygments networkx}
+  for name in $names; do
+    case $name in
+      pygments | networkx) [ "$quick" = 1 ] || "suite_$name" ;;
+      *) "suite_$name" ;;
+    esac
+  done
 }
 
 # ---------------------------------------------------------------- table

@@ -148,8 +148,9 @@ class Select:
         folder, _, name = relative.rpartition("/")
         if name == "__init__.py" and folder in self.folders:
             return None
-        # A conftest, or a file of a folder that is itself wanted whole.
-        if any(_within(relative, f) for f in self.files):
+        # A file or folder inside a wanted one (an id naming a folder).
+        parts = relative.split("/")
+        if any("/".join(parts[:end]) in self.files for end in range(1, len(parts))):
             return None
         return True
 

@@ -7,13 +7,22 @@
 //!   no more than splitting it would save, `T · (1 − 1/S) ≤ F` (`T` the
 //!   expected total, `S` the slots, `F` the fixed cost of a batch), it runs as
 //!   one batch.
-//! - **With history**, longest first, in phases whose batches shrink: phase
-//!   `j` holds the fraction `PHASES[j]` of the total time in `S` batches, each
-//!   filled by longest-processing-time (the next longest test to the lightest
-//!   batch). Early batches are big (few fixed costs); the last are small, so
-//!   that slots that ran ahead take them and the tail ends together. A phase
-//!   whose batches would fall under `MIN_BATCH_FIXED_COSTS × F` is folded into
-//!   the one before it, so no batch spends much of itself starting up.
+//! - **With history**, in phases whose batches shrink: phase `j` holds the
+//!   fraction `PHASES[j]` of the total time in `S` batches, the listing taken
+//!   in its order. Early batches are big (few fixed costs); the last are
+//!   small, so that slots that ran ahead take them and the tail ends
+//!   together. A phase whose batches would fall under `MIN_BATCH_FIXED_COSTS
+//!   × F` is folded into the one before it, so no batch spends much of itself
+//!   starting up.
+//! - **Neighbours stay together.** A phase's tests are cut into contiguous
+//!   runs of the listing of an equal share of its time each, so that a batch
+//!   imports and sets up what neighbouring tests share (a file's module, a
+//!   folder's data, a lexer's compiled rules) once, as the suite's own run
+//!   would, instead of every batch paying for all of it (dealing tests by
+//!   length alone made a batch of a quarter of a suite cost half its CPU).
+//! - **Long tests first.** A test longer than a batch of the last phase
+//!   would end the run late wherever the listing puts it: such tests run in
+//!   the first phase, dealt longest first to its lightest batches.
 //! - **Without history**, by count, in the same phases, every test weighing
 //!   the same.
 //! - Tests without history in a run that has some are estimated at the median
@@ -118,7 +127,7 @@ pub fn plan(tests: Vec<Planned>, params: &PlanParams) -> Vec<Batch> {
     let by_count = known.is_empty();
     let median = median(known);
     // Weights: expected ms with history (median for the unknown); 1 each by count.
-    let mut weighed: Vec<(usize, Planned, u64)> = tests
+    let weighed: Vec<Weighed> = tests
         .into_iter()
         .enumerate()
         .map(|(listed, t)| {
@@ -130,21 +139,31 @@ pub fn plan(tests: Vec<Planned>, params: &PlanParams) -> Vec<Batch> {
             (listed, t, weight)
         })
         .collect();
-    // Longest first; ties keep the listed order (a stable sort).
-    weighed.sort_by_key(|(_, _, w)| std::cmp::Reverse(*w));
     let total: u64 = weighed
         .iter()
         .map(|(_, _, w)| *w)
         .fold(0, u64::saturating_add);
     let fixed = if by_count { 0 } else { params.fixed_cost_ms };
     let shares = phase_shares(total, slots, fixed, weighed.len());
+    // A test heavier than a batch of the last phase would end the run late
+    // wherever the listing puts it: it runs in the first phase.
+    let (last_share, last_count) = *shares.last().expect("at least one phase");
+    let tail_batch = total as f64 * last_share / last_count as f64;
+    let (long, rest): (Vec<Weighed>, Vec<Weighed>) = weighed
+        .into_iter()
+        .partition(|(_, _, w)| shares.len() > 1 && *w as f64 > tail_batch);
     let mut batches = Vec::new();
-    let mut rest = weighed.into_iter().peekable();
+    let mut rest = rest.into_iter().peekable();
+    let mut long = Some(long);
     for (phase, (share, count)) in shares.iter().enumerate() {
         let last_phase = phase + 1 == shares.len();
         let budget = (total as f64 * share).ceil() as u64;
+        let first = long.take().unwrap_or_default();
+        let mut weight: u64 = first
+            .iter()
+            .map(|(_, _, w)| *w)
+            .fold(0, u64::saturating_add);
         let mut taken = Vec::new();
-        let mut weight = 0u64;
         while let Some((_, _, w)) = rest.peek() {
             if !last_phase && weight >= budget {
                 break;
@@ -152,10 +171,13 @@ pub fn plan(tests: Vec<Planned>, params: &PlanParams) -> Vec<Batch> {
             weight = weight.saturating_add(*w);
             taken.push(rest.next().expect("peeked"));
         }
-        batches.extend(fill(taken, *count, params));
+        batches.extend(fill(first, taken, *count, params));
     }
     batches
 }
+
+/// A test as the planner weighs it: its listed position, itself, its weight.
+type Weighed = (usize, Planned, u64);
 
 /// Each phase's share of the total and its number of batches (module docs).
 fn phase_shares(total: u64, slots: usize, fixed_ms: u64, tests: usize) -> Vec<(f64, usize)> {
@@ -188,32 +210,62 @@ fn phase_shares(total: u64, slots: usize, fixed_ms: u64, tests: usize) -> Vec<(f
     shares
 }
 
-/// A test dealt into a batch: its listed position, id and allowance.
-type Dealt = (usize, String, u64);
-
-/// Deals `tests` (longest first) into `count` batches by longest processing
-/// time, puts each batch back in listed order, then splits any batch over the
-/// argv limits.
-fn fill(tests: Vec<(usize, Planned, u64)>, count: usize, params: &PlanParams) -> Vec<Batch> {
-    if tests.is_empty() {
+/// A phase's `count` batches: its `long` tests dealt longest first to the
+/// lightest batch, then its other tests, in their listed order, cut into
+/// runs that fill each batch up to an equal share of the phase. A batch is
+/// then mostly a contiguous run of the listing, so that it imports and sets
+/// up what neighbouring tests share (a file's module, a folder's data) once,
+/// as the suite's own run would, rather than every batch paying for all of
+/// it. Each batch is put back in listed order and split where it is over
+/// the argv limits.
+fn fill(
+    long: Vec<Weighed>,
+    contiguous: Vec<Weighed>,
+    count: usize,
+    params: &PlanParams,
+) -> Vec<Batch> {
+    if long.is_empty() && contiguous.is_empty() {
         return Vec::new();
     }
-    let mut dealt: Vec<(u64, Vec<Dealt>)> = (0..count.max(1)).map(|_| (0, Vec::new())).collect();
-    for (listed, test, weight) in tests {
+    let mut dealt: Vec<(u64, Vec<Weighed>)> = (0..count.max(1)).map(|_| (0, Vec::new())).collect();
+    let mut long = long;
+    long.sort_by_key(|(_, _, w)| std::cmp::Reverse(*w));
+    for test in long {
         let lightest = dealt
             .iter_mut()
             .min_by_key(|(load, _)| *load)
             .expect("at least one batch");
-        lightest.0 = lightest.0.saturating_add(weight);
-        let allowance = allowance_ms(test.expected_ms, params.timeout_ms);
-        lightest.1.push((listed, test.id, allowance));
+        lightest.0 = lightest.0.saturating_add(test.2);
+        lightest.1.push(test);
+    }
+    let phase: u64 = dealt
+        .iter()
+        .map(|(load, _)| *load)
+        .chain(contiguous.iter().map(|(_, _, w)| *w))
+        .fold(0, u64::saturating_add);
+    let share = phase.div_ceil(dealt.len() as u64);
+    let mut next = 0;
+    for test in contiguous {
+        // The next batch takes over once this one has its share; the last
+        // takes what is left.
+        while next + 1 < dealt.len() && dealt[next].0 >= share {
+            next += 1;
+        }
+        dealt[next].0 = dealt[next].0.saturating_add(test.2);
+        dealt[next].1.push(test);
     }
     let mut batches: Vec<Batch> = dealt
         .into_iter()
         .map(|(expected_ms, mut tests)| {
             tests.sort_by_key(|(listed, _, _)| *listed);
             Batch {
-                tests: tests.into_iter().map(|(_, id, a)| (id, a)).collect(),
+                tests: tests
+                    .into_iter()
+                    .map(|(_, t, _)| {
+                        let allowance = allowance_ms(t.expected_ms, params.timeout_ms);
+                        (t.id, allowance)
+                    })
+                    .collect(),
                 expected_ms,
             }
         })
@@ -377,11 +429,47 @@ mod tests {
             "makespan {span} ms, bound {bound} ms"
         );
         assert!(batches.len() <= slots * 4, "{} batches", batches.len());
-        // Longest first: the first batch holds the longest test.
-        assert!(batches[0].tests.iter().any(|(id, _)| {
-            let i: usize = id[1..].parse().unwrap();
-            durations[i] == longest
-        }));
+    }
+
+    #[test]
+    fn a_test_longer_than_a_tail_batch_runs_in_the_first_phase() {
+        // The listing ends with a test as long as a tenth of the suite.
+        let mut durations = vec![100; 1000];
+        durations.push(10_000);
+        let slots = 4;
+        let batches = plan(known(&durations), &params(slots, 10));
+        let first_phase = &batches[..slots];
+        assert!(
+            first_phase
+                .iter()
+                .any(|b| b.tests.iter().any(|(id, _)| id == "t1000")),
+            "{:?}",
+            batches.iter().map(|b| b.tests.len()).collect::<Vec<_>>()
+        );
+        let span = makespan(&batches, slots, 10);
+        let bound = 110_000 / slots as u64;
+        assert!(
+            span as f64 <= 1.15 * bound as f64,
+            "makespan {span}, bound {bound}"
+        );
+    }
+
+    #[test]
+    fn a_batch_is_a_run_of_neighbours_in_the_listing() {
+        // A suite whose tests share what they set up with their neighbours
+        // (a file's module): each batch is one contiguous run of the listing.
+        let durations: Vec<u64> = (0..400).map(|i| 10 + i % 7).collect();
+        let batches = plan(known(&durations), &params(4, 10));
+        assert!(batches.len() > 4, "several phases");
+        for batch in &batches {
+            let positions: Vec<usize> = batch
+                .tests
+                .iter()
+                .map(|(id, _)| id[1..].parse().unwrap())
+                .collect();
+            let span = positions.last().unwrap() - positions.first().unwrap() + 1;
+            assert_eq!(span, positions.len(), "contiguous: {positions:?}");
+        }
     }
 
     #[test]
