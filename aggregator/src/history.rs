@@ -18,7 +18,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use testfleet_types::messages::{AttemptStatus, Outcome, RunReport};
+use testfleet_types::messages::{AttemptStatus, BatchRecord, Outcome, RunReport};
 
 use crate::framed::{self, FileError, Kind};
 
@@ -99,6 +99,17 @@ impl HistoryStore {
 /// The history key of a suite's batch overhead, beside its tests' durations:
 /// a NUL byte is in no test id (no argv can carry one; `limits` refuses it).
 const BATCH_OVERHEAD_KEY: &str = "\0batch-overhead";
+/// The history key of how busy the hosts' CPUs were while the suite's
+/// batches ran, in thousandths.
+const HOST_BUSY_KEY: &str = "\0host-busy";
+
+/// What a suite's history tells a producer planning its next run.
+#[derive(Debug, Default, PartialEq)]
+pub struct Learned {
+    pub durations_ms: Vec<(String, u64)>,
+    pub batch_overhead_ms: Option<u64>,
+    pub host_busy_permille: Option<u16>,
+}
 
 /// What a finished run teaches about durations: every attempt that ran to an end
 /// the test chose or the timeout imposed. Errors, missing and dead-lettered
@@ -123,7 +134,24 @@ pub fn samples(report: &RunReport) -> Vec<(String, u64)> {
     if let Some(overhead) = batch_overhead_ms(report) {
         samples.push((BATCH_OVERHEAD_KEY.to_owned(), overhead));
     }
+    if let Some(busy) = host_busy_permille(&report.batches) {
+        samples.push((HOST_BUSY_KEY.to_owned(), u64::from(busy)));
+    }
     samples
+}
+
+/// The median over a run's batches of how busy their hosts' CPUs were
+/// while each ran (where the worker could tell).
+pub fn host_busy_permille(batches: &[BatchRecord]) -> Option<u16> {
+    let mut busy: Vec<u16> = batches
+        .iter()
+        .filter_map(|b| b.host_busy_permille)
+        .collect();
+    if busy.is_empty() {
+        return None;
+    }
+    busy.sort_unstable();
+    Some(busy[busy.len() / 2].min(1000))
 }
 
 /// The median over the run's batches that reported every test of what a
@@ -153,11 +181,19 @@ pub fn batch_overhead_ms(report: &RunReport) -> Option<u64> {
 }
 
 impl SuiteHistory {
-    /// The tests' durations and the batch overhead, as a history answer
-    /// carries them.
-    pub fn into_answer(mut self) -> (Vec<(String, u64)>, Option<u64>) {
-        let overhead = self.durations_ms.remove(BATCH_OVERHEAD_KEY);
-        (self.durations_ms.into_iter().collect(), overhead)
+    /// The tests' durations, the batch overhead and how busy the hosts
+    /// were, as a history answer carries them.
+    pub fn into_answer(mut self) -> Learned {
+        let batch_overhead_ms = self.durations_ms.remove(BATCH_OVERHEAD_KEY);
+        let host_busy_permille = self
+            .durations_ms
+            .remove(HOST_BUSY_KEY)
+            .map(|busy| busy.min(1000) as u16);
+        Learned {
+            durations_ms: self.durations_ms.into_iter().collect(),
+            batch_overhead_ms,
+            host_busy_permille,
+        }
     }
 
     fn fold(&mut self, samples: &[(String, u64)]) {
@@ -237,6 +273,59 @@ mod tests {
 
     fn samples(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
         pairs.iter().map(|(t, ms)| (t.to_string(), *ms)).collect()
+    }
+
+    fn batch(host_busy_permille: Option<u16>) -> BatchRecord {
+        BatchRecord {
+            id: uuid::Uuid::new_v4(),
+            run_id: uuid::Uuid::nil(),
+            attempt: 1,
+            worker_id: "w".into(),
+            tests: 2,
+            reported: 2,
+            started_at_ms: 1,
+            command_started_at_ms: 2,
+            finished_at_ms: 3,
+            exit_code: Some(0),
+            timed_out: false,
+            log: None,
+            log_truncated: false,
+            split_into: 0,
+            host_busy_permille,
+        }
+    }
+
+    #[test]
+    fn how_busy_the_hosts_were_is_learned_beside_the_durations() {
+        let busy = [Some(990), None, Some(40), Some(930)].map(batch);
+        assert_eq!(
+            host_busy_permille(&busy),
+            Some(930),
+            "the median of those known"
+        );
+        assert_eq!(host_busy_permille(&[batch(None)]), None);
+        let (store, dir) = store();
+        store
+            .record(
+                "s",
+                &[("t".to_owned(), 10), (HOST_BUSY_KEY.to_owned(), 990)],
+            )
+            .unwrap();
+        store
+            .record("s", &[(HOST_BUSY_KEY.to_owned(), 500)])
+            .unwrap();
+        let learned = store.load("s").unwrap().into_answer();
+        assert_eq!(
+            learned.host_busy_permille,
+            Some(843),
+            "0.7 × 990 + 0.3 × 500"
+        );
+        assert_eq!(
+            learned.durations_ms,
+            [("t".to_owned(), 10)],
+            "no test is a key"
+        );
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

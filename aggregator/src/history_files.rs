@@ -11,13 +11,13 @@
 use lapin::message::Delivery;
 use lapin::Channel;
 use testfleet_common::broker;
-use testfleet_types::messages::{Body, History};
+use testfleet_types::messages::{Body, Capacity, History};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, warn};
 use uuid::Uuid;
 
-use crate::history::HistoryStore;
+use crate::history::{HistoryStore, Learned};
 use crate::outcomes::{OutcomeStore, RunOutcomes};
 
 /// A finished run's samples, waiting for the writer.
@@ -69,27 +69,36 @@ impl HistoryFiles {
     /// Answers a producer's history query from a task of its own: the
     /// suite's durations (none if its file cannot be read: the producer then
     /// keeps arrival order), replied on `channel`, then the query acked.
-    pub fn answer(&self, suite: String, delivery: Delivery, channel: Channel) {
+    /// The fleet's `capacity` goes with it.
+    pub fn answer(
+        &self,
+        suite: String,
+        capacity: Option<Capacity>,
+        delivery: Delivery,
+        channel: Channel,
+    ) {
         let store = self.store.clone();
         tokio::spawn(async move {
             let read_suite = suite.clone();
             let loaded = tokio::task::spawn_blocking(move || store.load(&read_suite)).await;
-            let (durations_ms, batch_overhead_ms) = match loaded {
+            let learned = match loaded {
                 Ok(Ok(history)) => history.into_answer(),
                 Ok(Err(error)) => {
                     error!(%suite, %error, "could not read the suite's history");
-                    (Vec::new(), None)
+                    Learned::default()
                 }
                 Err(panicked) => {
                     error!(%suite, error = %panicked, "reading the suite's history panicked");
-                    (Vec::new(), None)
+                    Learned::default()
                 }
             };
-            debug!(%suite, tests = durations_ms.len(), "answering a history query");
+            debug!(%suite, tests = learned.durations_ms.len(), "answering a history query");
             let answer = Body::History(History {
                 suite,
-                durations_ms,
-                batch_overhead_ms,
+                durations_ms: learned.durations_ms,
+                batch_overhead_ms: learned.batch_overhead_ms,
+                host_busy_permille: learned.host_busy_permille,
+                capacity,
             });
             // A query without a reply-to address is acked unanswered.
             let answered = match broker::reply(&channel, &delivery, &answer).await {

@@ -13,6 +13,7 @@
 //!   history files are made of.
 //! - [`dashboard`]: the live web page and Prometheus metrics (opt-in).
 //! - [`events`]: the run events published for followers (pure builders).
+//! - [`fleet`]: the fleet's slots and cores, from workers' heartbeats (pure).
 //! - [`history`]: each suite's test durations, for longest-first ordering.
 //! - [`outcomes`]: each suite's recent flaky and failing tests (flakiness).
 //! - [`quarantine`]: tests whose failure fails nothing (pure).
@@ -23,6 +24,7 @@
 pub mod dashboard;
 pub mod events;
 pub mod finishing;
+pub mod fleet;
 pub mod framed;
 pub mod history;
 pub mod history_files;

@@ -34,6 +34,7 @@ use uuid::Uuid;
 use crate::dashboard::{self, model::QueueView, Dashboard};
 use crate::events;
 use crate::finishing::{Finished, Finishing, ReportSettings};
+use crate::fleet::Fleet;
 use crate::history::HistoryStore;
 use crate::history_files::HistoryFiles;
 use crate::journal::commit::{committed, Commit};
@@ -120,6 +121,8 @@ struct Aggregator {
     run_queues: RunQueues,
     /// The dashboard, when `aggregator.dashboard` asks for one.
     dashboard: Option<Dashboard>,
+    /// The workers heard from lately, for the capacity history answers carry.
+    fleet: Fleet,
 }
 
 /// Runs the aggregator until `shutdown` drains it.
@@ -196,6 +199,7 @@ impl Aggregator {
             to_claim: Vec::new(),
             run_queues: RunQueues::default(),
             dashboard: None,
+            fleet: Fleet::default(),
             settings,
         };
         Ok(aggregator)
@@ -258,10 +262,10 @@ impl Aggregator {
         let mut results = consume(&channel, &self.settings.topology.results).await?;
         let mut dead = consume(&channel, &self.settings.topology.dead_jobs).await?;
         let mut history_queries = consume(&channel, &self.settings.topology.history).await?;
-        let mut heartbeats = match self.dashboard {
-            Some(_) => Some(consume_unacked(&channel, &self.settings.topology.heartbeats).await?),
-            None => None,
-        };
+        // Heartbeats tell the fleet's capacity (history answers) and feed
+        // the dashboard.
+        let mut heartbeats =
+            Some(consume_unacked(&channel, &self.settings.topology.heartbeats).await?);
         info!(open_runs = self.open.len(), "aggregator ready");
         let mut claimed = Settled::new();
         self.claim_unclaimed(connection, &channel, &publish, &mut claimed)
@@ -654,7 +658,9 @@ impl Aggregator {
         let queue = &self.settings.topology.history;
         let reason = match decode(&delivery.data) {
             Ok(Body::HistoryQuery(HistoryQuery { suite })) => {
-                self.history.answer(suite, delivery, channel.clone());
+                let capacity = self.fleet.capacity(now_ms());
+                self.history
+                    .answer(suite, capacity, delivery, channel.clone());
                 return Ok(());
             }
             Ok(Body::Resume(request)) => return self.on_resume(request, delivery, publish).await,
@@ -988,14 +994,18 @@ impl Aggregator {
         publish_events(publish, &self.settings.topology.verdicts, events).await;
     }
 
-    /// A worker's heartbeat, for the dashboard; one that does not read is
-    /// dropped (heartbeats are information, never state).
+    /// A worker's heartbeat, for the fleet's capacity and the dashboard;
+    /// one that does not read is dropped (heartbeats are information, never
+    /// state).
     fn on_heartbeat(&mut self, delivery: Delivery) {
-        let Some(dashboard) = &mut self.dashboard else {
-            return;
-        };
         match decode(&delivery.data) {
-            Ok(Body::Heartbeat(heartbeat)) => dashboard.heartbeat(heartbeat, now_ms()),
+            Ok(Body::Heartbeat(heartbeat)) => {
+                let now = now_ms();
+                self.fleet.heartbeat(&heartbeat, now);
+                if let Some(dashboard) = &mut self.dashboard {
+                    dashboard.heartbeat(heartbeat, now);
+                }
+            }
             Ok(other) => debug!(
                 kind = other.kind(),
                 "ignoring a message of the wrong kind among heartbeats"

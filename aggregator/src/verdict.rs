@@ -242,6 +242,7 @@ mod tests {
                 log: Some("y".repeat(100_000)),
                 log_truncated: false,
                 split_into: 0,
+                host_busy_permille: None,
             })
             .collect();
         let fitted = fit(report, 50_000, "h:/r");

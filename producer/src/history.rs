@@ -9,7 +9,7 @@ use clap::ValueEnum;
 use lapin::Connection;
 use testfleet_common::broker;
 use testfleet_common::topology::Topology;
-use testfleet_types::messages::{Body, HistoryQuery};
+use testfleet_types::messages::{Body, Capacity, HistoryQuery};
 use testfleet_types::order;
 use tracing::{info, warn};
 
@@ -32,6 +32,10 @@ pub struct History {
     pub durations_ms: HashMap<String, u64>,
     /// What a batch of this suite costs beyond its tests, once measured.
     pub batch_overhead_ms: Option<u64>,
+    /// How busy its hosts' CPUs were while its batches ran, in thousandths.
+    pub host_busy_permille: Option<u16>,
+    /// The fleet's slots and cores, from its workers' heartbeats.
+    pub capacity: Option<Capacity>,
 }
 
 /// The suite's history from the aggregator, or `None` (with a warning)
@@ -60,6 +64,8 @@ pub async fn fetch(
         Body::History(history) if history.suite == suite => Some(History {
             durations_ms: history.durations_ms.into_iter().collect(),
             batch_overhead_ms: history.batch_overhead_ms,
+            host_busy_permille: history.host_busy_permille,
+            capacity: history.capacity,
         }),
         Body::History(other) => {
             warn!(%suite, answered = %other.suite, "history of another suite; publishing in arrival order");

@@ -14,7 +14,7 @@ use testfleet_common::broker::{self, BrokerError};
 use testfleet_common::topology::Topology;
 use testfleet_types::batch::{self, PlanParams, Planned};
 use testfleet_types::codec::decode;
-use testfleet_types::limits::MAX_TESTS_PER_JOB;
+use testfleet_types::limits::{MAX_MESSAGE_BYTES, MAX_TESTS_PER_JOB};
 use testfleet_types::messages::{
     Body, ExecutorKind, Job, JobQueue, JobTest, QueueNotice, RunAnnounce, RunEvent, RunQueue,
     RunReport,
@@ -35,9 +35,13 @@ const VERDICT_GRACE: Duration = Duration::from_secs(120);
 /// An unread verdict queue outlives the deadline by this much, then expires.
 const VERDICT_QUEUE_SLACK: Duration = Duration::from_secs(3600);
 
-/// Bytes of ids per batch at most: each id is an argv element (or part of
-/// one, `{ids_regex}`), and Linux allows 128 KiB per element, 2 MiB in all.
+/// Bytes of ids per batch at most when they go on the command line: each id
+/// is an argv element (or part of one, `{ids_regex}`), and Linux allows
+/// 128 KiB per element, 2 MiB in all.
 const MAX_BATCH_IDS_BYTES: usize = 96 << 10;
+/// Bytes of ids per batch at most when the command reads them from
+/// `{ids_file}` alone: half of what a job's message may hold.
+const MAX_FILE_IDS_BYTES: usize = MAX_MESSAGE_BYTES / 2;
 /// Slots per consuming worker, when the producer counts them: the default
 /// `worker.concurrency`.
 const SLOTS_PER_WORKER: usize = 2;
@@ -248,14 +252,45 @@ async fn fleet_slots(channel: &Channel, topology: &Topology) -> usize {
     consumers.max(1) * SLOTS_PER_WORKER
 }
 
+/// How busy (in thousandths) the hosts' CPUs must have been while a suite's
+/// batches ran for its next plan to count cores rather than slots.
+const CPU_BOUND_PERMILLE: u16 = 850;
+
+/// How many batches the plan runs at once, and how many slots take jobs:
+/// the fleet's cores within its slots when the suite's last runs kept its
+/// hosts' CPUs busy (a CPU-bound suite: batches beyond the cores only share
+/// them, each paying its fixed cost), else the fleet's slots; from the
+/// workers' heartbeats when the aggregator answered with them, else
+/// `counted` (workers consuming × 2).
+fn at_once(history: Option<&History>, counted: usize) -> (usize, usize) {
+    let Some(capacity) = history.and_then(|h| h.capacity) else {
+        return (counted, counted);
+    };
+    let cpu_bound = history
+        .and_then(|h| h.host_busy_permille)
+        .is_some_and(|busy| busy >= CPU_BOUND_PERMILLE);
+    let slots = (capacity.slots as usize).max(1);
+    let at_once = if cpu_bound {
+        capacity.cores as usize
+    } else {
+        slots
+    };
+    (at_once.clamp(1, slots), slots)
+}
+
 /// The limits every batch keeps: tests and id bytes per job, and a timeout
 /// under the broker's consumer timeout.
 fn plan_params(settings: &ProducerSettings, slots: usize, fixed_cost_ms: u64) -> PlanParams {
     PlanParams {
         slots,
+        takers: slots,
         fixed_cost_ms,
         max_tests: MAX_TESTS_PER_JOB,
-        max_ids_bytes: MAX_BATCH_IDS_BYTES,
+        max_ids_bytes: if settings.spec.ids_on_command_line() {
+            MAX_BATCH_IDS_BYTES
+        } else {
+            MAX_FILE_IDS_BYTES
+        },
         max_job_ms: settings.consumer_timeout_ms,
         timeout_ms: settings.spec.timeout_ms,
     }
@@ -315,7 +350,14 @@ fn plan_jobs(
                     ExecutorKind::Docker => DEFAULT_DOCKER_BATCH_COST_MS,
                     ExecutorKind::Process => DEFAULT_PROCESS_BATCH_COST_MS,
                 });
-            let params = plan_params(settings, counted.or(slots).unwrap_or(1), fixed_cost_ms);
+            let (slots, takers) = match counted {
+                Some(slots) => (slots, slots),
+                None => at_once(history.as_ref(), slots.unwrap_or(1)),
+            };
+            let params = PlanParams {
+                takers,
+                ..plan_params(settings, slots, fixed_cost_ms)
+            };
             info!(
                 slots = params.slots,
                 fixed_cost_ms,
@@ -484,4 +526,45 @@ async fn ack_all(deliveries: &[lapin::message::Delivery]) -> Result<(), BrokerEr
         broker::ack(delivery).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use testfleet_types::messages::Capacity;
+
+    fn history(busy: Option<u16>, capacity: Option<Capacity>) -> History {
+        History {
+            durations_ms: Default::default(),
+            batch_overhead_ms: Some(1_000),
+            host_busy_permille: busy,
+            capacity,
+        }
+    }
+
+    #[test]
+    fn a_cpu_bound_suite_runs_as_many_batches_at_once_as_the_fleet_has_cores() {
+        let fleet = Some(Capacity { slots: 4, cores: 2 });
+        assert_eq!(
+            at_once(Some(&history(Some(990), fleet)), 8),
+            (2, 4),
+            "CPU-bound: cores"
+        );
+        assert_eq!(
+            at_once(Some(&history(Some(300), fleet)), 8),
+            (4, 4),
+            "waiting tests: slots"
+        );
+        assert_eq!(
+            at_once(Some(&history(None, fleet)), 8),
+            (4, 4),
+            "not learned yet: slots"
+        );
+        assert_eq!(
+            at_once(Some(&history(Some(990), None)), 8),
+            (8, 8),
+            "no heartbeats: counted"
+        );
+        assert_eq!(at_once(None, 6), (6, 6), "no history");
+    }
 }

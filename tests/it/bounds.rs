@@ -309,6 +309,7 @@ async fn a_batch_record_of_an_unknown_run_is_kept_with_its_results() {
         log: None,
         log_truncated: false,
         split_into: 0,
+        host_busy_permille: None,
     };
     let result = TestResult {
         batch: Some(batch.id),

@@ -59,8 +59,14 @@ const ALLOWANCE_SLACK_MS: u64 = 2_000;
 /// What the plan depends on besides the tests.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlanParams {
-    /// Test slots in the fleet (at least 1).
+    /// Batches that make the run faster side by side (at least 1): the
+    /// fleet's slots, or its cores for a CPU-bound suite.
     pub slots: usize,
+    /// Slots that take jobs at once (at least `slots`). When there are more,
+    /// the later phases' batches would start at once beside the first ones
+    /// and share their CPUs rather than fill in after them: the plan is then
+    /// one phase of `slots` batches.
+    pub takers: usize,
     /// What a batch costs beyond its tests (container, runner start-up), ms.
     pub fixed_cost_ms: u64,
     /// Tests per batch at most.
@@ -144,7 +150,11 @@ pub fn plan(tests: Vec<Planned>, params: &PlanParams) -> Vec<Batch> {
         .map(|(_, _, w)| *w)
         .fold(0, u64::saturating_add);
     let fixed = if by_count { 0 } else { params.fixed_cost_ms };
-    let shares = phase_shares(total, slots, fixed, weighed.len());
+    let mut shares = phase_shares(total, slots, fixed, weighed.len());
+    if params.takers > slots {
+        let count = shares.first().map_or(1, |(_, count)| *count);
+        shares = vec![(1.0, count)];
+    }
     // A test heavier than a batch of the last phase would end the run late
     // wherever the listing puts it: it runs in the first phase.
     let (last_share, last_count) = *shares.last().expect("at least one phase");
@@ -353,6 +363,7 @@ mod tests {
     fn params(slots: usize, fixed_cost_ms: u64) -> PlanParams {
         PlanParams {
             slots,
+            takers: slots,
             fixed_cost_ms,
             max_tests: 10_000,
             max_ids_bytes: 64 << 10,
@@ -451,6 +462,28 @@ mod tests {
         assert!(
             span as f64 <= 1.15 * bound as f64,
             "makespan {span}, bound {bound}"
+        );
+    }
+
+    #[test]
+    fn more_takers_than_batches_worth_running_make_one_phase() {
+        // A CPU-bound suite on 2 cores and 4 slots: later phases would run
+        // beside the first at once, sharing its cores.
+        let durations = vec![10; 1000];
+        let mut p = params(2, 100);
+        p.takers = 4;
+        let batches = plan(known(&durations), &p);
+        assert_eq!(
+            batches.len(),
+            2,
+            "{:?}",
+            batches.iter().map(|b| b.tests.len()).collect::<Vec<_>>()
+        );
+        assert_eq!(batches[0].tests.len(), 500);
+        p.takers = 2;
+        assert!(
+            plan(known(&durations), &p).len() > 2,
+            "phases when slots wait for batches"
         );
     }
 

@@ -25,6 +25,19 @@ pub fn check(body: &Body) -> Result<(), String> {
         Body::HistoryQuery(query) => check_len("suite", &query.suite, MAX_TEST_ID_BYTES),
         Body::History(history) => {
             check_len("suite", &history.suite, MAX_TEST_ID_BYTES)?;
+            at_most(
+                "host_busy_permille",
+                u64::from(history.host_busy_permille.unwrap_or(0)),
+                1000,
+            )?;
+            if let Some(capacity) = history.capacity {
+                at_most("slots", u64::from(capacity.slots), u64::from(u32::MAX))?;
+                at_most(
+                    "cores",
+                    u64::from(capacity.cores),
+                    u64::from(capacity.slots),
+                )?;
+            }
             history.durations_ms.iter().try_for_each(|(id, ms)| {
                 check_id(id)?;
                 at_most("a history duration", *ms, MAX_DURATION_MS)
@@ -62,6 +75,8 @@ pub fn check(body: &Body) -> Result<(), String> {
         Body::Resume(request) => check_time("deadline_ms", request.deadline_ms),
         Body::Heartbeat(heartbeat) => {
             check_len("worker_id", &heartbeat.worker_id, MAX_TEST_ID_BYTES)?;
+            check_len("host", &heartbeat.host, MAX_TEST_ID_BYTES)?;
+            at_most("cores", u64::from(heartbeat.cores), u64::from(MAX_CORES))?;
             check_time("at_ms", heartbeat.at_ms)?;
             at_most(
                 "jobs running on a worker",
@@ -203,7 +218,16 @@ fn check_batch(batch: &BatchRecord) -> Result<(), String> {
         u64::from(batch.reported),
         u64::from(batch.tests),
     )?;
-    at_most("jobs split into", u64::from(batch.split_into), 2)?;
+    at_most(
+        "jobs split into",
+        u64::from(batch.split_into),
+        u64::from(MAX_SPLIT_PARTS),
+    )?;
+    at_most(
+        "host_busy_permille",
+        u64::from(batch.host_busy_permille.unwrap_or(0)),
+        1000,
+    )?;
     check_time("started_at_ms", batch.started_at_ms)?;
     check_time("command_started_at_ms", batch.command_started_at_ms)?;
     check_time("finished_at_ms", batch.finished_at_ms)?;

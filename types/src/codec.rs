@@ -207,6 +207,7 @@ mod tests {
             log: Some("log".into()),
             log_truncated: false,
             split_into: 2,
+            host_busy_permille: Some(870),
         };
         vec![
             Body::Run(RunAnnounce {
@@ -251,6 +252,8 @@ mod tests {
                 suite: "s".into(),
                 durations_ms: vec![("t1".into(), 1500), ("a b;$(rm)".into(), 0)],
                 batch_overhead_ms: Some(900),
+                host_busy_permille: Some(990),
+                capacity: Some(Capacity { slots: 4, cores: 2 }),
             }),
             Body::Report(RunReport {
                 run_id,
@@ -327,6 +330,8 @@ mod tests {
                     started_at_ms: 5,
                 }],
                 at_ms: 6,
+                host: "engine-1".into(),
+                cores: 2,
             }),
             Body::Resumed(ResumeAnswer {
                 run_id,

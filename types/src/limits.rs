@@ -43,6 +43,10 @@ pub const MAX_WARM_REUSE: u32 = 1_000_000;
 pub const MAX_SPEC_BYTES: usize = 256 << 10;
 /// Tests in one batched job at most.
 pub const MAX_TESTS_PER_JOB: usize = 10_000;
+/// Jobs a batch's unreported tests are split into, at most.
+pub const MAX_SPLIT_PARTS: u32 = 16;
+/// CPUs a host may say it has.
+pub const MAX_CORES: u32 = 1 << 16;
 /// A run's weight against other runs of their own queues.
 pub const MAX_WEIGHT: u32 = 100;
 /// Entries of a run's quarantine list.

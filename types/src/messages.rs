@@ -164,6 +164,14 @@ impl RunSpec {
         self.command.iter().any(|a| a.contains("{report}"))
     }
 
+    /// Whether the command line carries the ids themselves (`{id}`, `{ids}`,
+    /// `{ids_regex}`), which argv limits bound, rather than `{ids_file}`.
+    pub fn ids_on_command_line(&self) -> bool {
+        self.command
+            .iter()
+            .any(|a| a == "{ids}" || a.contains("{ids_regex}") || a.contains("{id}"))
+    }
+
     /// Whether the command takes several tests (`{ids}`, `{ids_file}`,
     /// `{ids_regex}`): a batched command.
     pub fn takes_several_ids(&self) -> bool {
@@ -451,8 +459,13 @@ pub struct BatchRecord {
     /// not pass or was not reported.
     pub log: Option<String>,
     pub log_truncated: bool,
-    /// Jobs its unreported tests were split into (0, 1 or 2).
+    /// Jobs its unreported tests were split into (at most
+    /// [`crate::limits::MAX_SPLIT_PARTS`]).
     pub split_into: u32,
+    /// How busy its host's CPUs were (all of them, whoever used them) while
+    /// it ran, in thousandths, where the worker could tell.
+    #[serde(default)]
+    pub host_busy_permille: Option<u16>,
 }
 
 /// How one attempt ended, as the aggregator records it.
@@ -694,6 +707,22 @@ pub struct History {
     pub durations_ms: Vec<(String, u64)>,
     #[serde(default)]
     pub batch_overhead_ms: Option<u64>,
+    /// How busy the CPUs of the hosts running the suite's batches were, in
+    /// thousandths, over its recent runs: near 1000, its tests are CPU-bound
+    /// and more batches than cores only share them.
+    #[serde(default)]
+    pub host_busy_permille: Option<u16>,
+    /// The fleet the aggregator hears from now (workers' heartbeats).
+    #[serde(default)]
+    pub capacity: Option<Capacity>,
+}
+
+/// What the fleet can run at once: its test slots, and its cores within
+/// them (each host's CPUs counted once, at most its slots).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub slots: u32,
+    pub cores: u32,
 }
 
 /// How many tests of one round ended which way, when the round closed.
@@ -835,6 +864,13 @@ pub struct Heartbeat {
     pub running: Vec<RunningTest>,
     /// When the worker sent it, Unix ms.
     pub at_ms: u64,
+    /// The host its tests run on (the Docker engine's id, or the machine's):
+    /// workers of one host share its cores.
+    #[serde(default)]
+    pub host: String,
+    /// That host's CPUs (0: unknown).
+    #[serde(default)]
+    pub cores: u32,
 }
 
 /// A job a worker's slot runs: its run, its test (the first of a batch, and

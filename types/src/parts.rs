@@ -291,6 +291,8 @@ mod tests {
                 .map(|i| (format!("tests/test_{i:08}.py::test_something[{i}]"), 1500))
                 .collect(),
             batch_overhead_ms: None,
+            host_busy_permille: None,
+            capacity: None,
         })
     }
 

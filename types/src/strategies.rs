@@ -346,7 +346,9 @@ pub fn body() -> impl Strategy<Value = Body> {
             History {
                 suite,
                 durations_ms,
-                batch_overhead_ms: None
+                batch_overhead_ms: None,
+                host_busy_permille: None,
+                capacity: None,
             }
         )),
         (vec((uuid(), count(), number()), 0..4), any::<bool>()).prop_map(|(runs, whole)| {

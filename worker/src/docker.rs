@@ -99,6 +99,14 @@ impl DockerExecutor {
         Some((executor, leftovers))
     }
 
+    /// The engine's id and its host's CPUs, if it says: the host a Docker
+    /// worker's tests run on (workers of one engine share its CPUs).
+    pub async fn host(&self) -> Option<(String, u32)> {
+        let info = self.docker.info().await.ok()?;
+        let cores = u32::try_from(info.ncpu?).ok()?;
+        Some((format!("docker:{}", info.id?), cores))
+    }
+
     /// Pings the engine with backoff (at most a second apart) until it
     /// answers, for up to `patience`; false if it never did or `interrupt`
     /// fired first.

@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::confinement::Confinement;
 use crate::docker::DockerExecutor;
+use crate::host::CpuTimes;
 use crate::job::{error_outcome, Cleanup, Observed, Requeue};
 use crate::process::ProcessExecutor;
-use crate::results::{self, Yield};
+use crate::results::{self, Settling, Yield};
 
 /// A job's results, batch record and follow-up jobs, and what is left to do
 /// after its job is acked.
@@ -105,8 +106,20 @@ impl Executors {
         parts: usize,
         interrupt: &CancellationToken,
     ) -> Result<Finished, Requeue> {
+        let before = CpuTimes::now();
         let (observed, cleanup) = self.observe(job, interrupt).await?;
-        let settled = results::settle(job, observed, &self.worker_id, parts);
+        let host_busy = before
+            .zip(CpuTimes::now())
+            .and_then(|(b, a)| b.busy_permille_since(a));
+        let settled = results::settle(
+            job,
+            observed,
+            &Settling {
+                worker_id: &self.worker_id,
+                parts,
+                host_busy_permille: host_busy,
+            },
+        );
         Ok(Finished::from(settled, cleanup))
     }
 

@@ -79,6 +79,9 @@ pub struct Identity {
     pub worker_id: String,
     pub slots: u32,
     pub executors: Vec<ExecutorKind>,
+    /// The host its tests run on, and that host's CPUs.
+    pub host: String,
+    pub cores: u32,
 }
 
 /// Sends a heartbeat now and every [`EVERY`] on `channel`, until aborted.
@@ -98,6 +101,8 @@ pub fn start(
                 executors: identity.executors.clone(),
                 running: board.snapshot(),
                 at_ms: now_ms(),
+                host: identity.host.clone(),
+                cores: identity.cores,
             });
             broker::publish_event(&channel, "", &topology.heartbeats, &heartbeat).await;
         }

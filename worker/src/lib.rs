@@ -8,6 +8,7 @@
 //!   runs and the shared one, in turn.
 //! - [`turns`]: whose turn it is, by smooth weighted round-robin (pure).
 //! - [`heartbeat`]: what the worker runs now, said every few seconds.
+//! - [`host`]: the host its tests run on, its CPUs and how busy they are.
 //! - [`job_task`]: what one job's task does, from its delivery to its ack.
 //! - [`outbox`]: results and start events on their way to the broker, batched.
 //! - [`executor`]: the executors a worker has, picking one per job, and what a
@@ -33,6 +34,7 @@ pub mod discovery;
 pub mod docker;
 pub mod executor;
 pub mod heartbeat;
+pub mod host;
 pub mod job;
 pub mod job_task;
 pub mod labels;

@@ -20,7 +20,7 @@
 //! An infrastructure error (the image is missing, the command cannot start)
 //! is every test's outcome: splitting would only repeat it.
 
-use testfleet_types::limits::{MAX_DURATION_MS, MAX_MESSAGE_TEXT_BYTES};
+use testfleet_types::limits::{MAX_DURATION_MS, MAX_MESSAGE_TEXT_BYTES, MAX_SPLIT_PARTS};
 use testfleet_types::messages::{BatchRecord, Job, Outcome, TestResult};
 use testfleet_types::now_ms;
 use uuid::Uuid;
@@ -37,9 +37,6 @@ const BATCH_OUTPUTS_BUDGET: usize = 64 << 20;
 const MIN_TEST_OUTPUT: usize = 4 << 10;
 /// Bytes of what a report says outside any test that join the batch's log.
 const OUTSIDE_WORDS_BYTES: usize = 64 << 10;
-/// Parts a batch's unreported tests are split into, at most: each is a
-/// container and a runner start.
-const MAX_SPLIT_PARTS: usize = 16;
 
 /// What a job's run yields.
 #[derive(Debug)]
@@ -52,7 +49,21 @@ pub struct Yield {
 
 /// Turns what an executor observed into results, a batch record and
 /// follow-up jobs (module docs).
-pub fn settle(job: &Job, observed: Observed, worker_id: &str, parts: usize) -> Yield {
+/// What settling a job needs to know beside what was observed.
+pub struct Settling<'a> {
+    pub worker_id: &'a str,
+    /// Parts its unreported tests are split into (at least two).
+    pub parts: usize,
+    /// How busy the host's CPUs were while it ran (see `host.rs`).
+    pub host_busy_permille: Option<u16>,
+}
+
+pub fn settle(job: &Job, observed: Observed, settling: &Settling) -> Yield {
+    let Settling {
+        worker_id,
+        parts,
+        host_busy_permille,
+    } = *settling;
     let ids: Vec<String> = job.ids().map(str::to_owned).collect();
     let (read, report_problem) = read_report(job, &observed, &ids);
     let Observed {
@@ -139,6 +150,7 @@ pub fn settle(job: &Job, observed: Observed, worker_id: &str, parts: usize) -> Y
         log,
         log_truncated: keep_log && ended.log.1,
         split_into: follow_ups.len() as u32,
+        host_busy_permille,
     };
     Yield {
         results,
@@ -256,7 +268,7 @@ fn from_report(
 /// same attempt with their allowances.
 fn split(job: &Job, unreported: &[usize], parts: usize) -> Vec<Job> {
     let tests: Vec<_> = unreported.iter().map(|&p| job.tests[p].clone()).collect();
-    let parts = parts.clamp(2, MAX_SPLIT_PARTS).min(tests.len());
+    let parts = parts.clamp(2, MAX_SPLIT_PARTS as usize).min(tests.len());
     let (size, longer) = (tests.len() / parts, tests.len() % parts);
     let mut rest = tests.as_slice();
     let pieces: Vec<Vec<_>> = (0..parts)
@@ -322,8 +334,24 @@ mod tests {
         }
     }
 
+    fn settling(parts: usize) -> Settling<'static> {
+        Settling {
+            worker_id: "w",
+            parts,
+            host_busy_permille: None,
+        }
+    }
+
     fn settle_in_halves(job: &Job, observed: Observed, worker_id: &str) -> Yield {
-        settle(job, observed, worker_id, 2)
+        settle(
+            job,
+            observed,
+            &Settling {
+                worker_id,
+                parts: 2,
+                host_busy_permille: None,
+            },
+        )
     }
 
     fn observed(ran: Ran, report: Option<&str>) -> Observed {
@@ -437,11 +465,15 @@ mod tests {
         let job = job(&["a", "b", "c", "d", "e", "f", "g", "h"]);
         let report = junit(&[("a", true)]);
         let parts = |k| -> Vec<Vec<String>> {
-            settle(&job, observed(Ran::exited(137), Some(&report)), "w", k)
-                .follow_ups
-                .iter()
-                .map(|j| j.ids().map(str::to_owned).collect())
-                .collect()
+            settle(
+                &job,
+                observed(Ran::exited(137), Some(&report)),
+                &settling(k),
+            )
+            .follow_ups
+            .iter()
+            .map(|j| j.ids().map(str::to_owned).collect())
+            .collect()
         };
         assert_eq!(
             parts(3),
@@ -487,7 +519,7 @@ mod tests {
         });
         let report = "./a_test.go:3:2: undefined: nope\n\
                       {\"Action\":\"fail\",\"Package\":\"p\",\"Elapsed\":0}\n";
-        let settled = settle(&job, observed(Ran::exited(1), Some(report)), "w", 4);
+        let settled = settle(&job, observed(Ran::exited(1), Some(report)), &settling(4));
         assert!(settled.follow_ups.is_empty(), "nothing bisected");
         assert_eq!(settled.results.len(), 3);
         for result in &settled.results {

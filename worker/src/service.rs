@@ -33,6 +33,7 @@ use crate::discovery::Listings;
 use crate::docker::DockerExecutor;
 use crate::executor::{Executor, Executors};
 use crate::heartbeat::{self, Board, Identity};
+use crate::host;
 use crate::job_task::{JobContext, JobEnd};
 use crate::labels::Sweep;
 use crate::outbox::Outbox;
@@ -242,6 +243,11 @@ impl Session {
             taking: taking_rx,
             taken: taken_tx,
         };
+        let (host, cores) = match worker.executors.docker() {
+            Some(docker) => docker.host().await,
+            None => None,
+        }
+        .unwrap_or_else(host::this_machine);
         let heartbeat = heartbeat::start(
             connection.create_channel().await?,
             settings.topology.clone(),
@@ -249,6 +255,8 @@ impl Session {
                 worker_id: settings.worker_id.clone(),
                 slots: u32::from(settings.concurrency),
                 executors: settings.executors.clone(),
+                host,
+                cores,
             },
             worker.board.clone(),
         );

@@ -357,6 +357,8 @@ mod tests {
                 })
                 .collect(),
             at_ms: 1_000,
+            host: String::new(),
+            cores: 0,
         }
     }
 

@@ -305,6 +305,7 @@ impl From<BatchEntry> for BatchRecord {
             timed_out: entry.timed_out,
             log: entry.log,
             log_truncated: entry.log_truncated,
+            host_busy_permille: None,
             split_into: entry.split_into,
         }
     }

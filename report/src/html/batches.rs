@@ -192,6 +192,7 @@ mod tests {
             log: None,
             log_truncated: false,
             split_into: 0,
+            host_busy_permille: None,
         }
     }
 

@@ -104,6 +104,7 @@ mod tests {
             log: Some("batch log\n".into()),
             log_truncated: true,
             split_into: 1,
+            host_busy_permille: None,
         }];
         report.ignored_results = vec![IgnoredResult {
             test_id: "pass-1".into(),
