@@ -96,7 +96,61 @@ pub fn replace<T: Serialize>(path: &Path, kind: &Kind, records: &[T]) -> io::Res
         .into_inner()
         .map_err(|e| e.into_error())?
         .sync_all()?;
-    std::fs::rename(&temporary, path)
+    std::fs::rename(&temporary, path)?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+/// Appends one record to the file at `path`, the header first when it is
+/// `new` (its name then synced into its directory). Not synced itself: a
+/// history is worth a crash's loss, and a torn tail is cut when read.
+pub fn append<T: Serialize>(path: &Path, kind: &Kind, new: bool, record: &T) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut writer = io::BufWriter::new(file);
+    if new {
+        write_header(&mut writer, kind)?;
+    }
+    write_record(&mut writer, kind, record)?;
+    writer.flush()?;
+    match path.parent() {
+        Some(dir) if new => sync_dir(dir),
+        _ => Ok(()),
+    }
+}
+
+/// Syncs a directory, so that files created, renamed or removed in it stay
+/// so after a power loss (syncing a file does not sync its name).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    synced_dirs::note(dir);
+    File::open(dir)?.sync_all()
+}
+
+/// The directories [`sync_dir`] synced, for the tests of the files that
+/// must call it (a power loss cannot be simulated here).
+#[cfg(test)]
+pub mod synced_dirs {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static SYNCED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    pub fn note(dir: &Path) {
+        SYNCED.lock().unwrap().push(dir.to_owned());
+    }
+
+    /// How many times `dir` was synced.
+    pub fn count(dir: &Path) -> usize {
+        SYNCED.lock().unwrap().iter().filter(|d| *d == dir).count()
+    }
 }
 
 /// Writes the header of a new file.
@@ -307,6 +361,19 @@ mod tests {
         max_record: 1 << 20,
         name: "test",
     };
+
+    #[test]
+    fn a_file_replaced_or_created_is_synced_into_its_directory() {
+        let dir = std::env::temp_dir().join(format!("tf-framed-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("f.test");
+        append(&path, &KIND, true, &"first").unwrap();
+        assert_eq!(synced_dirs::count(&dir), 1, "a new file's name");
+        append(&path, &KIND, false, &"second").unwrap();
+        assert_eq!(synced_dirs::count(&dir), 1, "appending changes no name");
+        replace(&path, &KIND, &["only"]).unwrap();
+        assert_eq!(synced_dirs::count(&dir), 2, "the rename");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     fn file_of(records: &[&str]) -> (Vec<u8>, Vec<u64>) {
         let mut bytes = Vec::new();

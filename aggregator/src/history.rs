@@ -14,8 +14,8 @@
 //! history, and the file is never rewritten.
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use testfleet_types::messages::{AttemptStatus, BatchRecord, Outcome, RunReport};
@@ -239,16 +239,7 @@ fn read(path: &Path) -> Result<SuiteHistory, HistoryError> {
 }
 
 fn append(path: &Path, new: bool, samples: &[(String, u64)]) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
-    let mut writer = BufWriter::new(file);
-    if new {
-        framed::write_header(&mut writer, &HISTORY)?;
-    }
-    framed::write_record(&mut writer, &HISTORY, &samples)?;
-    writer.flush()
+    framed::append(path, &HISTORY, new, &samples)
 }
 
 /// Rewrites the file as one record of the averages (see [`framed::replace`]).
@@ -380,8 +371,8 @@ mod tests {
         let (store, dir) = store();
         store.record("s", &samples(&[("t", 100)])).unwrap();
         let path = store.path("s");
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap();
+        let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut file, &[200, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap();
         drop(file);
         assert_eq!(store.load("s").unwrap().durations_ms["t"], 100);
 

@@ -12,8 +12,8 @@
 //! said then) and never rewritten.
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -186,16 +186,7 @@ pub fn flakiest(flakiness: &Flakiness) -> Vec<&TestFlakiness> {
 }
 
 fn append(path: &Path, new: bool, run: &RunOutcomes) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
-    let mut writer = BufWriter::new(file);
-    if new {
-        framed::write_header(&mut writer, &OUTCOMES)?;
-    }
-    framed::write_record(&mut writer, &OUTCOMES, run)?;
-    writer.flush()
+    framed::append(path, &OUTCOMES, new, run)
 }
 
 /// Rewrites the file with `runs` (see [`framed::replace`]).

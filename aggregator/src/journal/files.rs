@@ -44,6 +44,10 @@ pub struct FileJournals {
     open: HashMap<Uuid, RunFile>,
     /// Records appended since the last commit, by run.
     pending: HashMap<Uuid, Vec<u8>>,
+    /// A journal was created or removed since the last commit: the next one
+    /// syncs the directory first, so that an acked run's journal exists,
+    /// and a finished one's stays gone, after a power loss.
+    dir_changed: bool,
 }
 
 /// One run's open journal file.
@@ -58,6 +62,7 @@ impl FileJournals {
             dir: dir.to_owned(),
             open: HashMap::new(),
             pending: HashMap::new(),
+            dir_changed: false,
         }
     }
 
@@ -143,6 +148,7 @@ impl FileJournals {
         let mut run = RunFile { path, file };
         run.write_header()?;
         self.open.insert(run_id, run);
+        self.dir_changed = true;
         Ok(())
     }
 
@@ -174,7 +180,11 @@ impl FileJournals {
                 writes.push((run.path.clone(), file, bytes));
             }
         }
+        let sync_dir = std::mem::take(&mut self.dir_changed).then(|| self.dir.clone());
         Ok(tokio::task::spawn_blocking(move || {
+            if let Some(dir) = sync_dir {
+                framed::sync_dir(&dir).map_err(at(&dir))?;
+            }
             for (path, mut file, bytes) in writes {
                 file.write_all(&bytes).map_err(at(&path))?;
                 file.sync_data().map_err(at(&path))?;
@@ -183,9 +193,9 @@ impl FileJournals {
         }))
     }
 
-    /// Whether records wait for a commit.
+    /// Whether records (or a journal created or removed) wait for a commit.
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || self.dir_changed
     }
 
     /// Removes the journal of a finished run.
@@ -197,7 +207,11 @@ impl FileJournals {
         };
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at(&path)(e)),
-            _ => Ok(()),
+            Err(_) => Ok(()),
+            Ok(()) => {
+                self.dir_changed = true;
+                Ok(())
+            }
         }
     }
 }
@@ -241,6 +255,33 @@ mod tests {
         }
         journals.commit().await.unwrap();
         dir.join(format!("{run_id}.journal"))
+    }
+
+    #[tokio::test]
+    async fn creating_and_removing_a_journal_syncs_the_directory_at_the_next_commit() {
+        use crate::framed::synced_dirs;
+        let dir = dir();
+        let run_id = Uuid::new_v4();
+        let mut journals = FileJournals::new(&dir);
+        journals.create(run_id).unwrap();
+        assert!(
+            journals.has_pending(),
+            "a new journal's name waits for a commit"
+        );
+        journals.commit().await.unwrap();
+        assert_eq!(synced_dirs::count(&dir), 1, "created");
+        journals.append(run_id, &records()[1]).unwrap();
+        journals.commit().await.unwrap();
+        assert_eq!(
+            synced_dirs::count(&dir),
+            1,
+            "a record alone changes no name"
+        );
+        journals.remove(run_id).unwrap();
+        assert!(journals.has_pending());
+        journals.commit().await.unwrap();
+        assert_eq!(synced_dirs::count(&dir), 2, "removed");
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]
