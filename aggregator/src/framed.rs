@@ -103,6 +103,23 @@ pub fn replace<T: Serialize>(path: &Path, kind: &Kind, records: &[T]) -> io::Res
     }
 }
 
+/// The longest file name most file systems take.
+const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// The file of `suite`'s records in `dir`: `suite-<hex of the name>.<ext>`,
+/// which keeps any name a valid and distinct file name, or, when that would
+/// be longer than a file name may be (a suite name past ~120 bytes, such as
+/// a nested project's path), `suite-sha256-<hex of its SHA-256>.<ext>`.
+pub fn suite_file(dir: &Path, suite: &str, extension: &str) -> std::path::PathBuf {
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let name = format!("suite-{}.{extension}", hex(suite.as_bytes()));
+    if name.len() <= MAX_FILE_NAME_BYTES {
+        return dir.join(name);
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, suite.as_bytes());
+    dir.join(format!("suite-sha256-{}.{extension}", hex(digest.as_ref())))
+}
+
 /// Appends one record to the file at `path`, the header first when it is
 /// `new` (its name then synced into its directory). Not synced itself: a
 /// history is worth a crash's loss, and a torn tail is cut when read.

@@ -89,10 +89,8 @@ impl HistoryStore {
         compact(&path, &history).map_err(at(&path))
     }
 
-    /// Hex keeps any suite name a valid, distinct file name.
     fn path(&self, suite: &str) -> PathBuf {
-        let hex: String = suite.bytes().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("suite-{hex}.{EXTENSION}"))
+        framed::suite_file(&self.dir, suite, EXTENSION)
     }
 }
 
@@ -405,6 +403,20 @@ mod tests {
         let error = store.record("s", &samples(&[("t", 1)])).unwrap_err();
         assert!(error.to_string().contains("format 7"), "{error}");
         assert_eq!(fs::read(&path).unwrap(), bytes, "left as it was");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_long_suite_name_keeps_its_history() {
+        let (store, dir) = store();
+        let long = format!("group/{}/project", "sub".repeat(100));
+        let other = format!("{long}2");
+        store.record(&long, &samples(&[("t", 100)])).unwrap();
+        store.record(&other, &samples(&[("t", 7)])).unwrap();
+        assert_eq!(store.load(&long).unwrap().durations_ms["t"], 100);
+        assert_eq!(store.load(&other).unwrap().durations_ms["t"], 7);
+        let name = store.path(&long).file_name().unwrap().len();
+        assert!(name <= 255, "{name} bytes");
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -122,10 +122,8 @@ impl OutcomeStore {
         }
     }
 
-    /// Hex keeps any suite name a valid, distinct file name.
     fn path(&self, suite: &str) -> PathBuf {
-        let hex: String = suite.bytes().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("suite-{hex}.{EXTENSION}"))
+        framed::suite_file(&self.dir, suite, EXTENSION)
     }
 }
 
@@ -263,6 +261,13 @@ mod tests {
         assert_eq!(recent.len(), RECENT_RUNS);
         assert_eq!(recent.last().unwrap().flaky, ["t44"]);
         assert!(store.recent("another").unwrap().is_empty());
+        let long = "gitlab.example/group/".repeat(12);
+        store.record(&long, &run(&["x"], &[])).unwrap();
+        assert_eq!(
+            store.recent(&long).unwrap()[0].flaky,
+            ["x"],
+            "a long suite name"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 }
