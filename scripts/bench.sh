@@ -126,14 +126,40 @@ aggregator_hwm_mb() { # peak RSS of the fleet's aggregator, in MB
 }
 
 # produce ARGS...: the producer, with reports under $work/reports; prints its ms.
-# Jobs go in arrival order unless $order says otherwise.
+# Jobs go in arrival order unless $order says otherwise. With --wait, the run's
+# report must say every test passed ($expect=any: a mix is expected, and the
+# caller checks it): a figure timed over refused or failed jobs is no figure.
 produce() {
-  local started code=0
+  local started code=0 out
   started=$(now_ms)
+  out=$(mktemp "$work/producer-XXXXXX.out")
   "$bin/testfleet-producer" --order "${order:-arrival}" --report-dir "$work/reports" "$@" \
-    >>"$work/producer.out" 2>>"$work/producer.log" || code=$?
+    >"$out" 2>>"$work/producer.log" || code=$?
+  cat "$out" >>"$work/producer.out"
   if [ "$code" -gt 1 ]; then log "producer exited $code; see $work/producer.log"; return 1; fi
-  echo $(($(now_ms) - started))
+  local ms=$(($(now_ms) - started))
+  case " $* " in
+    *" --wait "*) [ "${expect:-passed}" = any ] || every_test_passed "$work/reports/$(head -1 "$out")/report.json" ;;
+  esac
+  echo "$ms"
+}
+
+# every_test_passed REPORT_JSON: marks the benchmark failed (bench.sh then exits
+# 1 after its table) unless every test of the run passed, saying how they ended.
+every_test_passed() {
+  python3 - "$1" >&2 <<'EOF' || touch "$work/failed"
+import collections, json, sys
+try:
+    report = json.load(open(sys.argv[1]))
+except OSError as error:
+    sys.exit(f"[bench] FAILED: no report at {sys.argv[1]}: {error}")
+counts = collections.Counter(t["status"] for t in report["tests"])
+if set(counts) != {"Passed"}:
+    first = next(t for t in report["tests"] if t["status"] != "Passed")
+    message = next((a.get("message") for a in reversed(first["attempts"]) if a.get("message")), "")
+    sys.exit(f"[bench] FAILED: run {report['run_id']} was to pass every test, got {dict(counts)}; "
+             f"{first['id']}: {message}")
+EOF
 }
 
 last_report() { ls -t "$work"/reports/*/report.json | head -1; }
@@ -166,7 +192,9 @@ seed_containers() { # NET [RUNTIME]: ms for the seed's pattern over the ids
 testfleet_containers() {
   local name=$1 net=$2 ms
   shift 2
-  fleet_ready "$name" 1 "$slots"
+  # A worker that allows the network and the runtime measured: its default
+  # (none and bridge, the engine's runtime) refuses host and crun jobs.
+  fleet_ready "$name" 1 "$slots" --allowed-networks "$net" --allowed-runtimes crun
   ms=$([ $# -eq 0 ] || export "$@"; produce --tests "$work/containers.txt" --image testfleet/busybox:latest \
     --network "$net" --timeout 60 --wait -- echo '{id}')
   fleet_stop
@@ -444,6 +472,7 @@ bench_recovery() {
   # A SIGKILLed worker cannot kill its test's process group: this script does.
   [ -z "$child" ] || kill -KILL -- "-$child" 2>/dev/null || true
   wait "$producer" || true
+  every_test_passed "$(last_report)"
   started=$(python3 -c "
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -517,7 +546,7 @@ one_line_twice() {
   shift 2
   local suite="bench-$name-$$-$(now_ms)"
   for run in first second; do
-    ms=$(order=longest-first produce --suite "$suite" --image "$image" --timeout 300 --max-rounds 1 --wait "$@")
+    ms=$(expect=any order=longest-first produce --suite "$suite" --image "$image" --timeout 300 --max-rounds 1 --wait "$@")
     log "suites: $name, fleet $run run: $ms ms"
   done
   echo "$ms"
@@ -686,3 +715,7 @@ for name in "${selected[@]}"; do
   "bench_$name"
 done
 print_table
+if [ -e "$work/failed" ]; then
+  log "a benchmark's runs did not do what it times (see FAILED above): its figures are no figures"
+  exit 1
+fi

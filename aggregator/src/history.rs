@@ -18,7 +18,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use testfleet_types::messages::{AttemptStatus, BatchRecord, Outcome, RunReport};
+use testfleet_types::messages::{BatchRecord, RunReport};
 
 use crate::framed::{self, FileError, Kind};
 
@@ -120,12 +120,7 @@ pub fn samples(report: &RunReport) -> Vec<(String, u64)> {
         .flat_map(|test| {
             test.attempts
                 .iter()
-                .filter(|a| {
-                    matches!(
-                        a.status,
-                        AttemptStatus::Ran(Outcome::Passed | Outcome::Failed | Outcome::TimedOut)
-                    )
-                })
+                .filter(|a| a.status.ran_to_an_end())
                 .map(|a| (test.id.clone(), a.duration_ms))
         })
         .collect();

@@ -53,23 +53,11 @@ impl RunOutcomes {
         for test in &report.tests {
             match test.status {
                 FinalStatus::Flaky => outcomes.flaky.push(test.id.clone()),
-                status if failed_by_itself(status) => outcomes.failed.push(test.id.clone()),
+                status if status.against_history() => outcomes.failed.push(test.id.clone()),
                 _ => {}
             }
         }
         outcomes
-    }
-}
-
-/// Whether a test's final status says the test failed. A test that never ran
-/// (missing: its workers died or the deadline came) or met an error of the
-/// fleet says nothing about the test, so its history is left alone.
-fn failed_by_itself(status: FinalStatus) -> bool {
-    match status {
-        FinalStatus::Failed | FinalStatus::TimedOut | FinalStatus::DeadLettered => true,
-        FinalStatus::Passed | FinalStatus::Flaky | FinalStatus::Missing | FinalStatus::Error => {
-            false
-        }
     }
 }
 
@@ -235,7 +223,7 @@ mod tests {
             Error,
         ]
         .into_iter()
-        .filter(|s| super::failed_by_itself(*s))
+        .filter(|s| s.against_history())
         .collect();
         assert_eq!(counted, [Failed, TimedOut, DeadLettered]);
     }

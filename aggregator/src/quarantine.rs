@@ -5,7 +5,9 @@
 //! that share of the suite's recent runs. Pure: the finishing task applies it
 //! to a finished run's report before its reports and verdict go out.
 
-use testfleet_types::messages::{Flakiness, Quarantine, RunReport, VerdictKind};
+use std::collections::HashMap;
+
+use testfleet_types::messages::{Flakiness, Quarantine, RunReport, TestFlakiness, VerdictKind};
 
 /// Runs a suite must have had before a test is quarantined automatically:
 /// "flaky in 1 of 1" says nothing.
@@ -21,11 +23,23 @@ pub struct Rules {
 
 /// Marks the report's quarantined tests, and passes a run whose every test
 /// that did not pass is quarantined. Entries that expired by `now_ms` hold
-/// no longer.
+/// no longer. Linear in the tests and entries: each list is looked up by id.
 pub fn apply(report: &mut RunReport, rules: &Rules, flakiness: Option<&Flakiness>, now_ms: u64) {
+    let mut listed: HashMap<&str, &Quarantine> = HashMap::new();
+    for entry in rules.listed.iter().filter(|e| e.expires_ms > now_ms) {
+        listed.entry(entry.test_id.as_str()).or_insert(entry);
+    }
+    let flaky: HashMap<&str, &TestFlakiness> = flakiness
+        .map(|f| f.tests.iter().map(|t| (t.test_id.as_str(), t)).collect())
+        .unwrap_or_default();
     for test in &mut report.tests {
-        test.quarantined = listed(rules, &test.id, now_ms)
-            .or_else(|| automatic(rules.auto_percent?, flakiness?, &test.id));
+        test.quarantined = listed
+            .get(test.id.as_str())
+            .map(|entry| entry.reason.clone())
+            .or_else(|| {
+                let known = flaky.get(test.id.as_str())?;
+                automatic(rules.auto_percent?, flakiness?.runs, known)
+            });
     }
     let every_failure_quarantined = report
         .tests
@@ -36,17 +50,8 @@ pub fn apply(report: &mut RunReport, rules: &Rules, flakiness: Option<&Flakiness
     }
 }
 
-fn listed(rules: &Rules, test_id: &str, now_ms: u64) -> Option<String> {
-    rules
-        .listed
-        .iter()
-        .find(|entry| entry.test_id == test_id && entry.expires_ms > now_ms)
-        .map(|entry| entry.reason.clone())
-}
-
-fn automatic(percent: u32, flakiness: &Flakiness, test_id: &str) -> Option<String> {
-    let runs = flakiness.runs;
-    let flaky = flakiness.of(test_id)?.flaky;
+fn automatic(percent: u32, runs: u32, known: &TestFlakiness) -> Option<String> {
+    let flaky = known.flaky;
     let over = u64::from(flaky) * 100 > u64::from(percent) * u64::from(runs);
     (runs >= MIN_RUNS_FOR_AUTO && over)
         .then(|| format!("automatic: flaky in {flaky} of the last {runs} runs (over {percent} %)"))
@@ -55,7 +60,7 @@ fn automatic(percent: u32, flakiness: &Flakiness, test_id: &str) -> Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use testfleet_types::messages::{FinalStatus, TestFlakiness, TestReport};
+    use testfleet_types::messages::{FinalStatus, TestReport};
     use testfleet_types::strategies::sample_spec;
 
     fn report(tests: &[(&str, FinalStatus)], verdict: VerdictKind) -> RunReport {
@@ -106,6 +111,28 @@ mod tests {
         assert_eq!(run.verdict, VerdictKind::Passed);
         assert_eq!(run.tests[1].quarantined.as_deref(), Some("known flaky"));
         assert_eq!(run.tests[0].quarantined, None);
+    }
+
+    #[test]
+    fn a_hundred_thousand_tests_and_entries_apply_in_linear_time() {
+        let ids: Vec<String> = (0..100_000).map(|i| format!("t{i}")).collect();
+        let statuses: Vec<(&str, FinalStatus)> = ids
+            .iter()
+            .map(|id| (id.as_str(), FinalStatus::Failed))
+            .collect();
+        let mut run = report(&statuses, VerdictKind::TestsFailed);
+        let rules = Rules {
+            listed: ids.iter().map(|id| entry(id, 100)).collect(),
+            auto_percent: None,
+        };
+        let started = std::time::Instant::now();
+        apply(&mut run, &rules, None, 50);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(run.verdict, VerdictKind::Passed);
     }
 
     #[test]

@@ -61,10 +61,11 @@ pub struct RunQueues {
 }
 
 impl RunQueues {
-    /// `announce`'s run has ended: its own queue goes at the next tick.
-    pub fn ended(&mut self, announce: &RunAnnounce) {
-        if announce.queue == JobQueue::Own {
-            self.ended.push(announce.run_id);
+    /// The run has ended: its own queue (if `queue` says it has one) goes
+    /// at the next tick.
+    pub fn ended(&mut self, run_id: Uuid, queue: JobQueue) {
+        if queue == JobQueue::Own {
+            self.ended.push(run_id);
         }
     }
 
@@ -167,9 +168,9 @@ mod tests {
     #[test]
     fn only_own_queues_are_deleted_at_the_end() {
         let mut queues = RunQueues::default();
-        queues.ended(&announce(JobQueue::Shared));
+        queues.ended(Uuid::new_v4(), JobQueue::Shared);
         let own = announce(JobQueue::Own);
-        queues.ended(&own);
+        queues.ended(own.run_id, own.queue);
         assert_eq!(queues.ended, vec![own.run_id]);
     }
 }

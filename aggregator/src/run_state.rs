@@ -13,6 +13,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
+use testfleet_types::limits::MAX_RUN_MS;
 use testfleet_types::messages::{
     AttemptReport, AttemptStatus, BatchRecord, FinalStatus, IgnoredReason, IgnoredResult, Outcome,
     RunAnnounce, RunReport, TestReport, TestResult, VerdictKind,
@@ -121,8 +122,17 @@ pub struct RunState {
     /// Positions in `announce.tests`, found by hashing the id they point at.
     index: HashTable<u32>,
     hasher: DefaultHashBuilder,
-    /// Names of the workers that sent results, each once.
+    /// Names of the workers that sent results, each once, the first
+    /// [`MAX_WORKERS_PER_RUN`] (any more share one name).
     workers: Vec<String>,
+    /// Positions in `workers`, found by hashing the name they point at.
+    worker_index: HashTable<u32>,
+    /// Tests the announcement quarantines, by position (sorted), with the
+    /// time their entry expires: their failures cost no retry budget.
+    quarantined: Vec<(u32, u64)>,
+    /// The round whose unsettled tests a resume queued again, if one did:
+    /// a second resume of that round queues nothing twice.
+    requeued_round: Option<u32>,
     /// Per test (by position), its attempts in ascending number.
     attempts: Vec<Attempts>,
     round: u32,
@@ -147,6 +157,12 @@ pub struct RunState {
     /// [`MAX_RESUME_TOKENS`].
     resume_tokens: Vec<Uuid>,
 }
+
+/// Workers a run names in its report, at most: results from more (a huge
+/// fleet, or forged names) are attributed to [`MORE_WORKERS`].
+pub const MAX_WORKERS_PER_RUN: usize = 65_536;
+/// The name results past [`MAX_WORKERS_PER_RUN`] workers are attributed to.
+pub const MORE_WORKERS: &str = "<more workers>";
 
 /// Producers that resumed a run whose tokens its verdict carries, at most.
 pub const MAX_RESUME_TOKENS: usize = 8;
@@ -183,11 +199,14 @@ impl RunState {
         announce.tests = ids;
         let tests = announce.tests.len();
         let positions = tests as u32;
-        RunState {
+        let mut state = RunState {
             announce,
             index,
             hasher,
             workers: Vec::new(),
+            worker_index: HashTable::new(),
+            quarantined: Vec::new(),
+            requeued_round: None,
             attempts: vec![Attempts::new(); tests],
             round: 1,
             in_round: (0..positions).collect(),
@@ -199,6 +218,36 @@ impl RunState {
             batch_ids: std::collections::HashSet::new(),
             batch_log_bytes: 0,
             resume_tokens: Vec::new(),
+        };
+        state.quarantined = state.quarantined_positions();
+        state
+    }
+
+    /// The announcement's quarantine entries as positions (tests the run
+    /// does not have left out), each once with its latest expiry.
+    fn quarantined_positions(&self) -> Vec<(u32, u64)> {
+        let mut quarantined: Vec<(u32, u64)> = self
+            .announce
+            .quarantine
+            .iter()
+            .filter_map(|q| Some((self.position(&q.test_id)? as u32, q.expires_ms)))
+            .collect();
+        quarantined.sort_unstable();
+        // Sorted by position then expiry: the last of each position expires latest.
+        quarantined.reverse();
+        quarantined.dedup_by_key(|(position, _)| *position);
+        quarantined.reverse();
+        quarantined
+    }
+
+    /// Whether the test at `position` is quarantined at `now_ms`.
+    fn quarantined_at(&self, position: u32, now_ms: u64) -> bool {
+        match self
+            .quarantined
+            .binary_search_by_key(&position, |(p, _)| *p)
+        {
+            Ok(found) => self.quarantined[found].1 > now_ms,
+            Err(_) => false,
         }
     }
 
@@ -212,16 +261,39 @@ impl RunState {
             .map(|&p| p as usize)
     }
 
-    /// The worker's number, adding it the first time. A run sees few workers,
-    /// so a scan is cheaper than a map.
+    /// The worker's number, adding it the first time (past
+    /// [`MAX_WORKERS_PER_RUN`], the number of [`MORE_WORKERS`]).
     fn worker_number(&mut self, worker_id: &str) -> u32 {
-        match self.workers.iter().position(|w| w == worker_id) {
-            Some(number) => number as u32,
-            None => {
-                self.workers.push(worker_id.to_owned());
-                (self.workers.len() - 1) as u32
-            }
+        let workers = &self.workers;
+        let hash = self.hasher.hash_one(worker_id);
+        if let Some(&number) = self
+            .worker_index
+            .find(hash, |&n| workers[n as usize] == worker_id)
+        {
+            return number;
         }
+        if self.workers.len() >= MAX_WORKERS_PER_RUN {
+            let more = self.hasher.hash_one(MORE_WORKERS);
+            if let Some(&number) = self
+                .worker_index
+                .find(more, |&n| self.workers[n as usize] == MORE_WORKERS)
+            {
+                return number;
+            }
+            return self.add_worker(MORE_WORKERS);
+        }
+        self.add_worker(worker_id)
+    }
+
+    fn add_worker(&mut self, name: &str) -> u32 {
+        let number = self.workers.len() as u32;
+        self.workers.push(name.to_owned());
+        let (workers, hasher) = (&self.workers, &self.hasher);
+        self.worker_index
+            .insert_unique(hasher.hash_one(name), number, |&n| {
+                hasher.hash_one(&workers[n as usize])
+            });
+        number
     }
 
     pub fn announce(&self) -> &RunAnnounce {
@@ -259,15 +331,23 @@ impl RunState {
     }
 
     /// A producer resumed the run: its deadline moves to `deadline_ms` (never
-    /// earlier), and its verdict also carries `token`.
-    pub fn resume(&mut self, deadline_ms: u64, token: Option<Uuid>) {
-        self.announce.deadline_ms = self.announce.deadline_ms.max(deadline_ms);
+    /// earlier, and never past the run's 30 days), and its verdict also
+    /// carries `token`. Returns the open round's tests to queue again (their
+    /// jobs may be lost), none if a resume already queued this round's.
+    pub fn resume(&mut self, deadline_ms: u64, token: Option<Uuid>) -> Vec<String> {
+        let longest = self.announce.created_at_ms.saturating_add(MAX_RUN_MS);
+        self.announce.deadline_ms = self.announce.deadline_ms.max(deadline_ms.min(longest));
         if let Some(token) = token {
             if self.resume_tokens.len() == MAX_RESUME_TOKENS {
                 self.resume_tokens.remove(0);
             }
             self.resume_tokens.push(token);
         }
+        if self.requeued_round == Some(self.round) {
+            return Vec::new();
+        }
+        self.requeued_round = Some(self.round);
+        self.unsettled()
     }
 
     /// The tokens the run's verdict carries: the announcement's, and those of
@@ -412,13 +492,15 @@ impl RunState {
                 (p, attempt.status)
             })
             .collect();
+        // A quarantined test is still retried (its flakiness is why it is
+        // watched), but its failures fail nothing and so cost no budget.
         let failed_or_missing = statuses
             .iter()
-            .filter(|(_, s)| counts_as_failure(*s))
+            .filter(|(p, s)| s.counts_as_failure() && !self.quarantined_at(*p, now_ms))
             .count();
         let retryable: Vec<u32> = statuses
             .iter()
-            .filter(|(_, s)| is_retryable(*s))
+            .filter(|(_, s)| s.is_retried())
             .map(|(p, _)| *p)
             .collect();
 
@@ -478,15 +560,7 @@ impl RunState {
         let Some(last) = attempts.last() else {
             return FinalStatus::Missing;
         };
-        match last.status {
-            AttemptStatus::Ran(Outcome::Passed) if attempts.len() > 1 => FinalStatus::Flaky,
-            AttemptStatus::Ran(Outcome::Passed) => FinalStatus::Passed,
-            AttemptStatus::Ran(Outcome::Failed) => FinalStatus::Failed,
-            AttemptStatus::Ran(Outcome::TimedOut) => FinalStatus::TimedOut,
-            AttemptStatus::Ran(Outcome::Error) => FinalStatus::Error,
-            AttemptStatus::Missing => FinalStatus::Missing,
-            AttemptStatus::DeadLettered { .. } => FinalStatus::DeadLettered,
-        }
+        FinalStatus::of_last_attempt(last.status, attempts.len())
     }
 
     /// The report of a finished run (or of the run so far).
@@ -593,7 +667,7 @@ impl RunState {
         let (mut passed, mut failed) = (0u32, 0u32);
         for &position in &self.in_round {
             match self.attempt_in(position as usize, self.round) {
-                Some(a) if a.status == AttemptStatus::Ran(Outcome::Passed) => passed += 1,
+                Some(a) if a.status.passed() => passed += 1,
                 Some(_) => failed += 1,
                 None => {}
             }
@@ -634,39 +708,8 @@ fn attempt_report(workers: &[String], a: Attempt) -> AttemptReport {
         batch: ran.and_then(|r| r.batch),
         output,
         output_truncated,
-        message: match a.status {
-            AttemptStatus::Missing => {
-                Some("did not run: no result before the run's deadline (timeout or drop)".into())
-            }
-            AttemptStatus::DeadLettered { deliveries } => Some(format!(
-                "dead-lettered by the broker after {deliveries} deliveries"
-            )),
-            AttemptStatus::Ran(_) => worker_message,
-        },
+        message: a.status.unrun_message().or(worker_message),
     }
-}
-
-fn counts_as_failure(status: AttemptStatus) -> bool {
-    matches!(
-        status,
-        AttemptStatus::Ran(Outcome::Failed | Outcome::TimedOut)
-            | AttemptStatus::Missing
-            | AttemptStatus::DeadLettered { .. }
-    )
-}
-
-/// Dead-lettered tests are retried too, as fresh messages with a fresh delivery
-/// budget: a worker's death uses up a delivery of every job it holds, so a test
-/// that shared workers with a poison test is dead-lettered with it, and only
-/// running them apart tells which one kills workers. A true poison test thus
-/// costs `delivery_limit + 1` worker deaths per round, bounded by `max_rounds`.
-fn is_retryable(status: AttemptStatus) -> bool {
-    matches!(
-        status,
-        AttemptStatus::Ran(Outcome::Failed | Outcome::TimedOut | Outcome::Error)
-            | AttemptStatus::Missing
-            | AttemptStatus::DeadLettered { .. }
-    )
 }
 
 #[cfg(test)]
@@ -1031,5 +1074,106 @@ mod tests {
             RoundDecision::Finish(VerdictKind::TestsFailed)
         );
         assert_eq!(state.report(0).count(FinalStatus::Error), 4);
+    }
+
+    fn quarantine(
+        state_of: fn(usize, f64, u32) -> RunState,
+        ids: &[usize],
+        expires_ms: u64,
+    ) -> RunState {
+        let mut state = state_of(100, 0.1, 3);
+        let mut announce = state.announce.clone();
+        announce.quarantine = ids
+            .iter()
+            .map(|i| testfleet_types::messages::Quarantine {
+                test_id: format!("t{i}"),
+                reason: "known".into(),
+                expires_ms,
+            })
+            .collect();
+        state = RunState::new(announce);
+        state
+    }
+
+    #[test]
+    fn quarantined_failures_cost_no_retry_budget() {
+        // 100 tests at 10 %: ten quarantined tests fail, and one more.
+        let mut state = quarantine(run, &(0..10).collect::<Vec<_>>(), DEADLINE);
+        play_round(&mut state, |t| {
+            if t <= 10 {
+                Outcome::Failed
+            } else {
+                Outcome::Passed
+            }
+        });
+        match state.close_round(10) {
+            RoundDecision::Retry { tests, .. } => {
+                assert!(
+                    tests.contains(&"t10".to_owned()),
+                    "the flaky one is retried"
+                );
+                assert_eq!(tests.len(), 11, "quarantined tests are retried too");
+            }
+            other => panic!("retried, not {other:?}"),
+        }
+        // Expired entries count again.
+        let mut expired = quarantine(run, &(0..10).collect::<Vec<_>>(), 5);
+        play_round(&mut expired, |t| {
+            if t <= 10 {
+                Outcome::Failed
+            } else {
+                Outcome::Passed
+            }
+        });
+        assert!(matches!(
+            expired.close_round(10),
+            RoundDecision::Finish(VerdictKind::TooManyFailures)
+        ));
+    }
+
+    #[test]
+    fn a_resume_keeps_the_runs_thirty_days_and_queues_a_round_once() {
+        let mut state = run(3, 0.5, 3);
+        play_round(&mut state, |_| Outcome::Passed);
+        let mut state = run(3, 0.5, 3);
+        assert!(state.record_result(result(0, 1, Outcome::Passed)) == Recorded::New);
+        let queued = state.resume(u64::MAX / 2, None);
+        assert_eq!(queued, ["t1", "t2"]);
+        assert_eq!(
+            state.announce().deadline_ms,
+            MAX_RUN_MS,
+            "created at 0: 30 days at most"
+        );
+        assert!(
+            state.resume(5, None).is_empty(),
+            "the same round is not queued twice"
+        );
+        assert_eq!(state.announce().deadline_ms, MAX_RUN_MS, "never earlier");
+    }
+
+    #[test]
+    fn results_of_many_workers_are_numbered_in_linear_time_and_bounded() {
+        let mut state = run(200_000, 1.0, 1);
+        let started = std::time::Instant::now();
+        for t in 0..200_000 {
+            let mut r = result(t, 1, Outcome::Passed);
+            r.worker_id = format!("worker-{t}");
+            state.record_result(r);
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(state.workers.len(), MAX_WORKERS_PER_RUN + 1);
+        let report = state.report(0);
+        assert_eq!(
+            report.tests[199_999].attempts[0].worker_id.as_deref(),
+            Some(MORE_WORKERS)
+        );
+        assert_eq!(
+            report.tests[3].attempts[0].worker_id.as_deref(),
+            Some("worker-3")
+        );
     }
 }

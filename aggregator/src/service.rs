@@ -8,12 +8,13 @@
 //! round closed, retried) for a producer that follows the run. Finished runs feed
 //! the durations history, which it serves to producers.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::SelectAll;
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use testfleet_common::broker::{self, BrokerError};
@@ -22,28 +23,25 @@ use testfleet_common::shutdown::Shutdown;
 use testfleet_types::codec::{decode, decode_sorting, Refused};
 use testfleet_types::limits::{MAX_PARTED_BYTES, PART_BYTES};
 use testfleet_types::messages::{
-    AttemptStatus, BatchRecord, Batches, Body, HistoryQuery, Job, JobQueue, ResumeAnswer,
-    ResumeOutcome, ResumeRequest, RunAnnounce, RunEvent, TestResult,
+    Batches, Body, HistoryQuery, Job, JobQueue, ResumeAnswer, ResumeRequest, RunEvent,
 };
 use testfleet_types::now_ms;
-use testfleet_types::order;
 use testfleet_types::parts::{Bounds, Joined, Joiner};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::dashboard::{self, model::QueueView, Dashboard};
-use crate::events;
 use crate::finishing::{Finished, Finishing, ReportSettings};
 use crate::fleet::Fleet;
 use crate::history::HistoryStore;
 use crate::history_files::HistoryFiles;
 use crate::journal::commit::{committed, Commit};
 use crate::journal::stream::{Retention, StreamJournal};
-use crate::journal::{FileJournals, JournalError, Journals, Record};
+use crate::journal::{FileJournals, JournalError, Journals};
 use crate::outcomes::OutcomeStore;
-use crate::quarantine;
+use crate::pipeline::{self, Pipeline};
 use crate::run_queues::{self, RunQueues};
-use crate::run_state::{Recorded, RoundDecision, RunState};
+use crate::runs::{Effects, Publish, Runs};
 use crate::settings::AggregatorSettings;
 
 /// How often deadlines are checked.
@@ -52,8 +50,6 @@ const TICK: Duration = Duration::from_millis(500);
 const PREFETCH: u16 = 512;
 /// Retry jobs published per confirm round trip.
 const PUBLISH_WINDOW: usize = 1000;
-/// Finished run ids remembered, to tell late results from unknown runs.
-const FINISHED_MEMORY: usize = 10_000;
 /// How often a standby aggregator tries for the lead.
 const STANDBY_POLL: Duration = Duration::from_secs(2);
 /// How long the parts of a message may wait for the rest of it: a real one's
@@ -82,27 +78,15 @@ impl From<JournalError> for AggregatorError {
     }
 }
 
-/// A run being followed (its journal is in `Aggregator::journals`).
-struct OpenRun {
-    state: RunState,
-}
-
 /// Deliveries handled since the last commit, and whether each is acked
 /// (counted, or nothing to count) or parked (nacked to dead-lettering).
 type Settled = Vec<(Delivery, bool)>;
 
-/// A group commit under way, and the deliveries it settles when it ends.
-struct InFlight {
-    commit: Commit,
-    settled: Settled,
-}
-
 /// Everything the aggregator knows; owned by the service loop alone.
 struct Aggregator {
     settings: AggregatorSettings,
-    open: HashMap<Uuid, OpenRun>,
-    finished: HashSet<Uuid>,
-    finished_order: VecDeque<Uuid>,
+    /// Every run it knows, and the rules: the pure core.
+    runs: Runs,
     /// The suites' history files, read and written off the loop.
     history: HistoryFiles,
     /// Parts of messages being joined, with their deliveries (unacked).
@@ -112,11 +96,13 @@ struct Aggregator {
     /// Every open run's journal: what is acked is in it.
     journals: Journals,
     /// The group commit under way: the loop goes on counting meanwhile.
-    committing: Option<InFlight>,
-    /// Deliveries whose records wait for the next commit.
-    uncommitted: Settled,
+    committing: Option<Commit>,
+    /// What each commit settles when it ends: deliveries, runs to finish.
+    pipeline: Pipeline<Delivery>,
     /// Runs just learned, whose unclaimed results are still to be taken.
     to_claim: Vec<Uuid>,
+    /// Runs whose unclaimed queues are being consumed, with the consumer's tag.
+    claiming: HashMap<Uuid, String>,
     /// The notices of runs' own queues, and the queues of runs that ended.
     run_queues: RunQueues,
     /// The dashboard, when `aggregator.dashboard` asks for one.
@@ -174,7 +160,10 @@ pub async fn run(settings: AggregatorSettings, shutdown: Shutdown) -> Result<(),
             }
         }
     }
-    info!(open_runs = aggregator.open.len(), "aggregator stopped");
+    info!(
+        open_runs = aggregator.runs.open_count(),
+        "aggregator stopped"
+    );
     aggregator.history.close().await;
     Ok(())
 }
@@ -184,9 +173,7 @@ impl Aggregator {
     /// the lead.
     fn restore(settings: AggregatorSettings) -> Result<Self, AggregatorError> {
         let aggregator = Aggregator {
-            open: HashMap::new(),
-            finished: HashSet::new(),
-            finished_order: VecDeque::new(),
+            runs: Runs::new(settings.topology.delivery_limit),
             history: HistoryFiles::start(
                 HistoryStore::new(&settings.state_dir),
                 OutcomeStore::new(&settings.state_dir),
@@ -195,8 +182,9 @@ impl Aggregator {
             finishing: Finishing::default(),
             journals: journals(&settings),
             committing: None,
-            uncommitted: Settled::new(),
+            pipeline: Pipeline::default(),
             to_claim: Vec::new(),
+            claiming: HashMap::new(),
             run_queues: RunQueues::default(),
             dashboard: None,
             fleet: Fleet::default(),
@@ -207,19 +195,15 @@ impl Aggregator {
 
     /// Rebuilds every open run from its journal, dropping what is in memory.
     async fn reload_open_runs(&mut self, connection: &Connection) -> Result<(), AggregatorError> {
-        self.open.clear();
+        let mut journals = Vec::new();
         for (run_id, records) in self.journals.replay(connection).await? {
             // A journal that cannot be read was logged; its file stays.
-            let Ok(records) = records else { continue };
-            let Some(state) = replay(records) else {
-                warn!(run = %run_id, "ignoring a journal without a run announcement");
-                continue;
-            };
-            let (settled, of) = state.progress();
-            info!(run = %run_id, round = state.round(), settled, of, "resumed a run from its journal");
-            self.open.insert(run_id, OpenRun { state });
+            if let Ok(records) = records {
+                journals.push((run_id, records));
+            }
         }
-        self.to_claim = self.open.keys().copied().collect();
+        let effects = self.runs.reload(journals);
+        self.to_claim = effects.claim;
         Ok(())
     }
 
@@ -266,12 +250,11 @@ impl Aggregator {
         // the dashboard.
         let mut heartbeats =
             Some(consume_unacked(&channel, &self.settings.topology.heartbeats).await?);
-        info!(open_runs = self.open.len(), "aggregator ready");
-        let mut claimed = Settled::new();
-        self.claim_unclaimed(connection, &channel, &publish, &mut claimed)
-            .await?;
-        self.uncommitted.extend(claimed);
-        self.commit_now(&publish).await?;
+        info!(open_runs = self.runs.open_count(), "aggregator ready");
+        // A new session's channel: claims start afresh on it.
+        let mut claims = SelectAll::new();
+        self.claiming.clear();
+        self.start_claims(connection, &channel, &mut claims).await?;
 
         // Parts of a message being joined: their deliveries belong to this
         // session's channel, so a new session starts with none.
@@ -284,8 +267,8 @@ impl Aggregator {
                     return self.drain_finishing().await;
                 }
                 finished = self.finishing.next() => self.on_finished(finished)?,
-                (done, settled) = commit_ended(&mut self.committing) => {
-                    self.on_committed(done, settled, &publish).await?;
+                done = commit_ended(&mut self.committing) => {
+                    self.on_committed(done, &publish).await?;
                 }
                 delivery = results.next() => {
                     let mut settled = Settled::new();
@@ -299,7 +282,13 @@ impl Aggregator {
                             false => None,
                         };
                     }
-                    self.claim_unclaimed(connection, &channel, &publish, &mut settled).await?;
+                    self.start_claims(connection, &channel, &mut claims).await?;
+                    self.commit_later(settled, &publish)?;
+                }
+                Some(delivery) = claims.next(), if !claims.is_empty() => {
+                    let delivery = delivery.map_err(BrokerError::from)?;
+                    let mut settled = Settled::new();
+                    self.on_result_queue(delivery, &publish, &mut settled).await?;
                     self.commit_later(settled, &publish)?;
                 }
                 delivery = dead.next() => {
@@ -316,10 +305,12 @@ impl Aggregator {
                     self.on_heartbeat(delivery.ok_or(BrokerError::ChannelGone)?.map_err(BrokerError::from)?);
                 }
                 _ = ticker.tick() => {
+                    self.end_claims(&channel).await?;
                     self.refresh_dashboard(connection).await?;
-                    self.close_due_rounds(&publish).await?;
+                    let effects = self.runs.tick(now_ms());
+                    self.perform(effects, &publish).await?;
                     self.expire_parts().await?;
-                    let open = self.open.values().map(|run| run.state.announce());
+                    let open = self.runs.announces();
                     self.run_queues.tick(&publish, &self.settings.topology, open).await?;
                     self.commit_later(Settled::new(), &publish)?;
                 }
@@ -333,61 +324,71 @@ impl Aggregator {
     /// counting meanwhile (a group commit, pipelined: while one group syncs,
     /// the next gathers).
     fn commit_later(&mut self, settled: Settled, publish: &Channel) -> Result<(), AggregatorError> {
-        self.uncommitted.extend(settled);
-        if self.committing.is_none() {
-            self.start_commit(publish)?;
-        }
-        Ok(())
+        self.pipeline.gather(settled);
+        self.start_commit(publish)
     }
 
-    /// Starts committing every record appended and waiting delivery, if any.
+    /// Starts committing every record appended and what gathered, if any
+    /// and if no commit is under way.
     fn start_commit(&mut self, publish: &Channel) -> Result<(), AggregatorError> {
-        if self.uncommitted.is_empty() && !self.journals.has_pending() {
+        if !self.pipeline.should_start(self.journals.has_pending()) {
             return Ok(());
         }
-        let commit = self.journals.start_commit(publish)?;
-        self.committing = Some(InFlight {
-            commit,
-            settled: std::mem::take(&mut self.uncommitted),
-        });
+        self.committing = Some(self.journals.start_commit(publish)?);
+        self.pipeline.started();
         Ok(())
     }
 
-    /// The commit under way ended: its deliveries are settled, and what
-    /// gathered meanwhile is committed next.
+    /// The commit under way ended: its deliveries are settled, the runs it
+    /// made finished durably are finished, and what gathered meanwhile is
+    /// committed next.
     async fn on_committed(
         &mut self,
         done: Result<(), JournalError>,
-        settled: Settled,
         publish: &Channel,
     ) -> Result<(), AggregatorError> {
         done?;
-        settle(&settled).await?;
+        let group = self.pipeline.ended();
+        self.settle_group(group, publish).await?;
         self.start_commit(publish)
+    }
+
+    /// Settles a committed group's deliveries and finishes its runs.
+    async fn settle_group(
+        &mut self,
+        group: pipeline::Group<Delivery>,
+        publish: &Channel,
+    ) -> Result<(), AggregatorError> {
+        settle(&group.settled).await?;
+        for run_id in group.finish {
+            self.finish(run_id, publish);
+        }
+        Ok(())
     }
 
     /// Commits everything now, after the commit under way: for what must be
     /// durable before the loop goes on (a resumed run's jobs, a session's
     /// first claims, stopping).
     async fn commit_now(&mut self, publish: &Channel) -> Result<(), AggregatorError> {
-        if let Some(mut in_flight) = self.committing.take() {
-            committed(&mut in_flight.commit).await?;
-            settle(&in_flight.settled).await?;
+        if let Some(mut commit) = self.committing.take() {
+            committed(&mut commit).await?;
+            let group = self.pipeline.ended();
+            self.settle_group(group, publish).await?;
         }
-        let settled = std::mem::take(&mut self.uncommitted);
+        let gathered = self.pipeline.take_gathered();
         self.journals.commit(publish).await?;
-        settle(&settled).await?;
-        Ok(())
+        self.settle_group(gathered, publish).await
     }
 
     /// Drops a lost session's commit once its writes are over (a journal is
     /// not replayed while a write to it goes on); its deliveries went with
-    /// their channel, and the broker delivers them again.
+    /// their channel, and the broker delivers them again; runs it would have
+    /// finished are replayed from their journals.
     async fn abandon_commit(&mut self) {
-        if let Some(mut in_flight) = self.committing.take() {
-            let _ = committed(&mut in_flight.commit).await;
+        if let Some(mut commit) = self.committing.take() {
+            let _ = committed(&mut commit).await;
         }
-        self.uncommitted.clear();
+        self.pipeline.abandon();
     }
 
     async fn on_result_queue(
@@ -396,6 +397,7 @@ impl Aggregator {
         publish: &Channel,
         settled_deliveries: &mut Settled,
     ) -> Result<(), AggregatorError> {
+        let sender = sender_of(&delivery);
         let (body, held) = match decode_sorting(&delivery.data) {
             Ok((Body::Part(part), _)) => {
                 let joined = self.joiner.add_from(&sender_of(&delivery), part, delivery);
@@ -416,24 +418,30 @@ impl Aggregator {
             }
             Err(error) => (Err(error), vec![delivery]),
         };
-        let settled = match body {
-            Ok(Body::Run(announce)) => self.on_announce(announce).map(|()| true),
-            Ok(Body::Result(result)) => self.on_results(vec![result], Vec::new(), publish).await,
-            Ok(Body::Results(results)) => self.on_results(results, Vec::new(), publish).await,
+        let now = now_ms();
+        let effects = match body {
+            Ok(Body::Run(announce)) => Ok(self.runs.announced(announce)),
+            Ok(Body::Result(result)) => {
+                Ok(self.runs.results(&sender, Vec::new(), vec![result], now))
+            }
+            Ok(Body::Results(results)) => Ok(self.runs.results(&sender, Vec::new(), results, now)),
             Ok(Body::Batches(Batches { batches, results })) => {
-                let unknown_batches = self.on_batches(batches)?;
-                self.on_results(results, unknown_batches, publish).await
+                Ok(self.runs.results(&sender, batches, results, now))
             }
             Ok(other) => {
                 error!(kind = other.kind(), queue = %self.settings.topology.results, "parking a message of the wrong kind");
-                Ok(false)
+                Err(())
             }
             Err(reason) => {
                 error!(%reason, queue = %self.settings.topology.results, "parking an unreadable message");
-                Ok(false)
+                Err(())
             }
-        }?;
-        settled_deliveries.extend(held.into_iter().map(|delivery| (delivery, settled)));
+        };
+        let acked = match effects {
+            Ok(effects) => !self.perform(effects, publish).await?,
+            Err(()) => false,
+        };
+        settled_deliveries.extend(held.into_iter().map(|delivery| (delivery, acked)));
         Ok(())
     }
 
@@ -472,92 +480,17 @@ impl Aggregator {
         Ok(())
     }
 
-    /// Counts a worker's results (one, or a batch), tells followers, then closes
-    /// the rounds they may have completed. Results (and `unknown_batches`,
-    /// batch records) of a run this aggregator does not know are parked, not
-    /// dropped: their run may be another aggregator's, or its journal lost.
-    /// Always `true`: the delivery is settled.
-    async fn on_results(
-        &mut self,
-        results: Vec<TestResult>,
-        unknown_batches: Vec<BatchRecord>,
-        publish: &Channel,
-    ) -> Result<bool, AggregatorError> {
-        let mut finished = Vec::with_capacity(results.len());
-        let mut runs: Vec<Uuid> = Vec::new();
-        let mut unknown = Vec::new();
-        for result in results {
-            let run_id = result.run_id;
-            if !self.knows(&run_id) {
-                unknown.push(result);
-                continue;
-            }
-            let event = events::test_finished(&result, now_ms());
-            if self.on_result(result)? {
-                finished.push(event);
-                if !runs.contains(&run_id) {
-                    runs.push(run_id);
-                }
-            }
-        }
-        self.park_unknown(unknown_batches, unknown, publish).await?;
-        self.publish_events(publish, finished).await;
-        for run_id in runs {
-            self.close_if_due(run_id, publish).await?;
-        }
-        Ok(true)
-    }
-
-    /// Keeps results and batch records of runs this aggregator never heard
-    /// of in the parked queue, with the reason, confirmed before their
-    /// message is acked.
-    async fn park_unknown(
-        &self,
-        batches: Vec<BatchRecord>,
-        results: Vec<TestResult>,
-        publish: &Channel,
-    ) -> Result<(), AggregatorError> {
-        if batches.is_empty() && results.is_empty() {
-            return Ok(());
-        }
-        let topology = &self.settings.topology;
-        let mut by_run: HashMap<Uuid, Batches> = HashMap::new();
-        for result in results {
-            warn!(run = %result.run_id, test = %result.test_id, attempt = result.attempt, "keeping a result of a run this aggregator does not know, for one that does");
-            by_run
-                .entry(result.run_id)
-                .or_default()
-                .results
-                .push(result);
-        }
-        for batch in batches {
-            warn!(run = %batch.run_id, batch = %batch.id, "keeping a batch record of a run this aggregator does not know, for one that does");
-            by_run.entry(batch.run_id).or_default().batches.push(batch);
-        }
-        for (run_id, batches) in by_run {
-            let queue = topology
-                .declare_unclaimed_queue(publish, &run_id.to_string())
-                .await
-                .map_err(BrokerError::from)?;
-            let body = Body::Batches(batches);
-            for payload in testfleet_types::parts::split(&body).map_err(BrokerError::from)? {
-                broker::publish_encoded(publish, &queue, body.kind(), &[payload]).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes the results kept for runs this aggregator has just learned (an
-    /// announcement, or its journals on taking the lead) from their
-    /// unclaimed queues and counts them as if they came now: results another
-    /// aggregator could not place (its journals were elsewhere) are not lost.
-    /// Their deliveries settle with the group being committed.
-    async fn claim_unclaimed(
+    /// Starts taking the results kept for runs this aggregator has just
+    /// learned (an announcement, or its journals on taking the lead) from
+    /// their unclaimed queues: a consumer per such queue, whose deliveries
+    /// the loop counts as results (results another aggregator could not
+    /// place are not lost), none fetched on the loop. A queue that does not
+    /// exist (nothing was kept) is skipped.
+    async fn start_claims(
         &mut self,
         connection: &Connection,
         channel: &Channel,
-        publish: &Channel,
-        settled: &mut Settled,
+        claims: &mut SelectAll<lapin::Consumer>,
     ) -> Result<(), AggregatorError> {
         for run_id in std::mem::take(&mut self.to_claim) {
             let queue = self.settings.topology.unclaimed_queue(&run_id.to_string());
@@ -565,85 +498,31 @@ impl Aggregator {
                 continue;
             };
             info!(run = %run_id, waiting, "claiming results kept for this run while no aggregator knew it");
-            for _ in 0..waiting {
-                let Some(delivery) = broker::get(channel, &queue).await? else {
-                    break;
-                };
-                self.on_result_queue(delivery, publish, settled).await?;
-            }
+            let consumer = consume(channel, &queue).await?;
+            self.claiming.insert(run_id, consumer.tag().to_string());
+            claims.push(consumer);
         }
         Ok(())
     }
 
-    /// Keeps the records of the batches a worker ran, for the reports and
-    /// the history's batch overhead. Returns the records of runs this
-    /// aggregator does not know, to be parked with the results beside them;
-    /// a late record of a run already finished is dropped, as its results are.
-    fn on_batches(
-        &mut self,
-        batches: Vec<BatchRecord>,
-    ) -> Result<Vec<BatchRecord>, AggregatorError> {
-        let mut unknown = Vec::new();
-        for batch in batches {
-            if !self.knows(&batch.run_id) {
-                unknown.push(batch);
-                continue;
-            }
-            let Some(run) = self.open.get_mut(&batch.run_id) else {
-                continue;
-            };
-            let (run_id, record) = (batch.run_id, Record::Batch((&batch).into()));
-            if run.state.record_batch(batch) {
-                self.journals.append(run_id, &record)?;
+    /// Stops the claims of runs that are over (their unclaimed queues
+    /// expire by themselves).
+    async fn end_claims(&mut self, channel: &Channel) -> Result<(), AggregatorError> {
+        let over: Vec<Uuid> = self
+            .claiming
+            .keys()
+            .filter(|run| !self.runs.is_open(run))
+            .copied()
+            .collect();
+        for run_id in over {
+            if let Some(tag) = self.claiming.remove(&run_id) {
+                channel
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await
+                    .map_err(BrokerError::from)?;
             }
         }
-        Ok(unknown)
-    }
-
-    fn on_announce(&mut self, announce: RunAnnounce) -> Result<(), AggregatorError> {
-        let run_id = announce.run_id;
-        if self.knows(&run_id) {
-            debug!(run = %run_id, "run announced again; already known");
-            return Ok(());
-        }
-        self.journals.create(run_id)?;
-        self.journals
-            .append(run_id, &Record::Announce(Box::new((&announce).into())))?;
-        self.to_claim.push(run_id);
-        info!(run = %run_id, suite = %announce.suite, tests = announce.tests.len(), "following a new run");
-        self.open.insert(
-            run_id,
-            OpenRun {
-                state: RunState::new(announce),
-            },
-        );
         Ok(())
-    }
-
-    /// Counts a result; true when it was new (so the round may now be complete).
-    fn on_result(&mut self, result: TestResult) -> Result<bool, AggregatorError> {
-        let Some(run) = self.open.get_mut(&result.run_id) else {
-            self.log_orphan_result(&result.run_id, &result.test_id, result.attempt);
-            return Ok(false);
-        };
-        let record = Record::Result((&result).into());
-        let (run_id, test, attempt) = (result.run_id, result.test_id.clone(), result.attempt);
-        match run.state.record_result(result) {
-            Recorded::New => {
-                self.journals.append(run_id, &record)?;
-                let (settled, of) = run.state.progress();
-                debug!(run = %run_id, %test, attempt, settled, of, "result recorded");
-                Ok(true)
-            }
-            Recorded::Duplicate => {
-                info!(run = %run_id, %test, attempt, "ignoring a duplicate result");
-                Ok(false)
-            }
-            Recorded::Stale => {
-                info!(run = %run_id, %test, attempt, "ignoring a stale result (its round has closed)");
-                Ok(false)
-            }
-        }
     }
 
     /// Answers a producer's question about a suite's past durations, from a
@@ -677,11 +556,9 @@ impl Aggregator {
         Ok(broker::park(publish, &self.settings.topology, queue, &delivery, &reason).await?)
     }
 
-    /// Resumes a run for a producer (`--resume`): its deadline moves, the
-    /// producer's token joins the verdict's, and the open round's tests
-    /// without a result are queued again (their jobs may be gone with a
-    /// wiped broker; one still queued runs twice, and its second result is
-    /// ignored as a duplicate). Durable before the jobs and the answer go.
+    /// Resumes a run for a producer (`--resume`), as the core decides
+    /// (`Runs::resume`): the resumption durable before its jobs go out and
+    /// the producer is answered.
     async fn on_resume(
         &mut self,
         request: ResumeRequest,
@@ -689,22 +566,13 @@ impl Aggregator {
         publish: &Channel,
     ) -> Result<(), AggregatorError> {
         let run_id = request.run_id;
-        let known = self.knows(&run_id);
-        let outcome = match self.open.get_mut(&run_id) {
-            Some(run) => {
-                run.state
-                    .resume(request.deadline_ms, Some(request.verdict_token));
-                let record = Record::Resumed {
-                    deadline_ms: request.deadline_ms,
-                    verdict_token: request.verdict_token,
-                };
-                self.journals.append(run_id, &record)?;
-                self.commit_now(publish).await?;
-                self.queue_unsettled(run_id, publish).await?
-            }
-            None if known => ResumeOutcome::Finished,
-            None => ResumeOutcome::Unknown,
-        };
+        let (mut effects, outcome) = self.runs.resume(&request);
+        let jobs = std::mem::take(&mut effects.jobs);
+        self.perform(effects, publish).await?;
+        self.commit_now(publish).await?;
+        for jobs in jobs {
+            self.publish_jobs(jobs, publish).await?;
+        }
         info!(run = %run_id, ?outcome, "a producer asked to resume a run");
         let answer = Body::Resumed(ResumeAnswer { run_id, outcome });
         broker::reply(publish, &delivery, &answer).await?;
@@ -712,35 +580,76 @@ impl Aggregator {
         Ok(())
     }
 
-    /// Queues again the open round's tests of `run_id` without a result.
-    async fn queue_unsettled(
+    /// Performs what the core decided, in its order (`runs.rs`): journals,
+    /// records, events, jobs, results kept or parked, claims, finishes after
+    /// the next commit. Whether the event's delivery is parked.
+    async fn perform(
         &mut self,
-        run_id: Uuid,
+        effects: Effects,
         publish: &Channel,
-    ) -> Result<ResumeOutcome, AggregatorError> {
-        let Some(run) = self.open.get(&run_id) else {
-            return Ok(ResumeOutcome::Unknown);
-        };
-        let tests = run.state.unsettled();
-        let announce = run.state.announce();
-        let round = run.state.round();
+    ) -> Result<bool, AggregatorError> {
+        let Effects {
+            new_journals,
+            records,
+            events,
+            jobs,
+            keep_unclaimed,
+            park,
+            claim,
+            finish,
+            park_delivery,
+        } = effects;
+        for run_id in new_journals {
+            self.journals.create(run_id)?;
+        }
+        for (run_id, record) in &records {
+            self.journals.append(*run_id, record)?;
+        }
+        self.publish_events(publish, events).await;
+        for jobs in jobs {
+            self.publish_jobs(jobs, publish).await?;
+        }
         let topology = &self.settings.topology;
-        let queue = run_queues::jobs_queue(publish, topology, announce).await?;
-        let jobs = retry_jobs(announce, round, &tests);
-        broker::publish_all(publish, "", &queue, jobs, PUBLISH_WINDOW).await?;
-        run_queues::notice_jobs(publish, topology, announce).await;
-        Ok(ResumeOutcome::Resumed {
-            tests: announce.tests.len() as u32,
-            queued: tests.len() as u32,
-            round,
-            deadline_ms: announce.deadline_ms,
-        })
+        for (run_id, kept) in keep_unclaimed {
+            let queue = topology
+                .declare_unclaimed_queue(publish, &run_id.to_string())
+                .await
+                .map_err(BrokerError::from)?;
+            let body = Body::Batches(kept);
+            for payload in testfleet_types::parts::split(&body).map_err(BrokerError::from)? {
+                broker::publish_encoded(publish, &queue, body.kind(), &[payload]).await?;
+            }
+        }
+        for (body, reason) in park {
+            broker::park_body(publish, topology, &topology.results, &body, &reason).await?;
+        }
+        self.to_claim.extend(claim);
+        for run_id in finish {
+            self.pipeline.finish_after_commit(run_id);
+        }
+        Ok(park_delivery)
     }
 
-    /// Only a run that finished gets here: the callers park what belongs to
-    /// runs never heard of.
-    fn log_orphan_result(&self, run_id: &Uuid, test: &str, attempt: u32) {
-        info!(run = %run_id, %test, attempt, "ignoring a late result of a finished run");
+    /// Publishes a run's jobs to its queue, declared first (it may have been
+    /// deleted meanwhile), with confirms; then tells the workers, if asked.
+    async fn publish_jobs(&self, order: Publish, publish: &Channel) -> Result<(), AggregatorError> {
+        let Some(announce) = self.runs.announce(&order.run_id) else {
+            return Ok(());
+        };
+        let topology = &self.settings.topology;
+        let queue = run_queues::jobs_queue(publish, topology, announce).await?;
+        let now = now_ms();
+        let bodies = order.jobs.into_iter().map(|job| {
+            Body::Job(Job {
+                published_at_ms: now,
+                ..job
+            })
+        });
+        broker::publish_all(publish, "", &queue, bodies, PUBLISH_WINDOW).await?;
+        if order.notice {
+            run_queues::notice_jobs(publish, topology, announce).await;
+        }
+        Ok(())
     }
 
     async fn on_dead_job(
@@ -770,144 +679,9 @@ impl Aggregator {
                 return Ok(());
             }
         };
-        if !self.knows(&job.run_id) {
-            warn!(run = %job.run_id, test = %job.label(), attempt = job.attempt, "parking a dead-lettered job of a run this aggregator does not know");
-            settled.push((delivery, false));
-            return Ok(());
-        }
-        if job.tests.len() > 1 {
-            self.split_dead_batch(job, publish).await?;
-            settled.push((delivery, true));
-            return Ok(());
-        }
-        // Workers reject only unreadable jobs, so a readable job got here by using up
-        // its deliveries. RabbitMQ 3.10 puts no delivery count on dead-lettered
-        // messages (checked), so the count is the one the limit implies.
-        let deliveries = self.settings.topology.delivery_limit.saturating_add(1);
-        if self.on_dead_letter(&job, deliveries)? {
-            let status = AttemptStatus::DeadLettered { deliveries };
-            let event =
-                events::test_ended_unrun(job.run_id, &job.label(), job.attempt, status, now_ms());
-            self.publish_events(publish, [event]).await;
-            self.close_if_due(job.run_id, publish).await?;
-        }
-        settled.push((delivery, true));
-        Ok(())
-    }
-
-    /// A batch the broker gave up on: its workers died under it. Which test
-    /// killed them, if any, only running them apart can tell, so the batch
-    /// goes back as two halves in the same attempt, each with a fresh delivery
-    /// budget (workers split a batch delivered again themselves; this covers a
-    /// delivery limit of 0). A test that kills workers ends up alone and is
-    /// dead-lettered alone.
-    async fn split_dead_batch(
-        &mut self,
-        job: Job,
-        publish: &Channel,
-    ) -> Result<(), AggregatorError> {
-        warn!(run = %job.run_id, tests = job.tests.len(), attempt = job.attempt, "a batch was dead-lettered: running it again as two halves");
-        let middle = job.tests.len() / 2;
-        let halves = [&job.tests[..middle], &job.tests[middle..]].map(|tests| {
-            Body::Job(Job {
-                tests: tests.to_vec(),
-                published_at_ms: now_ms(),
-                ..job.clone()
-            })
-        });
-        let topology = &self.settings.topology;
-        let queue = topology.jobs_queue_of(job.queue, &job.run_id.to_string());
-        broker::publish_all(publish, "", &queue, halves, PUBLISH_WINDOW).await?;
-        Ok(())
-    }
-
-    /// Counts a dead-lettered job of one test.
-    fn on_dead_letter(&mut self, job: &Job, deliveries: u32) -> Result<bool, AggregatorError> {
-        let test_id = job.ids().next().unwrap_or_default();
-        let Some(run) = self.open.get_mut(&job.run_id) else {
-            self.log_orphan_result(&job.run_id, test_id, job.attempt);
-            return Ok(false);
-        };
-        let recorded = run
-            .state
-            .record_dead_letter(test_id, job.attempt, deliveries);
-        error!(run = %job.run_id, test = %test_id, attempt = job.attempt, deliveries, ?recorded, "job dead-lettered by the broker");
-        if recorded != Recorded::New {
-            return Ok(false);
-        }
-        let record = Record::DeadLetter {
-            test_id: test_id.to_owned(),
-            attempt: job.attempt,
-            deliveries,
-        };
-        self.journals.append(job.run_id, &record)?;
-        Ok(true)
-    }
-
-    async fn close_due_rounds(&mut self, publish: &Channel) -> Result<(), AggregatorError> {
-        let due: Vec<Uuid> = self.open.keys().copied().collect();
-        for run_id in due {
-            self.close_if_due(run_id, publish).await?;
-        }
-        Ok(())
-    }
-
-    /// Closes the run's round if it is complete or past its deadline, and acts on
-    /// the decision. Retry jobs are published before the closing is journaled: a
-    /// crash in between re-publishes them (a duplicate run, deduplicated) rather
-    /// than losing them.
-    async fn close_if_due(
-        &mut self,
-        run_id: Uuid,
-        publish: &Channel,
-    ) -> Result<(), AggregatorError> {
-        let now = now_ms();
-        let Some(run) = self.open.get_mut(&run_id) else {
-            return Ok(());
-        };
-        if run.state.is_finished() {
-            self.finish(run_id, publish);
-            return Ok(());
-        }
-        if !(run.state.round_complete() || run.state.deadline_passed(now)) {
-            return Ok(());
-        }
-        let round = run.state.round();
-        let decision = run.state.close_round(now);
-        // Before the retry jobs: a follower learns of a retry before any worker
-        // can announce its start.
-        let followers_news: Vec<RunEvent> = events::round_closed(
-            run_id,
-            round,
-            run.state.round_statuses(round),
-            &decision,
-            now,
-        )
-        .into_iter()
-        .collect();
-        if let Some(dashboard) = &mut self.dashboard {
-            dashboard.observe(&followers_news);
-        }
-        publish_events(publish, &self.settings.topology.verdicts, followers_news).await;
-        if let RoundDecision::Retry { attempt, tests } = &decision {
-            // No priorities on quorum queues: retries cannot overtake jobs already
-            // queued. None of this run's are (the round is complete, or it is the
-            // deadline and the run ends), so ordering is all there is left to do:
-            // longest first, by what each test took in this run.
-            let tests = order::longest_first(tests.clone(), |t| run.state.last_duration_ms(t));
-            let announce = run.state.announce();
-            let topology = &self.settings.topology;
-            let queue = run_queues::jobs_queue(publish, topology, announce).await?;
-            let jobs = retry_jobs(announce, *attempt, &tests);
-            broker::publish_all(publish, "", &queue, jobs, PUBLISH_WINDOW).await?;
-            run_queues::notice_jobs(publish, topology, announce).await;
-            info!(run = %run_id, round = attempt, tests = tests.len(), "round closed: re-running failed and missing tests");
-        }
-        self.journals
-            .append(run_id, &Record::RoundClosed { at_ms: now })?;
-        if let RoundDecision::Finish(_) = decision {
-            self.finish(run_id, publish);
-        }
+        let effects = self.runs.dead_letter(job, now_ms());
+        let parked = self.perform(effects, publish).await?;
+        settled.push((delivery, !parked));
         Ok(())
     }
 
@@ -921,24 +695,22 @@ impl Aggregator {
     }
 
     /// Hands a finished run over to be finished off the loop (reports, then
-    /// the verdict; `finishing`). Its state is taken apart into its report: a
-    /// run of 400,000 tests would otherwise hold both. Its journal goes with
-    /// it, and is removed only once the verdict is confirmed.
+    /// the verdict; `finishing`). Its journal goes only once the verdict is
+    /// confirmed.
     fn finish(&mut self, run_id: Uuid, publish: &Channel) {
-        let Some(OpenRun { state }) = self.open.remove(&run_id) else {
+        let Some(order) = self.runs.take_finished(run_id, now_ms()) else {
             return;
         };
-        let tokens = state.verdict_tokens();
-        let announce = state.announce();
-        self.run_queues.ended(announce);
-        let quarantine = quarantine::Rules {
-            listed: announce.quarantine.clone(),
-            auto_percent: announce.auto_quarantine_percent,
-        };
-        let report = state.into_report(now_ms());
+        let (run, queue) = order.announce_queue;
+        self.run_queues.ended(run, queue);
         let settings = self.report_settings();
-        self.finishing
-            .start(report, tokens, quarantine, &settings, publish);
+        self.finishing.start(
+            order.report,
+            order.tokens,
+            order.quarantine,
+            &settings,
+            publish,
+        );
     }
 
     /// A run's finishing ended: with its verdict out, its durations go to
@@ -962,7 +734,7 @@ impl Aggregator {
         if let Err(error) = self.journals.remove(run_id) {
             warn!(run = %run_id, %error, "could not remove a finished run's journal");
         }
-        self.remember_finished(run_id);
+        self.runs.finish_ended(run_id);
         Ok(())
     }
 
@@ -973,13 +745,6 @@ impl Aggregator {
             verdicts: self.settings.topology.verdicts.clone(),
             outcomes: OutcomeStore::new(&self.settings.state_dir),
         }
-    }
-
-    /// Whether the run is open, being finished, or finished lately.
-    fn knows(&self, run_id: &Uuid) -> bool {
-        self.open.contains_key(run_id)
-            || self.finishing.contains(run_id)
-            || self.finished.contains(run_id)
     }
 
     async fn publish_events(
@@ -1023,9 +788,8 @@ impl Aggregator {
         if dashboard.depths_due() {
             let topology = &self.settings.topology;
             let own = self
-                .open
-                .values()
-                .map(|run| run.state.announce())
+                .runs
+                .announces()
                 .filter(|announce| announce.queue == JobQueue::Own)
                 .take(dashboard::MAX_QUEUES_ASKED)
                 .map(|announce| topology.run_jobs_queue(&announce.run_id.to_string()));
@@ -1036,23 +800,8 @@ impl Aggregator {
             }
             dashboard.queues(queues);
         }
-        let runs = self
-            .open
-            .values()
-            .map(|run| run.state.progress_view())
-            .collect();
-        dashboard.publish(runs, now_ms());
+        dashboard.publish(self.runs.progress_views(), now_ms());
         Ok(())
-    }
-
-    fn remember_finished(&mut self, run_id: Uuid) {
-        self.finished.insert(run_id);
-        self.finished_order.push_back(run_id);
-        if self.finished_order.len() > FINISHED_MEMORY {
-            if let Some(oldest) = self.finished_order.pop_front() {
-                self.finished.remove(&oldest);
-            }
-        }
     }
 }
 
@@ -1088,44 +837,12 @@ fn journals(settings: &AggregatorSettings) -> Journals {
                 max_bytes: settings.journal_max_bytes,
                 max_age_days: 32,
             },
+            settings
+                .journal_key
+                .clone()
+                .expect("the settings give the broker journal its key"),
         )),
     }
-}
-
-/// Rebuilds a run's state from its journal, each record turned back into
-/// the message it was journalled from.
-fn replay(records: Vec<Record>) -> Option<RunState> {
-    let mut records = records.into_iter();
-    let Some(Record::Announce(announce)) = records.next() else {
-        return None;
-    };
-    let mut state = RunState::new((*announce).into());
-    for record in records {
-        match record {
-            Record::Announce(_) => {}
-            Record::Result(result) => {
-                state.record_result(result.into());
-            }
-            Record::DeadLetter {
-                test_id,
-                attempt,
-                deliveries,
-            } => {
-                state.record_dead_letter(&test_id, attempt, deliveries);
-            }
-            Record::RoundClosed { at_ms } => {
-                state.close_round(at_ms);
-            }
-            Record::Batch(batch) => {
-                state.record_batch(batch.into());
-            }
-            Record::Resumed {
-                deadline_ms,
-                verdict_token,
-            } => state.resume(deadline_ms, Some(verdict_token)),
-        }
-    }
-    Some(state)
 }
 
 /// Publishes run events for followers, best-effort and without confirms, on
@@ -1137,28 +854,6 @@ async fn publish_events(
     events: impl IntoIterator<Item = RunEvent>,
 ) {
     broker::publish_run_events(publish, exchange, events.into_iter().collect()).await;
-}
-
-/// A retry round's jobs: one test each. Retries are few (the threshold caps
-/// them at a tenth of the run by default), and alone a test meets no state an
-/// earlier test of its batch left behind: one that failed only beside
-/// another passes alone, and shows as flaky with both attempts' batches.
-fn retry_jobs(announce: &RunAnnounce, attempt: u32, tests: &[String]) -> Vec<Body> {
-    tests
-        .iter()
-        .map(|test_id| {
-            let mut job = Job::single(
-                announce.run_id,
-                test_id.clone(),
-                attempt,
-                announce.deadline_ms,
-                announce.spec.clone(),
-            );
-            job.published_at_ms = now_ms();
-            job.queue = announce.queue;
-            Body::Job(job)
-        })
-        .collect()
 }
 
 /// Consumes `queue` without acks: for heartbeats, which nobody needs twice.
@@ -1212,13 +907,12 @@ async fn settle(settled: &Settled) -> Result<(), BrokerError> {
     Ok(())
 }
 
-/// The end of the commit under way, with the deliveries it settles;
-/// pending for ever when none is.
-async fn commit_ended(committing: &mut Option<InFlight>) -> (Result<(), JournalError>, Settled) {
-    let Some(in_flight) = committing else {
+/// The end of the commit under way; pending for ever when none is.
+async fn commit_ended(committing: &mut Option<Commit>) -> Result<(), JournalError> {
+    let Some(commit) = committing else {
         return std::future::pending().await;
     };
-    let done = committed(&mut in_flight.commit).await;
-    let settled = committing.take().map(|i| i.settled).unwrap_or_default();
-    (done, settled)
+    let done = committed(commit).await;
+    *committing = None;
+    done
 }

@@ -11,6 +11,8 @@ use testfleet_common::config::{ConfigError, JournalKind, RawConfig};
 use testfleet_common::topology::Topology;
 use testfleet_types::triage::TriageRule;
 
+use crate::journal::seal::JournalKey;
+
 /// Validated settings of the aggregator.
 #[derive(Debug, Clone)]
 pub struct AggregatorSettings {
@@ -23,11 +25,15 @@ pub struct AggregatorSettings {
     pub triage_rules: Vec<TriageRule>,
     /// Where open runs' journals are kept.
     pub journal: JournalKind,
+    /// The key that seals the broker journal (with `journal = "broker"`).
+    pub journal_key: Option<JournalKey>,
     /// The broker journal's retention, in bytes.
     pub journal_max_bytes: u64,
     /// Where the dashboard listens; `None`: no dashboard.
     pub dashboard: Option<SocketAddr>,
     pub dashboard_token: Option<String>,
+    /// Host names it answers to, beside IP addresses and `localhost`.
+    pub dashboard_hosts: Vec<String>,
 }
 
 /// `aggregator.dashboard` as an address to listen on, if it is not empty.
@@ -38,6 +44,27 @@ fn dashboard_address(text: &str) -> Result<Option<SocketAddr>, ConfigError> {
             key: "aggregator.dashboard",
             problem: format!("{address:?} is not an address to listen on, such as 127.0.0.1:9191"),
         }),
+    }
+}
+
+/// The broker journal's key, which that journal needs: its entries carry
+/// secrets that other broker users must not read.
+fn journal_key(
+    aggregator: &testfleet_common::config::AggregatorConfig,
+) -> Result<Option<JournalKey>, ConfigError> {
+    let invalid = |problem: String| ConfigError::Invalid {
+        key: "aggregator.journal_key_file",
+        problem,
+    };
+    match (aggregator.journal, aggregator.journal_key_file.as_str()) {
+        (JournalKind::File, _) => Ok(None),
+        (JournalKind::Broker, "") => Err(invalid(
+            "must name a key file with journal = \"broker\" (openssl rand -hex 32 > journal.key)"
+                .into(),
+        )),
+        (JournalKind::Broker, path) => JournalKey::read(std::path::Path::new(path))
+            .map(Some)
+            .map_err(invalid),
     }
 }
 
@@ -52,10 +79,17 @@ impl AggregatorSettings {
             state_dir: raw.aggregator.state_dir.clone(),
             triage_rules: raw.report.triage_rules()?,
             journal: raw.aggregator.journal,
+            journal_key: journal_key(&raw.aggregator)?,
             journal_max_bytes: raw.aggregator.journal_max_bytes,
             dashboard: dashboard_address(&raw.aggregator.dashboard)?,
             dashboard_token: Some(raw.aggregator.dashboard_token.clone())
                 .filter(|token| !token.is_empty()),
+            dashboard_hosts: raw
+                .aggregator
+                .dashboard_hosts
+                .iter()
+                .map(|host| host.to_ascii_lowercase())
+                .collect(),
         })
     }
 }

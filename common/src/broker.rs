@@ -667,12 +667,34 @@ pub fn check_confirm(
     confirmation: lapin::Confirmation,
     routing_key: &str,
 ) -> Result<(), BrokerError> {
-    if confirmation.is_ack() && confirmation.take_message().is_none() {
-        Ok(())
-    } else {
-        Err(BrokerError::NotConfirmed {
+    match routed(confirmation, routing_key)? {
+        Routed::ToQueue => Ok(()),
+        Routed::NoQueue => Err(BrokerError::NotConfirmed {
             routing_key: routing_key.to_owned(),
-        })
+        }),
+    }
+}
+
+/// Where a confirmed mandatory publish went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    ToQueue,
+    /// The broker returned it: no queue by that name (a run's queue deleted
+    /// at its end, say).
+    NoQueue,
+}
+
+/// What a confirm says of a mandatory publish: routed, returned, or (a
+/// nack) not taken at all, which is an error.
+pub fn routed(confirmation: lapin::Confirmation, routing_key: &str) -> Result<Routed, BrokerError> {
+    if !confirmation.is_ack() {
+        return Err(BrokerError::NotConfirmed {
+            routing_key: routing_key.to_owned(),
+        });
+    }
+    match confirmation.take_message() {
+        None => Ok(Routed::ToQueue),
+        Some(_) => Ok(Routed::NoQueue),
     }
 }
 

@@ -117,6 +117,8 @@ pub struct WorkerConfig {
     pub liftable_limits: Vec<String>,
     /// Capabilities a Docker job may add back.
     pub allowed_capabilities: Vec<String>,
+    /// OCI runtimes a Docker job may name (`run.runtime`).
+    pub allowed_runtimes: Vec<String>,
     /// The highest memory limit a Docker job may set.
     pub max_memory_bytes: u64,
     /// The highest process limit a Docker job may set.
@@ -134,10 +136,16 @@ pub struct AggregatorConfig {
     pub journal: JournalKind,
     /// The broker journal's retention, in bytes.
     pub journal_max_bytes: u64,
+    /// The file holding the key that seals the broker journal's entries;
+    /// required with `journal = "broker"`.
+    pub journal_key_file: String,
     /// Where the dashboard listens; empty: off.
     pub dashboard: String,
     /// A token every dashboard request must carry; empty: none.
     pub dashboard_token: String,
+    /// Host names the dashboard answers to, beside IP addresses and
+    /// `localhost`.
+    pub dashboard_hosts: Vec<String>,
 }
 
 /// Where the aggregator keeps open runs' journals.
@@ -216,7 +224,7 @@ pub fn default_spec() -> RunSpec {
 }
 
 /// Keys whose environment variable is a comma-separated list.
-const LIST_KEYS: [&str; 7] = [
+const LIST_KEYS: [&str; 9] = [
     "run.cap_add",
     "run.secret_env",
     "run.tmpfs",
@@ -224,6 +232,8 @@ const LIST_KEYS: [&str; 7] = [
     "worker.allowed_networks",
     "worker.liftable_limits",
     "worker.allowed_capabilities",
+    "worker.allowed_runtimes",
+    "aggregator.dashboard_hosts",
 ];
 
 /// Only `TESTFLEET_<SECTION>__<KEY>` variables are configuration; others with the

@@ -5,7 +5,9 @@
 //! `point` panic when it handles `key` (a test id for `job`, a suite name for
 //! `report`), and `TESTFLEET_FAULT_EXIT=<point>:<n>` makes the process exit at
 //! once, as a kill would stop it, the `n`-th time it passes `point` (the
-//! journal's `journal-commit`, between a record on disk and its ack).
+//! journal's `journal-commit`, between a record on disk and its ack), and
+//! `TESTFLEET_FAULT_SLOW=<point>:<ms>` makes the code at `point` take that
+//! much longer (a slow disk under the journal's sync).
 //! Release builds compile the checks away.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +24,22 @@ fn asked(point: &str, key: &str) -> bool {
         .ok()
         .and_then(|v| v.split_once(':').map(|(p, k)| p == point && k == key))
         .unwrap_or(false)
+}
+
+/// Sleeps (a blocking sleep: call it on a blocking thread) if the
+/// environment asks `point` to be slow.
+pub fn delay_if_asked(point: &str) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    let delay = std::env::var("TESTFLEET_FAULT_SLOW").ok().and_then(|v| {
+        v.split_once(':')
+            .filter(|(p, _)| *p == point)
+            .and_then(|(_, ms)| ms.parse::<u64>().ok())
+    });
+    if let Some(ms) = delay {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }
 
 /// Exits the process at once (no drain, nothing acked) if the environment

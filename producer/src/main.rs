@@ -19,7 +19,7 @@ use testfleet_producer::presets::Preset;
 use testfleet_producer::progress::ProgressView;
 use testfleet_producer::resume::{self, ResumeError};
 use testfleet_producer::settings::Choices;
-use testfleet_producer::{ProducerSettings, Submitted};
+use testfleet_producer::{ProducerError, ProducerSettings, Submitted};
 use testfleet_report as report;
 use testfleet_types::now_ms;
 use testfleet_types::triage::TriageRule;
@@ -53,6 +53,15 @@ struct Cli {
     /// again, and the verdict covers them all.
     #[arg(long, value_name = "RUN_ID", conflicts_with_all = ["discover", "preset", "list"])]
     resume: Option<uuid::Uuid>,
+    /// With --resume: the run's token (default: the run.token its producer
+    /// kept beside its reports, under --report-dir).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "TESTFLEET_RUN_TOKEN",
+        requires = "resume"
+    )]
+    run_token: Option<uuid::Uuid>,
     /// Command whose stdout lists one test id per line (run with `sh -c` here).
     #[arg(long)]
     discover: Option<String>,
@@ -318,8 +327,18 @@ async fn submit_and_wait(
     };
     let submitted = match testfleet_producer::submit(settings, tests, cli.wait).await {
         Ok(submitted) => submitted,
+        Err(error @ ProducerError::OutOfBounds(_)) => return fail(PROGRAM, USAGE, error),
         Err(error) => return fail(PROGRAM, INFRA, error),
     };
+    if let Err(error) =
+        resume::keep_run_token(&cli.report_dir, submitted.run_id, submitted.verdict_token)
+    {
+        // The run goes on; only a later --resume needs the token.
+        eprintln!(
+            "{PROGRAM}: could not keep the run's token under {}: {error}",
+            cli.report_dir.display()
+        );
+    }
     follow_submitted(cli, settings, triage_rules, &submitted, &mut sink).await
 }
 
@@ -334,9 +353,18 @@ async fn resume(cli: &Cli, run_id: uuid::Uuid) -> ExitCode {
         Ok(sink) => sink,
         Err(message) => return fail(PROGRAM, USAGE, message),
     };
-    let submitted = match resume::resume(&settings, run_id, cli.wait).await {
+    let run_token = match cli.run_token {
+        Some(token) => token,
+        None => match resume::read_run_token(&cli.report_dir, run_id) {
+            Ok(token) => token,
+            Err(message) => return fail(PROGRAM, USAGE, message),
+        },
+    };
+    let submitted = match resume::resume(&settings, run_id, run_token, cli.wait).await {
         Ok(submitted) => submitted,
-        Err(error @ ResumeError::Finished(_)) => return fail(PROGRAM, USAGE, error),
+        Err(error @ (ResumeError::Finished(_) | ResumeError::NotPermitted(_))) => {
+            return fail(PROGRAM, USAGE, error)
+        }
         Err(error) => return fail(PROGRAM, INFRA, error),
     };
     follow_submitted(cli, &settings, &triage_rules, &submitted, &mut sink).await

@@ -11,8 +11,7 @@ use std::path::Path;
 use serde::Serialize;
 use testfleet_report::ReportPaths;
 use testfleet_types::messages::{
-    AttemptStatus, FinalStatus, Outcome, RoundCounts, RunEvent, RunEventKind, RunReport,
-    VerdictKind,
+    AttemptStatus, FinalStatus, RoundCounts, RunEvent, RunEventKind, RunReport, VerdictKind,
 };
 use time::OffsetDateTime;
 use tracing::warn;
@@ -242,16 +241,9 @@ fn rfc3339(ms: u64) -> String {
     )
 }
 
-/// The stable names of attempt outcomes in the stream.
+/// The stable names of attempt outcomes in the stream (the vocabulary's).
 pub fn outcome_name(status: AttemptStatus) -> &'static str {
-    match status {
-        AttemptStatus::Ran(Outcome::Passed) => "passed",
-        AttemptStatus::Ran(Outcome::Failed) => "failed",
-        AttemptStatus::Ran(Outcome::TimedOut) => "timed_out",
-        AttemptStatus::Ran(Outcome::Error) => "error",
-        AttemptStatus::Missing => "missing",
-        AttemptStatus::DeadLettered { .. } => "dead_lettered",
-    }
+    status.name()
 }
 
 fn verdict_name(kind: VerdictKind) -> &'static str {
@@ -302,6 +294,7 @@ mod tests {
     use std::path::PathBuf;
 
     use serde_json::{json, Value};
+    use testfleet_types::messages::Outcome;
 
     use super::*;
 

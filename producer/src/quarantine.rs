@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use testfleet_types::limits::{MAX_QUARANTINE, MAX_REASON_BYTES, MAX_TEST_ID_BYTES};
+use testfleet_types::limits::{MAX_QUARANTINE, MAX_REASON_BYTES, MAX_TEST_ID_BYTES, MAX_TIME_MS};
 use testfleet_types::messages::Quarantine;
 
 /// The file as written.
@@ -75,7 +75,9 @@ fn parse(text: &str, now_ms: u64) -> Result<Read, String> {
 }
 
 /// The entry's expiry in Unix ms (the start of that day, UTC), if the
-/// entry is sound.
+/// entry is sound. A date past what the wire carries (year 3000; a usual
+/// way to write "never" is 9999-12-31) expires at that bound: never, for
+/// the fleet.
 fn checked(entry: &Entry) -> Result<u64, String> {
     if entry.test.is_empty() || entry.test.len() > MAX_TEST_ID_BYTES {
         return Err(format!(
@@ -88,6 +90,7 @@ fn checked(entry: &Entry) -> Result<u64, String> {
         ));
     }
     day_start_ms(&entry.expires)
+        .map(|ms| ms.min(MAX_TIME_MS))
         .ok_or_else(|| format!("expires must be a date YYYY-MM-DD, not {:?}", entry.expires))
 }
 
@@ -129,6 +132,32 @@ expires = "2027-01-01"
         assert_eq!(read.entries[0].expires_ms, JAN_1_2027_MS + 86_400_000);
         assert_eq!(read.expired.len(), 1);
         assert!(read.expired[0].contains("t::old"), "{:?}", read.expired);
+    }
+
+    #[test]
+    fn an_expiry_past_the_wires_bound_means_never() {
+        let text = "[[quarantine]]\ntest = \"a\"\nreason = \"r\"\nexpires = \"9999-12-31\"";
+        let read = parse(text, JAN_1_2027_MS).unwrap();
+        assert_eq!(read.entries[0].expires_ms, MAX_TIME_MS);
+        let announce =
+            testfleet_types::messages::Body::Run(testfleet_types::messages::RunAnnounce {
+                run_id: uuid::Uuid::nil(),
+                suite: "s".into(),
+                created_at_ms: JAN_1_2027_MS,
+                deadline_ms: JAN_1_2027_MS + 1,
+                spec: testfleet_common::config::default_spec(),
+                tests: vec!["a".into()],
+                verdict_token: None,
+                queue: Default::default(),
+                weight: 1,
+                auto_quarantine_percent: None,
+                quarantine: read.entries,
+            });
+        assert_eq!(
+            testfleet_types::checks::check(&announce),
+            Ok(()),
+            "as the aggregator checks it"
+        );
     }
 
     #[test]

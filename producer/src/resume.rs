@@ -36,18 +36,23 @@ pub enum ResumeError {
     Unknown(Uuid),
     #[error("the aggregator's answer is unreadable: {0}")]
     Unreadable(#[from] WireError),
+    #[error("the request did not carry run {0}'s token: only who submitted it may resume it (its token is kept in run.token beside its reports; --run-token)")]
+    NotPermitted(Uuid),
 }
 
 /// Asks the aggregator to resume `run_id`, and with `wait` makes a verdict
 /// queue of this producer's own first, so that the verdict cannot be missed.
+/// `run_token` is the run's own secret, which only the producer that
+/// submitted it knew (see [`read_run_token`]).
 pub async fn resume(
     settings: &ProducerSettings,
     run_id: Uuid,
+    run_token: Uuid,
     wait: bool,
 ) -> Result<Submitted, ResumeError> {
     let mut brokers = settings.brokers.clone();
     let connection = broker::connect(&mut brokers, Some(settings.connect_timeout)).await?;
-    let resumed = ask(&connection, settings, run_id, wait).await;
+    let resumed = ask(&connection, settings, run_id, run_token, wait).await;
     broker::close(&connection, "run resumed").await;
     resumed
 }
@@ -56,6 +61,7 @@ async fn ask(
     connection: &lapin::Connection,
     settings: &ProducerSettings,
     run_id: Uuid,
+    run_token: Uuid,
     wait: bool,
 ) -> Result<Submitted, ResumeError> {
     let topology = &settings.topology;
@@ -86,6 +92,7 @@ async fn ask(
         run_id,
         deadline_ms,
         verdict_token,
+        run_token,
     });
     let answer = broker::request(connection, &topology.history, &request, RESUME_TIMEOUT)
         .await?
@@ -120,7 +127,45 @@ async fn ask(
         }
         ResumeOutcome::Finished => Err(ResumeError::Finished(run_id)),
         ResumeOutcome::Unknown => Err(ResumeError::Unknown(run_id)),
+        ResumeOutcome::NotPermitted => Err(ResumeError::NotPermitted(run_id)),
     }
+}
+
+/// Where a producer keeps a run's token, beside its reports: the token
+/// proves a later `--resume` speaks for the run's owner.
+pub fn run_token_path(report_dir: &Path, run_id: Uuid) -> std::path::PathBuf {
+    report_dir.join(run_id.to_string()).join("run.token")
+}
+
+/// Keeps `token` for `run_id` under `report_dir`, readable by this user
+/// alone.
+pub fn keep_run_token(report_dir: &Path, run_id: Uuid, token: Uuid) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = run_token_path(report_dir, run_id);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    writeln!(file, "{token}")
+}
+
+/// The run's token as its producer kept it under `report_dir`.
+pub fn read_run_token(report_dir: &Path, run_id: Uuid) -> Result<Uuid, String> {
+    let path = run_token_path(report_dir, run_id);
+    let text = std::fs::read_to_string(&path).map_err(|error| {
+        format!(
+            "no token of run {run_id} at {}: {error} (give --report-dir where its producer kept it, or --run-token)",
+            path.display()
+        )
+    })?;
+    Uuid::parse_str(text.trim())
+        .map_err(|error| format!("{} holds no token: {error}", path.display()))
 }
 
 /// A finished run's tests that did not pass, as its `report.json` under

@@ -13,6 +13,7 @@ use lapin::{Channel, Connection};
 use testfleet_common::broker::{self, BrokerError};
 use testfleet_common::topology::Topology;
 use testfleet_types::batch::{self, PlanParams, Planned};
+use testfleet_types::checks;
 use testfleet_types::codec::decode;
 use testfleet_types::limits::{MAX_MESSAGE_BYTES, MAX_TESTS_PER_JOB};
 use testfleet_types::messages::{
@@ -59,6 +60,10 @@ pub enum ProducerError {
         "no verdict for run {run_id} by {waited:?} after its deadline; is an aggregator running?"
     )]
     NoVerdict { run_id: Uuid, waited: Duration },
+    /// What the run would publish is out of the bounds every aggregator
+    /// checks, which would park it unread.
+    #[error("the run is out of the fleet's bounds, so no aggregator would take it: {0}")]
+    OutOfBounds(String),
 }
 
 /// A run that the broker has taken.
@@ -127,13 +132,17 @@ async fn publish_run(
         auto_quarantine_percent: settings.auto_quarantine_percent,
         quarantine: settings.quarantine.clone(),
     };
+    // Checked as the aggregator will check it: one it would park unread
+    // must not leave the producer waiting for a verdict.
+    let announcement = Body::Run(announce.clone());
+    checks::check(&announcement).map_err(ProducerError::OutOfBounds)?;
     // The announcement goes first, on the queue results travel: the aggregator
     // knows the run's expected tests before any result of it can arrive.
     broker::publish_parted(
         &channel,
         "",
         &settings.topology.results,
-        &Body::Run(announce.clone()),
+        &announcement,
         user,
     )
     .await?;

@@ -7,20 +7,10 @@ use testfleet_types::messages::{
 };
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-/// What every report says about a test that never reported.
-pub const MISSING_MESSAGE: &str =
-    "did not run: no result before the run's deadline (timeout or drop)";
+pub use testfleet_types::vocabulary::MISSING_MESSAGE;
 
 /// The order in which every report lists its counts.
-pub(crate) const COUNT_ORDER: [FinalStatus; 7] = [
-    FinalStatus::Passed,
-    FinalStatus::Failed,
-    FinalStatus::TimedOut,
-    FinalStatus::Flaky,
-    FinalStatus::Missing,
-    FinalStatus::DeadLettered,
-    FinalStatus::Error,
-];
+pub(crate) const COUNT_ORDER: [FinalStatus; 7] = FinalStatus::ORDER;
 
 /// Unix milliseconds as RFC 3339 in UTC.
 pub(crate) fn rfc3339(ms: u64) -> String {

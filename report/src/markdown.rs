@@ -251,9 +251,7 @@ fn entry(report: &RunReport, test: &TestReport, tail: usize) -> String {
     let last = last_attempt(test);
     let facts = match test.status {
         FinalStatus::Flaky => flaky_facts(test),
-        FinalStatus::Failed | FinalStatus::TimedOut | FinalStatus::Error => {
-            ran_facts(report, test, last)
-        }
+        status if status.ran_and_did_not_pass() => ran_facts(report, test, last),
         _ => format!(
             "{}{}",
             describe_final(test, &report.spec),
@@ -266,10 +264,7 @@ fn entry(report: &RunReport, test: &TestReport, tail: usize) -> String {
         true => format!("- {id} — {facts}\n"),
         false => format!("- {id} — {facts} · {}\n", code_span(&one_line(&notes, 300))),
     };
-    let ran = matches!(
-        test.status,
-        FinalStatus::Failed | FinalStatus::TimedOut | FinalStatus::Error
-    );
+    let ran = test.status.ran_and_did_not_pass();
     if let Some(attempt) = last.filter(|_| ran && tail > 0) {
         item.push_str(&output_details(attempt, tail));
     }

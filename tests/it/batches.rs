@@ -444,3 +444,108 @@ async fn a_huge_failure_message_is_cut_and_costs_its_batch_nothing() {
     );
     fleet.teardown().await;
 }
+
+/// A batch whose run's queue is deleted while it runs (the aggregator deletes
+/// it at the run's end) cannot publish the follow-ups of its unreported
+/// tests: they are dropped, and the worker's session, with every other job it
+/// holds, goes on. Before, the broker returned them, the whole outbox group
+/// counted as unpublished and the session ended: the job of another run on
+/// the same worker was interrupted and ran again.
+#[tokio::test(flavor = "multi_thread")]
+async fn follow_ups_to_a_deleted_run_queue_cost_the_worker_nothing() {
+    let mut fleet = Fleet::start(0, 0);
+    let worker = format!("{}-fu", fleet.prefix);
+    fleet.start_worker_with(&worker, 2, &["--executors", "process"]);
+    let marks = fleet.dir.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let marks = marks.to_str().unwrap().to_owned();
+    // A: a batch whose runner writes no report (every test unreported).
+    let a_script = format!("touch {marks}/a-started; sleep 6");
+    let a_args: Vec<String> = [
+        "--executor",
+        "process",
+        "--report-format",
+        "junit:name",
+        "--batch",
+        "4",
+        "--deadline",
+        "40",
+        "--max-rounds",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        &a_script,
+        "sh",
+        "{report}",
+        "{ids}",
+    ]
+    .map(String::from)
+    .to_vec();
+    // B: one long test of another run, on the worker's other slot.
+    let b_script = format!("echo ran >> {marks}/b-runs; sleep 15");
+    let b_args: Vec<String> = [
+        "--executor",
+        "process",
+        "--max-rounds",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        &b_script,
+    ]
+    .map(String::from)
+    .to_vec();
+    let producer_a = fleet.producer();
+    let run_a = tokio::spawn(async move {
+        let args: Vec<&str> = a_args.iter().map(String::as_str).collect();
+        producer_a.run(&ids(&["a1", "a2", "a3", "a4"]), &args).await
+    });
+    let started = std::time::Instant::now();
+    while !std::path::Path::new(&format!("{marks}/a-started")).exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "A never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a_id = loop {
+        let submitted = fleet.events().into_iter().find_map(|e| {
+            (e["event"] == "run_submitted").then(|| e["run_id"].as_str().unwrap().to_owned())
+        });
+        if let Some(id) = submitted {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let producer_b = fleet.producer();
+    let run_b = tokio::spawn(async move {
+        let args: Vec<&str> = b_args.iter().map(String::as_str).collect();
+        producer_b.run(&ids(&["b1"]), &args).await
+    });
+    let deleted = std::process::Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "delete_queue",
+            &fleet.topology().run_jobs_queue(&a_id),
+        ])
+        .output()
+        .expect("rabbitmqctl");
+    assert!(deleted.status.success(), "{deleted:?}");
+    let b = run_b.await.unwrap();
+    assert_eq!(b.exit_code(), 0, "{}", b.describe());
+    let b_runs = std::fs::read_to_string(format!("{marks}/b-runs")).unwrap();
+    assert_eq!(
+        b_runs.lines().count(),
+        1,
+        "B ran once: the worker's session went on"
+    );
+    let a = run_a.await.unwrap();
+    assert_ne!(
+        a.exit_code(),
+        0,
+        "A's tests never got results: {}",
+        a.describe()
+    );
+    fleet.teardown().await;
+}

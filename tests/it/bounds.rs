@@ -455,3 +455,90 @@ async fn publish(queue: &str, payload: &[u8]) {
         .unwrap();
     let _ = connection.close(200, "published".into()).await;
 }
+
+/// A batch dead-lettered after its run finished (its queue deleted) is
+/// dropped: before, the aggregator published its halves to the deleted
+/// queue, the broker refused them, the session ended and the same delivery
+/// came back first, for ever, so no other run was counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_lettered_batch_of_a_finished_run_is_dropped() {
+    let fleet = Fleet::start(1, 1);
+    let first = fleet
+        .run(&["first".into()], &["--image", BUSYBOX, "--", "true"])
+        .await;
+    assert_eq!(first.exit_code(), 0, "{}", first.describe());
+    let run_id: uuid::Uuid = first.run_id().parse().unwrap();
+    let mut job = testfleet_types::messages::Job::single(
+        run_id,
+        "first".into(),
+        1,
+        testfleet_types::now_ms() + 60_000,
+        testfleet_common::config::default_spec(),
+    );
+    job.tests.push(testfleet_types::messages::JobTest {
+        id: "second".into(),
+        allowance_ms: 1_000,
+    });
+    job.queue = testfleet_types::messages::JobQueue::Own;
+    let payload = encode(&Body::Job(job));
+    let dead = fleet.topology().dead_jobs.clone();
+    publish(&dead, &payload).await;
+    let started = std::time::Instant::now();
+    while fleet.queue_len(&dead).await.unwrap_or(0) > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the dead-lettered batch stays"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = fleet
+        .run(&["after".into()], &["--image", BUSYBOX, "--", "true"])
+        .await;
+    assert_eq!(
+        second.exit_code(),
+        0,
+        "the aggregator goes on: {}",
+        second.describe()
+    );
+    fleet.teardown().await;
+}
+
+/// One message naming 2,000 runs no aggregator knows leaves at most the
+/// budget's queues of unclaimed results (100 per sender); the rest is
+/// parked with the reason. Before, each run got a queue kept for a week.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_naming_many_unknown_runs_leaves_few_queues() {
+    let fleet = Fleet::start(0, 1);
+    let results: Vec<TestResult> = (0..2_000)
+        .map(|i| passed_result(uuid::Uuid::new_v4(), &format!("t{i}"), "forger"))
+        .collect();
+    let results_queue = fleet.topology().results.clone();
+    let parked_queue = fleet.topology().parked.clone();
+    let ready = Instant::now();
+    // The aggregator declares the topology once it runs.
+    while fleet.queue_len(&parked_queue).await.is_none() {
+        assert!(ready.elapsed() < Duration::from_secs(60), "no aggregator");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    publish(&results_queue, &encode(&Body::Results(results))).await;
+    let started = Instant::now();
+    while fleet.parked_count().await < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing parked"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Parked in one message per run beyond the budget.
+    while fleet.parked_count().await < 1_900 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "only {} parked",
+            fleet.parked_count().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let kept = crate::fixtures::queues_with_prefix(&format!("{}.results.unclaimed.", fleet.prefix));
+    assert!(kept.len() <= 100, "{} unclaimed queues", kept.len());
+    fleet.teardown().await;
+}

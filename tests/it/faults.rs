@@ -812,3 +812,29 @@ async fn when_every_worker_dies_the_run_ends_at_its_deadline_listing_its_missing
     assert_no_leftovers(&run.run_id()).await;
     fleet.teardown().await;
 }
+
+/// A run's verdict goes out only once the commit holding its last facts has
+/// ended: with every journal commit slowed by 3 s, the run finishes (its
+/// report's `finished_at_ms`) at least 3 s after its last attempt ended.
+/// Before, the verdict went out as the round closed, while that closing
+/// still waited for its sync: a crash in between finished the run twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verdict_waits_for_the_commit_that_holds_its_facts() {
+    let slow = [("TESTFLEET_FAULT_SLOW", "journal-commit:3000")];
+    let fleet = Fleet::start_with_broker(1, 1, crate::fixtures::BROKER, &slow);
+    let run = fleet
+        .run(&["t1".into()], &["--image", BUSYBOX, "--", "true"])
+        .await;
+    assert_eq!(run.exit_code(), 0, "{}", run.describe());
+    let report = run.report();
+    let attempt_end = report["tests"][0]["attempts"][0]["finished_at_ms"]
+        .as_u64()
+        .unwrap();
+    let finished = report["finished_at_ms"].as_u64().unwrap();
+    assert!(
+        finished >= attempt_end + 3_000,
+        "the run finished {} ms after its last attempt, before its closing was durable",
+        finished.saturating_sub(attempt_end)
+    );
+    fleet.teardown().await;
+}

@@ -136,13 +136,20 @@ impl Fleet {
         let prefix = format!("it-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).unwrap();
+        // The key that seals a broker journal, which its aggregators share.
+        let key_file = dir.join("journal.key");
+        let key = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()].map(|u| u.simple().to_string());
+        std::fs::write(&key_file, key.concat()).unwrap();
+        let key_env = (
+            "TESTFLEET_AGGREGATOR__JOURNAL_KEY_FILE".to_owned(),
+            key_file.to_str().unwrap().to_owned(),
+        );
         let mut fleet = Fleet {
             prefix,
             dir,
             broker_url: url.to_owned(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+            env: std::iter::once(key_env)
+                .chain(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
                 .collect(),
             aggregator: None,
             standby: None,
@@ -539,6 +546,17 @@ impl Fleet {
     /// Stops every process, deletes the fleet's queues, checks for leftovers.
     pub async fn teardown(mut self) {
         self.stop_all();
+        // Bounded: a broker call that never answers must not hang a test
+        // whose every assertion held (seen once under a full suite's load).
+        let deleted = tokio::time::timeout(Duration::from_secs(60), self.delete_queues()).await;
+        if deleted.is_err() {
+            eprintln!("teardown: the fleet's queues were not all deleted within 60 s");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Deletes every queue of the fleet's prefix.
+    async fn delete_queues(&self) {
         let connection = lapin::Connection::connect(BROKER, Default::default())
             .await
             .unwrap();
@@ -563,7 +581,6 @@ impl Fleet {
             }
         }
         let _ = connection.close(200, "test over".into()).await;
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 
     fn stop_all(&mut self) {

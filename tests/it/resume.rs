@@ -141,3 +141,54 @@ fn submitted_run_id(fleet: &Fleet) -> String {
         .expect("the run was submitted")
         .to_owned()
 }
+
+/// Only who holds a run's token resumes it, and a second resume of the same
+/// round queues nothing twice: without either, anyone who learns a run id
+/// could requeue its open round over and over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resume_needs_the_runs_token_and_queues_a_round_once() {
+    let fleet = Fleet::start(0, 0);
+    let list = fleet.dir.join("ids.txt");
+    std::fs::write(&list, "pass-1\npass-2\npass-3\n").unwrap();
+    let command = scripted_command(SCRIPT);
+    let first = ["--tests", list.to_str().unwrap(), "--deadline", "120"];
+    // The command last: what follows `--` is the test's argv.
+    let submitted = fleet.run_producer(&first, &args(&command)).await;
+    assert_eq!(submitted.exit_code(), 0, "{}", submitted.describe());
+    let run_id = submitted.run_id();
+    let queue = fleet.topology().run_jobs_queue(&run_id);
+    assert_eq!(
+        fleet.queue_len(&queue).await,
+        Some(3),
+        "no worker: the jobs wait"
+    );
+
+    let forged = uuid::Uuid::new_v4().to_string();
+    let refused = fleet
+        .run_producer(&["--resume", &run_id, "--run-token", &forged], &[])
+        .await;
+    assert_eq!(refused.exit_code(), 2, "{}", refused.describe());
+    let stderr = String::from_utf8_lossy(&refused.output.stderr);
+    assert!(stderr.contains("token"), "{stderr}");
+    assert_eq!(
+        fleet.queue_len(&queue).await,
+        Some(3),
+        "nothing queued for a forged token"
+    );
+
+    for resume in 0..2 {
+        let resumed = fleet.run_producer(&["--resume", &run_id], &[]).await;
+        assert_eq!(
+            resumed.exit_code(),
+            0,
+            "resume {resume}: {}",
+            resumed.describe()
+        );
+    }
+    assert_eq!(
+        fleet.queue_len(&queue).await,
+        Some(6),
+        "the open round queued again once, not twice"
+    );
+    fleet.teardown().await;
+}

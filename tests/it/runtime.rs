@@ -36,7 +36,9 @@ fn runtime_of_container_for(test_id: &str, limit: Duration) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_spec_chooses_the_containers_runtime() {
-    let fleet = Fleet::start(1, 2);
+    let mut fleet = Fleet::start(0, 0);
+    let worker = format!("{}-crun", fleet.prefix);
+    fleet.start_worker_with(&worker, 2, &["--allowed-runtimes", "crun"]);
     let id = format!("crun-{}", uuid::Uuid::new_v4().simple());
     let args = ["--image", BUSYBOX, "--runtime", "crun", "--", "sleep", "3"];
     let ids = [id.clone()];
@@ -53,7 +55,9 @@ async fn a_run_spec_chooses_the_containers_runtime() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_runtime_is_an_error_outcome_naming_it() {
-    let fleet = Fleet::start(1, 2);
+    let mut fleet = Fleet::start(0, 0);
+    let worker = format!("{}-any", fleet.prefix);
+    fleet.start_worker_with(&worker, 2, &["--allowed-runtimes", "no-such-runtime"]);
     let args = [
         "--image",
         BUSYBOX,
@@ -71,5 +75,38 @@ async fn an_unknown_runtime_is_an_error_outcome_naming_it() {
     let message = test["attempts"][0]["message"].as_str().unwrap_or("");
     assert!(message.contains("no-such-runtime"), "{message}");
     assert_ne!(run.exit_code(), 0, "{}", run.describe());
+    fleet.teardown().await;
+}
+
+/// A job naming a runtime its worker does not list is refused before any
+/// container exists: another runtime may confine less than the engine's
+/// default (runc beside gVisor).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_the_worker_does_not_allow_is_refused() {
+    let fleet = Fleet::start(1, 2);
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let args = [
+        "--image",
+        BUSYBOX,
+        "--runtime",
+        "runc",
+        "--max-rounds",
+        "1",
+        "--",
+        "true",
+    ];
+    let run = fleet.run(&["t1".into()], &args).await;
+    let report = run.report();
+    let test = tests(&report).next().unwrap();
+    assert_eq!(test["status"], "Error", "{}", run.describe());
+    let message = test["attempts"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains("worker.allowed_runtimes"), "{message}");
+    assert!(
+        crate::fixtures::containers_created(&run.run_id(), since).is_empty(),
+        "refused before any container"
+    );
     fleet.teardown().await;
 }

@@ -40,7 +40,8 @@ try {
   const worker = await page.textContent("#workers tr[data-worker]");
   await page.screenshot({ path: screenshot, fullPage: true });
 
-  const metrics = await (await page.request.get(`${url}/metrics?token=${encodeURIComponent(token)}`)).text();
+  if (page.url().includes("token=")) fail(`the token stayed in the page's URL: ${page.url()}`);
+  const metrics = await (await page.request.get(`${url}/metrics`, { headers: { Authorization: `Bearer ${token}` } })).text();
   for (const family of ["testfleet_tests_finished_total", "testfleet_busy_slots", "testfleet_queue_depth", "testfleet_run_duration_seconds_bucket"]) {
     if (!metrics.includes(family)) fail(`/metrics lacks ${family}`);
   }

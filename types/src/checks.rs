@@ -101,7 +101,9 @@ pub fn check(body: &Body) -> Result<(), String> {
                 at_most("a round", u64::from(round), u64::from(MAX_ROUNDS))?;
                 check_time("deadline_ms", deadline_ms)
             }
-            ResumeOutcome::Finished | ResumeOutcome::Unknown => Ok(()),
+            ResumeOutcome::Finished | ResumeOutcome::Unknown | ResumeOutcome::NotPermitted => {
+                Ok(())
+            }
         },
         Body::Part(part) => {
             let parts = MAX_PARTED_BYTES.div_ceil(PART_BYTES) as u32;

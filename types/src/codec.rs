@@ -318,6 +318,7 @@ mod tests {
                 run_id,
                 deadline_ms: 7,
                 verdict_token: Uuid::nil(),
+                run_token: Uuid::nil(),
             }),
             Body::Heartbeat(Heartbeat {
                 worker_id: "w1".into(),

@@ -3,6 +3,8 @@
 //! services share. The report crate builds on this alone (no AMQP client).
 //!
 //! Layout:
+//! - [`vocabulary`]: how attempts and runs end, what each way means and
+//!   its names, decided once.
 //! - [`messages`]: the message types, the wire format and nothing else.
 //! - [`codec`]: a message in its versioned envelope, as MessagePack, and back.
 //! - [`limits`]: the bounds on every message sent and every value received
@@ -15,8 +17,8 @@
 //! - `strategies` (tests, feature `strategies`): proptest strategies for the
 //!   message types, which `properties` and the other crates' property tests use.
 //!
-//! Imports run one way: `limits` ← `batch` ← `messages` ← `checks` ←
-//! `codec` ← `parts`.
+//! Imports run one way: `limits` ← `batch` ← `vocabulary` ← `messages` ←
+//! `checks` ← `codec` ← `parts`.
 
 pub mod batch;
 pub mod checks;
@@ -30,6 +32,7 @@ mod properties;
 #[cfg(any(test, feature = "strategies"))]
 pub mod strategies;
 pub mod triage;
+pub mod vocabulary;
 
 /// Milliseconds since the Unix epoch, the time unit on the wire.
 pub fn now_ms() -> u64 {

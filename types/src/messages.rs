@@ -11,38 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// What a test's container did, as seen by the worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Outcome {
-    /// The command exited 0.
-    Passed,
-    /// The command exited non-zero.
-    Failed,
-    /// The per-test timeout killed the container.
-    TimedOut,
-    /// The infrastructure failed (image missing, engine error): not the test's fault.
-    Error,
-}
-
-impl Outcome {
-    /// Classifies a finished container by its exit code.
-    pub fn from_exit_code(code: i64) -> Self {
-        if code == 0 {
-            Outcome::Passed
-        } else {
-            Outcome::Failed
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Passed => "passed",
-            Outcome::Failed => "failed",
-            Outcome::TimedOut => "timed out",
-            Outcome::Error => "error",
-        }
-    }
-}
+pub use crate::vocabulary::{AttemptStatus, FinalStatus, Outcome, VerdictKind};
 
 /// The aggregator's retry rule for one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -468,83 +437,6 @@ pub struct BatchRecord {
     pub host_busy_permille: Option<u16>,
 }
 
-/// How one attempt ended, as the aggregator records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AttemptStatus {
-    Ran(Outcome),
-    /// No result before the run's deadline.
-    Missing,
-    /// The broker gave up on the job after this many deliveries.
-    DeadLettered {
-        deliveries: u32,
-    },
-}
-
-/// Where a test stands once its run has ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum FinalStatus {
-    Passed,
-    /// Failed at least once, then passed.
-    Flaky,
-    Failed,
-    TimedOut,
-    Error,
-    Missing,
-    DeadLettered,
-}
-
-impl FinalStatus {
-    pub fn is_pass(self) -> bool {
-        matches!(self, FinalStatus::Passed | FinalStatus::Flaky)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinalStatus::Passed => "passed",
-            FinalStatus::Flaky => "flaky",
-            FinalStatus::Failed => "failed",
-            FinalStatus::TimedOut => "timed out",
-            FinalStatus::Error => "error",
-            FinalStatus::Missing => "missing",
-            FinalStatus::DeadLettered => "dead-lettered",
-        }
-    }
-}
-
-/// Why a run ended the way it did; each maps to its own exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum VerdictKind {
-    /// Every test passed, possibly after retries.
-    Passed,
-    /// Some tests still fail after the retries the policy allowed.
-    TestsFailed,
-    /// Failures exceeded the retry threshold, so they were not retried.
-    TooManyFailures,
-    /// The deadline passed with tests that never reported.
-    TestsMissing,
-}
-
-impl VerdictKind {
-    /// The process exit code documented in the README.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            VerdictKind::Passed => 0,
-            VerdictKind::TestsFailed => 1,
-            VerdictKind::TooManyFailures => 3,
-            VerdictKind::TestsMissing => 4,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerdictKind::Passed => "passed",
-            VerdictKind::TestsFailed => "tests failed",
-            VerdictKind::TooManyFailures => "too many failures to retry",
-            VerdictKind::TestsMissing => "tests missing at the deadline",
-        }
-    }
-}
-
 /// One attempt as reported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptReport {
@@ -893,6 +785,10 @@ pub struct ResumeRequest {
     pub deadline_ms: u64,
     /// The resuming producer's secret, which the verdict then carries too.
     pub verdict_token: Uuid,
+    /// The run's own secret (its announcement's token): only who holds it
+    /// may resume the run. Appended; missing reads as nil, which no run has.
+    #[serde(default)]
+    pub run_token: Uuid,
 }
 
 /// What came of a [`ResumeRequest`].
@@ -916,6 +812,8 @@ pub enum ResumeOutcome {
     Finished,
     /// The aggregator does not know it: its journal is gone, or it never was.
     Unknown,
+    /// The request did not carry the run's token: nothing changed.
+    NotPermitted,
 }
 
 /// Run the spec's command (which writes the listing at `{report}`) where

@@ -1,5 +1,5 @@
 //! What a Docker job may loosen, as this worker allows it: network modes,
-//! lifted limits and capabilities added back. Pure.
+//! lifted limits, capabilities added back and the OCI runtime. Pure.
 //!
 //! A job comes from the broker, where anyone who may publish can put one, so
 //! the job's spec asks and the worker decides: a spec that asks for more than
@@ -53,6 +53,10 @@ pub struct Confinement {
     capabilities: BTreeSet<String>,
     /// The highest limits a job may set: above them a limit is as good as none.
     ceilings: Ceilings,
+    /// OCI runtimes a job may name (`run.runtime`); none: the engine's
+    /// default only, since another runtime (runc beside gVisor) may confine
+    /// less.
+    runtimes: Vec<String>,
 }
 
 /// The highest memory and process limits a worker grants a container.
@@ -74,7 +78,13 @@ impl Confinement {
             liftable,
             capabilities: capabilities.into_iter().map(|c| capability(&c)).collect(),
             ceilings,
+            runtimes: Vec::new(),
         }
+    }
+
+    /// The same rules, allowing jobs to name these runtimes.
+    pub fn with_runtimes(self, runtimes: Vec<String>) -> Self {
+        Confinement { runtimes, ..self }
     }
 
     /// What the spec asks beyond this worker's rules, said with the worker
@@ -98,6 +108,17 @@ impl Confinement {
             }
         }
         refused.extend(self.over_ceilings(spec));
+        if let Some(runtime) = &spec.runtime {
+            if !self.runtimes.contains(runtime) {
+                let allowed = match self.runtimes.is_empty() {
+                    true => "the engine's default only".to_owned(),
+                    false => self.runtimes.join(", "),
+                };
+                refused.push(format!(
+                    "runtime {runtime:?} (allowed here: {allowed}; worker.allowed_runtimes)"
+                ));
+            }
+        }
         let extra: Vec<String> = spec
             .container
             .cap_add
@@ -224,6 +245,25 @@ mod tests {
             assert!(refusal.contains(expected), "{expected:?} in {refusal}");
         }
         assert!(!refusal.contains("CHOWN"), "{refusal}");
+    }
+
+    #[test]
+    fn a_runtime_is_refused_unless_the_worker_lists_it() {
+        let mut spec = testfleet_common::config::default_spec();
+        spec.runtime = Some("runc".into());
+        let refusal = default_worker().check(&spec).unwrap_err();
+        assert!(
+            refusal.contains("runtime \"runc\"") && refusal.contains("worker.allowed_runtimes"),
+            "{refusal}"
+        );
+        let listed = default_worker().with_runtimes(vec!["crun".into(), "runc".into()]);
+        assert_eq!(listed.check(&spec), Ok(()));
+        spec.runtime = None;
+        assert_eq!(
+            default_worker().check(&spec),
+            Ok(()),
+            "the engine's default"
+        );
     }
 
     #[test]

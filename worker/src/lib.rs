@@ -7,6 +7,7 @@
 //! - [`taker`]: which job a free slot takes next, from the queues of open
 //!   runs and the shared one, in turn.
 //! - [`turns`]: whose turn it is, by smooth weighted round-robin (pure).
+//! - [`follows`]: which runs' queues it follows, from notices (pure).
 //! - [`heartbeat`]: what the worker runs now, said every few seconds.
 //! - [`host`]: the host its tests run on, its CPUs and how busy they are.
 //! - [`job_task`]: what one job's task does, from its delivery to its ack.
@@ -33,6 +34,7 @@ pub mod confinement;
 pub mod discovery;
 pub mod docker;
 pub mod executor;
+pub mod follows;
 pub mod heartbeat;
 pub mod host;
 pub mod job;

@@ -34,6 +34,10 @@ struct Cli {
     /// Capabilities a Docker job may give back to its container.
     #[arg(long, value_delimiter = ',')]
     allowed_capabilities: Option<Vec<String>>,
+    /// OCI runtimes a Docker job may name (run.runtime; default: none, the
+    /// engine's default only).
+    #[arg(long, value_delimiter = ',')]
+    allowed_runtimes: Option<Vec<String>>,
     /// Exit (0) after this many seconds without a job, none running: for
     /// fleets that scale to zero.
     #[arg(long, value_name = "SECS")]
@@ -51,6 +55,7 @@ fn settings(cli: &Cli) -> Result<WorkerSettings, ConfigError> {
             "worker.allowed_capabilities",
             cli.allowed_capabilities.clone(),
         )
+        .set("worker.allowed_runtimes", cli.allowed_runtimes.clone())
         .set(
             "worker.exit_when_idle_secs",
             cli.exit_when_idle

@@ -16,12 +16,13 @@
 
 use lapin::message::Delivery;
 use lapin::Channel;
-use testfleet_common::broker::{self, BrokerError};
+use testfleet_common::broker::{self, BrokerError, Routed};
 use testfleet_common::topology::Topology;
 use testfleet_types::limits::{
     MAX_BATCH_BYTES, MAX_MESSAGE_TEXT_BYTES, MAX_OUTPUT_CAP_BYTES, MAX_TEST_ID_BYTES,
 };
-use testfleet_types::messages::{BatchRecord, Batches, Body, Job, RunEvent, TestResult};
+use testfleet_types::messages::{BatchRecord, Batches, Body, Job, JobQueue, RunEvent, TestResult};
+use testfleet_types::now_ms;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -258,25 +259,43 @@ async fn run(
 }
 
 /// Publishes the follow-up jobs and the results messages, confirms pipelined,
-/// and waits for every confirm.
+/// and waits for every confirm. A follow-up of a run that is over is
+/// dropped, said in the log, never the session's failure: past its
+/// deadline, or returned by the broker because the run's own queue is gone
+/// (the aggregator deletes it at the run's end).
 async fn publish(
     channel: &Channel,
     topology: &Topology,
     follow_ups: Vec<Job>,
     items: Vec<Item>,
 ) -> Result<(), BrokerError> {
-    let mut confirms = Vec::new();
+    let mut job_confirms = Vec::new();
+    let now = now_ms();
     for job in follow_ups {
+        if job.deadline_ms < now {
+            warn!(run = %job.run_id, tests = job.tests.len(), "dropping follow-up jobs of a run past its deadline");
+            continue;
+        }
         let queue = topology.jobs_queue_of(job.queue, &job.run_id.to_string());
-        let body = Body::Job(job);
-        let confirm = broker::publish_unconfirmed(channel, "", &queue, &body).await?;
-        confirms.push((confirm, queue));
+        let (run_id, tests, own) = (job.run_id, job.tests.len(), job.queue == JobQueue::Own);
+        let confirm = broker::publish_unconfirmed(channel, "", &queue, &Body::Job(job)).await?;
+        job_confirms.push((confirm, queue, run_id, tests, own));
     }
+    let mut confirms = Vec::new();
     if !items.is_empty() {
         for body in Group::messages(items) {
             let confirm =
                 broker::publish_unconfirmed(channel, "", &topology.results, &body).await?;
             confirms.push((confirm, topology.results.clone()));
+        }
+    }
+    for (confirm, queue, run_id, tests, own) in job_confirms {
+        match broker::routed(confirm.await?, &queue)? {
+            Routed::ToQueue => {}
+            Routed::NoQueue if own => {
+                warn!(run = %run_id, tests, %queue, "dropping follow-up jobs of a run that is over: its queue is gone");
+            }
+            Routed::NoQueue => return Err(BrokerError::NotConfirmed { routing_key: queue }),
         }
     }
     for (confirm, queue) in confirms {

@@ -35,8 +35,6 @@ use crate::runner_report::{self, Read, Reported};
 /// log is kept beside them.
 const BATCH_OUTPUTS_BUDGET: usize = 64 << 20;
 const MIN_TEST_OUTPUT: usize = 4 << 10;
-/// Bytes of what a report says outside any test that join the batch's log.
-const OUTSIDE_WORDS_BYTES: usize = 64 << 10;
 
 /// What a job's run yields.
 #[derive(Debug)]
@@ -80,7 +78,7 @@ pub fn settle(job: &Job, observed: Observed, settling: &Settling) -> Yield {
         // failure) is part of what the command said.
         log.0
             .push_str("\n[testfleet: the runner's report says, outside any test:]\n");
-        log.0.push_str(&within(read.outside, OUTSIDE_WORDS_BYTES));
+        log.0.push_str(&read.outside);
     }
     let ended = Ended {
         ran,
@@ -97,19 +95,12 @@ pub fn settle(job: &Job, observed: Observed, settling: &Settling) -> Yield {
         };
     }
     let batch_id = Uuid::new_v4();
-    let per_test_cap = per_test_output_cap(job);
     let mut results = Vec::new();
     let mut unreported = Vec::new();
     for (position, reported) in read.reported.into_iter().enumerate() {
         match reported {
             Some(reported) => results.push(from_report(
-                job,
-                position,
-                reported,
-                per_test_cap,
-                &ended,
-                worker_id,
-                batch_id,
+                job, position, reported, &ended, worker_id, batch_id,
             )),
             None => unreported.push(position),
         }
@@ -217,7 +208,13 @@ fn read_report(job: &Job, observed: &Observed, ids: &[String]) -> (Read, Option<
             .then(|| "the command wrote no report at {report}".to_owned());
         return (none, problem);
     };
-    match runner_report::read(format.format, format.ids, bytes, ids) {
+    match runner_report::read(
+        format.format,
+        format.ids,
+        bytes,
+        ids,
+        per_test_output_cap(job),
+    ) {
         Ok(read) => (read, None),
         Err(problem) => (none, Some(format!("unreadable report: {problem}"))),
     }
@@ -231,18 +228,16 @@ fn per_test_output_cap(job: &Job) -> usize {
     cap.min(share.max(MIN_TEST_OUTPUT))
 }
 
+/// A reported test's result: its output was capped as the report was read
+/// (`runner_report::read`, at the batch's share per test).
 fn from_report(
     job: &Job,
     position: usize,
     reported: Reported,
-    cap: usize,
     ended: &Ended,
     worker_id: &str,
     batch: Uuid,
 ) -> TestResult {
-    let mut capture = OutputCapture::new(cap);
-    capture.push(reported.output.as_bytes());
-    let (output, output_truncated) = capture.finish();
     TestResult {
         run_id: job.run_id,
         test_id: job.tests[position].id.clone(),
@@ -255,8 +250,8 @@ fn from_report(
         worker_id: worker_id.to_owned(),
         started_at_ms: ended.command_started_at_ms,
         finished_at_ms: now_ms(),
-        output,
-        output_truncated,
+        output: reported.output,
+        output_truncated: reported.output_truncated,
         message: reported.message.map(|m| within(m, MAX_MESSAGE_TEXT_BYTES)),
         published_at_ms: job.published_at_ms,
         batch: Some(batch),

@@ -98,12 +98,19 @@ fn confinement(
         memory_bytes: ceiling("worker.max_memory_bytes", worker.max_memory_bytes)?,
         pids: ceiling("worker.max_pids", worker.max_pids)?,
     };
+    if worker.allowed_runtimes.iter().any(|r| r.trim().is_empty()) {
+        return Err(ConfigError::Invalid {
+            key: "worker.allowed_runtimes",
+            problem: "must not hold an empty name".into(),
+        });
+    }
     Ok(Confinement::new(
         worker.allowed_networks.clone(),
         liftable,
         worker.allowed_capabilities.clone(),
         ceilings,
-    ))
+    )
+    .with_runtimes(worker.allowed_runtimes.clone()))
 }
 
 /// `--executors docker,docker` is one Docker executor, in first-named order.

@@ -20,9 +20,9 @@
 //! When every source is empty the taker waits, a little longer each time up
 //! to [`IDLE_MAX`], or until a notice says a run has jobs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use crate::follows::Follows;
 use crate::turns::Turns;
 
 /// The longest wait between two looks at empty sources.
@@ -47,8 +48,6 @@ const IDLE_MIN: Duration = Duration::from_millis(10);
 /// How long a run named by a notice is followed without an aggregator's
 /// whole list naming it.
 const GRACE: Duration = Duration::from_secs(60);
-/// Runs followed at once at most: each has a channel.
-const MAX_FOLLOWED: usize = 1_000;
 
 /// A job taken for a free slot.
 pub struct Taken {
@@ -84,8 +83,6 @@ struct Source {
     weight: u32,
     /// The run's deadline (`u64::MAX` for the shared queue).
     deadline_ms: u64,
-    /// When a notice last named it.
-    named_at: Instant,
     channel: Option<Channel>,
     lease: Arc<()>,
 }
@@ -96,7 +93,6 @@ impl Source {
             queue,
             weight,
             deadline_ms,
-            named_at: Instant::now(),
             channel: None,
             lease: Arc::new(()),
         }
@@ -122,6 +118,8 @@ pub struct Taker {
     connection: Arc<Connection>,
     setup: TakerSetup,
     sources: HashMap<Key, Source>,
+    /// Which runs' sources are followed, decided from the notices.
+    follows: Follows,
     /// Sources no longer followed whose jobs still run: closed after them.
     retired: Vec<Source>,
     turns: Turns<Key>,
@@ -146,6 +144,7 @@ impl Taker {
             connection,
             setup,
             sources,
+            follows: Follows::default(),
             retired: Vec::new(),
             turns: Turns::default(),
             idle: Duration::ZERO,
@@ -261,42 +260,29 @@ impl Taker {
     /// Follows the runs a notice names; a whole list also ends the runs it
     /// leaves out, once their grace is over.
     fn follow(&mut self, notice: QueueNotice) {
-        let now = Instant::now();
+        let named: Vec<Uuid> = notice.runs.iter().map(|r| r.run_id).collect();
+        let grace = GRACE.as_millis() as u64;
+        let change = self.follows.notice(&named, notice.whole, now_ms(), grace);
+        for run in change.dropped {
+            self.retire(Key::Run(run));
+        }
+        let added: HashSet<Uuid> = change.added.into_iter().collect();
         for run in &notice.runs {
             let key = Key::Run(run.run_id);
             if let Some(source) = self.sources.get_mut(&key) {
-                source.named_at = now;
                 source.weight = run.weight;
                 source.deadline_ms = run.deadline_ms;
-                continue;
+            } else if added.contains(&run.run_id) {
+                debug!(run = %run.run_id, weight = run.weight, "taking jobs from a run's own queue");
+                let queue = self.setup.topology.run_jobs_queue(&run.run_id.to_string());
+                self.sources
+                    .insert(key, Source::new(queue, run.weight, run.deadline_ms));
+            } else {
+                warn!(run = %run.run_id, followed = self.follows.len(), "following as many runs as a worker may; not this one yet");
             }
-            if self.sources.len() > MAX_FOLLOWED {
-                warn!(run = %run.run_id, followed = MAX_FOLLOWED, "following too many runs already; not this one yet");
-                continue;
-            }
-            debug!(run = %run.run_id, weight = run.weight, "taking jobs from a run's own queue");
-            let queue = self.setup.topology.run_jobs_queue(&run.run_id.to_string());
-            let source = Source::new(queue, run.weight, run.deadline_ms);
-            self.sources.insert(key, source);
         }
         // A notice of runs with jobs: look at once.
         self.idle = Duration::ZERO;
-        if notice.whole {
-            let listed: Vec<Key> = notice.runs.iter().map(|r| Key::Run(r.run_id)).collect();
-            let left_out: Vec<Key> = self
-                .sources
-                .iter()
-                .filter(|(key, source)| {
-                    **key != Key::Shared
-                        && !listed.contains(key)
-                        && now.duration_since(source.named_at) > GRACE
-                })
-                .map(|(key, _)| *key)
-                .collect();
-            for key in left_out {
-                self.retire(key);
-            }
-        }
     }
 
     /// Stops taking from runs past their deadline, and closes the channels
@@ -322,6 +308,9 @@ impl Taker {
     }
 
     fn retire(&mut self, key: Key) {
+        if let Key::Run(run) = key {
+            self.follows.forget(&run);
+        }
         if let Some(source) = self.sources.remove(&key) {
             self.retired.push(source);
         }

@@ -5,6 +5,8 @@
 
 use std::fmt::Write;
 
+use testfleet_types::messages::AttemptStatus;
+
 use super::model::{Snapshot, DURATION_BUCKETS};
 
 /// The exposition's content type.
@@ -19,14 +21,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         "counter",
         "Test attempts counted, by outcome.",
     );
-    for outcome in [
-        "passed",
-        "failed",
-        "timed_out",
-        "error",
-        "missing",
-        "dead_lettered",
-    ] {
+    for outcome in AttemptStatus::ALL.map(AttemptStatus::name) {
         let count = totals.finished.get(outcome).copied().unwrap_or(0);
         let _ = writeln!(
             out,

@@ -48,7 +48,10 @@ impl Dashboard {
         let (snapshots, reader) = watch::channel(Arc::new(Snapshot::default()));
         let server = server::start(
             address,
-            settings.dashboard_token.clone(),
+            server::Access {
+                token: settings.dashboard_token.clone(),
+                hosts: settings.dashboard_hosts.clone(),
+            },
             settings.report_dir.clone(),
             reader,
         )

@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::Serialize;
 use testfleet_types::messages::{
-    AttemptStatus, FinalStatus, Heartbeat, Outcome, RunEvent, RunEventKind, RunReport,
-    TestFlakiness, VerdictKind,
+    FinalStatus, Heartbeat, RunEvent, RunEventKind, RunReport, TestFlakiness, VerdictKind,
 };
 use uuid::Uuid;
 
@@ -20,6 +19,9 @@ pub const RECENT_RUNS: usize = 50;
 pub const WORKER_SILENCE_MS: u64 = 10_000;
 /// The flakiest tests listed across suites.
 pub const FLAKIEST: usize = 20;
+/// Suites whose flakiest tests the dashboard keeps, at most: those whose runs
+/// finished last.
+pub const MAX_SUITES: usize = 1_000;
 /// Upper bounds of the run duration histogram's buckets, in seconds.
 pub const DURATION_BUCKETS: [f64; 10] = [
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
@@ -191,8 +193,14 @@ impl FinishedRun {
 pub struct Model {
     workers: HashMap<String, (Heartbeat, u64)>,
     recent: VecDeque<FinishedView>,
-    /// Per suite, its flakiest tests as its last finished run saw them.
-    flakiest: BTreeMap<String, (u32, Vec<TestFlakiness>)>,
+    /// Per suite, its flakiest tests as its last finished run saw them, and
+    /// when that run finished (a count): the [`MAX_SUITES`] suites that
+    /// finished last.
+    flakiest: BTreeMap<String, (u64, u32, Vec<TestFlakiness>)>,
+    finished_count: u64,
+    /// The flakiest across those suites, made when a run finishes rather
+    /// than at every snapshot.
+    flakiest_view: Vec<FlakyView>,
     queues: Vec<QueueView>,
     totals: Totals,
 }
@@ -200,6 +208,11 @@ pub struct Model {
 impl Model {
     /// A worker's heartbeat, received at `now_ms`.
     pub fn heartbeat(&mut self, heartbeat: Heartbeat, now_ms: u64) {
+        if self.workers.len() >= crate::fleet::MAX_WORKERS
+            && !self.workers.contains_key(&heartbeat.worker_id)
+        {
+            return;
+        }
         self.workers
             .insert(heartbeat.worker_id.clone(), (heartbeat, now_ms));
     }
@@ -208,11 +221,7 @@ impl Model {
     pub fn observe(&mut self, events: &[RunEvent]) {
         for event in events {
             if let RunEventKind::TestFinished { status, .. } = &event.kind {
-                *self
-                    .totals
-                    .finished
-                    .entry(status_name(*status))
-                    .or_default() += 1;
+                *self.totals.finished.entry(status.name()).or_default() += 1;
             }
         }
     }
@@ -233,8 +242,22 @@ impl Model {
         totals.duration_sum_secs += duration;
         totals.duration_count += 1;
         if !run.flakiest.is_empty() {
-            self.flakiest
-                .insert(run.view.suite.clone(), (run.runs_counted, run.flakiest));
+            self.finished_count += 1;
+            self.flakiest.insert(
+                run.view.suite.clone(),
+                (self.finished_count, run.runs_counted, run.flakiest),
+            );
+            if self.flakiest.len() > MAX_SUITES {
+                let oldest = self
+                    .flakiest
+                    .iter()
+                    .min_by_key(|(_, (finished, _, _))| *finished)
+                    .map(|(suite, _)| suite.clone());
+                if let Some(oldest) = oldest {
+                    self.flakiest.remove(&oldest);
+                }
+            }
+            self.flakiest_view = self.flakiest_views();
         }
         self.recent.push_front(run.view);
         self.recent.truncate(RECENT_RUNS);
@@ -262,7 +285,7 @@ impl Model {
             workers,
             queues: self.queues.clone(),
             recent: self.recent.iter().cloned().collect(),
-            flakiest: self.flakiest_views(),
+            flakiest: self.flakiest_view.clone(),
             totals: self.totals.clone(),
         }
     }
@@ -271,7 +294,7 @@ impl Model {
         let mut views: Vec<FlakyView> = self
             .flakiest
             .iter()
-            .flat_map(|(suite, (runs, tests))| {
+            .flat_map(|(suite, (_, runs, tests))| {
                 tests.iter().map(move |t| FlakyView {
                     suite: suite.clone(),
                     test_id: t.test_id.clone(),
@@ -323,18 +346,6 @@ fn worker_view(beat: &Heartbeat, seen: u64, now_ms: u64) -> WorkerView {
             })
             .collect(),
         seen_ms_ago: now_ms.saturating_sub(seen),
-    }
-}
-
-/// An attempt status as a metric label.
-fn status_name(status: AttemptStatus) -> &'static str {
-    match status {
-        AttemptStatus::Ran(Outcome::Passed) => "passed",
-        AttemptStatus::Ran(Outcome::Failed) => "failed",
-        AttemptStatus::Ran(Outcome::TimedOut) => "timed_out",
-        AttemptStatus::Ran(Outcome::Error) => "error",
-        AttemptStatus::Missing => "missing",
-        AttemptStatus::DeadLettered { .. } => "dead_lettered",
     }
 }
 
@@ -438,5 +449,40 @@ mod tests {
         );
         assert_eq!(totals.duration_count, 3);
         assert_eq!(totals.runs["passed"], 3);
+    }
+
+    #[test]
+    fn the_flakiest_of_the_last_suites_are_kept_and_made_once() {
+        let mut model = Model::default();
+        for suite in 0..(MAX_SUITES + 500) {
+            model.finished(FinishedRun {
+                view: FinishedView {
+                    run_id: Uuid::nil(),
+                    suite: format!("suite-{suite}"),
+                    verdict: "passed",
+                    passed: true,
+                    tests: 1,
+                    failed: 0,
+                    flaky: 1,
+                    quarantined: 0,
+                    duration_secs: 1.0,
+                    finished_at_ms: 0,
+                    report: None,
+                },
+                verdict: VerdictKind::Passed,
+                flakiest: vec![TestFlakiness {
+                    test_id: "t".into(),
+                    flaky: 1,
+                    failed: 0,
+                }],
+                runs_counted: 2,
+            });
+        }
+        assert_eq!(model.flakiest.len(), MAX_SUITES);
+        assert!(!model.flakiest.contains_key("suite-0"), "the oldest went");
+        assert!(model
+            .flakiest
+            .contains_key(&format!("suite-{}", MAX_SUITES + 499)));
+        assert_eq!(model.snapshot(Vec::new(), 0).flakiest.len(), FLAKIEST);
     }
 }

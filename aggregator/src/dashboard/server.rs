@@ -1,8 +1,15 @@
 //! The dashboard's web server (axum): the page, its state as JSON, the
 //! Prometheus metrics and the aggregator's `report.html` of each run. It
-//! reads the loop's snapshots and nothing else. With a token configured,
-//! every request must carry it (`Authorization: Bearer <token>`, or
-//! `?token=` for a browser), else it is refused with 401.
+//! reads the loop's snapshots and nothing else.
+//!
+//! It answers only requests whose `Host` (and `Origin`, when a page sends
+//! one) is an IP address, `localhost` or a name it was told
+//! (`aggregator.dashboard_hosts`): a page on another site whose name came
+//! to resolve to this address (DNS rebinding) is refused with 403. With a
+//! token configured, every request must carry it, else 401: as
+//! `Authorization: Bearer <token>` (scrapers), or as the cookie `GET
+//! /?token=` sets once and redirects away from, so that the token stays out
+//! of URLs, history and links.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,22 +32,35 @@ use super::model::Snapshot;
 
 const PAGE: &str = include_str!("page.html");
 
+/// The cookie the token travels in once the page was opened with it.
+const COOKIE: &str = "testfleet_dashboard";
+
+/// Who the dashboard answers.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub token: Option<String>,
+    /// Host names beside IP addresses and `localhost`, lower case.
+    pub hosts: Vec<String>,
+}
+
 #[derive(Clone)]
 struct Shared {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     report_dir: PathBuf,
     token: Option<Arc<str>>,
+    hosts: Arc<[String]>,
 }
 
 /// Binds `addr` and serves until the task is aborted; `Err` if it cannot bind.
 pub async fn start(
     addr: SocketAddr,
-    token: Option<String>,
+    access: Access,
     report_dir: PathBuf,
     snapshots: watch::Receiver<Arc<Snapshot>>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let Access { token, hosts } = access;
     if token.is_none() && !bound.ip().is_loopback() {
         warn!(%bound, "the dashboard listens beyond this host without a token: anyone who reaches it sees the fleet (set aggregator.dashboard_token)");
     }
@@ -49,6 +69,7 @@ pub async fn start(
         snapshots,
         report_dir,
         token: token.map(Arc::from),
+        hosts: hosts.into(),
     };
     let app = Router::new()
         .route("/", get(page))
@@ -69,7 +90,9 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-/// Lets a request through if no token is set, or if it carries the token.
+/// Lets a request through if its Host (and Origin) are known here and, with
+/// a token set, it carries the token; `GET /?token=` with the right token
+/// sets the cookie and sends the browser to `/`.
 async fn authorize(
     State(shared): State<Shared>,
     Query(query): Query<TokenQuery>,
@@ -77,22 +100,74 @@ async fn authorize(
     request: Request,
     next: Next,
 ) -> Response {
+    let header_text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let host_known = header_text(header::HOST).is_some_and(|h| host_allowed(h, &shared.hosts));
+    let origin_known = header_text(header::ORIGIN).is_none_or(|o| origin_allowed(o, &shared.hosts));
+    if !host_known || !origin_known {
+        return (
+            StatusCode::FORBIDDEN,
+            "unknown Host or Origin: list the name in aggregator.dashboard_hosts\n",
+        )
+            .into_response();
+    }
     let Some(token) = &shared.token else {
         return next.run(request).await;
     };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let given = bearer.or(query.token.as_deref());
-    match given.is_some_and(|given| same(given.as_bytes(), token.as_bytes())) {
+    let is = |given: &str| same(given.as_bytes(), token.as_bytes());
+    if request.uri().path() == "/" && query.token.as_deref().is_some_and(is) {
+        let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+        return (
+            StatusCode::SEE_OTHER,
+            [
+                (header::SET_COOKIE, cookie),
+                (header::LOCATION, "/".to_owned()),
+            ],
+        )
+            .into_response();
+    }
+    let bearer = header_text(header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = header_text(header::COOKIE).and_then(cookie_token);
+    match bearer.or(cookie).is_some_and(is) {
         true => next.run(request).await,
         false => (
             StatusCode::UNAUTHORIZED,
-            "a token is needed: ?token= or Authorization: Bearer\n",
+            "a token is needed: open /?token=… once, or send Authorization: Bearer\n",
         )
             .into_response(),
     }
+}
+
+/// The dashboard's cookie in a `Cookie` header.
+fn cookie_token(cookies: &str) -> Option<&str> {
+    cookies
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(name, value)| (name == COOKIE).then_some(value))
+}
+
+/// Whether a `Host` header names this dashboard: an IP address (v4, or v6
+/// in brackets) or `localhost`, any port, or a listed name. A rebinding
+/// attack needs a name of its own, which no one listed.
+fn host_allowed(host: &str, listed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split_once(']')
+                .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok() || name == "localhost" || listed.contains(&name)
+}
+
+/// Whether an `Origin` names this dashboard (a page of its own); `null`
+/// (a sandboxed page, a file) never does.
+fn origin_allowed(origin: &str, listed: &[String]) -> bool {
+    let host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    host.is_some_and(|host| host_allowed(host, listed))
 }
 
 /// Compares in time that does not depend on where they differ.
@@ -136,6 +211,35 @@ async fn report(State(shared): State<Shared>, Path(run_id): Path<String>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_that_are_names_must_be_listed() {
+        let listed = vec!["fleet.example".to_owned()];
+        for host in [
+            "127.0.0.1:9191",
+            "10.1.2.3",
+            "[::1]:9191",
+            "localhost:1",
+            "Fleet.Example:80",
+        ] {
+            assert!(host_allowed(host, &listed), "{host}");
+        }
+        for host in ["evil.example:9191", "127.0.0.1.evil.example", "[::1", ""] {
+            assert!(!host_allowed(host, &listed), "{host}");
+        }
+        assert!(origin_allowed("http://127.0.0.1:9191", &listed));
+        assert!(!origin_allowed("http://evil.example:9191", &listed));
+        assert!(!origin_allowed("null", &listed));
+    }
+
+    #[test]
+    fn the_token_comes_from_its_cookie() {
+        assert_eq!(
+            cookie_token("a=1; testfleet_dashboard=s3cret; b=2"),
+            Some("s3cret")
+        );
+        assert_eq!(cookie_token("testfleet_dashboardx=1"), None);
+    }
 
     #[test]
     fn tokens_compare_whole() {

@@ -182,6 +182,7 @@ impl FileJournals {
         }
         let sync_dir = std::mem::take(&mut self.dir_changed).then(|| self.dir.clone());
         Ok(tokio::task::spawn_blocking(move || {
+            testfleet_common::faults::delay_if_asked("journal-commit");
             if let Some(dir) = sync_dir {
                 framed::sync_dir(&dir).map_err(at(&dir))?;
             }

@@ -13,6 +13,7 @@
 //!   state dir.
 //! - [`stream`]: `aggregator.journal = "broker"`, a RabbitMQ stream a standby
 //!   replays.
+//! - [`seal`]: the stream's entries sealed with a key only aggregators hold.
 //! - [`commit`]: a group commit under way, off the loop.
 //! - [`error`]: why a journal could not be read or written.
 
@@ -21,6 +22,7 @@ pub mod error;
 pub mod files;
 pub mod journals;
 pub mod records;
+pub mod seal;
 pub mod stream;
 
 pub use error::{JournalError, Replayed};

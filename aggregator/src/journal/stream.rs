@@ -17,6 +17,11 @@
 //! chunks that follow one another; a leader that died half-way leaves a
 //! chunked entry incomplete, and replay drops it, as its delivery was never
 //! acked.
+//!
+//! Every message is sealed with the aggregators' key (`seal.rs`): the
+//! stream holds runs' verdict tokens and secret variables, which other
+//! broker users must not read, and an entry that does not open (published
+//! by someone without the key) is skipped on replay, never believed.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -34,6 +39,7 @@ use uuid::Uuid;
 use super::commit::Commit;
 use super::error::{JournalError, Replayed};
 use super::records::{Record, JOURNAL};
+use super::seal::JournalKey;
 
 /// Deliveries a replaying consumer may have unacked.
 const REPLAY_PREFETCH: u16 = 1000;
@@ -88,17 +94,26 @@ enum Entry {
 pub struct StreamJournal {
     queue: String,
     retention: Retention,
-    /// Messages waiting for the next commit, encoded.
+    key: JournalKey,
+    /// Messages waiting for the next commit, encoded and sealed.
     pending: Vec<Vec<u8>>,
 }
 
 impl StreamJournal {
-    pub fn new(queue: String, retention: Retention) -> Self {
+    pub fn new(queue: String, retention: Retention, key: JournalKey) -> Self {
         StreamJournal {
             queue,
             retention,
+            key,
             pending: Vec::new(),
         }
+    }
+
+    /// An entry as the messages that carry it, sealed.
+    fn sealed(&self, entry: &Entry) -> impl Iterator<Item = Vec<u8>> + '_ {
+        chunked(encode(entry))
+            .into_iter()
+            .map(|plain| self.key.seal(&self.queue, plain))
     }
 
     /// Declares the stream (idempotent).
@@ -138,8 +153,8 @@ impl StreamJournal {
         let publish = broker::confirm_channel(connection).await?;
         self.declare(&publish).await?;
         let nonce = Uuid::new_v4();
-        let marker = encode(&Entry::Marker { nonce });
-        broker::publish_encoded(&publish, &self.queue, "journal", &[marker]).await?;
+        let marker: Vec<Vec<u8>> = self.sealed(&Entry::Marker { nonce }).collect();
+        broker::publish_encoded(&publish, &self.queue, "journal", &marker).await?;
         let _ = publish.close(200, "marker published".into()).await;
 
         let channel = connection
@@ -176,7 +191,14 @@ impl StreamJournal {
             read += 1;
             // A stream's acks are credit: they let the next entries come.
             broker::ack(&delivery).await?;
-            if fold.add(decode(&delivery.data)?)? == Some(nonce) {
+            let plain = match self.key.open(&self.queue, &delivery.data) {
+                Ok(plain) => plain,
+                Err(why) => {
+                    warn!(stream = %self.queue, %why, "skipping a journal entry this aggregator did not seal");
+                    continue;
+                }
+            };
+            if fold.add(decode(&plain)?)? == Some(nonce) {
                 break;
             }
         }
@@ -192,13 +214,15 @@ impl StreamJournal {
             run_id,
             record: record.clone(),
         };
-        self.pending.extend(chunked(encode(&entry)));
+        let sealed: Vec<Vec<u8>> = self.sealed(&entry).collect();
+        self.pending.extend(sealed);
         Ok(())
     }
 
     /// Marks a finished run as no longer open (at the next commit).
     pub fn end(&mut self, run_id: Uuid) {
-        self.pending.push(encode(&Entry::Ended { run_id }));
+        let sealed: Vec<Vec<u8>> = self.sealed(&Entry::Ended { run_id }).collect();
+        self.pending.extend(sealed);
     }
 
     /// Publishes every queued entry and waits for the broker's confirms, in
@@ -391,10 +415,28 @@ mod tests {
         }))
     }
 
+    fn key() -> JournalKey {
+        JournalKey::from_bytes(&[3; 32]).unwrap()
+    }
+
+    fn journal() -> StreamJournal {
+        StreamJournal::new(
+            "q".into(),
+            Retention {
+                max_bytes: 1,
+                max_age_days: 1,
+            },
+            key(),
+        )
+    }
+
+    /// Folds the messages that open with the test key, as a replay does.
     fn fold(messages: Vec<Vec<u8>>) -> Vec<(Uuid, Vec<Record>)> {
         let mut fold = Fold::default();
         for message in messages {
-            fold.add(decode(&message).unwrap()).unwrap();
+            if let Ok(plain) = key().open("q", &message) {
+                fold.add(decode(&plain).unwrap()).unwrap();
+            }
         }
         fold.into_open_runs()
             .into_iter()
@@ -405,13 +447,7 @@ mod tests {
     #[test]
     fn open_runs_are_those_announced_and_not_ended() {
         let (open, ended) = (Uuid::new_v4(), Uuid::new_v4());
-        let mut journal = StreamJournal::new(
-            "q".into(),
-            Retention {
-                max_bytes: 1,
-                max_age_days: 1,
-            },
-        );
+        let mut journal = journal();
         journal.append(ended, &announce(ended, 1)).unwrap();
         journal.append(open, &announce(open, 1)).unwrap();
         journal
@@ -433,13 +469,7 @@ mod tests {
     #[test]
     fn a_big_announcement_travels_in_chunks_and_a_torn_one_is_dropped() {
         let (big, torn) = (Uuid::new_v4(), Uuid::new_v4());
-        let mut journal = StreamJournal::new(
-            "q".into(),
-            Retention {
-                max_bytes: 1,
-                max_age_days: 1,
-            },
-        );
+        let mut journal = journal();
         journal.append(big, &announce(big, 100_000)).unwrap();
         let chunks = journal.pending.len();
         assert!(chunks > 1 && journal.pending.iter().all(|m| m.len() <= MAX_MESSAGE_BYTES));
@@ -452,6 +482,46 @@ mod tests {
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].1.len(), 2);
         assert_eq!(runs[0].1[0], announce(big, 100_000));
+    }
+
+    #[test]
+    fn secrets_never_reach_the_stream_in_the_clear_and_forged_entries_are_skipped() {
+        let run = Uuid::new_v4();
+        let token = Uuid::new_v4();
+        let Record::Announce(mut announced) = announce(run, 1) else {
+            unreachable!()
+        };
+        announced.verdict_token = Some(token);
+        announced
+            .spec
+            .env
+            .insert("API_KEY".into(), "hunter2-secret".into());
+        announced.spec.secret_env = vec!["API_KEY".into()];
+        let record = Record::Announce(announced);
+        let mut journal = journal();
+        journal.append(run, &record).unwrap();
+        let pending = std::mem::take(&mut journal.pending);
+        for message in &pending {
+            assert!(
+                !message.windows(16).any(|w| w == token.as_bytes()),
+                "the token in the clear"
+            );
+            assert!(
+                !message.windows(14).any(|w| w == b"hunter2-secret"),
+                "a secret in the clear"
+            );
+        }
+        // Someone without the key publishes an entry ending the run.
+        let forged = encode(&Entry::Ended { run_id: run });
+        let other_key = JournalKey::from_bytes(&[9; 32])
+            .unwrap()
+            .seal("q", forged.clone());
+        let runs = fold([pending, vec![forged, other_key]].concat());
+        assert_eq!(
+            runs,
+            vec![(run, vec![record])],
+            "the run replays whole, still open"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use testfleet_types::messages::Outcome;
 
 use super::{Entry, Names, Parsed};
+use crate::capture::OutputCapture;
 
 #[derive(Deserialize)]
 struct Event {
@@ -28,18 +29,18 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     let mut order: Vec<String> = Vec::new();
     let mut entries: HashMap<String, Entry> = HashMap::new();
     let mut ended: Vec<String> = Vec::new();
-    let mut outside = String::new();
+    let mut outside = OutputCapture::new(super::OUTSIDE_BYTES);
     let mut package_failed = false;
     for line in text.lines() {
         let Ok(event) = serde_json::from_str::<Event>(line) else {
-            outside.push_str(line);
-            outside.push('\n');
+            outside.push(line.as_bytes());
+            outside.push(b"\n");
             continue;
         };
         let Some(test) = event.test else {
             match event.action.as_str() {
                 "output" | "build-output" => {
-                    outside.push_str(event.output.as_deref().unwrap_or_default())
+                    outside.push(event.output.as_deref().unwrap_or_default().as_bytes())
                 }
                 "fail" | "build-fail" => package_failed = true,
                 _ => {}
@@ -95,7 +96,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
         .collect();
     Ok(Parsed {
         entries,
-        outside,
+        outside: outside.finish().0,
         none_ran,
     })
 }

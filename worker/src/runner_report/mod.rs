@@ -21,6 +21,8 @@ use std::collections::HashMap;
 
 use testfleet_types::messages::{IdScheme, Outcome, ReportFormat};
 
+use crate::capture::OutputCapture;
+
 /// A runner report bigger than this is not read (its tests count as
 /// unreported and are run again in smaller batches).
 pub const MAX_REPORT_BYTES: u64 = 256 << 20;
@@ -47,6 +49,17 @@ pub struct Names {
     pub name: String,
     /// JUnit `file` (pytest writes it with `junit_family=xunit1`), or empty.
     pub file: String,
+}
+
+/// Bytes of what a report says outside any test that are kept (its head
+/// and tail).
+pub const OUTSIDE_BYTES: usize = 64 << 10;
+
+/// `text` within [`OUTSIDE_BYTES`], head and tail kept.
+fn capped(text: &str) -> String {
+    let mut capture = OutputCapture::new(OUTSIDE_BYTES);
+    capture.push(text.as_bytes());
+    capture.finish().0
 }
 
 /// What a report says: its tests, and what it says outside any test.
@@ -80,21 +93,25 @@ pub struct Read {
     pub none_ran: bool,
 }
 
-/// A listed test the report covers.
+/// A listed test the report covers: its own output capped at what the
+/// reader was told, the cut said.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reported {
     pub outcome: Outcome,
     pub duration_ms: u64,
     pub output: String,
+    pub output_truncated: bool,
     pub message: Option<String>,
 }
 
-/// Parses `bytes` as `format` and maps its entries to `ids` by `scheme`.
+/// Parses `bytes` as `format` and maps its entries to `ids` by `scheme`,
+/// each test's output capped at `cap` bytes as its entries are read.
 pub fn read(
     format: ReportFormat,
     scheme: IdScheme,
     bytes: &[u8],
     ids: &[String],
+    cap: usize,
 ) -> Result<Read, String> {
     let (parsed, scheme) = match format {
         ReportFormat::Junit => (Parsed::tests(junit::parse(bytes)?), scheme),
@@ -105,7 +122,7 @@ pub fn read(
         ReportFormat::Jsonl => (Parsed::tests(jsonl::parse(bytes)?), IdScheme::Rspec),
     };
     Ok(Read {
-        reported: map(parsed.entries, scheme, ids),
+        reported: map(parsed.entries, scheme, ids, cap),
         outside: parsed.outside,
         none_ran: parsed.none_ran,
     })
@@ -113,11 +130,13 @@ pub fn read(
 
 /// Matches entries to ids: each id's key under `scheme` against each entry's
 /// keys. Several entries for one id (a teardown error beside the call, a
-/// retry) merge: the worst outcome, durations added, outputs joined. Two ids
+/// retry) merge: the worst outcome, durations added, outputs joined under
+/// `cap` as they come (a report of a million entries for one id costs a
+/// pass over it, not a copy per entry). Two ids
 /// of one key (pytest's `a/b.py::T::t` and `a/b/T.py::t` both read
 /// `a.b.T::t` in JUnit) are told apart by the entry's file where it has one;
 /// without one, the key matches neither, and both run again apart.
-fn map(entries: Vec<Entry>, scheme: IdScheme, ids: &[String]) -> Vec<Option<Reported>> {
+fn map(entries: Vec<Entry>, scheme: IdScheme, ids: &[String], cap: usize) -> Vec<Option<Reported>> {
     let mut positions: HashMap<String, Option<usize>> = HashMap::new();
     for (i, id) in ids.iter().enumerate() {
         positions
@@ -133,7 +152,7 @@ fn map(entries: Vec<Entry>, scheme: IdScheme, ids: &[String]) -> Vec<Option<Repo
             .collect(),
         _ => HashMap::new(),
     };
-    let mut reported: Vec<Option<Reported>> = vec![None; ids.len()];
+    let mut merged: Vec<Option<Merged>> = (0..ids.len()).map(|_| None).collect();
     for entry in entries {
         let by_file = pytest_node_id(&entry.names).and_then(|id| exact.get(id.as_str()).copied());
         let position = by_file.or_else(|| {
@@ -144,31 +163,51 @@ fn map(entries: Vec<Entry>, scheme: IdScheme, ids: &[String]) -> Vec<Option<Repo
         let Some(position) = position else {
             continue;
         };
-        let slot = &mut reported[position];
-        *slot = Some(match slot.take() {
-            None => Reported {
-                outcome: entry.outcome,
-                duration_ms: entry.duration_ms,
-                output: entry.output,
-                message: entry.message,
-            },
-            Some(earlier) => merge(earlier, entry),
-        });
+        merged[position]
+            .get_or_insert_with(|| Merged::new(cap))
+            .add(entry);
     }
-    reported
+    merged.into_iter().map(|m| m.map(Merged::finish)).collect()
 }
 
-fn merge(earlier: Reported, entry: Entry) -> Reported {
-    let outcome = if severity(entry.outcome) > severity(earlier.outcome) {
-        entry.outcome
-    } else {
-        earlier.outcome
-    };
-    Reported {
-        outcome,
-        duration_ms: earlier.duration_ms.saturating_add(entry.duration_ms),
-        output: format!("{}{}", earlier.output, entry.output),
-        message: earlier.message.or(entry.message),
+/// One listed test's entries so far.
+struct Merged {
+    outcome: Outcome,
+    duration_ms: u64,
+    output: OutputCapture,
+    message: Option<String>,
+}
+
+impl Merged {
+    fn new(cap: usize) -> Self {
+        Merged {
+            outcome: Outcome::Passed,
+            duration_ms: 0,
+            output: OutputCapture::new(cap),
+            message: None,
+        }
+    }
+
+    fn add(&mut self, entry: Entry) {
+        if severity(entry.outcome) > severity(self.outcome) {
+            self.outcome = entry.outcome;
+        }
+        self.duration_ms = self.duration_ms.saturating_add(entry.duration_ms);
+        self.output.push(entry.output.as_bytes());
+        if self.message.is_none() {
+            self.message = entry.message;
+        }
+    }
+
+    fn finish(self) -> Reported {
+        let (output, output_truncated) = self.output.finish();
+        Reported {
+            outcome: self.outcome,
+            duration_ms: self.duration_ms,
+            output,
+            output_truncated,
+            message: self.message,
+        }
     }
 }
 
@@ -298,7 +337,7 @@ mod tests {
             // Not listed in this batch: ignored.
             entry("tests.test_a", "test_other", Outcome::Failed),
         ];
-        let mapped = map(entries, IdScheme::Pytest, &ids);
+        let mapped = map(entries, IdScheme::Pytest, &ids, CAP);
         assert_eq!(mapped[0].as_ref().unwrap().outcome, Outcome::Passed);
         let z = mapped[1].as_ref().unwrap();
         assert_eq!((z.outcome, z.duration_ms), (Outcome::Failed, 10));
@@ -323,6 +362,7 @@ mod tests {
             ],
             IdScheme::Pytest,
             &ids,
+            CAP,
         );
         assert_eq!(mapped[0].as_ref().unwrap().outcome, Outcome::Failed);
         assert_eq!(mapped[1].as_ref().unwrap().outcome, Outcome::Passed);
@@ -333,7 +373,7 @@ mod tests {
             entry("a.b.T", "t", Outcome::Failed),
             entry("a.b.T", "t", Outcome::Passed),
         ];
-        assert!(map(entries, IdScheme::Pytest, &ids)
+        assert!(map(entries, IdScheme::Pytest, &ids, CAP)
             .iter()
             .all(Option::is_none));
     }
@@ -342,8 +382,37 @@ mod tests {
     fn nextest_ids_are_binary_and_name() {
         let ids = vec!["my-crate::tests parse::works".to_owned()];
         let entries = vec![entry("my-crate::tests", "parse::works", Outcome::Failed)];
-        let mapped = map(entries, IdScheme::Nextest, &ids);
+        let mapped = map(entries, IdScheme::Nextest, &ids, CAP);
         assert_eq!(mapped[0].as_ref().unwrap().outcome, Outcome::Failed);
+    }
+
+    const CAP: usize = 1 << 20;
+
+    #[test]
+    fn many_entries_for_one_id_are_joined_under_the_cap_in_one_pass() {
+        let ids = vec!["c::t".to_owned()];
+        let chunk = "x".repeat(1024);
+        let entries: Vec<Entry> = (0..100_000)
+            .map(|_| Entry {
+                output: chunk.clone(),
+                ..entry("c", "t", Outcome::Passed)
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let mapped = map(entries, IdScheme::Name, &ids, 4096);
+        let reported = mapped[0].as_ref().unwrap();
+        assert!(
+            reported.output.len() < 4096 + 100,
+            "{}",
+            reported.output.len()
+        );
+        assert!(reported.output_truncated);
+        assert_eq!(reported.duration_ms, 500_000, "every entry's time");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("not an RSpec JSON report: {e}"))?;
     Ok(Parsed {
         none_ran: report.examples.is_empty() && report.summary.errors_outside_of_examples_count > 0,
-        outside: report.messages.join("\n"),
+        outside: super::capped(&report.messages.join("\n")),
         entries: report.examples.into_iter().map(entry).collect(),
     })
 }

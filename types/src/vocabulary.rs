@@ -1,0 +1,298 @@
+//! The outcome vocabulary, decided in one place: how a test's attempt and a
+//! run can end, what each way means (a failure? retried? ran to an end,
+//! so its duration teaches? against the test's flaky history?) and its
+//! names. The retry rule, the history, every report, the dashboard, the
+//! metrics and the event stream ask this module; adding an outcome touches
+//! it, the places the compiler points at, and the docs.
+//!
+//! The types are wire types as well (serde derives unchanged): messages,
+//! journal and report.json convert them at their own edges.
+
+use serde::{Deserialize, Serialize};
+
+/// What every report says about a test that never reported.
+pub const MISSING_MESSAGE: &str =
+    "did not run: no result before the run's deadline (timeout or drop)";
+
+/// What a test's container did, as seen by the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The command exited 0.
+    Passed,
+    /// The command exited non-zero.
+    Failed,
+    /// The per-test timeout killed the container.
+    TimedOut,
+    /// The infrastructure failed (image missing, engine error): not the test's fault.
+    Error,
+}
+
+impl Outcome {
+    /// Classifies a finished container by its exit code.
+    pub fn from_exit_code(code: i64) -> Self {
+        if code == 0 {
+            Outcome::Passed
+        } else {
+            Outcome::Failed
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed out",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// How one attempt ended, as the aggregator records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttemptStatus {
+    Ran(Outcome),
+    /// No result before the run's deadline.
+    Missing,
+    /// The broker gave up on the job after this many deliveries.
+    DeadLettered {
+        deliveries: u32,
+    },
+}
+
+/// Where a test stands once its run has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum FinalStatus {
+    Passed,
+    /// Failed at least once, then passed.
+    Flaky,
+    Failed,
+    TimedOut,
+    Error,
+    Missing,
+    DeadLettered,
+}
+
+impl FinalStatus {
+    pub fn is_pass(self) -> bool {
+        matches!(self, FinalStatus::Passed | FinalStatus::Flaky)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinalStatus::Passed => "passed",
+            FinalStatus::Flaky => "flaky",
+            FinalStatus::Failed => "failed",
+            FinalStatus::TimedOut => "timed out",
+            FinalStatus::Error => "error",
+            FinalStatus::Missing => "missing",
+            FinalStatus::DeadLettered => "dead-lettered",
+        }
+    }
+}
+
+/// Why a run ended the way it did; each maps to its own exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VerdictKind {
+    /// Every test passed, possibly after retries.
+    Passed,
+    /// Some tests still fail after the retries the policy allowed.
+    TestsFailed,
+    /// Failures exceeded the retry threshold, so they were not retried.
+    TooManyFailures,
+    /// The deadline passed with tests that never reported.
+    TestsMissing,
+}
+
+impl VerdictKind {
+    /// The process exit code documented in the README.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            VerdictKind::Passed => 0,
+            VerdictKind::TestsFailed => 1,
+            VerdictKind::TooManyFailures => 3,
+            VerdictKind::TestsMissing => 4,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Passed => "passed",
+            VerdictKind::TestsFailed => "tests failed",
+            VerdictKind::TooManyFailures => "too many failures to retry",
+            VerdictKind::TestsMissing => "tests missing at the deadline",
+        }
+    }
+}
+
+impl AttemptStatus {
+    /// Every attempt status, in the order counts are listed.
+    pub const ALL: [AttemptStatus; 6] = [
+        AttemptStatus::Ran(Outcome::Passed),
+        AttemptStatus::Ran(Outcome::Failed),
+        AttemptStatus::Ran(Outcome::TimedOut),
+        AttemptStatus::Ran(Outcome::Error),
+        AttemptStatus::Missing,
+        AttemptStatus::DeadLettered { deliveries: 0 },
+    ];
+
+    /// The stable name (events, metrics, the dashboard): snake case.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttemptStatus::Ran(Outcome::Passed) => "passed",
+            AttemptStatus::Ran(Outcome::Failed) => "failed",
+            AttemptStatus::Ran(Outcome::TimedOut) => "timed_out",
+            AttemptStatus::Ran(Outcome::Error) => "error",
+            AttemptStatus::Missing => "missing",
+            AttemptStatus::DeadLettered { .. } => "dead_lettered",
+        }
+    }
+
+    pub fn passed(self) -> bool {
+        self == AttemptStatus::Ran(Outcome::Passed)
+    }
+
+    /// Whether it counts against the retry threshold: what the code under
+    /// test did, or may have done (a missing or dead-lettered test may have
+    /// crashed its worker). An infrastructure error is the fleet's, not the
+    /// test's.
+    pub fn counts_as_failure(self) -> bool {
+        matches!(
+            self,
+            AttemptStatus::Ran(Outcome::Failed | Outcome::TimedOut)
+                | AttemptStatus::Missing
+                | AttemptStatus::DeadLettered { .. }
+        )
+    }
+
+    /// Whether the test runs again in the next round, while the retry rule
+    /// allows. Dead-lettered tests too, as fresh messages with a fresh
+    /// delivery budget: a worker's death uses up a delivery of every job it
+    /// holds, so a test that shared workers with a poison test is
+    /// dead-lettered with it, and only running them apart tells which one
+    /// kills workers.
+    pub fn is_retried(self) -> bool {
+        !self.passed()
+    }
+
+    /// Whether the attempt ran to an end the test chose or its timeout
+    /// imposed, so that its duration says how long the test takes (history).
+    pub fn ran_to_an_end(self) -> bool {
+        matches!(
+            self,
+            AttemptStatus::Ran(Outcome::Passed | Outcome::Failed | Outcome::TimedOut)
+        )
+    }
+
+    /// What a report says of an attempt that never ran to a result.
+    pub fn unrun_message(self) -> Option<String> {
+        match self {
+            AttemptStatus::Missing => Some(MISSING_MESSAGE.to_owned()),
+            AttemptStatus::DeadLettered { deliveries } => Some(format!(
+                "dead-lettered by the broker after {deliveries} deliveries"
+            )),
+            AttemptStatus::Ran(_) => None,
+        }
+    }
+}
+
+impl FinalStatus {
+    /// The order in which every report lists its counts.
+    pub const ORDER: [FinalStatus; 7] = [
+        FinalStatus::Passed,
+        FinalStatus::Failed,
+        FinalStatus::TimedOut,
+        FinalStatus::Flaky,
+        FinalStatus::Missing,
+        FinalStatus::DeadLettered,
+        FinalStatus::Error,
+    ];
+
+    /// A test's status from its last attempt and how many it had: passed
+    /// after a failure is flaky.
+    pub fn of_last_attempt(last: AttemptStatus, attempts: usize) -> FinalStatus {
+        match last {
+            AttemptStatus::Ran(Outcome::Passed) if attempts > 1 => FinalStatus::Flaky,
+            AttemptStatus::Ran(Outcome::Passed) => FinalStatus::Passed,
+            AttemptStatus::Ran(Outcome::Failed) => FinalStatus::Failed,
+            AttemptStatus::Ran(Outcome::TimedOut) => FinalStatus::TimedOut,
+            AttemptStatus::Ran(Outcome::Error) => FinalStatus::Error,
+            AttemptStatus::Missing => FinalStatus::Missing,
+            AttemptStatus::DeadLettered { .. } => FinalStatus::DeadLettered,
+        }
+    }
+
+    /// Whether the test's last attempt ran to a result and did not pass
+    /// (failed, timed out, or the fleet erred): its output is worth showing.
+    pub fn ran_and_did_not_pass(self) -> bool {
+        matches!(
+            self,
+            FinalStatus::Failed | FinalStatus::TimedOut | FinalStatus::Error
+        )
+    }
+
+    /// Whether it counts against the test in its flaky history: what the
+    /// test did by itself. A missing test or an error of the fleet says
+    /// nothing about the test.
+    pub fn against_history(self) -> bool {
+        matches!(
+            self,
+            FinalStatus::Failed | FinalStatus::TimedOut | FinalStatus::DeadLettered
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every status, each decision: a new status does not compile into a
+    /// report until it is classified here.
+    #[test]
+    fn each_attempt_status_is_classified_once() {
+        let table: Vec<(&str, bool, bool, bool)> = AttemptStatus::ALL
+            .iter()
+            .map(|s| {
+                (
+                    s.name(),
+                    s.counts_as_failure(),
+                    s.is_retried(),
+                    s.ran_to_an_end(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            table,
+            [
+                ("passed", false, false, true),
+                ("failed", true, true, true),
+                ("timed_out", true, true, true),
+                ("error", false, true, false),
+                ("missing", true, true, false),
+                ("dead_lettered", true, true, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn each_final_status_is_classified_once() {
+        let table: Vec<(FinalStatus, bool, bool)> = FinalStatus::ORDER
+            .iter()
+            .map(|s| (*s, s.is_pass(), s.against_history()))
+            .collect();
+        assert_eq!(
+            table,
+            [
+                (FinalStatus::Passed, true, false),
+                (FinalStatus::Failed, false, true),
+                (FinalStatus::TimedOut, false, true),
+                (FinalStatus::Flaky, true, false),
+                (FinalStatus::Missing, false, false),
+                (FinalStatus::DeadLettered, false, true),
+                (FinalStatus::Error, false, false),
+            ]
+        );
+        let passed = AttemptStatus::Ran(Outcome::Passed);
+        assert_eq!(FinalStatus::of_last_attempt(passed, 1), FinalStatus::Passed);
+        assert_eq!(FinalStatus::of_last_attempt(passed, 3), FinalStatus::Flaky);
+    }
+}
