@@ -16,6 +16,27 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRATES = ["types", "common", "report", "producer", "worker", "aggregator"]
+# The aggregator's pure core and its pure parts: no broker client, no async
+# runtime, no clock read (ARCHITECTURE.md, "The aggregator's core").
+PURE = [
+    "aggregator/src/runs.rs",
+    "aggregator/src/run_state.rs",
+    "aggregator/src/pipeline.rs",
+    "aggregator/src/unclaimed.rs",
+    "aggregator/src/fleet.rs",
+    "aggregator/src/events.rs",
+    "aggregator/src/quarantine.rs",
+    "worker/src/follows.rs",
+    "worker/src/turns.rs",
+]
+IMPURE = re.compile(r"\b(lapin|tokio)::|\bnow_ms\(\)|SystemTime::now|Instant::now")
+
+
+def impure_lines(path):
+    """Lines of `path`'s code (before its tests) that touch the broker, the
+    runtime or the clock."""
+    text = open(os.path.join(ROOT, path)).read().split("#[cfg(test)]")[0]
+    return [line.strip() for line in text.splitlines() if IMPURE.search(line) and not line.strip().startswith("//")]
 
 
 def module_of(src, path):
@@ -90,8 +111,13 @@ def main():
     if re.search(r"^lapin ", tree, re.M):
         print("testfleet-report depends on lapin: it must build on testfleet-types alone")
         failed = True
+    for path in PURE:
+        for line in impure_lines(path):
+            print(f"{path} is pure, yet: {line}")
+            failed = True
     if not failed:
-        print(f"structure: no import circle in {', '.join(CRATES)}; testfleet-report builds without lapin")
+        print(f"structure: no import circle in {', '.join(CRATES)}; testfleet-report builds without lapin; "
+              f"{len(PURE)} pure modules touch no broker, runtime or clock")
     sys.exit(1 if failed else 0)
 
 
