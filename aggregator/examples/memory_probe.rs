@@ -46,6 +46,7 @@ fn passing_result(run_id: Uuid, test_id: String, n: u64) -> TestResult {
         message: None,
         published_at_ms: 900,
         batch: None,
+        reason: None,
     }
 }
 
@@ -68,6 +69,7 @@ fn main() {
         weight: 1,
         auto_quarantine_percent: None,
         quarantine: Vec::new(),
+        signatures: Vec::new(),
     });
     drop(ids);
     step("announced");

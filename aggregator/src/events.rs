@@ -182,6 +182,7 @@ mod tests {
             message: None,
             published_at_ms: 0,
             batch: None,
+            reason: None,
         };
         let event = test_finished(&result, 5);
         assert_eq!(

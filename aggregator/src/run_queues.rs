@@ -145,6 +145,7 @@ mod tests {
             weight: 3,
             auto_quarantine_percent: None,
             quarantine: Vec::new(),
+            signatures: Vec::new(),
         }
     }
 

@@ -16,8 +16,9 @@ use smallvec::SmallVec;
 use testfleet_types::limits::MAX_RUN_MS;
 use testfleet_types::messages::{
     AttemptReport, AttemptStatus, BatchRecord, FinalStatus, IgnoredReason, IgnoredResult, Outcome,
-    RunAnnounce, RunReport, TestReport, TestResult, VerdictKind,
+    RunAnnounce, RunReport, RuntimeReason, TestReport, TestResult, VerdictKind,
 };
+use testfleet_types::triage::Signatures;
 use uuid::Uuid;
 
 use crate::dashboard::model::RunProgress;
@@ -99,6 +100,9 @@ struct Ran {
     published_at_ms: u64,
     /// The batch it ran in, if any (`RunState::batches`).
     batch: Option<Uuid>,
+    reason: Option<RuntimeReason>,
+    /// The signature rule its output matched (`RunState::signatures`).
+    signature: Option<u16>,
     /// Output (dropped when the attempt passed) and the worker's message; most
     /// attempts pass without a message, so this is usually `None`.
     detail: Option<Box<Detail>>,
@@ -156,6 +160,8 @@ pub struct RunState {
     /// verdict carries beside the announcement's, the last
     /// [`MAX_RESUME_TOKENS`].
     resume_tokens: Vec<Uuid>,
+    /// The announcement's log-signature rules, compiled.
+    signatures: Signatures,
 }
 
 /// Workers a run names in its report, at most: results from more (a huge
@@ -218,7 +224,9 @@ impl RunState {
             batch_ids: std::collections::HashSet::new(),
             batch_log_bytes: 0,
             resume_tokens: Vec::new(),
+            signatures: Signatures::default(),
         };
+        state.signatures = Signatures::new(&state.announce.signatures);
         state.quarantined = state.quarantined_positions();
         state
     }
@@ -371,7 +379,13 @@ impl RunState {
     /// Counts a worker's result, unless it is a duplicate or stale (which is
     /// kept among the ignored results, up to [`MAX_IGNORED_KEPT`]).
     pub fn record_result(&mut self, result: TestResult) -> Recorded {
-        let status = AttemptStatus::Ran(result.outcome);
+        let signature = self.signature_of(&result);
+        // A failure the rules call the fleet's is the fleet's error.
+        let outcome = match signature.and_then(|s| self.signatures.get(s)) {
+            Some(rule) if rule.fleet_fault && result.outcome == Outcome::Failed => Outcome::Error,
+            _ => result.outcome,
+        };
+        let status = AttemptStatus::Ran(outcome);
         let passed = result.outcome == Outcome::Passed;
         let detail = (!passed || result.message.is_some()).then(|| {
             Box::new(Detail {
@@ -388,6 +402,8 @@ impl RunState {
             finished_at_ms: result.finished_at_ms,
             published_at_ms: result.published_at_ms,
             batch: result.batch,
+            reason: result.reason,
+            signature,
             detail,
         };
         let recorded = self.record(&result.test_id, result.attempt, status, Some(ran));
@@ -407,6 +423,28 @@ impl RunState {
             });
         }
         recorded
+    }
+
+    /// The signature rule a result's output (or message) matches, when the
+    /// rules name its failure: what the runtime saw of memory or time comes
+    /// first (`vocabulary::reason_of`).
+    fn signature_of(&self, result: &TestResult) -> Option<u16> {
+        let runtime_named = matches!(
+            result.reason,
+            Some(
+                RuntimeReason::Oom
+                    | RuntimeReason::HostOom
+                    | RuntimeReason::Timeout
+                    | RuntimeReason::NoOutputTimeout
+            )
+        );
+        if matches!(result.outcome, Outcome::Passed | Outcome::TimedOut) || runtime_named {
+            return None;
+        }
+        self.signatures.first_match(&result.output).or_else(|| {
+            let message = result.message.as_deref()?;
+            self.signatures.first_match(message)
+        })
     }
 
     /// Keeps a batch's record for the report (a redelivered record, same id,
@@ -575,7 +613,7 @@ impl RunState {
                 status: self.final_status(p),
                 attempts: self.attempts[p]
                     .iter()
-                    .map(|a| attempt_report(&self.workers, a.clone()))
+                    .map(|a| attempt_report(&self.workers, &self.signatures, a.clone()))
                     .collect(),
                 quarantined: None,
             })
@@ -616,7 +654,7 @@ impl RunState {
             reports.extend(
                 attempts
                     .into_iter()
-                    .map(|a| attempt_report(&self.workers, a)),
+                    .map(|a| attempt_report(&self.workers, &self.signatures, a)),
             );
             tests.push(TestReport {
                 id,
@@ -688,7 +726,7 @@ impl RunState {
 }
 
 /// One attempt as reports show it, with the worker named.
-fn attempt_report(workers: &[String], a: Attempt) -> AttemptReport {
+fn attempt_report(workers: &[String], signatures: &Signatures, a: Attempt) -> AttemptReport {
     let mut ran = a.ran;
     let (output, output_truncated, worker_message) =
         match ran.as_mut().and_then(|r| r.detail.take()) {
@@ -706,6 +744,8 @@ fn attempt_report(workers: &[String], a: Attempt) -> AttemptReport {
         finished_at_ms: ran.map(|r| r.finished_at_ms),
         published_at_ms: ran.map(|r| r.published_at_ms),
         batch: ran.and_then(|r| r.batch),
+        reason: ran.and_then(|r| r.reason),
+        signature: ran.and_then(|r| signatures.get(r.signature?)).cloned(),
         output,
         output_truncated,
         message: a.status.unrun_message().or(worker_message),
@@ -737,6 +777,7 @@ mod tests {
             weight: 1,
             auto_quarantine_percent: None,
             quarantine: Vec::new(),
+            signatures: Vec::new(),
         })
     }
 
@@ -756,6 +797,7 @@ mod tests {
             message: None,
             published_at_ms: 0,
             batch: None,
+            reason: None,
         }
     }
 

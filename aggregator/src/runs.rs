@@ -555,6 +555,7 @@ mod tests {
             weight: 1,
             auto_quarantine_percent: None,
             quarantine: Vec::new(),
+            signatures: Vec::new(),
         }
     }
 
@@ -574,6 +575,7 @@ mod tests {
             message: None,
             published_at_ms: 0,
             batch: None,
+            reason: None,
         }
     }
 

@@ -152,6 +152,8 @@ mod tests {
             message: None,
             published_at_ms: None,
             batch: None,
+            reason: None,
+            signature: None,
         };
         let failing = outputs.iter().enumerate().map(|(i, &len)| TestReport {
             id: format!("failing-{i}"),

@@ -44,6 +44,7 @@ proptest! {
             weight: 1,
             auto_quarantine_percent: None,
             quarantine: Vec::new(),
+            signatures: Vec::new(),
         });
         for (i, mut result) in results.into_iter().enumerate() {
             // Half the results name a test of the run, to reach past the index.

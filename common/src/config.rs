@@ -14,9 +14,9 @@ use config::{Config, Environment, File, FileFormat};
 use regex::Regex;
 use serde::Deserialize;
 use testfleet_types::messages::{
-    ContainerLimits, ContainerMode, ExecutorKind, JobQueue, RetryPolicy, RunSpec,
+    ContainerLimits, ContainerMode, ExecutorKind, JobQueue, RetryPolicy, RunSpec, SignatureRule,
 };
-use testfleet_types::triage::TriageRule;
+use testfleet_types::triage::{signature_regex, TriageRule};
 use testfleet_types::{checks, limits};
 
 use crate::topology::Topology;
@@ -67,6 +67,8 @@ pub struct RunConfig {
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub timeout_secs: f64,
+    /// Kill a test quiet this long (0: never).
+    pub quiet_timeout_secs: f64,
     pub deadline_secs: u64,
     pub output_cap_bytes: u64,
     pub retry_threshold: f64,
@@ -99,6 +101,19 @@ pub struct RunConfig {
     pub quarantine_file: String,
     /// Quarantine tests flaky in more than this share of recent runs (0: off).
     pub auto_quarantine: f64,
+    /// Log-signature rules naming why a test failed; see
+    /// [`RunConfig::signatures`].
+    pub signatures: Vec<SignatureRuleConfig>,
+}
+
+/// A log-signature rule as written in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureRuleConfig {
+    pub name: String,
+    pub pattern: String,
+    #[serde(default)]
+    pub fleet_fault: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -303,6 +318,12 @@ impl RunConfig {
         if !(self.timeout_secs.is_finite() && self.timeout_secs > 0.0) {
             return invalid("run.timeout_secs", "must be a positive number of seconds");
         }
+        if !(self.quiet_timeout_secs.is_finite() && self.quiet_timeout_secs >= 0.0) {
+            return invalid(
+                "run.quiet_timeout_secs",
+                "must be 0 (off) or a number of seconds",
+            );
+        }
         if !(0.0..=1.0).contains(&self.retry_threshold) {
             return invalid("run.retry_threshold", "must be a ratio between 0 and 1");
         }
@@ -355,6 +376,8 @@ impl RunConfig {
             runner_report: None,
             user: (!self.user.trim().is_empty()).then(|| self.user.trim().to_owned()),
             secret_env: self.secret_env.clone(),
+            quiet_timeout_ms: (self.quiet_timeout_secs > 0.0)
+                .then(|| (self.quiet_timeout_secs * 1000.0).ceil() as u64),
         };
         checks::check_spec(&spec).map_err(|problem| ConfigError::Invalid {
             key: "run.command",
@@ -372,6 +395,12 @@ impl RunConfig {
         if self.timeout_secs > max_timeout_secs {
             return invalid(
                 "run.timeout_secs",
+                &format!("must be at most {max_timeout_secs} (a week)"),
+            );
+        }
+        if self.quiet_timeout_secs > max_timeout_secs {
+            return invalid(
+                "run.quiet_timeout_secs",
                 &format!("must be at most {max_timeout_secs} (a week)"),
             );
         }
@@ -415,6 +444,45 @@ impl RunConfig {
             );
         }
         Ok(())
+    }
+}
+
+impl RunConfig {
+    /// The log-signature rules in their order (the first match wins): each
+    /// name short and non-empty, each pattern a valid regex, as many as a
+    /// run may carry.
+    pub fn signatures(&self) -> Result<Vec<SignatureRule>, ConfigError> {
+        const KEY: &str = "run.signatures";
+        if self.signatures.len() > limits::MAX_SIGNATURES {
+            return invalid(KEY, &format!("at most {} rules", limits::MAX_SIGNATURES));
+        }
+        self.signatures
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                let which = format!("rule {} ({:?})", i + 1, rule.name);
+                let name = rule.name.trim();
+                if name.is_empty() || name.len() > limits::MAX_SIGNATURE_NAME_BYTES {
+                    let most = limits::MAX_SIGNATURE_NAME_BYTES;
+                    return invalid(KEY, &format!("{which}: `name` must have 1 to {most} bytes"));
+                }
+                if rule.pattern.len() > limits::MAX_SIGNATURE_PATTERN_BYTES {
+                    let most = limits::MAX_SIGNATURE_PATTERN_BYTES;
+                    return invalid(KEY, &format!("{which}: `pattern` is over {most} bytes"));
+                }
+                if let Err(error) = signature_regex(&rule.pattern) {
+                    return invalid(
+                        KEY,
+                        &format!("{which}: `pattern` is not a valid regex: {error}"),
+                    );
+                }
+                Ok(SignatureRule {
+                    name: name.to_owned(),
+                    pattern: rule.pattern.clone(),
+                    fleet_fault: rule.fleet_fault,
+                })
+            })
+            .collect()
     }
 }
 

@@ -14,6 +14,7 @@ use testfleet_types::limits::{MAX_TESTS_PER_RUN, MAX_TEST_ID_BYTES};
 use tracing::warn;
 
 use crate::presets::Preset;
+use crate::rdeps::{Index, Query};
 
 /// Where to read test ids from.
 #[derive(Debug, Clone)]
@@ -23,10 +24,18 @@ pub enum IdSource {
     /// A command run through `sh -c` on this machine (the user's own line);
     /// its stdout lists the ids. This is the suite's "dry run".
     Discover(String),
+    /// The reverse dependencies of packages in a dependency index
+    /// (`--rdeps-of`, `--deps`): one package name per id.
+    ReverseDependencies {
+        deps: PathBuf,
+        query: Query,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdError {
+    #[error("{0}")]
+    Index(String),
     #[error("cannot read test ids from {what}: {cause}")]
     Read { what: String, cause: std::io::Error },
     #[error("discovery command `{command}` failed with {status}; its output ends:\n{output}")]
@@ -100,6 +109,15 @@ fn read_source(source: &IdSource) -> Result<Vec<u8>, IdError> {
             Ok(bytes)
         }
         IdSource::Discover(command) => discover(command),
+        IdSource::ReverseDependencies { deps, query } => {
+            let index = Index::read(deps).map_err(IdError::Index)?;
+            let names = index.reverse_dependencies(query);
+            Ok(names
+                .iter()
+                .map(|n| format!("{n}\n"))
+                .collect::<String>()
+                .into_bytes())
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 //!
 //! Layout:
 //! - [`ids`]: reading test ids from a file, stdin or a discovery command; filtering.
+//! - [`rdeps`]: reverse dependencies from a Debian `Packages` file or Python
+//!   metadata, as a run's listing.
 //! - [`presets`]: discovery commands, listing parsers and batched commands of
 //!   common test runners.
 //! - [`discovery`]: listing a suite's tests inside its image, through a worker.
@@ -24,6 +26,7 @@ pub mod ndjson;
 pub mod presets;
 pub mod progress;
 pub mod quarantine;
+pub mod rdeps;
 pub mod resume;
 pub mod settings;
 pub mod submit;

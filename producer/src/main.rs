@@ -17,6 +17,7 @@ use testfleet_producer::ids::{self, IdSource, Selection, Separator};
 use testfleet_producer::ndjson::{self, EventSink};
 use testfleet_producer::presets::Preset;
 use testfleet_producer::progress::ProgressView;
+use testfleet_producer::rdeps::Query;
 use testfleet_producer::resume::{self, ResumeError};
 use testfleet_producer::settings::Choices;
 use testfleet_producer::{ProducerError, ProducerSettings, Submitted};
@@ -65,6 +66,21 @@ struct Cli {
     /// Command whose stdout lists one test id per line (run with `sh -c` here).
     #[arg(long)]
     discover: Option<String>,
+    /// The ids are the packages that depend on these (comma-separated),
+    /// from the dependency index --deps: a reverse-dependency run.
+    #[arg(long, value_name = "PKG", value_delimiter = ',', requires = "deps",
+          conflicts_with_all = ["tests", "discover", "preset", "rerun", "resume"])]
+    rdeps_of: Vec<String>,
+    /// With --rdeps-of: a Debian Packages file, or a folder of Python
+    /// METADATA files.
+    #[arg(long, value_name = "FILE")]
+    deps: Option<PathBuf>,
+    /// With --rdeps-of: follow dependents of dependents this many steps.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    depth: u32,
+    /// With --rdeps-of: at most this many packages, most depended-upon first.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
     /// Ids are separated by NUL bytes instead of newlines.
     #[arg(long, conflicts_with = "preset")]
     null: bool,
@@ -90,6 +106,10 @@ struct Cli {
     /// Per-test timeout in seconds.
     #[arg(long)]
     timeout: Option<f64>,
+    /// Kill a test that writes no output for this many seconds (its reason
+    /// is no-output-timeout); 0: never.
+    #[arg(long, value_name = "SECS")]
+    quiet_timeout: Option<f64>,
     /// Seconds the whole run may take; tests without a result by then are missing.
     #[arg(long)]
     deadline: Option<u64>,
@@ -162,6 +182,7 @@ impl Cli {
             .set("run.suite", self.suite.clone())
             .set("run.image", self.image.clone())
             .set("run.timeout_secs", self.timeout)
+            .set("run.quiet_timeout_secs", self.quiet_timeout)
             .set("run.deadline_secs", self.deadline)
             .set("run.retry_threshold", self.retry_threshold)
             .set("run.max_rounds", self.max_rounds.map(i64::from))
@@ -175,6 +196,18 @@ impl Cli {
     /// Where the ids come from; `None`: the preset's listing inside the run's
     /// image (`--preset` and `--image` without `--discover`), through a worker.
     fn id_source(&self) -> Result<Option<IdSource>, String> {
+        if !self.rdeps_of.is_empty() {
+            let deps = self
+                .deps
+                .clone()
+                .ok_or_else(|| "--rdeps-of needs --deps FILE".to_owned())?;
+            let query = Query {
+                of: self.rdeps_of.clone(),
+                depth: self.depth as usize,
+                limit: self.limit,
+            };
+            return Ok(Some(IdSource::ReverseDependencies { deps, query }));
+        }
         match (&self.tests, &self.discover) {
             (Some(path), None) if path.as_os_str() == "-" => Ok(Some(IdSource::Stdin)),
             (Some(path), None) => Ok(Some(IdSource::File(path.clone()))),

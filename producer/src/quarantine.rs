@@ -152,6 +152,7 @@ expires = "2027-01-01"
                 weight: 1,
                 auto_quarantine_percent: None,
                 quarantine: read.entries,
+                signatures: Vec::new(),
             });
         assert_eq!(
             testfleet_types::checks::check(&announce),

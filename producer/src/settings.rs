@@ -10,7 +10,7 @@ use testfleet_common::config::{ConfigError, RawConfig};
 use testfleet_common::topology::Topology;
 use testfleet_types::limits::MAX_TESTS_PER_JOB;
 use testfleet_types::messages::{
-    IdScheme, JobQueue, Quarantine, ReportFormat, RunSpec, RunnerReport,
+    IdScheme, JobQueue, Quarantine, ReportFormat, RunSpec, RunnerReport, SignatureRule,
 };
 use testfleet_types::now_ms;
 use testfleet_types::triage::TriageRule;
@@ -44,6 +44,8 @@ pub struct ProducerSettings {
     pub quarantine_expired: Vec<String>,
     /// `run.auto_quarantine`, in percent; `None`: off.
     pub auto_quarantine_percent: Option<u32>,
+    /// `run.signatures`, validated.
+    pub signatures: Vec<SignatureRule>,
 }
 
 /// How a run's tests are grouped into jobs.
@@ -92,6 +94,7 @@ impl ProducerSettings {
             })?,
         };
         within_consumer_timeout(&spec, consumer_timeout_ms)?;
+        let signatures = raw.run.signatures()?;
         let settings = ProducerSettings {
             brokers: Brokers::new(&raw.broker.url),
             connect_timeout: raw.broker.connect_timeout(),
@@ -108,6 +111,7 @@ impl ProducerSettings {
             quarantine_expired: quarantine.expired,
             auto_quarantine_percent: (raw.run.auto_quarantine > 0.0)
                 .then(|| (raw.run.auto_quarantine * 100.0).round().clamp(1.0, 99.0) as u32),
+            signatures,
         };
         Ok((settings, triage_rules))
     }

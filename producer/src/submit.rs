@@ -131,6 +131,7 @@ async fn publish_run(
         weight: settings.weight,
         auto_quarantine_percent: settings.auto_quarantine_percent,
         quarantine: settings.quarantine.clone(),
+        signatures: settings.signatures.clone(),
     };
     // Checked as the aggregator will check it: one it would park unread
     // must not leave the producer waiting for a verdict.

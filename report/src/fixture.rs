@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use testfleet_types::messages::{
     AttemptReport, AttemptStatus, FinalStatus, Outcome, RetryPolicy, RunReport, RunSpec,
-    TestReport, VerdictKind,
+    RuntimeReason, TestReport, VerdictKind,
 };
 use uuid::Uuid;
 
@@ -50,6 +50,8 @@ pub fn ran(attempt: u32, outcome: Outcome, exit_code: Option<i64>, output: &str)
         message: None,
         published_at_ms: None,
         batch: None,
+        reason: (outcome != Outcome::Passed).then_some(RuntimeReason::Exit),
+        signature: None,
     }
 }
 
@@ -68,6 +70,8 @@ pub fn unrun(attempt: u32, status: AttemptStatus, message: Option<&str>) -> Atte
         message: message.map(str::to_owned),
         published_at_ms: None,
         batch: None,
+        reason: None,
+        signature: None,
     }
 }
 

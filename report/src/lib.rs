@@ -10,7 +10,8 @@
 //! Layout: [`json`] (`report.json`), [`junit`], [`markdown`] (the pull-request
 //! summary), [`html`] (the page, with its timeline, durations and batches),
 //! [`outputs`] (one file per failed attempt and per kept batch log),
-//! [`triage`] (failures grouped by cause), `console` (the summary printed at
+//! [`triage`] (failures grouped by cause), [`reasons`] (tests that did
+//! not pass, by why), `console` (the summary printed at
 //! the end), `format` (wording and numbers the renderers share), `fixture`
 //! (sample reports for the unit tests).
 
@@ -21,6 +22,7 @@ pub mod json;
 pub mod junit;
 pub mod markdown;
 pub mod outputs;
+pub mod reasons;
 pub mod triage;
 
 #[cfg(test)]
@@ -135,6 +137,12 @@ mod tests {
     #[test]
     fn writes_every_report_into_the_run_directory() {
         let report = fixture::sample_report();
+        let tests = report.tests.iter().map(json::schema::Test::from).collect();
+        let batches = report
+            .batches
+            .iter()
+            .map(json::schema::Batch::from)
+            .collect();
         let base = fixture::temp_dir("write-all");
         let paths = write_all(&report, &base).unwrap();
 
@@ -151,9 +159,8 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert!(!names.iter().any(|n| n.ends_with(".partial")), "{names:?}");
-        let back: RunReport =
-            serde_json::from_str(&fs::read_to_string(&paths.json).unwrap()).unwrap();
-        assert_eq!(back, report);
+        let back = json::read(&fs::read(&paths.json).unwrap()).unwrap();
+        assert_eq!(back, json::schema::Report::of(&report, tests, batches));
         assert!(fs::read_to_string(&paths.markdown)
             .unwrap()
             .starts_with("## ❌"));

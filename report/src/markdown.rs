@@ -58,7 +58,7 @@ pub fn render(report: &RunReport, triage: &Triage<'_>) -> String {
 /// The summary in at most about `limit` bytes: output tails shrink first, then
 /// the lists are cut, each cut list ending with "… and N more".
 pub fn render_within(report: &RunReport, triage: &Triage<'_>, limit: usize) -> String {
-    let header = header(report) + &causes(triage) + &flakiest_line(report);
+    let header = header(report) + &reasons_line(report) + &causes(triage) + &flakiest_line(report);
     let sections = sections(report);
     let mut shortened = false;
     for tail in TAIL_LEVELS {
@@ -208,6 +208,32 @@ fn causes(triage: &Triage<'_>) -> String {
     }
     out.push('\n');
     out
+}
+
+/// "**Why:** 3 × `exit:1`, 1 × `oom`, 1 × `host-oom` (the fleet's)", the
+/// biggest reasons first; bounded whatever the run.
+fn reasons_line(report: &RunReport) -> String {
+    let groups = crate::reasons::by_reason(report);
+    if groups.is_empty() {
+        return String::new();
+    }
+    let mut parts: Vec<String> = groups
+        .iter()
+        .take(MAX_CAUSES)
+        .map(|group| {
+            let whose = if group.reason.fleet_fault {
+                " (the fleet's)"
+            } else {
+                ""
+            };
+            let name = code_span(&one_line(&group.reason.name, MAX_CAUSE_ID_CHARS));
+            format!("{} × {name}{whose}", group.tests.len())
+        })
+        .collect();
+    if groups.len() > MAX_CAUSES {
+        parts.push(format!("… and {} more", groups.len() - MAX_CAUSES));
+    }
+    format!("**Why:** {}\n\n", parts.join(", "))
 }
 
 fn cause_line(group: &Group<'_>) -> String {

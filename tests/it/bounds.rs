@@ -219,6 +219,7 @@ async fn results_kept_for_an_unknown_run_are_claimed_once_it_is_known() {
         weight: 1,
         auto_quarantine_percent: None,
         quarantine: Vec::new(),
+        signatures: Vec::new(),
     });
     publish(&fleet.topology().results, &encode(&announce)).await;
     let report = fleet

@@ -791,5 +791,6 @@ pub fn passed_result(run_id: uuid::Uuid, test_id: &str, worker_id: &str) -> Test
         message: None,
         published_at_ms: 0,
         batch: None,
+        reason: None,
     }
 }

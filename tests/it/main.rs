@@ -23,6 +23,8 @@ mod presets;
 mod process_executor;
 mod producer_cli;
 mod quarantine;
+mod rdeps;
+mod reasons;
 mod resume;
 mod runtime;
 mod shutdown;

@@ -174,6 +174,7 @@ fn check_announce(announce: &RunAnnounce) -> Result<(), String> {
     check_len("suite", &announce.suite, MAX_TEST_ID_BYTES)?;
     check_weight(announce.weight)?;
     check_quarantine(announce)?;
+    check_signatures(announce)?;
     check_time("created_at_ms", announce.created_at_ms)?;
     check_time("deadline_ms", announce.deadline_ms)?;
     let lasts = announce.deadline_ms.saturating_sub(announce.created_at_ms);
@@ -268,6 +269,13 @@ pub fn check_spec(spec: &RunSpec) -> Result<(), String> {
             spec.timeout_ms
         ));
     }
+    if let Some(quiet) = spec.quiet_timeout_ms {
+        if !(1..=MAX_TIMEOUT_MS).contains(&quiet) {
+            return Err(format!(
+                "quiet_timeout_ms {quiet} is not within 1..={MAX_TIMEOUT_MS}"
+            ));
+        }
+    }
     at_most(
         "output_cap_bytes",
         spec.output_cap_bytes,
@@ -348,6 +356,13 @@ fn check_report(report: &RunReport) -> Result<(), String> {
             {
                 check_time("an attempt's time", time)?;
             }
+            if let Some(signature) = &attempt.signature {
+                check_len(
+                    "a signature's name",
+                    &signature.name,
+                    MAX_SIGNATURE_NAME_BYTES,
+                )?;
+            }
         }
     }
     Ok(())
@@ -387,6 +402,25 @@ fn check_quarantine(announce: &RunAnnounce) -> Result<(), String> {
         check_id(&entry.test_id)?;
         check_len("a quarantine reason", &entry.reason, MAX_REASON_BYTES)?;
         check_time("a quarantine's expires_ms", entry.expires_ms)
+    })
+}
+
+fn check_signatures(announce: &RunAnnounce) -> Result<(), String> {
+    at_most(
+        "signature rules",
+        announce.signatures.len() as u64,
+        MAX_SIGNATURES as u64,
+    )?;
+    announce.signatures.iter().try_for_each(|rule| {
+        if rule.name.is_empty() {
+            return Err("a signature rule without a name".into());
+        }
+        check_len("a signature's name", &rule.name, MAX_SIGNATURE_NAME_BYTES)?;
+        check_len(
+            "a signature's pattern",
+            &rule.pattern,
+            MAX_SIGNATURE_PATTERN_BYTES,
+        )
     })
 }
 
@@ -484,6 +518,7 @@ mod tests {
             message: None,
             published_at_ms: 0,
             batch: None,
+            reason: None,
         }
     }
 

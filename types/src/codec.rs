@@ -191,6 +191,7 @@ mod tests {
             message: None,
             published_at_ms: 1,
             batch: Some(Uuid::nil()),
+            reason: None,
         };
         let batch = BatchRecord {
             id: Uuid::nil(),
@@ -222,6 +223,7 @@ mod tests {
                 weight: 3,
                 auto_quarantine_percent: None,
                 quarantine: Vec::new(),
+                signatures: Vec::new(),
             }),
             Body::Job(Job {
                 run_id,
@@ -279,6 +281,8 @@ mod tests {
                         message: Some("x".into()),
                         published_at_ms: None,
                         batch: None,
+                        reason: None,
+                        signature: None,
                     }],
                     quarantined: None,
                 }],

@@ -13,7 +13,8 @@
 //! - [`parts`]: messages too big for one, split and joined again.
 //! - [`batch`]: cutting a run's tests into batches, and a batch's timeout.
 //! - [`order`]: longest-first ordering of a run's jobs from past durations.
-//! - [`triage`]: the validated failure-triage rule the reports group by.
+//! - [`triage`]: the validated failure-triage rule the reports group by,
+//!   and a run's log-signature rules, compiled.
 //! - `strategies` (tests, feature `strategies`): proptest strategies for the
 //!   message types, which `properties` and the other crates' property tests use.
 //!

@@ -53,6 +53,12 @@ pub const MAX_WEIGHT: u32 = 100;
 pub const MAX_QUARANTINE: usize = 100_000;
 /// Bytes of a quarantine entry's reason.
 pub const MAX_REASON_BYTES: usize = 1 << 10;
+/// Log-signature rules of a run (`run.signatures`).
+pub const MAX_SIGNATURES: usize = 64;
+/// Bytes of a signature rule's name.
+pub const MAX_SIGNATURE_NAME_BYTES: usize = 64;
+/// Bytes of a signature rule's pattern.
+pub const MAX_SIGNATURE_PATTERN_BYTES: usize = 1 << 10;
 /// Tests a report's flakiness names.
 pub const MAX_FLAKINESS_TESTS: usize = 10_000;
 /// Runs in one queue notice (the aggregator's whole list is cut there).

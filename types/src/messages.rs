@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use crate::vocabulary::{AttemptStatus, FinalStatus, Outcome, VerdictKind};
+pub use crate::vocabulary::{AttemptStatus, FinalStatus, Outcome, RuntimeReason, VerdictKind};
 
 /// The aggregator's retry rule for one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +110,10 @@ pub struct RunSpec {
     /// test, and no report, verdict or event. Appended with a default.
     #[serde(default)]
     pub secret_env: Vec<String>,
+    /// Kill a test that writes nothing for this long (`run.quiet_timeout_secs`):
+    /// a hung install need not wait out the whole timeout. Appended.
+    #[serde(default)]
+    pub quiet_timeout_ms: Option<u64>,
 }
 
 /// What a report shows of a secret variable's value.
@@ -244,6 +248,27 @@ pub struct RunAnnounce {
     /// with a default (off).
     #[serde(default)]
     pub auto_quarantine_percent: Option<u32>,
+    /// Log-signature rules (`run.signatures`), the first match naming why
+    /// an attempt failed. Appended with a default (none).
+    #[serde(default)]
+    pub signatures: Vec<SignatureRule>,
+}
+
+/// A failure whose output matches `pattern` (a regex) is named `name`; a
+/// fleet fault is an error of the fleet's (retried, never counted as the
+/// test's failure).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureRule {
+    pub name: String,
+    pub pattern: String,
+    pub fleet_fault: bool,
+}
+
+/// The rule an attempt's output matched, as reports name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    pub name: String,
+    pub fleet_fault: bool,
 }
 
 fn default_weight() -> u32 {
@@ -402,6 +427,9 @@ pub struct TestResult {
     /// several tests or read a runner report.
     #[serde(default)]
     pub batch: Option<Uuid>,
+    /// What the runtime saw end it, when it did not pass. Appended.
+    #[serde(default)]
+    pub reason: Option<RuntimeReason>,
 }
 
 /// One run of a job's command over its tests, as the worker saw it: when it
@@ -457,6 +485,13 @@ pub struct AttemptReport {
     /// The batch it ran in (`RunReport::batches`).
     #[serde(default)]
     pub batch: Option<Uuid>,
+    /// What the runtime saw end it, as its worker said. Appended.
+    #[serde(default)]
+    pub reason: Option<RuntimeReason>,
+    /// The log-signature rule its output matched, if it did not pass.
+    /// Appended.
+    #[serde(default)]
+    pub signature: Option<Signature>,
 }
 
 /// One test as reported: its final status and every attempt.

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use crate::messages::{
     AttemptReport, AttemptStatus, Body, ContainerLimits, ContainerMode, ExecutorKind, FinalStatus,
     History, IgnoredReason, IgnoredResult, Outcome, QueueNotice, RetryPolicy, RoundCounts,
-    RunEvent, RunEventKind, RunQueue, RunReport, RunSpec, TestReport, TestResult, VerdictCut,
-    VerdictKind,
+    RunEvent, RunEventKind, RunQueue, RunReport, RunSpec, RuntimeReason, TestReport, TestResult,
+    VerdictCut, VerdictKind,
 };
 
 /// The spec of the embedded defaults (`testfleet-common`'s `defaults.toml`,
@@ -48,6 +48,7 @@ pub fn sample_spec() -> RunSpec {
         runner_report: None,
         user: None,
         secret_env: Vec::new(),
+        quiet_timeout_ms: None,
     }
 }
 
@@ -140,13 +141,18 @@ pub fn test_result() -> impl Strategy<Value = TestResult> {
     (
         (uuid(), text(), count(), outcome(), any::<Option<i64>>()),
         (number(), text(), number(), number(), number()),
-        (text(), any::<bool>(), proptest::option::of(text())),
+        (
+            text(),
+            any::<bool>(),
+            proptest::option::of(text()),
+            proptest::option::of(runtime_reason()),
+        ),
     )
         .prop_map(
             |(
                 (run_id, test_id, attempt, outcome, exit_code),
                 (duration_ms, worker_id, started_at_ms, finished_at_ms, published_at_ms),
-                (output, output_truncated, message),
+                (output, output_truncated, message, reason),
             )| TestResult {
                 run_id,
                 test_id,
@@ -162,8 +168,21 @@ pub fn test_result() -> impl Strategy<Value = TestResult> {
                 message,
                 published_at_ms,
                 batch: None,
+                reason,
             },
         )
+}
+
+/// Any reason a worker may name, with any signal number.
+pub fn runtime_reason() -> impl Strategy<Value = RuntimeReason> {
+    prop_oneof![
+        Just(RuntimeReason::Exit),
+        any::<u8>().prop_map(RuntimeReason::Signal),
+        Just(RuntimeReason::Oom),
+        Just(RuntimeReason::HostOom),
+        Just(RuntimeReason::Timeout),
+        Just(RuntimeReason::NoOutputTimeout),
+    ]
 }
 
 pub fn attempt_report() -> impl Strategy<Value = AttemptReport> {
@@ -179,13 +198,14 @@ pub fn attempt_report() -> impl Strategy<Value = AttemptReport> {
             proptest::option::of(text()),
             any::<bool>(),
             proptest::option::of(text()),
+            proptest::option::of(runtime_reason()),
         ),
     )
         .prop_map(
             |(
                 (attempt, status, exit_code, duration_ms),
                 (worker_id, started_at_ms, finished_at_ms, published_at_ms),
-                (output, output_truncated, message),
+                (output, output_truncated, message, reason),
             )| AttemptReport {
                 attempt,
                 status,
@@ -199,6 +219,8 @@ pub fn attempt_report() -> impl Strategy<Value = AttemptReport> {
                 message,
                 published_at_ms,
                 batch: None,
+                reason,
+                signature: None,
             },
         )
 }

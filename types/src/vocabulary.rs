@@ -124,6 +124,75 @@ impl VerdictKind {
     }
 }
 
+/// What the runtime saw end an attempt that did not pass, as the worker
+/// read it from the engine or the kernel (not guessed from text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RuntimeReason {
+    /// Exited non-zero by itself (its exit code says which).
+    Exit,
+    /// Killed by a signal testfleet did not send.
+    Signal(u8),
+    /// Killed for memory under its own limit (`run.memory_bytes`).
+    Oom,
+    /// Killed for memory with no limit of its own: the host ran out, which
+    /// is the fleet's doing, not the test's.
+    HostOom,
+    /// The per-test (or batch) timeout killed it.
+    Timeout,
+    /// No output for `run.quiet_timeout_secs` (`--quiet-timeout`): killed.
+    NoOutputTimeout,
+}
+
+/// Why an attempt did not pass, as every report names it: what the runtime
+/// saw first, then a log-signature rule, then the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    /// `exit:2`, `signal:9`, `oom`, `host-oom`, `timeout`,
+    /// `no-output-timeout`, a rule's name, `error`, `missing`,
+    /// `dead-lettered`.
+    pub name: String,
+    /// The fleet's doing, not the test's: retried, and never counted as the
+    /// test's failure.
+    pub fleet_fault: bool,
+}
+
+/// The reason an attempt that did not pass gets; `None` for a pass.
+/// Runtime facts beat text (a test killed for memory may print anything),
+/// and a timeout beats what the killed output says; a log-signature `rule`
+/// (its name, and whether it is the fleet's fault) names the rest.
+pub fn reason_of(
+    status: AttemptStatus,
+    runtime: Option<RuntimeReason>,
+    exit_code: Option<i64>,
+    rule: Option<(&str, bool)>,
+) -> Option<Reason> {
+    let named = |name: String, fleet_fault: bool| Some(Reason { name, fleet_fault });
+    match (status, runtime) {
+        (AttemptStatus::Ran(Outcome::Passed), _) => None,
+        (AttemptStatus::Ran(Outcome::TimedOut), Some(RuntimeReason::NoOutputTimeout)) => {
+            named("no-output-timeout".into(), false)
+        }
+        (AttemptStatus::Ran(Outcome::TimedOut), _) => named("timeout".into(), false),
+        (AttemptStatus::Ran(_), Some(RuntimeReason::Oom)) => named("oom".into(), false),
+        (AttemptStatus::Ran(_), Some(RuntimeReason::HostOom)) => named("host-oom".into(), true),
+        (AttemptStatus::Ran(Outcome::Error), _) => match rule {
+            Some((name, _)) => named(name.to_owned(), true),
+            None => named("error".into(), true),
+        },
+        (AttemptStatus::Ran(_), runtime) => match (rule, runtime) {
+            (Some((name, fleet_fault)), _) => named(name.to_owned(), fleet_fault),
+            (None, Some(RuntimeReason::Signal(signal))) => named(format!("signal:{signal}"), false),
+            (None, _) => named(
+                exit_code.map_or("failed".into(), |code| format!("exit:{code}")),
+                false,
+            ),
+        },
+        (AttemptStatus::Missing, _) => named("missing".into(), true),
+        // It may have killed its workers: not known to be the fleet's.
+        (AttemptStatus::DeadLettered { .. }, _) => named("dead-lettered".into(), false),
+    }
+}
+
 impl AttemptStatus {
     /// Every attempt status, in the order counts are listed.
     pub const ALL: [AttemptStatus; 6] = [
@@ -270,6 +339,56 @@ mod tests {
                 ("missing", true, true, false),
                 ("dead_lettered", true, true, false),
             ]
+        );
+    }
+
+    #[test]
+    fn runtime_facts_name_a_failure_before_any_text_and_a_timeout_before_either() {
+        let failed = AttemptStatus::Ran(Outcome::Failed);
+        let name = |status, runtime, rule| {
+            reason_of(status, runtime, Some(137), rule).map(|r| (r.name, r.fleet_fault))
+        };
+        let no_space = Some(("no-space", true));
+        assert_eq!(
+            name(AttemptStatus::Ran(Outcome::Passed), None, no_space),
+            None
+        );
+        assert_eq!(
+            name(failed, Some(RuntimeReason::Oom), no_space),
+            Some(("oom".into(), false))
+        );
+        assert_eq!(
+            name(failed, Some(RuntimeReason::HostOom), None),
+            Some(("host-oom".into(), true))
+        );
+        assert_eq!(
+            name(failed, Some(RuntimeReason::Signal(9)), no_space),
+            Some(("no-space".into(), true))
+        );
+        assert_eq!(
+            name(failed, Some(RuntimeReason::Signal(11)), None),
+            Some(("signal:11".into(), false))
+        );
+        assert_eq!(
+            name(failed, Some(RuntimeReason::Exit), None),
+            Some(("exit:137".into(), false))
+        );
+        let timed_out = AttemptStatus::Ran(Outcome::TimedOut);
+        assert_eq!(
+            name(timed_out, Some(RuntimeReason::Timeout), no_space),
+            Some(("timeout".into(), false))
+        );
+        assert_eq!(
+            name(timed_out, Some(RuntimeReason::NoOutputTimeout), None),
+            Some(("no-output-timeout".into(), false))
+        );
+        assert_eq!(
+            name(AttemptStatus::Ran(Outcome::Error), None, None),
+            Some(("error".into(), true))
+        );
+        assert_eq!(
+            name(AttemptStatus::Missing, None, None),
+            Some(("missing".into(), true))
         );
     }
 

@@ -21,7 +21,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 use testfleet_common::shutdown::Shutdown;
-use testfleet_types::messages::{ContainerMode, Job, Outcome};
+use testfleet_types::messages::{ContainerMode, Job, Outcome, RuntimeReason};
 use testfleet_types::now_ms;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -30,8 +30,9 @@ use tracing::{debug, info, warn};
 use crate::capture::OutputCapture;
 use crate::confinement::capability;
 use crate::job::{
-    argv, collect_output, error_outcome, ids_file_contents, needs_files, report_file_name,
-    test_env, timed_out, Cleanup, Observed, Paths, Ran, Requeue,
+    argv, collect_output, error_outcome, host_out_of_memory, ids_file_contents, needs_files,
+    no_output, report_file_name, test_env, timed_out, Cleanup, LastOutput, Observed, Paths, Ran,
+    Requeue,
 };
 use crate::labels::{self, Sweep};
 use crate::phases::Phase;
@@ -374,14 +375,22 @@ impl DockerExecutor {
         };
         let cap = job.spec.output_cap_bytes as usize;
         let timeout = Duration::from_millis(job.timeout_ms());
+        let last_output = LastOutput::start();
+        let quiet = job.spec.quiet_timeout_ms.map(Duration::from_millis);
+        let reading = read_output(output, OutputCapture::new(cap), last_output.clone());
         let capture = tokio::select! {
-            read = tokio::time::timeout(timeout, read_output(output, OutputCapture::new(cap))) => match read {
+            read = tokio::time::timeout(timeout, reading) => match read {
                 Ok(capture) => capture,
                 Err(_elapsed) => {
                     self.kill(container).await;
                     return Ok(Some(Attached { ran: timed_out(timeout), output: None, command_started_at_ms }));
                 }
             },
+            () = last_output.quiet_for(quiet) => {
+                self.kill(container).await;
+                let ran = no_output(quiet.unwrap_or_default());
+                return Ok(Some(Attached { ran, output: None, command_started_at_ms }));
+            }
             () = interrupt.cancelled() => {
                 self.kill(container).await;
                 return Err(Requeue::Interrupted);
@@ -554,7 +563,13 @@ impl DockerExecutor {
             Err(error) => return classify(error, "attach to the container").map(not_run),
         };
         let cap = job.spec.output_cap_bytes as usize;
-        let reader = tokio::spawn(read_output(output, OutputCapture::new(cap)));
+        let last_output = LastOutput::start();
+        let reader = tokio::spawn(read_output(
+            output,
+            OutputCapture::new(cap),
+            last_output.clone(),
+        ));
+        let quiet = job.spec.quiet_timeout_ms.map(Duration::from_millis);
 
         let start = self.docker.start_container(container, None);
         if let Err(error) = Phase::Start.time(start).await {
@@ -565,12 +580,16 @@ impl DockerExecutor {
         let timeout = Duration::from_millis(job.timeout_ms());
         let ran = tokio::select! {
             waited = tokio::time::timeout(timeout, Phase::Wait.time(self.wait(container))) => match waited {
-                Ok(exit) => exit?,
+                Ok(exit) => self.with_memory_verdict(exit?, container, job).await,
                 Err(_elapsed) => {
                     self.kill(container).await;
                     timed_out(timeout)
                 }
             },
+            () = last_output.quiet_for(quiet) => {
+                self.kill(container).await;
+                no_output(quiet.unwrap_or_default())
+            }
             () = interrupt.cancelled() => {
                 self.kill(container).await;
                 reader.abort();
@@ -610,6 +629,31 @@ impl DockerExecutor {
             }
         };
         Ok(Ran::exited(exit))
+    }
+
+    /// A failed command's reason, corrected by what the engine says of
+    /// memory: killed for it under the job's own limit (`oom`), or with no
+    /// limit of its own (the host ran out: `host-oom`, the fleet's doing).
+    async fn with_memory_verdict(&self, mut ran: Ran, container: &str, job: &Job) -> Ran {
+        if ran.outcome != Outcome::Failed {
+            return ran;
+        }
+        match self.docker.inspect_container(container, None).await {
+            Ok(inspected) if inspected.state.as_ref().and_then(|s| s.oom_killed) == Some(true) => {
+                let own_limit = job.spec.container.memory_bytes.is_some_and(|m| m > 0);
+                ran = match own_limit {
+                    true => Ran {
+                        reason: Some(RuntimeReason::Oom),
+                        message: Some("killed for memory under its limit (OOMKilled)".into()),
+                        ..ran
+                    },
+                    false => host_out_of_memory(ran.exit_code),
+                };
+            }
+            Ok(_) => {}
+            Err(error) => debug!(%error, "could not ask the engine whether memory killed the test"),
+        }
+        ran
     }
 
     async fn kill(&self, container: &str) {
@@ -815,10 +859,14 @@ async fn read_output(
         Box<dyn futures_util::Stream<Item = Result<LogOutput, DockerError>> + Send>,
     >,
     mut capture: OutputCapture,
+    last_output: LastOutput,
 ) -> OutputCapture {
     while let Some(chunk) = output.next().await {
         match chunk {
-            Ok(chunk) => capture.push(chunk.as_ref()),
+            Ok(chunk) => {
+                last_output.touch();
+                capture.push(chunk.as_ref())
+            }
             Err(error) => {
                 debug!(%error, "output stream ended with an error");
                 break;

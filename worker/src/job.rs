@@ -8,9 +8,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use testfleet_types::messages::{Job, Outcome, ReportFormat};
+use testfleet_types::messages::{Job, Outcome, ReportFormat, RuntimeReason};
 use tokio::task::JoinHandle;
 
 use crate::capture::OutputCapture;
@@ -31,15 +33,24 @@ pub struct Ran {
     pub outcome: Outcome,
     pub exit_code: Option<i64>,
     pub message: Option<String>,
+    /// What the runtime saw end it, when it did not pass.
+    pub reason: Option<RuntimeReason>,
 }
 
 impl Ran {
-    /// A command that exited with `code`.
+    /// A command that exited with `code`. A code of 128 + n is a death by
+    /// signal n, as a shell and the Docker engine report one.
     pub fn exited(code: i64) -> Ran {
+        let reason = match code {
+            0 => None,
+            129..=192 => Some(RuntimeReason::Signal((code - 128) as u8)),
+            _ => Some(RuntimeReason::Exit),
+        };
         Ran {
             outcome: Outcome::from_exit_code(code),
             exit_code: Some(code),
             message: None,
+            reason,
         }
     }
 }
@@ -49,6 +60,28 @@ pub fn timed_out(timeout: Duration) -> Ran {
         outcome: Outcome::TimedOut,
         exit_code: None,
         message: Some(format!("killed after the {timeout:?} timeout")),
+        reason: Some(RuntimeReason::Timeout),
+    }
+}
+
+/// Killed for memory with no limit of its own: the host ran out, which says
+/// nothing of the test, so it is the fleet's error (retried, not counted).
+pub fn host_out_of_memory(exit_code: Option<i64>) -> Ran {
+    Ran {
+        outcome: Outcome::Error,
+        exit_code,
+        message: Some("killed for memory: the host ran out (no limit of its own)".into()),
+        reason: Some(RuntimeReason::HostOom),
+    }
+}
+
+/// Killed after `quiet` without a byte of output (`run.quiet_timeout_secs`).
+pub fn no_output(quiet: Duration) -> Ran {
+    Ran {
+        outcome: Outcome::TimedOut,
+        exit_code: None,
+        message: Some(format!("killed after {quiet:?} without output")),
+        reason: Some(RuntimeReason::NoOutputTimeout),
     }
 }
 
@@ -57,6 +90,45 @@ pub fn error_outcome(message: String) -> Ran {
         outcome: Outcome::Error,
         exit_code: None,
         message: Some(message),
+        reason: None,
+    }
+}
+
+/// When a command last wrote output, in ms since its start: the output
+/// readers touch it, the executors wait on [`LastOutput::quiet_for`].
+#[derive(Debug, Clone)]
+pub struct LastOutput {
+    at_ms: Arc<AtomicU64>,
+    since: tokio::time::Instant,
+}
+
+impl LastOutput {
+    /// Output counted from now.
+    pub fn start() -> Self {
+        LastOutput {
+            at_ms: Arc::new(AtomicU64::new(0)),
+            since: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Output came now.
+    pub fn touch(&self) {
+        let now = self.since.elapsed().as_millis() as u64;
+        self.at_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Ends once `quiet` passed without output; pending for ever with `None`.
+    pub async fn quiet_for(&self, quiet: Option<Duration>) {
+        let Some(quiet) = quiet else {
+            return std::future::pending().await;
+        };
+        loop {
+            let last = self.at_ms.load(Ordering::Relaxed);
+            tokio::time::sleep_until(self.since + Duration::from_millis(last) + quiet).await;
+            if self.at_ms.load(Ordering::Relaxed) == last {
+                return;
+            }
+        }
     }
 }
 

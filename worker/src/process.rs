@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use testfleet_types::messages::{Job, Outcome};
+use testfleet_types::messages::{Job, Outcome, RuntimeReason};
 use testfleet_types::now_ms;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
@@ -24,8 +24,8 @@ use tracing::debug;
 
 use crate::capture::OutputCapture;
 use crate::job::{
-    argv, collect_output, error_outcome, ids_file_contents, needs_files, report_file_name,
-    test_env, timed_out, Observed, Paths, Ran, Requeue,
+    argv, collect_output, error_outcome, host_out_of_memory, ids_file_contents, needs_files,
+    no_output, report_file_name, test_env, timed_out, LastOutput, Observed, Paths, Ran, Requeue,
 };
 use crate::runner_report;
 
@@ -71,9 +71,18 @@ impl ProcessExecutor {
             Err(message) => (error_outcome(message), None),
             Ok((child, output)) => {
                 let cap = job.spec.output_cap_bytes as usize;
-                let reader = tokio::spawn(read_output(output, OutputCapture::new(cap)));
-                let timeout = Duration::from_millis(job.timeout_ms());
-                let ran = supervise(child, timeout, interrupt).await;
+                let last_output = LastOutput::start();
+                let reader = tokio::spawn(read_output(
+                    output,
+                    OutputCapture::new(cap),
+                    last_output.clone(),
+                ));
+                let limits = Limits {
+                    timeout: Duration::from_millis(job.timeout_ms()),
+                    quiet: job.spec.quiet_timeout_ms.map(Duration::from_millis),
+                    last_output,
+                };
+                let ran = supervise(child, limits, interrupt).await;
                 if ran.is_err() {
                     reader.abort();
                 }
@@ -247,29 +256,66 @@ fn spawn_error(program: &str, workdir: &Path, error: &io::Error) -> String {
     }
 }
 
-/// Waits for the child under the timeout; whatever the end, its group is killed
-/// and the child reaped before this returns.
+/// What a process job may take: its timeout, and how long it may stay quiet.
+struct Limits {
+    timeout: Duration,
+    quiet: Option<Duration>,
+    last_output: LastOutput,
+}
+
+/// How a supervised child ended.
+enum Ended {
+    Exited(std::io::Result<ExitStatus>),
+    TimedOut,
+    Quiet,
+    Interrupted,
+}
+
+/// Waits for the child under its limits; whatever the end, its group is
+/// killed and the child reaped before this returns.
 async fn supervise(
     mut child: Child,
-    timeout: Duration,
+    limits: Limits,
     interrupt: &CancellationToken,
 ) -> Result<Ran, Requeue> {
     let group = child.id().map(|pid| Pid::from_raw(pid as i32));
+    let oom_kills = oom_kills();
     let ended = tokio::select! {
-        waited = tokio::time::timeout(timeout, child.wait()) => Some(waited),
-        () = interrupt.cancelled() => None,
+        waited = tokio::time::timeout(limits.timeout, child.wait()) => match waited {
+            Ok(status) => Ended::Exited(status),
+            Err(_elapsed) => Ended::TimedOut,
+        },
+        () = limits.last_output.quiet_for(limits.quiet) => Ended::Quiet,
+        () = interrupt.cancelled() => Ended::Interrupted,
     };
     // The test's end is its group's end, as a container's end is its processes'.
     kill_group(group);
     let reaped = child.wait().await;
     match ended {
-        None => Err(Requeue::Interrupted),
-        Some(Err(_elapsed)) => Ok(timed_out(timeout)),
-        Some(Ok(status)) => Ok(match status.or(reaped) {
-            Ok(status) => exited(status),
+        Ended::Interrupted => Err(Requeue::Interrupted),
+        Ended::TimedOut => Ok(timed_out(limits.timeout)),
+        Ended::Quiet => Ok(no_output(limits.quiet.unwrap_or_default())),
+        Ended::Exited(status) => Ok(match status.or(reaped) {
+            Ok(status) => exited(status, oom_kills),
             Err(error) => error_outcome(format!("could not wait for the test: {error}")),
         }),
     }
+}
+
+/// How many processes the kernel killed for memory so far (`/proc/vmstat`).
+fn oom_kills() -> Option<u64> {
+    let vmstat = std::fs::read_to_string("/proc/vmstat").ok()?;
+    vmstat
+        .lines()
+        .find_map(|line| line.strip_prefix("oom_kill "))
+        .and_then(|count| count.trim().parse().ok())
+}
+
+/// Whether the kernel killed a process for memory since it counted `before`.
+fn oom_killed_since(before: Option<u64>) -> bool {
+    before
+        .zip(oom_kills())
+        .is_some_and(|(before, now)| now > before)
 }
 
 fn kill_group(group: Option<Pid>) {
@@ -281,15 +327,26 @@ fn kill_group(group: Option<Pid>) {
 }
 
 /// A signal death is reported as a shell (and Docker) would: 128 + the signal.
-fn exited(status: ExitStatus) -> Ran {
+/// A SIGKILL testfleet did not send (the child ended by itself), while the
+/// kernel's count of processes killed for memory grew since it started
+/// (`oom_kills_before`), is the host running out of memory.
+fn exited(status: ExitStatus, oom_kills_before: Option<u64>) -> Ran {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => Ran::exited(i64::from(code)),
-        (None, Some(signal)) => Ran {
-            outcome: Outcome::Failed,
-            exit_code: Some(128 + i64::from(signal)),
-            message: Some(format!("killed by signal {signal}")),
-        },
+        (None, Some(signal)) => {
+            let code = 128 + i64::from(signal);
+            // Process jobs have no memory limit of their own.
+            if signal == Signal::SIGKILL as i32 && oom_killed_since(oom_kills_before) {
+                return host_out_of_memory(Some(code));
+            }
+            Ran {
+                outcome: Outcome::Failed,
+                exit_code: Some(code),
+                message: Some(format!("killed by signal {signal}")),
+                reason: Some(RuntimeReason::Signal(signal as u8)),
+            }
+        }
         (None, None) => error_outcome("the test ended without an exit code".into()),
     }
 }
@@ -297,12 +354,16 @@ fn exited(status: ExitStatus) -> Ran {
 async fn read_output(
     mut output: tokio::net::unix::pipe::Receiver,
     mut capture: OutputCapture,
+    last_output: LastOutput,
 ) -> OutputCapture {
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         match output.read(&mut buffer).await {
             Ok(0) => break,
-            Ok(n) => capture.push(&buffer[..n]),
+            Ok(n) => {
+                last_output.touch();
+                capture.push(&buffer[..n])
+            }
             Err(error) => {
                 debug!(%error, "output pipe ended with an error");
                 break;
@@ -340,18 +401,19 @@ mod tests {
     #[test]
     fn signals_read_like_a_shell_exit_code() {
         use std::os::unix::process::ExitStatusExt;
-        let killed = exited(ExitStatus::from_raw(9));
+        // No process killed for memory since the count was taken.
+        let killed = exited(ExitStatus::from_raw(9), Some(u64::MAX));
         assert_eq!(
-            (killed.outcome, killed.exit_code),
-            (Outcome::Failed, Some(137))
+            (killed.outcome, killed.exit_code, killed.reason),
+            (Outcome::Failed, Some(137), Some(RuntimeReason::Signal(9)))
         );
-        let failed = exited(ExitStatus::from_raw(3 << 8));
+        let failed = exited(ExitStatus::from_raw(3 << 8), None);
         assert_eq!(
-            (failed.outcome, failed.exit_code),
-            (Outcome::Failed, Some(3))
+            (failed.outcome, failed.exit_code, failed.reason),
+            (Outcome::Failed, Some(3), Some(RuntimeReason::Exit))
         );
-        let passed = exited(ExitStatus::from_raw(0));
-        assert_eq!(passed.outcome, Outcome::Passed);
+        let passed = exited(ExitStatus::from_raw(0), None);
+        assert_eq!((passed.outcome, passed.reason), (Outcome::Passed, None));
     }
 
     #[tokio::test]

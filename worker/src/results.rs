@@ -189,6 +189,7 @@ impl Ended {
                 .map(|m| within(m, MAX_MESSAGE_TEXT_BYTES)),
             published_at_ms: job.published_at_ms,
             batch,
+            reason: self.ran.reason,
         }
     }
 }
@@ -255,6 +256,8 @@ fn from_report(
         message: reported.message.map(|m| within(m, MAX_MESSAGE_TEXT_BYTES)),
         published_at_ms: job.published_at_ms,
         batch: Some(batch),
+        // The runner said how it went; the command's end is the batch's.
+        reason: None,
     }
 }
 

@@ -13,7 +13,8 @@
 use serde::{Deserialize, Serialize};
 use testfleet_types::limits::MAX_PARTED_BYTES;
 use testfleet_types::messages::{
-    BatchRecord, JobQueue, Outcome, Quarantine, RunAnnounce, RunSpec, TestResult,
+    BatchRecord, JobQueue, Outcome, Quarantine, RunAnnounce, RunSpec, RuntimeReason, SignatureRule,
+    TestResult,
 };
 use uuid::Uuid;
 
@@ -77,6 +78,9 @@ pub struct AnnounceRecord {
     /// Appended with a default (off).
     #[serde(default)]
     pub auto_quarantine_percent: Option<u32>,
+    /// Appended with a default (none).
+    #[serde(default)]
+    pub signatures: Vec<SignatureRecord>,
 }
 
 /// A test the run does not fail for, and why, until when.
@@ -125,6 +129,28 @@ pub struct ResultRecord {
     pub message: Option<String>,
     pub published_at_ms: u64,
     pub batch: Option<Uuid>,
+    /// Appended with a default: records before it name no reason.
+    #[serde(default)]
+    pub reason: Option<RecordedReason>,
+}
+
+/// A log-signature rule, as the journal records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureRecord {
+    pub name: String,
+    pub pattern: String,
+    pub fleet_fault: bool,
+}
+
+/// What the runtime saw end an attempt, as the journal records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordedReason {
+    Exit,
+    Signal(u8),
+    Oom,
+    HostOom,
+    Timeout,
+    NoOutputTimeout,
 }
 
 /// One batch of the run's tests, as its worker saw it.
@@ -171,6 +197,15 @@ impl From<&RunAnnounce> for AnnounceRecord {
                 })
                 .collect(),
             auto_quarantine_percent: announce.auto_quarantine_percent,
+            signatures: announce
+                .signatures
+                .iter()
+                .map(|rule| SignatureRecord {
+                    name: rule.name.clone(),
+                    pattern: rule.pattern.clone(),
+                    fleet_fault: rule.fleet_fault,
+                })
+                .collect(),
         }
     }
 }
@@ -200,6 +235,15 @@ impl From<AnnounceRecord> for RunAnnounce {
                     expires_ms: entry.expires_ms,
                 })
                 .collect(),
+            signatures: record
+                .signatures
+                .into_iter()
+                .map(|rule| SignatureRule {
+                    name: rule.name,
+                    pattern: rule.pattern,
+                    fleet_fault: rule.fleet_fault,
+                })
+                .collect(),
         }
     }
 }
@@ -226,6 +270,32 @@ impl From<RecordedOutcome> for Outcome {
     }
 }
 
+impl From<RuntimeReason> for RecordedReason {
+    fn from(reason: RuntimeReason) -> Self {
+        match reason {
+            RuntimeReason::Exit => RecordedReason::Exit,
+            RuntimeReason::Signal(signal) => RecordedReason::Signal(signal),
+            RuntimeReason::Oom => RecordedReason::Oom,
+            RuntimeReason::HostOom => RecordedReason::HostOom,
+            RuntimeReason::Timeout => RecordedReason::Timeout,
+            RuntimeReason::NoOutputTimeout => RecordedReason::NoOutputTimeout,
+        }
+    }
+}
+
+impl From<RecordedReason> for RuntimeReason {
+    fn from(reason: RecordedReason) -> Self {
+        match reason {
+            RecordedReason::Exit => RuntimeReason::Exit,
+            RecordedReason::Signal(signal) => RuntimeReason::Signal(signal),
+            RecordedReason::Oom => RuntimeReason::Oom,
+            RecordedReason::HostOom => RuntimeReason::HostOom,
+            RecordedReason::Timeout => RuntimeReason::Timeout,
+            RecordedReason::NoOutputTimeout => RuntimeReason::NoOutputTimeout,
+        }
+    }
+}
+
 impl From<&TestResult> for ResultRecord {
     fn from(result: &TestResult) -> Self {
         ResultRecord {
@@ -243,6 +313,7 @@ impl From<&TestResult> for ResultRecord {
             message: result.message.clone(),
             published_at_ms: result.published_at_ms,
             batch: result.batch,
+            reason: result.reason.map(RecordedReason::from),
         }
     }
 }
@@ -264,6 +335,7 @@ impl From<ResultRecord> for TestResult {
             message: record.message,
             published_at_ms: record.published_at_ms,
             batch: record.batch,
+            reason: record.reason.map(RuntimeReason::from),
         }
     }
 }
@@ -336,6 +408,11 @@ mod tests {
                 queue: RecordedQueue::Own,
                 weight: 2,
                 auto_quarantine_percent: Some(30),
+                signatures: vec![SignatureRecord {
+                    name: "no-space".into(),
+                    pattern: "No space left".into(),
+                    fleet_fault: true,
+                }],
                 quarantine: vec![QuarantineRecord {
                     test_id: "b".into(),
                     reason: "flaky".into(),
@@ -357,6 +434,7 @@ mod tests {
                 message: Some("m".into()),
                 published_at_ms: 6,
                 batch: Some(batch),
+                reason: Some(RecordedReason::Signal(9)),
             }),
             Record::DeadLetter {
                 test_id: "b".into(),
@@ -392,8 +470,8 @@ mod tests {
     /// were the message types): a change to a record's encoding fails here
     /// before it reaches a user.
     const GOLDEN: [&str; 6] = [
-        "81a8416e6e6f756e63659bc4100123456789abcdef0123456789abcdefa5737569746501029fb874657374666c6565742f62757379626f783a6c617465737493a27368a22d63d92b6563686f206e6f20636f6d6d616e6420636f6e6669677572656420666f72207b69647d3b2065786974203181a141a162ce000493e0ce0010000092cb3fb999999999999a0397a46e6f6e6591a42f746d70ce40000000c0cd0400c390a6646f636b6572c0a5667265736832c092a56a756e6974a6707974657374c09092a161a162c41000000000000000000000000000000009a34f776e029193a162a5666c616b790f1e",
-        "81a6526573756c749ec4100123456789abcdef0123456789abcdefa16102a854696d65644f7574cc8903a1770405a36f7574c3a16d06c41000000000000000000000000000000007",
+        "81a8416e6e6f756e63659cc4100123456789abcdef0123456789abcdefa573756974650102dc0010b874657374666c6565742f62757379626f783a6c617465737493a27368a22d63d92b6563686f206e6f20636f6d6d616e6420636f6e6669677572656420666f72207b69647d3b2065786974203181a141a162ce000493e0ce0010000092cb3fb999999999999a0397a46e6f6e6591a42f746d70ce40000000c0cd0400c390a6646f636b6572c0a5667265736832c092a56a756e6974a6707974657374c090c092a161a162c41000000000000000000000000000000009a34f776e029193a162a5666c616b790f1e9193a86e6f2d7370616365ad4e6f207370616365206c656674c3",
+        "81a6526573756c749fc4100123456789abcdef0123456789abcdefa16102a854696d65644f7574cc8903a1770405a36f7574c3a16d06c4100000000000000000000000000000000781a65369676e616c09",
         "81aa446561644c657474657293a1620105",
         "81ab526f756e64436c6f7365649108",
         "81a542617463689ec41000000000000000000000000000000007c4100123456789abcdef0123456789abcdef02a17702010a0b0cc0c3a36c6f67c201",
@@ -403,8 +481,18 @@ mod tests {
     /// An announcement as format 3 wrote it before queue and weight.
     const ANNOUNCE_BEFORE_QUEUES: &str = "81a8416e6e6f756e636597c4100123456789abcdef0123456789abcdefa5737569746501029fb874657374666c6565742f62757379626f783a6c617465737493a27368a22d63d92b6563686f206e6f20636f6d6d616e6420636f6e6669677572656420666f72207b69647d3b2065786974203181a141a162ce000493e0ce0010000092cb3fb999999999999a0397a46e6f6e6591a42f746d70ce40000000c0cd0400c390a6646f636b6572c0a5667265736832c092a56a756e6974a6707974657374c09092a161a162c41000000000000000000000000000000009";
 
+    /// A result as format 3 wrote it before results named a reason.
+    const RESULT_BEFORE_REASONS: &str = "81a6526573756c749ec4100123456789abcdef0123456789abcdefa16102a854696d65644f7574cc8903a1770405a36f7574c3a16d06c41000000000000000000000000000000007";
+
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
@@ -417,15 +505,33 @@ mod tests {
         }
     }
 
+    /// A journal written before results named a reason still reads: its
+    /// results name none, and the rest is as it was.
+    #[test]
+    fn a_result_from_before_reasons_reads_without_one() {
+        let Record::Result(result) = rmp_serde::from_slice(&unhex(RESULT_BEFORE_REASONS)).unwrap()
+        else {
+            panic!("a result");
+        };
+        let Record::Result(now) = samples().remove(1) else {
+            panic!("a result");
+        };
+        assert_eq!(
+            result,
+            ResultRecord {
+                reason: None,
+                ..now
+            }
+        );
+    }
+
     /// A journal written before runs had queues of their own still reads:
     /// its runs are of the shared queue, at weight 1.
     #[test]
     fn an_announcement_from_before_queues_reads_with_the_defaults() {
-        let bytes: Vec<u8> = (0..ANNOUNCE_BEFORE_QUEUES.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&ANNOUNCE_BEFORE_QUEUES[i..i + 2], 16).unwrap())
-            .collect();
-        let Record::Announce(announce) = rmp_serde::from_slice(&bytes).unwrap() else {
+        let Record::Announce(announce) =
+            rmp_serde::from_slice(&unhex(ANNOUNCE_BEFORE_QUEUES)).unwrap()
+        else {
             panic!("an announcement");
         };
         let Record::Announce(now) = samples().remove(0) else {

@@ -412,6 +412,7 @@ mod tests {
             weight: 1,
             auto_quarantine_percent: None,
             quarantine: Vec::new(),
+            signatures: Vec::new(),
         }))
     }
 

@@ -87,6 +87,12 @@ mod tests {
         report.spec.workdir = Some("/srv".into());
         report.spec.runtime = Some("crun".into());
         report.spec.user = Some("1000".into());
+        report.spec.quiet_timeout_ms = Some(30_000);
+        let infra = report.tests.iter_mut().find(|t| t.id == "infra-1").unwrap();
+        infra.attempts[0].signature = Some(Signature {
+            name: "no-space".into(),
+            fleet_fault: true,
+        });
         report.tests[0].attempts[0].batch = Some(Uuid::from_u128(2));
         report.tests[0].attempts[0].published_at_ms = Some(fixture::CREATED_AT_MS + 5);
         report.batches = vec![BatchRecord {
@@ -152,7 +158,8 @@ mod tests {
 
     /// Schema 2 as it was written when the document was the message type
     /// itself (the types of its own changed nothing a tool reads), with the
-    /// fields added since (`quarantined`, `flakiness`).
+    /// fields added since (`quarantined`, `flakiness`, an attempt's `reason`
+    /// and `fleet_fault`, the spec's `quiet_timeout_ms`).
     #[test]
     fn every_field_is_written_as_schema_2_has_it() {
         let written = String::from_utf8(render(&every_field()).unwrap()).unwrap();

@@ -32,6 +32,17 @@ pub struct Report<T = Vec<Test>, B = Vec<Batch>> {
     pub batches: B,
     pub reports_error: Option<String>,
     pub flakiness: Option<Flakiness>,
+    /// The tests that did not pass, by their last attempt's reason.
+    #[serde(default)]
+    pub reasons: Vec<ReasonCount>,
+}
+
+/// A reason, and the tests whose last attempt it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub fleet_fault: bool,
+    pub tests: Vec<String>,
 }
 
 /// The suite's recent runs, as the aggregator knew them.
@@ -74,6 +85,8 @@ pub struct Spec {
     pub runner_report: Option<RunnerReport>,
     pub user: Option<String>,
     pub secret_env: Vec<String>,
+    #[serde(default)]
+    pub quiet_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +180,13 @@ pub struct Attempt {
     pub message: Option<String>,
     pub published_at_ms: Option<u64>,
     pub batch: Option<Uuid>,
+    /// Why it did not pass: `exit:N`, `signal:N`, `oom`, `host-oom`,
+    /// `timeout`, `no-output-timeout`, `error`, `missing`, `dead-lettered`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The reason is the fleet's doing, not the test's.
+    #[serde(default)]
+    pub fleet_fault: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,6 +268,14 @@ impl<T, B> Report<T, B> {
             batches,
             reports_error: report.reports_error.clone(),
             flakiness: report.flakiness.as_ref().map(Flakiness::from),
+            reasons: crate::reasons::by_reason(report)
+                .into_iter()
+                .map(|group| ReasonCount {
+                    reason: group.reason.name,
+                    fleet_fault: group.reason.fleet_fault,
+                    tests: group.tests.into_iter().map(str::to_owned).collect(),
+                })
+                .collect(),
         }
     }
 }
@@ -299,6 +327,7 @@ impl From<&message::RunSpec> for Spec {
             runner_report: spec.runner_report.map(RunnerReport::from),
             user: spec.user.clone(),
             secret_env: spec.secret_env.clone(),
+            quiet_timeout_ms: spec.quiet_timeout_ms,
         }
     }
 }
@@ -350,7 +379,10 @@ impl From<message::FinalStatus> for TestStatus {
 
 impl From<&message::AttemptReport> for Attempt {
     fn from(attempt: &message::AttemptReport) -> Self {
+        let reason = crate::reasons::reason_of_attempt(attempt);
         Attempt {
+            fleet_fault: reason.as_ref().is_some_and(|r| r.fleet_fault),
+            reason: reason.map(|r| r.name),
             attempt: attempt.attempt,
             status: attempt.status.into(),
             exit_code: attempt.exit_code,
