@@ -722,6 +722,36 @@ mod tests {
     }
 
     #[test]
+    fn the_example_signatures_are_valid_and_a_bad_one_is_named() {
+        let raw = load_file(include_str!("../../examples/signatures.toml"), vec![]).unwrap();
+        let rules = raw.run.signatures().unwrap();
+        assert_eq!(rules[0].name, "no-space");
+        assert!(rules[0].fleet_fault && !rules.last().unwrap().fleet_fault);
+
+        let raw = load_file(
+            "[run]\nsignatures = [{ name = \"ok\", pattern = \"a\" }, { name = \"broken\", pattern = \"(unclosed\" }]\n",
+            vec![],
+        )
+        .unwrap();
+        let err = raw.run.signatures().unwrap_err().to_string();
+        assert!(
+            err.contains("`run.signatures`") && err.contains("rule 2 (\"broken\")"),
+            "{err}"
+        );
+        let raw = load_file(
+            "[run]\nsignatures = [{ name = \"\", pattern = \"a\", fleet_fault = true }]\n",
+            vec![],
+        )
+        .unwrap();
+        assert!(raw
+            .run
+            .signatures()
+            .unwrap_err()
+            .to_string()
+            .contains("`name`"));
+    }
+
+    #[test]
     fn a_bad_triage_rule_is_named() {
         let raw = load_file(
             "[report]\ntriage_rules = [{ name = \"ok\", pattern = \"a\" }, { name = \"broken\", pattern = \"(unclosed\" }]\n",

@@ -194,7 +194,11 @@ async fn signature_rules_name_failures_and_the_fleets_own_are_retried_as_errors(
         "the fleet's, not the test's"
     );
     assert_eq!(run.statuses()["resolver-1"], "Failed");
-    assert_eq!(run.statuses()["oomtext-1"], "Failed", "what the runtime saw first");
+    assert_eq!(
+        run.statuses()["oomtext-1"],
+        "Failed",
+        "what the runtime saw first"
+    );
     let groups: Vec<(Value, Value)> = report["reasons"]
         .as_array()
         .unwrap()

@@ -50,6 +50,8 @@ const KEEP_ALIVE: [&str; 2] = ["sleep", "2147483647"];
 
 /// How long output may keep arriving after the container has exited.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(10);
+/// How long a container killed by SIGKILL is asked whether memory did it.
+const OOM_NEWS_GRACE: Duration = Duration::from_secs(3);
 
 /// A connection to one Docker engine, shared by every slot of a worker.
 #[derive(Clone)]
@@ -634,26 +636,47 @@ impl DockerExecutor {
     /// A failed command's reason, corrected by what the engine says of
     /// memory: killed for it under the job's own limit (`oom`), or with no
     /// limit of its own (the host ran out: `host-oom`, the fleet's doing).
-    async fn with_memory_verdict(&self, mut ran: Ran, container: &str, job: &Job) -> Ran {
-        if ran.outcome != Outcome::Failed {
+    async fn with_memory_verdict(&self, ran: Ran, container: &str, job: &Job) -> Ran {
+        // The kernel kills for memory with SIGKILL: 128 + 9.
+        if ran.outcome != Outcome::Failed || ran.exit_code != Some(137) {
             return ran;
         }
-        match self.docker.inspect_container(container, None).await {
-            Ok(inspected) if inspected.state.as_ref().and_then(|s| s.oom_killed) == Some(true) => {
-                let own_limit = job.spec.container.memory_bytes.is_some_and(|m| m > 0);
-                ran = match own_limit {
-                    true => Ran {
-                        reason: Some(RuntimeReason::Oom),
-                        message: Some("killed for memory under its limit (OOMKilled)".into()),
-                        ..ran
-                    },
-                    false => host_out_of_memory(ran.exit_code),
-                };
-            }
-            Ok(_) => {}
-            Err(error) => debug!(%error, "could not ask the engine whether memory killed the test"),
+        if !self.oom_killed(container).await {
+            return ran;
         }
-        ran
+        match job.spec.container.memory_bytes.is_some_and(|m| m > 0) {
+            true => Ran {
+                reason: Some(RuntimeReason::Oom),
+                message: Some("killed for memory under its limit (OOMKilled)".into()),
+                ..ran
+            },
+            false => host_out_of_memory(ran.exit_code),
+        }
+    }
+
+    /// Whether the engine says the kernel killed a process of the stopped
+    /// `container` for memory. The engine learns of the kill apart from the
+    /// exit (on cgroup v2 it may mark the container after its wait returned),
+    /// so a container killed by SIGKILL is asked again for a while.
+    async fn oom_killed(&self, container: &str) -> bool {
+        let asked = tokio::time::Instant::now();
+        loop {
+            match self.docker.inspect_container(container, None).await {
+                Ok(inspected)
+                    if inspected.state.as_ref().and_then(|s| s.oom_killed) == Some(true) =>
+                {
+                    return true
+                }
+                Ok(_) if asked.elapsed() < OOM_NEWS_GRACE => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Ok(_) => return false,
+                Err(error) => {
+                    debug!(%error, "could not ask the engine whether memory killed the test");
+                    return false;
+                }
+            }
+        }
     }
 
     async fn kill(&self, container: &str) {
