@@ -4,9 +4,10 @@
 # tools side by side on this machine, and prints one table of figures, each with
 # its target and whether it is met. Every figure is measured in this run.
 #
-#   scripts/bench.sh [--quick] [throughput] [warm] [overhead] [scale] [scheduling] [recovery] [fairness] [suites]
+#   scripts/bench.sh [--quick] [throughput] [warm] [overhead] [scale] [scheduling] [recovery] [fairness] [suites] [ab] [campaign]
 #
-# No benchmark named: all of them. --quick shrinks every size for a smoke test
+# No benchmark named: all of them but campaign, which downloads from Debian's
+# mirror and so runs only when named. --quick shrinks every size for a smoke test
 # (seconds); its figures are not the benchmark's. See docs/BENCHMARKS.md.
 # TESTFLEET_BENCH_PROFILE=debug uses target/debug (the CI smoke test does, since
 # the test suite builds those); benchmarks proper use release binaries.
@@ -19,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-all=(throughput warm overhead scale scheduling recovery fairness suites)
+all=(throughput warm overhead scale scheduling recovery fairness suites ab)
 usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 quick=0
@@ -28,7 +29,7 @@ for arg in "$@"; do
   case $arg in
     --quick) quick=1 ;;
     -h | --help) usage; exit 0 ;;
-    throughput | warm | overhead | scale | scheduling | recovery | fairness | suites) selected+=("$arg") ;;
+    throughput | warm | overhead | scale | scheduling | recovery | fairness | suites | ab | campaign) selected+=("$arg") ;;
     *) echo "bench: unknown argument '$arg'" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -37,10 +38,10 @@ done
 # Sizes: the issue's, or a few seconds' worth in quick mode.
 if [ "$quick" = 1 ]; then
   containers=12 overhead_n=300 scale_n=1000 sched_scale=0.15 warm_reuse=5 sleep_n=100
-  big_n=200 small_n=10 equal_n=40
+  big_n=200 small_n=10 equal_n=40 campaign_n=12 ab_n=40
 else
   containers=200 overhead_n=20000 scale_n=400000 sched_scale=1 warm_reuse=50 sleep_n=1000
-  big_n=2000 small_n=20 equal_n=400
+  big_n=2000 small_n=20 equal_n=400 campaign_n=200 ab_n=300
 fi
 slots=4 # concurrency on both sides of every comparison
 DOCKER=/usr/bin/docker
@@ -696,6 +697,187 @@ bench_suites() {
       *) "suite_$name" ;;
     esac
   done
+}
+
+# ---------------------------------------------------------------- ab
+# An A/B run against an oracle: ab_n ids of known kinds in two busybox
+# images that differ by /side (regressions, fixes, failures on both sides,
+# passes, and one id that fails at random on both), run batched by the
+# fleet with --confirm 3, and by the oracle: each image runs every id three
+# times serially in one container. Spurious regressions are ids the run
+# calls regressed that the oracle does not (it passed every time on the
+# baseline and failed every time on the candidate); all the oracle's must
+# be found. The random id is left out of both: either may call it
+# anything by chance.
+AB_PLAY='
+side=$(cat /side)
+case "$1:$side" in
+  reg-*:cand|fix-*:base|fail-*:*) exit 1 ;;
+  flaky-*:*) [ $((RANDOM % 2)) = 0 ] ;;
+  *) exit 0 ;;
+esac'
+
+ab_images() {
+  local side dir
+  for side in base cand; do
+    dir=$work/ab-$side
+    mkdir -p "$dir"
+    echo "$side" >"$dir/side"
+    printf '%s\n' "$AB_PLAY" >"$dir/play"
+    printf 'FROM testfleet/busybox:latest\nCOPY side /side\nCOPY play /play\n' >"$dir/Dockerfile"
+    "$DOCKER" build -q -t "testfleet-bench/ab-$side:latest" "$dir" >/dev/null
+  done
+}
+
+# ab_ids N: N ids, a tenth each regressions, fixes and failures on both
+# sides, one flaky, the rest passing.
+ab_ids() {
+  local n=$1 tenth=$(($1 / 10)) i
+  for i in $(seq "$tenth"); do echo "reg-$i"; echo "fix-$i"; echo "fail-$i"; done
+  echo flaky-1
+  for i in $(seq $((n - 3 * tenth - 1))); do echo "pass-$i"; done
+}
+
+# ab_oracle SIDE: "id P|F" for each id, P when it passed all three times.
+ab_oracle() {
+  "$DOCKER" run --rm -i --network none "testfleet-bench/ab-$1:latest" sh -c '
+    while read -r id; do
+      verdict=P
+      for _ in 1 2 3; do sh /play "$id" || verdict=F; done
+      echo "$id $verdict"
+    done' <"$work/ab-ids.txt" | LC_ALL=C sort
+}
+
+bench_ab() {
+  ab_images
+  ab_ids "$ab_n" >"$work/ab-ids.txt"
+  ab_oracle base >"$work/ab-oracle-base.txt"
+  ab_oracle cand >"$work/ab-oracle-cand.txt"
+  LC_ALL=C join "$work/ab-oracle-base.txt" "$work/ab-oracle-cand.txt" |
+    awk '$2 == "P" && $3 == "F" { print $1 }' >"$work/ab-oracle-regressed.txt"
+  fleet_ready ab 2 2
+  local ms
+  # The batch writes testfleet's jsonl report: each id's outcome is the
+  # play script's.
+  ms=$(expect=any produce --tests "$work/ab-ids.txt" --image testfleet-bench/ab-cand:latest \
+    --baseline-image testfleet-bench/ab-base:latest --confirm 3 --timeout 60 --wait \
+    --batch auto --report-format jsonl:name -- sh -c '
+      for id in "$@"; do
+        if sh /play "$id" >/dev/null 2>&1; then outcome=passed; else outcome=failed; fi
+        printf "{\"id\": \"%s\", \"outcome\": \"%s\"}\n" "$id" "$outcome" >> "$0"
+      done' '{report}' '{ids}')
+  fleet_stop
+  python3 - "$(last_report)" "$work/ab-oracle-regressed.txt" >"$work/ab-figures.txt" <<'EOF'
+import json, sys
+comparison = json.load(open(sys.argv[1]))["comparison"]
+# The random id is no regression, whatever one run of it says.
+oracle = {i for i in open(sys.argv[2]).read().split() if not i.startswith("flaky-")}
+reported = {t["id"] for t in comparison["tests"]
+            if t["class"] == "regressed" and not t["id"].startswith("flaky-")}
+confirmed = {t["id"] for t in comparison["tests"] if t["class"] == "regressed" and t["confirmed"]}
+print(len(reported - oracle), len(confirmed & oracle), len(oracle))
+EOF
+  local spurious found expected
+  read -r spurious found expected <"$work/ab-figures.txt"
+  row ab "ids (a tenth each regressed, fixed, failing; 1 flaky)" "$ab_n"
+  row ab "spurious regressions" "$spurious" "<=" 0
+  row ab "oracle's regressions confirmed, of $expected" "$found" ">=" "$expected"
+  row ab "A/B run, s" "$(secs "$ms")"
+}
+
+# ---------------------------------------------------------------- campaign
+# The talk's pattern for "does it install" against testfleet through the
+# package cache, over the packages of scripts/lib/campaign-packages.txt (200
+# of bookworm's utilities needing nothing beyond libc, chosen once from the
+# archive's Packages by size and dependencies), in a Debian image that
+# already carries the package lists: each container downloads only what it
+# installs, from Debian's mirror over the bridge.
+CAMPAIGN_IMAGE=testfleet-bench/campaign-lists:latest
+CAMPAIGN_SCRIPT='DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$0" >/dev/null'
+
+campaign_image() {
+  "$DOCKER" image inspect "$CAMPAIGN_IMAGE" >/dev/null 2>&1 && return
+  log "building $CAMPAIGN_IMAGE (bookworm with its package lists)"
+  "$DOCKER" build -q -t "$CAMPAIGN_IMAGE" - >/dev/null <<'DOCKERFILE'
+FROM debian:bookworm-slim
+RUN apt-get update
+DOCKERFILE
+}
+
+# One id the talk's way: docker run under timeout, S/F/T from the exit code.
+talk_one() {
+  local code=0
+  timeout 300 "$DOCKER" run --rm --network bridge "$CAMPAIGN_IMAGE" sh -c "$CAMPAIGN_SCRIPT" "$1" \
+    >/dev/null 2>&1 || code=$?
+  case $code in 0) echo "$1 S" ;; 124) echo "$1 T" ;; *) echo "$1 F" ;; esac
+}
+export -f talk_one
+export CAMPAIGN_IMAGE CAMPAIGN_SCRIPT
+
+# campaign_sets REPORT_JSON: the run's ids as "id S|F|T", sorted.
+campaign_sets() {
+  python3 - "$1" <<'EOF'
+import json, sys
+letter = {"Passed": "S", "Flaky": "S", "TimedOut": "T"}
+# Byte order, as LC_ALL=C sort has the other side.
+for t in sorted(json.load(open(sys.argv[1]))["tests"], key=lambda t: t["id"].encode()):
+    print(t["id"], letter.get(t["status"], "F"))
+EOF
+}
+
+# cache_hits REPORT_JSON: apt's hit percent over the run, or "none".
+cache_hits() {
+  python3 - "$1" <<'EOF'
+import json, sys
+cache = json.load(open(sys.argv[1])).get("cache") or {}
+apt = [c for c in cache.get("caches", []) if c["name"] == "apt"]
+hit = apt[0]["hit_percent"] if apt else None
+print("none" if hit is None else f"{hit:.0f}")
+EOF
+}
+
+bench_campaign() {
+  campaign_image
+  head -n "$campaign_n" scripts/lib/campaign-packages.txt >"$work/campaign.txt"
+  local n talk_ms started
+  n=$(wc -l <"$work/campaign.txt")
+  started=$(now_ms)
+  parallel -j "$slots" talk_one :::: "$work/campaign.txt" | LC_ALL=C sort >"$work/campaign-talk.txt"
+  talk_ms=$(($(now_ms) - started))
+  log "campaign: the talk's pattern, $n ids: $talk_ms ms"
+
+  export TESTFLEET_CACHE_NAME=testfleet-bench-cache TESTFLEET_CACHE_APT_STATS=0 TESTFLEET_CACHE_PYPI_STATS=0
+  scripts/cache.sh down
+  "$DOCKER" volume rm "$TESTFLEET_CACHE_NAME-apt" "$TESTFLEET_CACHE_NAME-pypi" >/dev/null 2>&1 || true
+  scripts/cache.sh up
+  scripts/cache.sh config >"$work/cache.toml"
+  TESTFLEET_AGGREGATOR__CACHES=$(scripts/cache.sh caches)
+  export TESTFLEET_AGGREGATOR__CACHES
+  fleet_ready campaign 1 "$slots" --config "$work/cache.toml"
+  local pass ms report agree mix
+  mix=$(cut -d' ' -f2 "$work/campaign-talk.txt" | sort | uniq -c | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}')
+  for pass in 1 2; do
+    ms=$(TESTFLEET_RUN__CAP_ADD=CHOWN,DAC_OVERRIDE,FOWNER,FSETID,SETGID,SETUID expect=any \
+      produce --tests "$work/campaign.txt" --image "$CAMPAIGN_IMAGE" --network cache \
+      --timeout 300 --max-rounds 1 --wait -- sh -c "$CAMPAIGN_SCRIPT" '{id}')
+    report=$(last_report)
+    campaign_sets "$report" >"$work/campaign-fleet-$pass.txt"
+    agree=yes
+    if ! cmp -s "$work/campaign-talk.txt" "$work/campaign-fleet-$pass.txt"; then
+      agree=NO
+      touch "$work/failed"
+      log "campaign: FAILED: pass $pass's S/F/T differ from the talk's pattern:"
+      diff "$work/campaign-talk.txt" "$work/campaign-fleet-$pass.txt" | head -10 >&2 || true
+    fi
+    row campaign "testfleet pass $pass, tests/s" "$(rate "$n" "$ms")"
+    row campaign "pass $pass: S/F/T as the talk's ($mix)" "$agree"
+    row campaign "pass $pass: apt cache hits, %" "$(cache_hits "$report")"
+    log "campaign: testfleet pass $pass: $ms ms"
+  done
+  fleet_stop
+  scripts/cache.sh down
+  row campaign "talk's pattern (parallel+timeout+docker), tests/s" "$(rate "$n" "$talk_ms")"
+  row campaign "pass 2 over the talk's pattern, ×" "$(ratio "$talk_ms" "$ms")" ">=" 2
 }
 
 # ---------------------------------------------------------------- table

@@ -2,7 +2,8 @@
 # Makes a fresh Debian machine ready for testfleet, idempotently: installs Docker,
 # RabbitMQ and what the local images need if missing, starts dockerd and RabbitMQ if
 # they are not running, waits until both answer, and builds the local images only if
-# they are missing. Nothing is pulled: every image is built here (see DEVELOPERS.md).
+# they are missing; with TESTFLEET_CACHE=1, starts the package cache too
+# (scripts/cache.sh). Nothing is pulled: every image is built here (see DEVELOPERS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -152,5 +153,11 @@ if ! "$DOCKER" image inspect testfleet/busybox:latest >/dev/null 2>&1; then
   rm -f images/busybox/busybox
 fi
 build_image testfleet/examples:latest examples
+
+# The fleet's package cache, when asked: TESTFLEET_CACHE=1 scripts/setup.sh
+# (its settings for workers and aggregators: scripts/cache.sh config).
+if [ "${TESTFLEET_CACHE:-0}" = 1 ]; then
+  scripts/cache.sh up
+fi
 
 log "ready: docker $("$DOCKER" version --format '{{.Server.Version}}'), rabbitmq $(rabbitmqctl -q version 2>/dev/null || echo '?')"

@@ -19,12 +19,13 @@ cargo build --quiet --workspace --bins
 # Tests in `disruptive::` restart the broker or the Docker engine that every test
 # shares, so they run last, alone, one at a time. `third_party::` runs 200
 # containers of Python, and `cluster::` three more RabbitMQ nodes: alone, they
-# neither slow the others nor are slowed by them.
-serial='test(/^disruptive::/) | test(/^third_party::/) | test(/^cluster::/)'
+# neither slow the others nor are slowed by them, nor does `campaign::` (two
+# workers, a package cache and a repository behind it, six containers at once).
+serial='test(/^disruptive::/) | test(/^third_party::/) | test(/^cluster::/) | test(/^campaign::/)'
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast -E "not ($serial)"
   cargo nextest run -p testfleet-tests --no-fail-fast -j 1 -E "$serial"
 else
-  cargo test --workspace --no-fail-fast -- --skip disruptive:: --skip third_party:: --skip cluster::
-  cargo test -p testfleet-tests --test it --no-fail-fast -- --test-threads 1 disruptive:: third_party:: cluster::
+  cargo test --workspace --no-fail-fast -- --skip disruptive:: --skip third_party:: --skip cluster:: --skip campaign::
+  cargo test -p testfleet-tests --test it --no-fail-fast -- --test-threads 1 disruptive:: third_party:: cluster:: campaign::
 fi

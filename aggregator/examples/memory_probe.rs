@@ -70,6 +70,7 @@ fn main() {
         auto_quarantine_percent: None,
         quarantine: Vec::new(),
         signatures: Vec::new(),
+        ab: None,
     });
     drop(ids);
     step("announced");

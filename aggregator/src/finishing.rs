@@ -9,9 +9,11 @@
 //! durations and remove its journal, so a run whose verdict did not go out is
 //! reloaded from its journal and finished again.
 
+use crate::cache_stats::{self, CacheEndpoint};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use testfleet_types::messages::CACHE_NETWORK;
 
 use lapin::Channel;
 use testfleet_common::broker::{self, BrokerError};
@@ -37,6 +39,9 @@ pub struct ReportSettings {
     pub verdicts: String,
     /// The suites' recent outcomes, for the reports' flakiness.
     pub outcomes: OutcomeStore,
+    /// The fleet's package caches, whose figures a run of the cache
+    /// network reports.
+    pub caches: Vec<CacheEndpoint>,
 }
 
 /// A run whose finishing ended: what the loop still does with it.
@@ -88,6 +93,10 @@ impl Finishing {
             let flakiness = flakiness(&settings.outcomes, &suite, &outcomes).await;
             quarantine::apply(&mut report, &quarantine, flakiness.as_ref(), now_ms());
             report.flakiness = flakiness;
+            if report.spec.container.network == CACHE_NETWORK && !settings.caches.is_empty() {
+                let (from_ms, to_ms) = (report.created_at_ms, report.finished_at_ms);
+                report.cache = Some(cache_stats::read_all(&settings.caches, from_ms, to_ms).await);
+            }
             let (mut report, written) = write_reports(report, &settings).await;
             let full_report = match written {
                 Ok(()) => full_report_location(&settings, run_id),

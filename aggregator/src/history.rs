@@ -19,6 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use testfleet_types::messages::{BatchRecord, RunReport};
+use testfleet_types::sides;
 
 use crate::framed::{self, FileError, Kind};
 
@@ -114,14 +115,16 @@ pub struct Learned {
 /// attempts say nothing about the test's own length. With batches, also the
 /// median batch overhead: a batch's wall time less its tests' reported times.
 pub fn samples(report: &RunReport) -> Vec<(String, u64)> {
+    let compared = report.comparison.is_some();
     let mut samples: Vec<(String, u64)> = report
         .tests
         .iter()
-        .flat_map(|test| {
+        .filter_map(|test| Some((sides::history_id(compared, &test.id)?, test)))
+        .flat_map(|(id, test)| {
             test.attempts
                 .iter()
                 .filter(|a| a.status.ran_to_an_end())
-                .map(|a| (test.id.clone(), a.duration_ms))
+                .map(|a| (id.to_owned(), a.duration_ms))
         })
         .collect();
     if let Some(overhead) = batch_overhead_ms(report) {

@@ -25,8 +25,11 @@
 //! - [`unclaimed`]: the budget of unknown runs whose results are kept (pure).
 //! - [`history_files`]: the history files read and written off the loop.
 //! - [`finishing`]: a finished run's reports and verdict, off the loop.
+//! - [`cache_stats`]: the fleet's package caches' hits and misses over a
+//!   run's time, asked of the caches.
 //! - [`verdict`]: the verdict's copy of a report, fitted under its byte bound.
 
+pub mod cache_stats;
 pub mod dashboard;
 pub mod events;
 pub mod finishing;

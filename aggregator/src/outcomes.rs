@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use testfleet_types::limits::MAX_FLAKINESS_TESTS;
 use testfleet_types::messages::{FinalStatus, Flakiness, RunReport, TestFlakiness};
+use testfleet_types::sides;
 
 use crate::framed::{self, Kind};
 use crate::history::HistoryError;
@@ -50,10 +51,14 @@ impl RunOutcomes {
     /// flakiness is why it is watched).
     pub fn of(report: &RunReport) -> Self {
         let mut outcomes = RunOutcomes::default();
+        let compared = report.comparison.is_some();
         for test in &report.tests {
+            let Some(id) = sides::history_id(compared, &test.id) else {
+                continue;
+            };
             match test.status {
-                FinalStatus::Flaky => outcomes.flaky.push(test.id.clone()),
-                status if status.against_history() => outcomes.failed.push(test.id.clone()),
+                FinalStatus::Flaky => outcomes.flaky.push(id.to_owned()),
+                status if status.against_history() => outcomes.failed.push(id.to_owned()),
                 _ => {}
             }
         }

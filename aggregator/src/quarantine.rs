@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use testfleet_types::messages::{Flakiness, Quarantine, RunReport, TestFlakiness, VerdictKind};
+use testfleet_types::sides;
 
 /// Runs a suite must have had before a test is quarantined automatically:
 /// "flaky in 1 of 1" says nothing.
@@ -32,14 +33,37 @@ pub fn apply(report: &mut RunReport, rules: &Rules, flakiness: Option<&Flakiness
     let flaky: HashMap<&str, &TestFlakiness> = flakiness
         .map(|f| f.tests.iter().map(|t| (t.test_id.as_str(), t)).collect())
         .unwrap_or_default();
+    let compared = report.comparison.is_some();
     for test in &mut report.tests {
+        // An A/B run's entries name plain ids, which both sides share.
+        let listed_as = match sides::split(&test.id) {
+            Some((_, plain)) if compared => plain,
+            _ => test.id.as_str(),
+        };
         test.quarantined = listed
-            .get(test.id.as_str())
+            .get(listed_as)
             .map(|entry| entry.reason.clone())
             .or_else(|| {
-                let known = flaky.get(test.id.as_str())?;
+                let known = flaky.get(listed_as)?;
                 automatic(rules.auto_percent?, flakiness?.runs, known)
             });
+    }
+    if let Some(comparison) = &report.comparison {
+        // Only a regression, or an id a side could not decide, fails an
+        // A/B run.
+        let quarantined: std::collections::HashSet<&str> = report
+            .tests
+            .iter()
+            .filter(|t| t.quarantined.is_some())
+            .filter_map(|t| Some(sides::split(&t.id)?.1))
+            .collect();
+        let every_failure_quarantined = comparison
+            .failing_the_run()
+            .all(|t| quarantined.contains(t.id.as_str()));
+        if report.verdict == VerdictKind::TestsFailed && every_failure_quarantined {
+            report.verdict = VerdictKind::Passed;
+        }
+        return;
     }
     let every_failure_quarantined = report
         .tests
@@ -86,6 +110,8 @@ mod tests {
             batches: Vec::new(),
             reports_error: None,
             flakiness: None,
+            comparison: None,
+            cache: None,
         }
     }
 
@@ -95,6 +121,49 @@ mod tests {
             reason: "known flaky".into(),
             expires_ms,
         }
+    }
+
+    #[test]
+    fn an_ab_run_passes_when_its_regressions_are_quarantined_whatever_fails_on_both_sides() {
+        use testfleet_types::messages::{CompareClass, ComparedTest, Comparison, SideTally};
+        let compared = |id: &str, class| ComparedTest {
+            id: id.into(),
+            class,
+            confirmed: true,
+            baseline: SideTally::default(),
+            candidate: SideTally::default(),
+        };
+        let ab_report = || {
+            let mut run = report(
+                &[
+                    ("base::reg", FinalStatus::Passed),
+                    ("cand::reg", FinalStatus::Failed),
+                    ("base::both", FinalStatus::Failed),
+                    ("cand::both", FinalStatus::Failed),
+                ],
+                VerdictKind::TestsFailed,
+            );
+            run.comparison = Some(Comparison {
+                baseline_image: "old".into(),
+                confirm: 1,
+                tests: vec![
+                    compared("reg", CompareClass::Regressed),
+                    compared("both", CompareClass::Failing),
+                ],
+            });
+            run
+        };
+        let rules = |id: &str| Rules {
+            listed: vec![entry(id, 100)],
+            auto_percent: None,
+        };
+        let mut run = ab_report();
+        apply(&mut run, &rules("reg"), None, 1);
+        assert_eq!(run.verdict, VerdictKind::Passed);
+        assert!(run.tests[..2].iter().all(|t| t.quarantined.is_some()));
+        let mut run = ab_report();
+        apply(&mut run, &rules("both"), None, 1);
+        assert_eq!(run.verdict, VerdictKind::TestsFailed);
     }
 
     #[test]

@@ -15,13 +15,16 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
 use testfleet_types::limits::MAX_RUN_MS;
 use testfleet_types::messages::{
-    AttemptReport, AttemptStatus, BatchRecord, FinalStatus, IgnoredReason, IgnoredResult, Outcome,
-    RunAnnounce, RunReport, RuntimeReason, TestReport, TestResult, VerdictKind,
+    AttemptReport, AttemptStatus, BatchRecord, CompareClass, ComparedTest, Comparison, FinalStatus,
+    IgnoredReason, IgnoredResult, Outcome, RunAnnounce, RunReport, RuntimeReason, SideTally,
+    TestReport, TestResult, VerdictKind,
 };
+use testfleet_types::sides::{self, Side};
 use testfleet_types::triage::Signatures;
+use testfleet_types::vocabulary::{classify, confirmed, confirmed_against_record};
 use uuid::Uuid;
 
-use crate::dashboard::model::RunProgress;
+use crate::dashboard::model::{ComparedProgress, RunProgress, MAX_REGRESSIONS_SHOWN};
 
 /// How an incoming result relates to what the run already knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +165,12 @@ pub struct RunState {
     resume_tokens: Vec<Uuid>,
     /// The announcement's log-signature rules, compiled.
     signatures: Signatures,
+    /// An A/B run's other side of each test, by position (`base::X` ↔
+    /// `cand::X`); empty for any other run.
+    pairs: Vec<u32>,
+    /// An A/B run's regressions as of its last round's close, for the
+    /// dashboard (computed once a round, not per snapshot).
+    compared: Option<ComparedProgress>,
 }
 
 /// Workers a run names in its report, at most: results from more (a huge
@@ -225,8 +234,14 @@ impl RunState {
             batch_log_bytes: 0,
             resume_tokens: Vec::new(),
             signatures: Signatures::default(),
+            pairs: Vec::new(),
+            compared: None,
         };
         state.signatures = Signatures::new(&state.announce.signatures);
+        if state.announce.ab.is_some() {
+            state.pairs = state.pair_positions();
+            state.take_recorded_baseline();
+        }
         state.quarantined = state.quarantined_positions();
         state
     }
@@ -246,6 +261,19 @@ impl RunState {
         quarantined.dedup_by_key(|(position, _)| *position);
         quarantined.reverse();
         quarantined
+    }
+
+    /// Each position's other side (an A/B announcement is checked paired
+    /// on arrival; a test left unpaired is its own pair, and compares as
+    /// infra).
+    fn pair_positions(&self) -> Vec<u32> {
+        (0..self.announce.tests.len())
+            .map(|p| {
+                let other = sides::split(&self.announce.tests[p])
+                    .and_then(|(side, plain)| self.position(&sides::side_id(side.other(), plain)));
+                other.unwrap_or(p) as u32
+            })
+            .collect()
     }
 
     /// Whether the test at `position` is quarantined at `now_ms`.
@@ -386,10 +414,14 @@ impl RunState {
             _ => result.outcome,
         };
         let status = AttemptStatus::Ran(outcome);
-        let passed = result.outcome == Outcome::Passed;
-        let detail = (!passed || result.message.is_some()).then(|| {
+        // An A/B run's confirmations are of ids whose sides differ: their
+        // passing output is kept too, so a regression shows what the
+        // baseline printed beside the candidate's failure.
+        let keep_output =
+            result.outcome != Outcome::Passed || (self.announce.ab.is_some() && result.attempt > 1);
+        let detail = (keep_output || result.message.is_some()).then(|| {
             Box::new(Detail {
-                output: (!passed).then_some(result.output),
+                output: keep_output.then_some(result.output),
                 output_truncated: result.output_truncated,
                 message: result.message,
             })
@@ -512,15 +544,9 @@ impl RunState {
     /// retry rule decides. Call when the round is complete or the deadline passed.
     pub fn close_round(&mut self, now_ms: u64) -> RoundDecision {
         let round = self.round;
-        for &position in &self.in_round {
-            let attempts = &mut self.attempts[position as usize];
-            if !attempts.iter().any(|a| a.number == round) {
-                attempts.push(Attempt {
-                    number: round,
-                    status: AttemptStatus::Missing,
-                    ran: None,
-                });
-            }
+        self.fill_missing();
+        if self.announce.ab.is_some() {
+            return self.close_round_compared(now_ms);
         }
         let statuses: Vec<(u32, AttemptStatus)> = self
             .in_round
@@ -576,6 +602,232 @@ impl RunState {
         }
     }
 
+    /// Gives each test of the open round without an outcome a missing attempt.
+    fn fill_missing(&mut self) {
+        let round = self.round;
+        for &position in &self.in_round {
+            let attempts = &mut self.attempts[position as usize];
+            if !attempts.iter().any(|a| a.number == round) {
+                attempts.push(Attempt {
+                    number: round,
+                    status: AttemptStatus::Missing,
+                    ran: None,
+                });
+            }
+        }
+    }
+
+    /// An A/B run's round closing: each id whose sides differ runs again
+    /// on both sides until each has `confirm` more attempts, or a side
+    /// disagrees with itself (flaky: one extra round, not `confirm`); a side
+    /// with nothing decisive (the fleet's errors, missing) is retried while
+    /// such retries stay under the threshold. Confirmation is what the run
+    /// is for, so the threshold never stops it.
+    fn close_round_compared(&mut self, now_ms: u64) -> RoundDecision {
+        if self.deadline_passed(now_ms) {
+            return self.finish_compared();
+        }
+        let confirm = self.announce.ab.as_ref().map_or(0, |ab| ab.confirm);
+        let (mut confirming, mut infra) = (Vec::new(), Vec::new());
+        let mut ids_confirming = 0;
+        for (base, cand) in self.pairs_in_round() {
+            let (b, c) = (self.tally(base), self.tally(cand));
+            let class = classify(b, c);
+            let before = confirming.len();
+            for (position, tally) in [(base, b), (cand, c)] {
+                if !self.is_run(position) {
+                    continue;
+                }
+                if class == CompareClass::Infra && tally.decisive() == 0 {
+                    infra.push(position);
+                } else if class.differs() && tally.decisive() <= confirm {
+                    confirming.push(position);
+                }
+            }
+            ids_confirming += u32::from(confirming.len() > before);
+        }
+        let policy = &self.announce.spec.retry;
+        if infra.len() as f64 > policy.threshold * self.announce.tests.len() as f64 {
+            infra.clear();
+        }
+        self.compared = Some(self.compared_progress(ids_confirming));
+        let mut next = confirming;
+        next.append(&mut infra);
+        if next.is_empty() || self.round >= policy.max_rounds {
+            return self.finish_compared();
+        }
+        next.sort_unstable();
+        next.dedup();
+        self.round += 1;
+        self.in_round = next;
+        self.settled = 0;
+        RoundDecision::Retry {
+            attempt: self.round,
+            tests: self
+                .in_round
+                .iter()
+                .map(|&p| self.announce.tests[p as usize].clone())
+                .collect(),
+        }
+    }
+
+    /// A `--compare` run's baseline side is the earlier run's attempts,
+    /// never run: its tests start with them and only the candidate's are
+    /// in the first round.
+    fn take_recorded_baseline(&mut self) {
+        let Some(recorded) = self
+            .announce
+            .ab
+            .as_ref()
+            .and_then(|ab| ab.recorded.as_ref())
+        else {
+            return;
+        };
+        let mut earlier = recorded.outcomes.iter();
+        let mut run = Vec::with_capacity(self.announce.tests.len() / 2);
+        for (position, id) in self.announce.tests.iter().enumerate() {
+            if !matches!(sides::split(id), Some((Side::Baseline, _))) {
+                run.push(position as u32);
+                continue;
+            }
+            let outcomes = earlier.next().map_or(&[][..], Vec::as_slice);
+            self.attempts[position] = outcomes
+                .iter()
+                .zip(1..)
+                .map(|(&outcome, number)| Attempt {
+                    number,
+                    status: AttemptStatus::Ran(outcome),
+                    ran: None,
+                })
+                .collect();
+        }
+        self.in_round = run;
+    }
+
+    /// Whether the test at `position` is run: every test but the recorded
+    /// baseline of a `--compare` run.
+    fn is_run(&self, position: u32) -> bool {
+        let recorded = self
+            .announce
+            .ab
+            .as_ref()
+            .is_some_and(|ab| ab.recorded.is_some());
+        !recorded
+            || !matches!(
+                sides::split(&self.announce.tests[position as usize]),
+                Some((Side::Baseline, _))
+            )
+    }
+
+    /// The (baseline, candidate) positions of the ids with a side in the
+    /// open round, each once.
+    fn pairs_in_round(&self) -> Vec<(u32, u32)> {
+        let mut pairs: Vec<(u32, u32)> = self
+            .in_round
+            .iter()
+            .map(|&p| self.ordered_pair(p))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        pairs
+    }
+
+    /// The test at `position` and its other side, baseline first.
+    fn ordered_pair(&self, position: u32) -> (u32, u32) {
+        let other = self.pairs[position as usize];
+        match sides::split(&self.announce.tests[position as usize]) {
+            Some((Side::Candidate, _)) => (other, position),
+            _ => (position, other),
+        }
+    }
+
+    /// One side's attempts so far, folded.
+    fn tally(&self, position: u32) -> SideTally {
+        SideTally::of(self.attempts[position as usize].iter().map(|a| a.status))
+    }
+
+    /// An A/B run ends missing when a side never reported; failed when a
+    /// regression is found (confirmed or not: the deadline may leave one
+    /// unconfirmed) or when a side the fleet ran ended in its errors alone
+    /// (an id it could not compare, as an errored test fails a plain run);
+    /// passed otherwise: failures on both sides are no change of the
+    /// candidate's.
+    fn finish_compared(&mut self) -> RoundDecision {
+        // A recorded baseline without attempts is an id the earlier run did
+        // not have: compared as infra, not missing from this run, and
+        // failing nothing.
+        let missing = (0..self.attempts.len())
+            .any(|p| self.is_run(p as u32) && self.final_status(p) == FinalStatus::Missing);
+        let failed = self.compared_tests().any(|t| t.fails_the_run());
+        let verdict = if missing {
+            VerdictKind::TestsMissing
+        } else if failed {
+            VerdictKind::TestsFailed
+        } else {
+            VerdictKind::Passed
+        };
+        self.finished = Some(verdict);
+        RoundDecision::Finish(verdict)
+    }
+
+    /// Each id of an A/B run compared, in the run's order (by its
+    /// baseline's position).
+    fn compared_tests(&self) -> impl Iterator<Item = ComparedTest> + '_ {
+        let ab = self.announce.ab.as_ref();
+        let confirm = ab.map_or(0, |ab| ab.confirm);
+        let stands = match ab.is_some_and(|ab| ab.recorded.is_some()) {
+            true => confirmed_against_record,
+            false => confirmed,
+        };
+        (0..self.pairs.len() as u32)
+            .filter(|&p| self.ordered_pair(p).0 == p)
+            .map(move |base| {
+                let cand = self.pairs[base as usize];
+                let (baseline, candidate) = (self.tally(base), self.tally(cand));
+                let id = sides::split(&self.announce.tests[base as usize])
+                    .map_or(self.announce.tests[base as usize].as_str(), |(_, plain)| {
+                        plain
+                    });
+                ComparedTest {
+                    id: id.to_owned(),
+                    class: classify(baseline, candidate),
+                    confirmed: stands(baseline, candidate, confirm),
+                    baseline,
+                    candidate,
+                }
+            })
+    }
+
+    /// An A/B run's regressions so far, `confirming` differences still
+    /// being confirmed.
+    fn compared_progress(&self, confirming: u32) -> ComparedProgress {
+        let mut regressed: Vec<ComparedTest> = self
+            .compared_tests()
+            .filter(|t| t.class == CompareClass::Regressed)
+            .collect();
+        regressed.sort_by_key(|t| !t.confirmed);
+        ComparedProgress {
+            regressed: regressed.len() as u32,
+            confirmed: regressed.iter().filter(|t| t.confirmed).count() as u32,
+            confirming,
+            first: regressed
+                .into_iter()
+                .take(MAX_REGRESSIONS_SHOWN)
+                .map(|t| t.id)
+                .collect(),
+        }
+    }
+
+    /// An A/B run's comparison, `None` for any other run.
+    pub fn comparison(&self) -> Option<Comparison> {
+        let ab = self.announce.ab.as_ref()?;
+        Some(Comparison {
+            baseline_image: ab.baseline_image.clone(),
+            confirm: ab.confirm,
+            tests: self.compared_tests().collect(),
+        })
+    }
+
     fn finish(&mut self) -> RoundDecision {
         let finals: Vec<FinalStatus> = (0..self.attempts.len())
             .map(|p| self.final_status(p))
@@ -594,11 +846,9 @@ impl RunState {
     }
 
     fn final_status(&self, position: usize) -> FinalStatus {
-        let attempts = &self.attempts[position];
-        let Some(last) = attempts.last() else {
-            return FinalStatus::Missing;
-        };
-        FinalStatus::of_last_attempt(last.status, attempts.len())
+        let statuses: Vec<AttemptStatus> =
+            self.attempts[position].iter().map(|a| a.status).collect();
+        FinalStatus::of_attempts(&statuses)
     }
 
     /// The report of a finished run (or of the run so far).
@@ -632,6 +882,8 @@ impl RunState {
             batches: self.batches.clone(),
             reports_error: None,
             flakiness: None,
+            comparison: self.comparison(),
+            cache: None,
         }
     }
 
@@ -640,6 +892,7 @@ impl RunState {
     /// first. At the end of a big run this is the aggregator's peak (state and
     /// report side by side), so what is not copied is not held twice.
     pub fn into_report(mut self, finished_at_ms: u64) -> RunReport {
+        let comparison = self.comparison();
         self.index = HashTable::new();
         let statuses: Vec<FinalStatus> = (0..self.attempts.len())
             .map(|p| self.final_status(p))
@@ -677,6 +930,8 @@ impl RunState {
             batches: self.batches,
             reports_error: None,
             flakiness: None,
+            comparison,
+            cache: None,
         }
     }
 
@@ -688,7 +943,10 @@ impl RunState {
             .tests
             .iter()
             .zip(&self.attempts)
-            .filter_map(move |(id, attempts)| {
+            .enumerate()
+            // A recorded baseline's attempts ran in another run.
+            .filter(|&(position, _)| self.is_run(position as u32))
+            .filter_map(move |(_, (id, attempts))| {
                 let attempt = attempts.iter().find(|a| a.number == round)?;
                 Some((id.as_str(), attempt.status))
             })
@@ -721,6 +979,7 @@ impl RunState {
             failed,
             created_at_ms: self.announce.created_at_ms,
             deadline_ms: self.announce.deadline_ms,
+            compared: self.compared.clone(),
         }
     }
 }
@@ -778,6 +1037,7 @@ mod tests {
             auto_quarantine_percent: None,
             quarantine: Vec::new(),
             signatures: Vec::new(),
+            ab: None,
         })
     }
 
@@ -1217,5 +1477,260 @@ mod tests {
             report.tests[3].attempts[0].worker_id.as_deref(),
             Some("worker-3")
         );
+    }
+
+    /// An A/B run of `ids`, each confirmed `confirm` times, `max_rounds`
+    /// rounds at most.
+    fn ab_run(ids: &[&str], confirm: u32, max_rounds: u32) -> RunState {
+        let mut announce = run(0, 0.5, max_rounds).announce;
+        announce.tests = sides::paired(ids.iter().map(|s| s.to_string()).collect());
+        announce.ab = Some(testfleet_types::messages::AbRun {
+            baseline_image: "old".into(),
+            confirm,
+            recorded: None,
+        });
+        RunState::new(announce)
+    }
+
+    /// Plays the open round: `outcome(id, side, attempt)` for each test in it.
+    fn play_sides(state: &mut RunState, outcome: impl Fn(&str, Side, u32) -> Outcome) {
+        let attempt = state.round();
+        for p in state.in_round.clone() {
+            let id = state.announce.tests[p as usize].clone();
+            let (side, plain) = sides::split(&id).unwrap();
+            let mut r = result(0, attempt, outcome(plain, side, attempt));
+            r.test_id = id.clone();
+            assert_eq!(state.record_result(r), Recorded::New, "{id}");
+        }
+    }
+
+    /// Plays rounds until the run finishes; the rounds' test counts and the verdict.
+    fn play_compared(
+        state: &mut RunState,
+        outcome: impl Fn(&str, Side, u32) -> Outcome,
+    ) -> (Vec<usize>, VerdictKind) {
+        let mut rounds = Vec::new();
+        loop {
+            rounds.push(state.in_round.len());
+            play_sides(state, &outcome);
+            match state.close_round(0) {
+                RoundDecision::Retry { .. } => continue,
+                RoundDecision::Finish(verdict) => return (rounds, verdict),
+            }
+        }
+    }
+
+    fn tally(passed: u32, failed: u32, infra: u32) -> SideTally {
+        SideTally {
+            passed,
+            failed,
+            infra,
+        }
+    }
+
+    fn class_of(state: &RunState, id: &str) -> (CompareClass, bool, SideTally, SideTally) {
+        let comparison = state.comparison().unwrap();
+        let t = comparison.tests.iter().find(|t| t.id == id).unwrap();
+        (t.class, t.confirmed, t.baseline, t.candidate)
+    }
+
+    fn behaviour(id: &str, side: Side, attempt: u32) -> Outcome {
+        use Outcome::*;
+        match (id, side) {
+            ("same-pass", _) => Passed,
+            ("same-fail", _) => Failed,
+            ("reg", Side::Candidate) => Failed,
+            ("fix", Side::Baseline) => Failed,
+            ("flaky-base", Side::Baseline) if attempt == 2 => Failed,
+            ("flaky-base", Side::Candidate) => Failed,
+            ("infra", Side::Candidate) => Error,
+            _ => Passed,
+        }
+    }
+
+    #[test]
+    fn differences_are_confirmed_on_both_sides_and_a_regression_fails_the_run() {
+        let ids = [
+            "same-pass",
+            "same-fail",
+            "reg",
+            "fix",
+            "flaky-base",
+            "infra",
+        ];
+        let mut state = ab_run(&ids, 2, 5);
+        let (rounds, verdict) = play_compared(&mut state, behaviour);
+        assert_eq!(verdict, VerdictKind::TestsFailed);
+        // Round 1: all 12; round 2: reg, fix, flaky-base (both sides) and
+        // infra's candidate; round 3: reg and fix (flaky-base stopped
+        // early), infra's candidate again; then infra's retries to the last
+        // round.
+        assert_eq!(rounds, [12, 7, 5, 1, 1]);
+        use CompareClass::*;
+        assert_eq!(
+            class_of(&state, "same-pass"),
+            (Passing, false, tally(1, 0, 0), tally(1, 0, 0))
+        );
+        assert_eq!(
+            class_of(&state, "same-fail"),
+            (Failing, false, tally(0, 1, 0), tally(0, 1, 0))
+        );
+        assert_eq!(
+            class_of(&state, "reg"),
+            (Regressed, true, tally(3, 0, 0), tally(0, 3, 0))
+        );
+        assert_eq!(
+            class_of(&state, "fix"),
+            (Fixed, true, tally(0, 3, 0), tally(3, 0, 0))
+        );
+        assert_eq!(
+            class_of(&state, "flaky-base"),
+            (Flaky, false, tally(1, 1, 0), tally(0, 2, 0))
+        );
+        assert_eq!(
+            class_of(&state, "infra"),
+            (Infra, false, tally(1, 0, 0), tally(0, 0, 5))
+        );
+        let report = state.report(0);
+        assert_eq!(report.comparison.as_ref().unwrap().tests.len(), ids.len());
+        assert_eq!(report.tests.len(), 2 * ids.len());
+    }
+
+    #[test]
+    fn the_dashboard_sees_regressions_as_rounds_confirm_them() {
+        let mut state = ab_run(&["reg", "same-pass"], 2, 5);
+        assert_eq!(state.progress_view().compared, None, "nothing compared yet");
+        play_sides(&mut state, behaviour);
+        state.close_round(0);
+        let first = state.progress_view().compared.unwrap();
+        assert_eq!(
+            (first.regressed, first.confirmed, first.confirming),
+            (1, 0, 1)
+        );
+        assert_eq!(first.first, ["reg"]);
+        play_sides(&mut state, behaviour);
+        state.close_round(0);
+        play_sides(&mut state, behaviour);
+        assert_eq!(
+            state.close_round(0),
+            RoundDecision::Finish(VerdictKind::TestsFailed)
+        );
+        let last = state.progress_view().compared.unwrap();
+        assert_eq!((last.regressed, last.confirmed, last.confirming), (1, 1, 0));
+    }
+
+    /// A candidate the fleet could not run (an image it cannot start, say)
+    /// is no "no regression": the run fails, as errored tests fail a plain
+    /// run.
+    #[test]
+    fn a_side_left_to_the_fleets_errors_fails_an_ab_run() {
+        let mut state = ab_run(&["same-pass", "infra"], 2, 5);
+        let (_, verdict) = play_compared(&mut state, behaviour);
+        assert_eq!(class_of(&state, "infra").0, CompareClass::Infra);
+        assert_eq!(verdict, VerdictKind::TestsFailed);
+    }
+
+    /// An id an earlier run did not have is compared as infra, and fails
+    /// nothing: the fleet made no error.
+    #[test]
+    fn an_id_the_record_lacks_fails_no_compared_run() {
+        let mut state = compare_run(&["same-pass", "new"], vec![vec![Outcome::Passed]], 2);
+        let (_, verdict) = play_compared(&mut state, behaviour);
+        assert_eq!(class_of(&state, "new").0, CompareClass::Infra);
+        assert_eq!(verdict, VerdictKind::Passed);
+    }
+
+    #[test]
+    fn failures_on_both_sides_pass_an_ab_run_and_nothing_reruns() {
+        let mut state = ab_run(&["same-pass", "same-fail", "fix"], 3, 6);
+        let (rounds, verdict) = play_compared(&mut state, behaviour);
+        assert_eq!(verdict, VerdictKind::Passed);
+        assert_eq!(rounds, [6, 2, 2, 2]);
+    }
+
+    #[test]
+    fn a_regression_the_rounds_leave_unconfirmed_still_fails() {
+        let mut state = ab_run(&["reg"], 3, 2);
+        let (rounds, verdict) = play_compared(&mut state, behaviour);
+        assert_eq!(rounds, [2, 2]);
+        assert_eq!(verdict, VerdictKind::TestsFailed);
+        let (class, confirmed, ..) = class_of(&state, "reg");
+        assert_eq!((class, confirmed), (CompareClass::Regressed, false));
+    }
+
+    #[test]
+    fn an_ab_run_replayed_closes_the_same_rounds() {
+        let ids = ["same-pass", "reg", "flaky-base", "infra"];
+        let mut first = ab_run(&ids, 2, 5);
+        let mut second = ab_run(&ids, 2, 5);
+        let a = play_compared(&mut first, behaviour);
+        let b = play_compared(&mut second, behaviour);
+        assert_eq!(a, b);
+        assert_eq!(first.comparison(), second.comparison());
+    }
+
+    /// A `--compare` run: the baseline is what an earlier run recorded.
+    fn compare_run(ids: &[&str], earlier: Vec<Vec<Outcome>>, confirm: u32) -> RunState {
+        let mut announce = ab_run(ids, confirm, 6).announce;
+        announce.ab = Some(testfleet_types::messages::AbRun {
+            baseline_image: "run r1".into(),
+            confirm,
+            recorded: Some(testfleet_types::messages::RecordedSide {
+                run: "r1".into(),
+                outcomes: earlier,
+            }),
+        });
+        RunState::new(announce)
+    }
+
+    #[test]
+    fn a_compared_run_confirms_differences_on_its_own_side_alone() {
+        use Outcome::{Failed, Passed};
+        let ids = ["same-pass", "reg", "fix", "flaky-base", "new"];
+        let earlier = vec![
+            vec![Passed],
+            vec![Passed],
+            vec![Failed, Failed],
+            vec![Failed, Passed],
+        ];
+        let mut state = compare_run(&ids, earlier, 2);
+        let (rounds, verdict) = play_compared(&mut state, behaviour);
+        // Only candidates run: all five, then reg, fix and flaky-base's
+        // candidate (which differs from its flaky record) twice more...
+        // flaky-base is flaky at once, so only reg and fix are confirmed.
+        assert_eq!(rounds, [5, 2, 2]);
+        assert_eq!(verdict, VerdictKind::TestsFailed);
+        use CompareClass::*;
+        assert_eq!(
+            class_of(&state, "reg"),
+            (Regressed, true, tally(1, 0, 0), tally(0, 3, 0))
+        );
+        assert_eq!(
+            class_of(&state, "fix"),
+            (Fixed, true, tally(0, 2, 0), tally(3, 0, 0))
+        );
+        assert_eq!(
+            class_of(&state, "flaky-base"),
+            (Flaky, false, tally(1, 1, 0), tally(0, 1, 0))
+        );
+        // The earlier run did not have it: nothing to compare with, and
+        // not missing from this run.
+        assert_eq!(
+            class_of(&state, "new"),
+            (Infra, false, tally(0, 0, 0), tally(1, 0, 0))
+        );
+    }
+
+    #[test]
+    fn a_compared_runs_rounds_and_dashboard_count_what_ran() {
+        use Outcome::Passed;
+        let mut state = compare_run(&["reg", "same-pass"], vec![vec![Passed], vec![Passed]], 2);
+        play_sides(&mut state, behaviour);
+        state.close_round(0);
+        // The earlier run's attempts are no attempts of this run's rounds.
+        let first: Vec<&str> = state.round_statuses(1).map(|(id, _)| id).collect();
+        assert_eq!(first, ["cand::reg", "cand::same-pass"]);
+        let progress = state.progress_view().compared.unwrap();
+        assert_eq!((progress.regressed, progress.confirming), (1, 1));
     }
 }

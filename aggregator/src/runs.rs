@@ -24,6 +24,7 @@ use testfleet_types::messages::{
     RunEvent, TestResult,
 };
 use testfleet_types::order;
+use testfleet_types::sides;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
@@ -511,7 +512,8 @@ pub fn replay(records: Vec<Record>) -> Option<RunState> {
     Some(state)
 }
 
-/// The jobs of one test each that run `tests` again as `attempt`.
+/// The jobs of one test each that run `tests` again as `attempt` (an A/B
+/// run's each on its side).
 fn retry_jobs(announce: &RunAnnounce, attempt: u32, tests: &[String]) -> Vec<Job> {
     tests
         .iter()
@@ -524,6 +526,9 @@ fn retry_jobs(announce: &RunAnnounce, attempt: u32, tests: &[String]) -> Vec<Job
                 announce.spec.clone(),
             );
             job.queue = announce.queue;
+            if let Some(ab) = &announce.ab {
+                sides::fit_job(ab, &mut job);
+            }
             job
         })
         .collect()
@@ -556,6 +561,7 @@ mod tests {
             auto_quarantine_percent: None,
             quarantine: Vec::new(),
             signatures: Vec::new(),
+            ab: None,
         }
     }
 
@@ -725,6 +731,7 @@ mod tests {
             .map(|id| testfleet_types::messages::JobTest {
                 id: id.into(),
                 allowance_ms: 1,
+                command_id: None,
             })
             .to_vec();
         let effects = runs.dead_letter(batch.clone(), NOW);

@@ -744,6 +744,7 @@ impl Aggregator {
             triage_rules: self.settings.triage_rules.clone(),
             verdicts: self.settings.topology.verdicts.clone(),
             outcomes: OutcomeStore::new(&self.settings.state_dir),
+            caches: self.settings.caches.clone(),
         }
     }
 

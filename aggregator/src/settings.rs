@@ -2,6 +2,7 @@
 //! file, environment, flags) becomes what the service runs with, validated,
 //! in one place. `main.rs` only turns its flags into configuration overrides.
 
+use crate::cache_stats::CacheEndpoint;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use testfleet_common::broker::Brokers;
 use testfleet_common::config::{ConfigError, JournalKind, RawConfig};
 use testfleet_common::topology::Topology;
+use testfleet_types::limits::MAX_CACHES;
 use testfleet_types::triage::TriageRule;
 
 use crate::journal::seal::JournalKey;
@@ -34,6 +36,8 @@ pub struct AggregatorSettings {
     pub dashboard_token: Option<String>,
     /// Host names it answers to, beside IP addresses and `localhost`.
     pub dashboard_hosts: Vec<String>,
+    /// The fleet's package caches (`aggregator.caches`).
+    pub caches: Vec<CacheEndpoint>,
 }
 
 /// `aggregator.dashboard` as an address to listen on, if it is not empty.
@@ -90,6 +94,20 @@ impl AggregatorSettings {
                 .iter()
                 .map(|host| host.to_ascii_lowercase())
                 .collect(),
+            caches: raw
+                .aggregator
+                .caches
+                .iter()
+                .map(|text| CacheEndpoint::parse(text))
+                .collect::<Result<_, _>>()
+                .and_then(|caches: Vec<CacheEndpoint>| match caches.len() {
+                    n if n > MAX_CACHES => Err(format!("names {n} caches, at most {MAX_CACHES}")),
+                    _ => Ok(caches),
+                })
+                .map_err(|problem| ConfigError::Invalid {
+                    key: "aggregator.caches",
+                    problem,
+                })?,
         })
     }
 }

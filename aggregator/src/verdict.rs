@@ -6,12 +6,16 @@
 //! and tail within one per-output allowance chosen so that the total fits (the
 //! shortest outputs stay whole). Batch logs go before that (each test keeps its
 //! own output). Only when no output can stay are outputs
-//! dropped, and only a run too big even then leaves out its passed tests. What
+//! dropped, and only a run too big even then leaves out its passed tests (and an A/B
+//! run's ids passing on both sides). What
 //! was cut, and where the aggregator's full reports are, travels in
 //! [`VerdictCut`], which the producer's reports show.
 
+use std::collections::HashSet;
+
 use testfleet_types::codec::encode;
-use testfleet_types::messages::{Body, FinalStatus, RunReport, VerdictCut};
+use testfleet_types::messages::{Body, CompareClass, FinalStatus, RunReport, VerdictCut};
+use testfleet_types::sides;
 
 /// An output shorter than this is not worth keeping a piece of.
 const MIN_KEPT_OUTPUT: usize = 512;
@@ -125,9 +129,26 @@ fn head_and_tail(text: &str, keep: usize, full_report: &str) -> String {
     )
 }
 
+/// Leaves out the tests that passed; of an A/B run, both sides of the ids
+/// passing on both (a regression's passing baseline stays, as its log is
+/// what the regression is compared with).
 fn leave_out_passed_tests(report: &mut RunReport, cut: &mut VerdictCut) {
     let before = report.tests.len();
-    report.tests.retain(|t| t.status != FinalStatus::Passed);
+    match &mut report.comparison {
+        Some(comparison) => {
+            let passing: HashSet<String> = comparison
+                .of_class(CompareClass::Passing)
+                .map(|t| t.id.clone())
+                .collect();
+            report
+                .tests
+                .retain(|t| !sides::split(&t.id).is_some_and(|(_, plain)| passing.contains(plain)));
+            comparison
+                .tests
+                .retain(|t| t.class != CompareClass::Passing);
+        }
+        None => report.tests.retain(|t| t.status != FinalStatus::Passed),
+    }
     cut.passed_tests_left_out = (before - report.tests.len()) as u64;
 }
 
@@ -181,6 +202,8 @@ mod tests {
             batches: Vec::new(),
             reports_error: None,
             flakiness: None,
+            comparison: None,
+            cache: None,
         }
     }
 
@@ -223,6 +246,55 @@ mod tests {
         let cut = fitted.verdict_cut.unwrap();
         assert_eq!(cut.passed_tests_left_out, 60_000);
         assert_eq!(fitted.tests.len(), 2, "both failures kept");
+    }
+
+    /// Of an A/B run, only the ids passing on both sides go: a regression
+    /// keeps its passing baseline, a fix its passing candidate.
+    #[test]
+    fn a_huge_ab_run_keeps_both_sides_of_every_difference() {
+        use testfleet_types::messages::{ComparedTest, Comparison, SideTally};
+        let mut run = report(&[], 30_000);
+        let compared = |id: &str, class| ComparedTest {
+            id: id.into(),
+            class,
+            confirmed: true,
+            baseline: SideTally::default(),
+            candidate: SideTally::default(),
+        };
+        let mut tests = Vec::new();
+        let mut compared_tests = Vec::new();
+        for (i, test) in run.tests.drain(..).enumerate() {
+            let plain = test.id.clone();
+            let class = match i {
+                0 => CompareClass::Regressed,
+                1 => CompareClass::Fixed,
+                _ => CompareClass::Passing,
+            };
+            compared_tests.push(compared(&plain, class));
+            for side in [sides::Side::Baseline, sides::Side::Candidate] {
+                let mut test = test.clone();
+                test.id = sides::side_id(side, &plain);
+                tests.push(test);
+            }
+        }
+        run.tests = tests;
+        run.comparison = Some(Comparison {
+            baseline_image: "old".into(),
+            confirm: 1,
+            tests: compared_tests,
+        });
+        let fitted = fit(run, 1 << 20, "h:/r");
+        assert!(encoded_size(&fitted) <= 1 << 20);
+        assert_eq!(fitted.verdict_cut.unwrap().passed_tests_left_out, 59_996);
+        assert_eq!(fitted.tests.len(), 4, "both sides of both differences");
+        let classes: Vec<CompareClass> = fitted
+            .comparison
+            .unwrap()
+            .tests
+            .iter()
+            .map(|t| t.class)
+            .collect();
+        assert_eq!(classes, [CompareClass::Regressed, CompareClass::Fixed]);
     }
 
     #[test]

@@ -45,6 +45,7 @@ proptest! {
             auto_quarantine_percent: None,
             quarantine: Vec::new(),
             signatures: Vec::new(),
+            ab: None,
         });
         for (i, mut result) in results.into_iter().enumerate() {
             // Half the results name a test of the run, to reach past the index.

@@ -14,7 +14,8 @@ use config::{Config, Environment, File, FileFormat};
 use regex::Regex;
 use serde::Deserialize;
 use testfleet_types::messages::{
-    ContainerLimits, ContainerMode, ExecutorKind, JobQueue, RetryPolicy, RunSpec, SignatureRule,
+    AbRun, ContainerLimits, ContainerMode, ExecutorKind, JobQueue, RetryPolicy, RunSpec,
+    SignatureRule,
 };
 use testfleet_types::triage::{signature_regex, TriageRule};
 use testfleet_types::{checks, limits};
@@ -104,6 +105,11 @@ pub struct RunConfig {
     /// Log-signature rules naming why a test failed; see
     /// [`RunConfig::signatures`].
     pub signatures: Vec<SignatureRuleConfig>,
+    /// An A/B run's baseline image (empty: not an A/B run); see
+    /// [`RunConfig::ab`].
+    pub baseline_image: String,
+    /// An A/B run's confirmations of each difference.
+    pub confirm: u32,
 }
 
 /// A log-signature rule as written in the configuration.
@@ -140,6 +146,19 @@ pub struct WorkerConfig {
     pub max_pids: u64,
     /// Seconds without a job after which the worker exits (0: never).
     pub exit_when_idle_secs: u64,
+    /// The fleet's package cache, for jobs of `run.network = "cache"`.
+    pub cache: CacheConfig,
+}
+
+/// Where a worker's containers of `run.network = "cache"` go: a Docker
+/// network on which the fleet's caches (and nothing else) can be reached,
+/// and the variables that point package managers at them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// The Docker network (empty: this worker has no cache).
+    pub network: String,
+    pub env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +180,9 @@ pub struct AggregatorConfig {
     /// Host names the dashboard answers to, beside IP addresses and
     /// `localhost`.
     pub dashboard_hosts: Vec<String>,
+    /// The fleet's package caches whose hits and misses a run of the cache
+    /// network reports, each `name=http://host:port` of its stats.
+    pub caches: Vec<String>,
 }
 
 /// Where the aggregator keeps open runs' journals.
@@ -239,7 +261,7 @@ pub fn default_spec() -> RunSpec {
 }
 
 /// Keys whose environment variable is a comma-separated list.
-const LIST_KEYS: [&str; 9] = [
+const LIST_KEYS: [&str; 10] = [
     "run.cap_add",
     "run.secret_env",
     "run.tmpfs",
@@ -249,6 +271,7 @@ const LIST_KEYS: [&str; 9] = [
     "worker.allowed_capabilities",
     "worker.allowed_runtimes",
     "aggregator.dashboard_hosts",
+    "aggregator.caches",
 ];
 
 /// Only `TESTFLEET_<SECTION>__<KEY>` variables are configuration; others with the
@@ -448,6 +471,33 @@ impl RunConfig {
 }
 
 impl RunConfig {
+    /// What makes the run an A/B run, if `baseline_image` names an image:
+    /// every id runs in it and in `image`, and differences run `confirm`
+    /// more times on each side. Only containers have images to compare.
+    pub fn ab(&self) -> Result<Option<AbRun>, ConfigError> {
+        let baseline_image = self.baseline_image.trim();
+        if baseline_image.is_empty() {
+            return Ok(None);
+        }
+        if self.confirm > limits::MAX_CONFIRM {
+            return invalid(
+                "run.confirm",
+                &format!("must be at most {}", limits::MAX_CONFIRM),
+            );
+        }
+        if self.executor != ExecutorKind::Docker {
+            return invalid(
+                "run.baseline_image",
+                "an A/B run compares two images: it needs run.executor = \"docker\"",
+            );
+        }
+        Ok(Some(AbRun {
+            baseline_image: baseline_image.to_owned(),
+            confirm: self.confirm,
+            recorded: None,
+        }))
+    }
+
     /// The log-signature rules in their order (the first match wins): each
     /// name short and non-empty, each pattern a valid regex, as many as a
     /// run may carry.
@@ -727,6 +777,21 @@ mod tests {
         let rules = raw.run.signatures().unwrap();
         assert_eq!(rules[0].name, "no-space");
         assert!(rules[0].fleet_fault && !rules.last().unwrap().fleet_fault);
+        // A cache that could not reach its upstream answers 5xx: the
+        // fleet's fault; a package the index lacks is not.
+        let fetch = rules
+            .iter()
+            .find(|r| r.name == "mirror-unreachable")
+            .unwrap();
+        assert!(fetch.fleet_fault);
+        let fetch = regex::Regex::new(&fetch.pattern).unwrap();
+        assert!(fetch.is_match(
+            "W: Failed to fetch http://examplerepo/base/./Packages  503  Connection closed, check DlMaxRetries"
+        ));
+        assert!(!fetch.is_match("E: Unable to locate package app-pinned"));
+        assert!(
+            !fetch.is_match("E: Failed to fetch http://examplerepo/base/./x.deb  404  Not Found")
+        );
 
         let raw = load_file(
             "[run]\nsignatures = [{ name = \"ok\", pattern = \"a\" }, { name = \"broken\", pattern = \"(unclosed\" }]\n",

@@ -18,6 +18,7 @@
 //! - [`progress`]: progress counts and ETA from events (pure), bar or plain lines.
 //! - [`ndjson`]: the `--events` stream's lines (schema in `docs/EVENTS.md`).
 
+pub mod compare;
 pub mod discovery;
 pub mod follow;
 pub mod history;

@@ -10,6 +10,7 @@ use clap::Parser;
 use regex::Regex;
 use testfleet_common::cli::{fail, CommonArgs, Overrides, INFRA, USAGE};
 use testfleet_common::config::ConfigError;
+use testfleet_producer::compare;
 use testfleet_producer::discovery::{self, DiscoveryError};
 use testfleet_producer::follow::{follow, Watch};
 use testfleet_producer::history::Order;
@@ -103,6 +104,20 @@ struct Cli {
     /// Image every test runs in.
     #[arg(long)]
     image: Option<String>,
+    /// An A/B run: every id runs in this image (as base::<id>) and in
+    /// --image (as cand::<id>); the report compares them, and a confirmed
+    /// regression fails the run.
+    #[arg(long, value_name = "IMAGE", group = "ab", conflicts_with = "resume")]
+    baseline_image: Option<String>,
+    /// Compare with an earlier run instead of running a baseline: its
+    /// report.json (a run id under --report-dir, or the file's path) is the
+    /// baseline, and differences are confirmed on this run's side alone.
+    #[arg(long, value_name = "RUN", group = "ab", conflicts_with_all = ["resume", "rerun"])]
+    compare: Option<String>,
+    /// With --baseline-image or --compare: run each id whose two sides
+    /// differ this many more times on each side run (default 3).
+    #[arg(long, value_name = "K", requires = "ab")]
+    confirm: Option<u32>,
     /// Per-test timeout in seconds.
     #[arg(long)]
     timeout: Option<f64>,
@@ -181,6 +196,8 @@ impl Cli {
         Overrides::default()
             .set("run.suite", self.suite.clone())
             .set("run.image", self.image.clone())
+            .set("run.baseline_image", self.baseline_image.clone())
+            .set("run.confirm", self.confirm.map(i64::from))
             .set("run.timeout_secs", self.timeout)
             .set("run.quiet_timeout_secs", self.quiet_timeout)
             .set("run.deadline_secs", self.deadline)
@@ -358,6 +375,17 @@ async fn submit_and_wait(
         Ok(sink) => sink,
         Err(message) => return fail(PROGRAM, USAGE, message),
     };
+    let compared;
+    let settings = match &cli.compare {
+        Some(run) => match compared_settings(cli, settings, run, &tests) {
+            Ok(settings) => {
+                compared = settings;
+                &compared
+            }
+            Err(message) => return fail(PROGRAM, USAGE, message),
+        },
+        None => settings,
+    };
     let submitted = match testfleet_producer::submit(settings, tests, cli.wait).await {
         Ok(submitted) => submitted,
         Err(error @ ProducerError::OutOfBounds(_)) => return fail(PROGRAM, USAGE, error),
@@ -373,6 +401,22 @@ async fn submit_and_wait(
         );
     }
     follow_submitted(cli, settings, triage_rules, &submitted, &mut sink).await
+}
+
+/// The settings of a `--compare RUN` run of `tests`: the earlier run's
+/// outcomes as the baseline.
+fn compared_settings(
+    cli: &Cli,
+    settings: &ProducerSettings,
+    run: &str,
+    tests: &[String],
+) -> Result<ProducerSettings, String> {
+    let recorded = compare::recorded_baseline(&cli.report_dir, run, tests)?;
+    let mut settings = settings.clone();
+    settings
+        .compare_with(recorded)
+        .map_err(|error| error.to_string())?;
+    Ok(settings)
 }
 
 /// `--resume RUN_ID`: the aggregator takes the run up again, and with

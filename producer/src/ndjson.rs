@@ -423,6 +423,8 @@ mod tests {
             batches: Vec::new(),
             reports_error: None,
             flakiness: None,
+            comparison: None,
+            cache: None,
         };
         let paths = ReportPaths {
             dir: PathBuf::from("r/x"),

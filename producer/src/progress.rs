@@ -32,6 +32,9 @@ struct TestProgress {
     phase: TestPhase,
     /// The highest attempt whose outcome is known; older news is ignored.
     settled_attempt: u32,
+    /// An attempt of it did not pass: a pass after it is flaky (passes
+    /// alone, as an A/B run's confirmations are, are passes).
+    failed_once: bool,
 }
 
 /// How many tests stand where, for display.
@@ -88,8 +91,12 @@ impl Progress {
                 ..
             } => {
                 self.finished_attempts += 1;
+                let failed_once = self
+                    .by_test
+                    .get(test_id.as_str())
+                    .is_some_and(|t| t.failed_once);
                 let phase = match status {
-                    AttemptStatus::Ran(Outcome::Passed) if *attempt > 1 => TestPhase::Flaky,
+                    AttemptStatus::Ran(Outcome::Passed) if failed_once => TestPhase::Flaky,
                     AttemptStatus::Ran(Outcome::Passed) => TestPhase::Passed,
                     _ => TestPhase::Failed,
                 };
@@ -118,7 +125,9 @@ impl Progress {
             .or_insert(TestProgress {
                 phase: TestPhase::Queued,
                 settled_attempt: 0,
+                failed_once: false,
             });
+        test.failed_once |= matches!(phase, TestPhase::Failed);
         if attempt > test.settled_attempt {
             test.phase = phase;
         }
@@ -425,5 +434,20 @@ mod tests {
         assert_eq!(short_duration(Duration::from_secs(42)), "42s");
         assert_eq!(short_duration(Duration::from_secs(187)), "3m07s");
         assert_eq!(short_duration(Duration::from_secs(3720)), "1h02m");
+    }
+
+    #[test]
+    fn passes_confirmed_again_are_passes_not_flakes() {
+        let mut progress = Progress::new(1, 0);
+        apply_all(
+            &mut progress,
+            &[
+                finished("a", 1, Outcome::Passed),
+                retried("a", 2),
+                finished("a", 2, Outcome::Passed),
+            ],
+        );
+        let c = progress.counts();
+        assert_eq!((c.passed, c.flaky), (1, 0));
     }
 }

@@ -153,6 +153,7 @@ expires = "2027-01-01"
                 auto_quarantine_percent: None,
                 quarantine: read.entries,
                 signatures: Vec::new(),
+                ab: None,
             });
         assert_eq!(
             testfleet_types::checks::check(&announce),

@@ -168,18 +168,34 @@ pub fn read_run_token(report_dir: &Path, run_id: Uuid) -> Result<Uuid, String> {
         .map_err(|error| format!("{} holds no token: {error}", path.display()))
 }
 
-/// A finished run's tests that did not pass, as its `report.json` under
-/// `report_dir` lists them, in its order, with its suite's name.
-pub fn rerun_ids(report_dir: &Path, run_id: &str) -> Result<(String, Vec<String>), String> {
-    let path = report_dir.join(run_id).join("report.json");
-    let bytes = std::fs::read(&path).map_err(|error| {
+/// The `report.json` at `path`, of run `run`, read and parsed; the error
+/// says which and why.
+pub fn read_report(path: &Path, run: &str) -> Result<schema::Report, String> {
+    let bytes = std::fs::read(path).map_err(|error| {
         format!(
-            "no report of run {run_id} at {}: {error} (give --report-dir where its reports are)",
+            "no report of run {run} at {}: {error} (give --report-dir where its reports are)",
             path.display()
         )
     })?;
-    let report = json::read(&bytes)
-        .map_err(|error| format!("{} is not a testfleet report: {error}", path.display()))?;
+    json::read(&bytes)
+        .map_err(|error| format!("{} is not a testfleet report: {error}", path.display()))
+}
+
+/// A finished run's tests that did not pass, as its `report.json` under
+/// `report_dir` lists them, in its order, with its suite's name. Of an A/B
+/// run, the plain ids whose sides differed or could not be compared
+/// (regressed, fixed, flaky, infra): what differed, run again.
+pub fn rerun_ids(report_dir: &Path, run_id: &str) -> Result<(String, Vec<String>), String> {
+    let report = read_report(&report_dir.join(run_id).join("report.json"), run_id)?;
+    if let Some(comparison) = report.comparison {
+        let differed = comparison
+            .tests
+            .into_iter()
+            .filter(|test| !matches!(test.class, schema::Class::Passing | schema::Class::Failing))
+            .map(|test| test.id)
+            .collect();
+        return Ok((report.suite, differed));
+    }
     let ids = report
         .tests
         .into_iter()

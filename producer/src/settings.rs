@@ -10,7 +10,8 @@ use testfleet_common::config::{ConfigError, RawConfig};
 use testfleet_common::topology::Topology;
 use testfleet_types::limits::MAX_TESTS_PER_JOB;
 use testfleet_types::messages::{
-    IdScheme, JobQueue, Quarantine, ReportFormat, RunSpec, RunnerReport, SignatureRule,
+    AbRun, IdScheme, JobQueue, Quarantine, RecordedSide, ReportFormat, RunSpec, RunnerReport,
+    SignatureRule,
 };
 use testfleet_types::now_ms;
 use testfleet_types::triage::TriageRule;
@@ -46,6 +47,10 @@ pub struct ProducerSettings {
     pub auto_quarantine_percent: Option<u32>,
     /// `run.signatures`, validated.
     pub signatures: Vec<SignatureRule>,
+    /// An A/B run's baseline and confirmations (`--baseline-image`).
+    pub ab: Option<AbRun>,
+    /// `run.confirm`, for a comparison with an earlier run (`--compare`).
+    pub confirm: u32,
 }
 
 /// How a run's tests are grouped into jobs.
@@ -95,6 +100,10 @@ impl ProducerSettings {
         };
         within_consumer_timeout(&spec, consumer_timeout_ms)?;
         let signatures = raw.run.signatures()?;
+        let ab = raw.run.ab()?;
+        if let Some(ab) = &ab {
+            with_confirmation_rounds(&mut spec, ab.confirm);
+        }
         let settings = ProducerSettings {
             brokers: Brokers::new(&raw.broker.url),
             connect_timeout: raw.broker.connect_timeout(),
@@ -112,9 +121,48 @@ impl ProducerSettings {
             auto_quarantine_percent: (raw.run.auto_quarantine > 0.0)
                 .then(|| (raw.run.auto_quarantine * 100.0).round().clamp(1.0, 99.0) as u32),
             signatures,
+            ab,
+            confirm: raw.run.confirm,
         };
         Ok((settings, triage_rules))
     }
+}
+
+impl ProducerSettings {
+    /// Makes the run a comparison with an earlier run's outcomes
+    /// (`--compare`): an A/B run whose baseline is never run, and whose
+    /// differences are confirmed `run.confirm` more times on its own side.
+    pub fn compare_with(&mut self, recorded: RecordedSide) -> Result<(), ConfigError> {
+        if self.ab.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "run.baseline_image",
+                problem: "a run compares with a baseline image or with an earlier run (--compare), not both"
+                    .into(),
+            });
+        }
+        if self.confirm > testfleet_types::limits::MAX_CONFIRM {
+            return Err(ConfigError::Invalid {
+                key: "run.confirm",
+                problem: format!("must be at most {}", testfleet_types::limits::MAX_CONFIRM),
+            });
+        }
+        with_confirmation_rounds(&mut self.spec, self.confirm);
+        self.ab = Some(AbRun {
+            baseline_image: format!("run {}", recorded.run),
+            confirm: self.confirm,
+            recorded: Some(recorded),
+        });
+        Ok(())
+    }
+}
+
+/// Confirmation takes rounds of its own, beside the fleet's retries.
+fn with_confirmation_rounds(spec: &mut RunSpec, confirm: u32) {
+    spec.retry.max_rounds = spec
+        .retry
+        .max_rounds
+        .saturating_add(confirm)
+        .min(testfleet_types::limits::MAX_ROUNDS);
 }
 
 /// A worker holds a job's delivery unacked until its test ends, and the

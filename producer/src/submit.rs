@@ -22,6 +22,7 @@ use testfleet_types::messages::{
 };
 use testfleet_types::now_ms;
 use testfleet_types::parts::{Joined, Joiner};
+use testfleet_types::sides::{self, Side};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -119,19 +120,26 @@ async fn publish_run(
             .await
             .map_err(BrokerError::from)?;
     }
+    // An A/B run lists each id on both sides, and plans its jobs on the
+    // plain ids.
+    let (listed, plain) = match settings.ab {
+        Some(_) => (sides::paired(tests.clone()), Some(tests)),
+        None => (tests, None),
+    };
     let announce = RunAnnounce {
         run_id,
         suite: settings.suite.clone(),
         created_at_ms,
         deadline_ms,
         spec: settings.spec.clone(),
-        tests,
+        tests: listed,
         verdict_token: Some(verdict_token),
         queue: settings.queue,
         weight: settings.weight,
         auto_quarantine_percent: settings.auto_quarantine_percent,
         quarantine: settings.quarantine.clone(),
         signatures: settings.signatures.clone(),
+        ab: settings.ab.clone(),
     };
     // Checked as the aggregator will check it: one it would park unread
     // must not leave the producer waiting for a verdict.
@@ -147,7 +155,12 @@ async fn publish_run(
         user,
     )
     .await?;
-    let count = announce.tests.len();
+    // The tests that run: a recorded baseline's never do.
+    let recorded = settings.ab.as_ref().is_some_and(|ab| ab.recorded.is_some());
+    let count = match recorded {
+        true => announce.tests.len() / 2,
+        false => announce.tests.len(),
+    };
     // The announcement keeps the listed order (reports follow it); only the
     // jobs are reordered and grouped.
     let history = match (settings.order, settings.batching) {
@@ -167,10 +180,17 @@ async fn publish_run(
         Batching::Auto { slots: None } => Some(fleet_slots(&channel, &settings.topology).await),
         _ => None,
     };
-    let jobs = plan_jobs(settings, announce.tests, history, slots);
+    let plain = plain.unwrap_or(announce.tests);
+    let mut jobs = plan_jobs(settings, plain, history, slots);
+    if let Some(ab) = &settings.ab {
+        jobs = match ab.recorded {
+            Some(_) => on_side(Side::Candidate, &jobs),
+            None => side_by_side(jobs),
+        };
+    }
     info!(run = %run_id, tests = count, jobs = jobs.len(), "publishing the run's jobs");
     let jobs = jobs.into_iter().map(|tests| {
-        Body::Job(Job {
+        let mut job = Job {
             run_id,
             tests,
             attempt: 1,
@@ -179,7 +199,11 @@ async fn publish_run(
             // The iterator is consumed as it is published: this is publish time.
             published_at_ms: now_ms(),
             queue: settings.queue,
-        })
+        };
+        if let Some(ab) = &settings.ab {
+            sides::fit_job(ab, &mut job);
+        }
+        Body::Job(job)
     });
     let queue = jobs_queue(&channel, settings, run_id).await?;
     let notice = queue_notice(settings, run_id, deadline_ms);
@@ -306,6 +330,43 @@ fn plan_params(settings: &ProducerSettings, slots: usize, fixed_cost_ms: u64) ->
     }
 }
 
+/// An A/B run's jobs from the plan of its plain ids: each job twice, once
+/// per side, published next to each other so that both see the same fleet,
+/// cache and load; which side goes first alternates, since the first of a
+/// pair warms caches for the second.
+fn side_by_side(jobs: Vec<Vec<JobTest>>) -> Vec<Vec<JobTest>> {
+    let baseline = on_side(Side::Baseline, &jobs);
+    let candidate = on_side(Side::Candidate, &jobs);
+    let mut paired = Vec::with_capacity(jobs.len() * 2);
+    for (i, (base, cand)) in baseline.into_iter().zip(candidate).enumerate() {
+        let (first, second) = if i % 2 == 0 {
+            (base, cand)
+        } else {
+            (cand, base)
+        };
+        paired.push(first);
+        paired.push(second);
+    }
+    paired
+}
+
+/// The jobs of plain ids as jobs of one side, each test's command given
+/// its plain id (a `--compare` run's, whose baseline is recorded).
+fn on_side(side: Side, jobs: &[Vec<JobTest>]) -> Vec<Vec<JobTest>> {
+    jobs.iter()
+        .map(|tests| {
+            tests
+                .iter()
+                .map(|t| JobTest {
+                    id: sides::side_id(side, &t.id),
+                    allowance_ms: t.allowance_ms,
+                    command_id: Some(t.id.clone()),
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// The run's jobs, each a list of tests with their allowances, in publishing
 /// order: one test each (longest first with history), or batches.
 fn plan_jobs(
@@ -339,6 +400,7 @@ fn plan_jobs(
                     vec![JobTest {
                         id,
                         allowance_ms: timeout_ms,
+                        command_id: None,
                     }]
                 })
                 .collect();
@@ -382,7 +444,11 @@ fn plan_jobs(
         .map(|b| {
             b.tests
                 .into_iter()
-                .map(|(id, allowance_ms)| JobTest { id, allowance_ms })
+                .map(|(id, allowance_ms)| JobTest {
+                    id,
+                    allowance_ms,
+                    command_id: None,
+                })
                 .collect()
         })
         .collect()

@@ -1,10 +1,11 @@
 //! The short plain-text summary printed to the console when a run ends.
 
-use testfleet_types::messages::{FinalStatus, RunReport};
+use testfleet_types::messages::{Comparison, FinalStatus, RunReport};
 
+use super::compare;
 use super::format::{
-    counts_line, flakiest, flakiness_note, one_line, plural, run_duration_ms, seconds, test_notes,
-    verdict_cut_note,
+    cache_line, counts_line, did_not_pass, flakiest, flakiness_note, one_line, plural,
+    run_duration_ms, seconds, test_notes, verdict_cut_note,
 };
 
 /// Statuses whose tests are named, in this order.
@@ -51,8 +52,17 @@ pub fn console_summary(report: &RunReport) -> String {
         out.push_str(&cut);
         out.push('\n');
     }
-    for status in NAMED {
-        out.push_str(&names(report, status));
+    let cache = cache_line(report);
+    if !cache.is_empty() {
+        out.push_str(&format!("cache: {cache}\n"));
+    }
+    match &report.comparison {
+        Some(comparison) => out.push_str(&compared_lines(report, comparison)),
+        None => {
+            for status in NAMED {
+                out.push_str(&names(report, status));
+            }
+        }
     }
     out.push_str(&flakiest_lines(report));
     out
@@ -74,6 +84,33 @@ fn flakiest_lines(report: &RunReport) -> String {
             one_line(&test.test_id, MAX_ID_CHARS),
             flakiness_note(test, flakiness.runs)
         ));
+    }
+    out
+}
+
+/// An A/B run's headline, then its differences by class, regressions first
+/// with the candidate's reason.
+fn compared_lines(report: &RunReport, comparison: &Comparison) -> String {
+    let mut out = format!("{}\n", compare::headline(comparison));
+    for class in compare::DIFFERENCES {
+        let ids = compare::of_class(report, class);
+        if ids.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("{} ({}):\n", class.name(), ids.len()));
+        for sides in ids.iter().take(MAX_NAMES) {
+            let reason = sides
+                .candidate
+                .and_then(|t| t.attempts.iter().rev().find(|a| did_not_pass(a)))
+                .and_then(crate::reasons::reason_of_attempt)
+                .map(|r| format!("  ({})", r.name))
+                .unwrap_or_default();
+            let id = one_line(&sides.compared.id, MAX_ID_CHARS);
+            out.push_str(&format!("  {id}{reason}\n"));
+        }
+        if ids.len() > MAX_NAMES {
+            out.push_str(&format!("  … and {} more\n", ids.len() - MAX_NAMES));
+        }
     }
     out
 }
@@ -149,5 +186,15 @@ mod tests {
         let summary = console_summary(&fixture::report_with(tests, VerdictKind::TestsFailed));
         assert!(summary.contains("  t19\n  … and 5 more\n"), "{summary}");
         assert!(!summary.contains("t20"));
+    }
+
+    #[test]
+    fn an_ab_run_names_its_regressions_first() {
+        let text = console_summary(&fixture::ab_report());
+        let headline = text.find("1 confirmed regression of 4 ids").unwrap();
+        let regressed = text.find("regressed (1):\n  lib-user  (exit:1)\n").unwrap();
+        let fixed = text.find("fixed (1):\n  fixed-app\n").unwrap();
+        assert!(headline < regressed && regressed < fixed, "{text}");
+        assert!(!text.contains("cand::"), "{text}");
     }
 }

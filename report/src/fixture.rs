@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use testfleet_types::messages::{
-    AttemptReport, AttemptStatus, FinalStatus, Outcome, RetryPolicy, RunReport, RunSpec,
-    RuntimeReason, TestReport, VerdictKind,
+    AttemptReport, AttemptStatus, CompareClass, ComparedTest, Comparison, FinalStatus, Outcome,
+    RetryPolicy, RunReport, RunSpec, RuntimeReason, SideTally, TestReport, VerdictKind,
 };
 use uuid::Uuid;
 
@@ -104,6 +104,8 @@ pub fn report_with(tests: Vec<TestReport>, verdict: VerdictKind) -> RunReport {
         batches: Vec::new(),
         reports_error: None,
         flakiness: None,
+        comparison: None,
+        cache: None,
     }
 }
 
@@ -174,6 +176,100 @@ pub fn sample_report() -> RunReport {
         ),
     ];
     report_with(tests, VerdictKind::TestsMissing)
+}
+
+/// An A/B run of four ids, confirmed twice: `lib-user` regressed (its
+/// candidate's log says why), `fixed-app` fixed, `both-broken` failing on
+/// both sides, `ok-app` passing.
+pub fn ab_report() -> RunReport {
+    let pass = |n| ran(n, Outcome::Passed, Some(0), "");
+    let fail = |n, log: &str| ran(n, Outcome::Failed, Some(1), log);
+    let sided = |id: &str, status, attempts: Vec<AttemptReport>| test(id, status, attempts);
+    let tests = vec![
+        sided(
+            "base::lib-user",
+            FinalStatus::Passed,
+            vec![pass(1), pass(2), pass(3)],
+        ),
+        sided(
+            "cand::lib-user",
+            FinalStatus::Failed,
+            (1..=3)
+                .map(|n| fail(n, "libfoo: symbol v1_api not found\n"))
+                .collect(),
+        ),
+        sided(
+            "base::fixed-app",
+            FinalStatus::Failed,
+            (1..=3).map(|n| fail(n, "old bug\n")).collect(),
+        ),
+        sided(
+            "cand::fixed-app",
+            FinalStatus::Passed,
+            vec![pass(1), pass(2), pass(3)],
+        ),
+        sided(
+            "base::both-broken",
+            FinalStatus::Failed,
+            vec![fail(1, "broken\n")],
+        ),
+        sided(
+            "cand::both-broken",
+            FinalStatus::Failed,
+            vec![fail(1, "broken\n")],
+        ),
+        sided("base::ok-app", FinalStatus::Passed, vec![pass(1)]),
+        sided("cand::ok-app", FinalStatus::Passed, vec![pass(1)]),
+    ];
+    let mut report = report_with(tests, VerdictKind::TestsFailed);
+    report.rounds = 3;
+    let tally = |passed, failed| SideTally {
+        passed,
+        failed,
+        infra: 0,
+    };
+    let compared = |id: &str, class, confirmed, baseline, candidate| ComparedTest {
+        id: id.into(),
+        class,
+        confirmed,
+        baseline,
+        candidate,
+    };
+    report.comparison = Some(Comparison {
+        baseline_image: "testfleet/busybox:old".into(),
+        confirm: 2,
+        tests: vec![
+            compared(
+                "lib-user",
+                CompareClass::Regressed,
+                true,
+                tally(3, 0),
+                tally(0, 3),
+            ),
+            compared(
+                "fixed-app",
+                CompareClass::Fixed,
+                true,
+                tally(0, 3),
+                tally(3, 0),
+            ),
+            compared(
+                "both-broken",
+                CompareClass::Failing,
+                false,
+                tally(0, 1),
+                tally(0, 1),
+            ),
+            compared(
+                "ok-app",
+                CompareClass::Passing,
+                false,
+                tally(1, 0),
+                tally(1, 0),
+            ),
+        ],
+    });
+    report
 }
 
 /// A fresh directory under the system temp dir, unique per call and process.

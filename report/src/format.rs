@@ -299,6 +299,55 @@ pub(crate) fn flakiest(report: &RunReport, max: usize) -> Vec<&TestFlakiness> {
     listed
 }
 
+/// "apt 6 of 8 packages from the cache (75 %), pypi …", or why a cache could
+/// not say; empty for a run that did not use the caches.
+pub(crate) fn cache_line(report: &RunReport) -> String {
+    let Some(cache) = &report.cache else {
+        return String::new();
+    };
+    let mut parts: Vec<String> = cache
+        .caches
+        .iter()
+        .map(|c| {
+            let served = c.packages_served();
+            match c.hit_percent() {
+                Some(percent) => format!(
+                    "{} {} of {} from the cache ({percent:.0} %)",
+                    c.name,
+                    c.package_hits,
+                    plural(served as usize, "package")
+                ),
+                None => format!("{} served no package", c.name),
+            }
+        })
+        .collect();
+    if let Some(error) = &cache.error {
+        parts.push(format!("not asked: {}", one_line(error, 200)));
+    }
+    parts.join(", ")
+}
+
+/// How many ids the summary's "slowest" line names.
+pub(crate) const SLOWEST_SHOWN: usize = 5;
+
+/// The `max` tests whose longest attempt took longest, slowest first, with
+/// that attempt's duration; ties in list order.
+pub(crate) fn slowest(report: &RunReport, max: usize) -> Vec<(&str, u64)> {
+    let mut timed: Vec<(&str, u64)> = report
+        .tests
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t.id.as_str(),
+                t.attempts.iter().map(|a| a.duration_ms).max()?,
+            ))
+        })
+        .collect();
+    timed.sort_by_key(|t| std::cmp::Reverse(t.1));
+    timed.truncate(max);
+    timed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,8 +9,10 @@
 //! reason and its failure in the message, so that CI systems (which fail a
 //! build on failures and errors, never on skips) show it without failing;
 //! every quarantined test carries a `quarantined` property, and a test the
-//! suite's history knows a `flakiness` one.
+//! suite's history knows a `flakiness` one. Of an A/B run, the file describes
+//! the candidate alone.
 
+use std::borrow::Cow;
 use std::io;
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use quick_junit::{
 use testfleet_types::messages::{
     AttemptReport, AttemptStatus, FinalStatus, Outcome, RunReport, TestReport,
 };
+use testfleet_types::sides::{self, Side};
 
 use super::format::{
     attempt_status_str, describe_attempt, describe_final, failed_attempts, flakiness_note,
@@ -29,7 +32,44 @@ use super::format::{
 
 /// The report as a JUnit XML document.
 pub fn render(report: &RunReport) -> Result<String, SerializeError> {
-    document(report).to_string()
+    document(&candidate_view(report)).to_string()
+}
+
+/// What the JUnit file describes: the run, or of an A/B run its candidate
+/// alone, ids without their side's prefix (the comparison is in the other
+/// reports; a CI system reads JUnit as the code under test's results).
+fn candidate_view(report: &RunReport) -> Cow<'_, RunReport> {
+    if report.comparison.is_none() {
+        return Cow::Borrowed(report);
+    }
+    let tests = report
+        .tests
+        .iter()
+        .filter_map(|test| match sides::split(&test.id) {
+            Some((Side::Candidate, plain)) => Some(TestReport {
+                id: plain.to_owned(),
+                ..test.clone()
+            }),
+            _ => None,
+        })
+        .collect();
+    Cow::Owned(RunReport {
+        run_id: report.run_id,
+        suite: report.suite.clone(),
+        created_at_ms: report.created_at_ms,
+        finished_at_ms: report.finished_at_ms,
+        rounds: report.rounds,
+        verdict: report.verdict,
+        spec: report.spec.clone(),
+        tests,
+        verdict_cut: report.verdict_cut.clone(),
+        ignored_results: Vec::new(),
+        batches: Vec::new(),
+        reports_error: report.reports_error.clone(),
+        flakiness: report.flakiness.clone(),
+        comparison: None,
+        cache: None,
+    })
 }
 
 /// Test cases per `<testsuite>` element when a run is written in parts.
@@ -40,6 +80,7 @@ const CASES_PER_PART: usize = 10_000;
 
 /// [`render`] into `out` as it is serialized, a part at a time for big runs.
 pub fn write(report: &RunReport, mut out: impl io::Write) -> Result<(), SerializeError> {
+    let report = &*candidate_view(report);
     if report.tests.len() <= CASES_PER_PART {
         return document(report).serialize(out);
     }
@@ -402,6 +443,19 @@ mod tests {
         assert_eq!(
             non_success(case(&suite, "gone-1")),
             (NonSuccessKind::Error, Some(MISSING_MESSAGE), 1)
+        );
+    }
+
+    #[test]
+    fn an_ab_runs_junit_describes_its_candidate() {
+        let xml = render(&fixture::ab_report()).unwrap();
+        assert!(xml.contains("name=\"lib-user\""), "{xml}");
+        assert!(!xml.contains("base::") && !xml.contains("cand::"), "{xml}");
+        assert_eq!(xml.matches("<testcase ").count(), 4);
+        assert!(xml.contains("libfoo: symbol v1_api not found"));
+        assert!(
+            !xml.contains("old bug"),
+            "the baseline's failures are not the candidate's"
         );
     }
 }

@@ -11,10 +11,12 @@
 //! summary), [`html`] (the page, with its timeline, durations and batches),
 //! [`outputs`] (one file per failed attempt and per kept batch log),
 //! [`triage`] (failures grouped by cause), [`reasons`] (tests that did
-//! not pass, by why), `console` (the summary printed at
+//! not pass, by why), `compare` (an A/B run's ids by class, with their
+//! sides), `console` (the summary printed at
 //! the end), `format` (wording and numbers the renderers share), `fixture`
 //! (sample reports for the unit tests).
 
+mod compare;
 mod console;
 mod format;
 pub mod html;
@@ -160,7 +162,14 @@ mod tests {
             .collect();
         assert!(!names.iter().any(|n| n.ends_with(".partial")), "{names:?}");
         let back = json::read(&fs::read(&paths.json).unwrap()).unwrap();
-        assert_eq!(back, json::schema::Report::of(&report, tests, batches));
+        let compared = report
+            .comparison
+            .as_ref()
+            .map(|_| json::compared_tests(&report));
+        assert_eq!(
+            back,
+            json::schema::Report::of(&report, tests, batches, compared)
+        );
         assert!(fs::read_to_string(&paths.markdown)
             .unwrap()
             .starts_with("## ❌"));

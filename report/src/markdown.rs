@@ -5,12 +5,15 @@
 //! put in code spans or fenced blocks sized to their content, so it can neither
 //! break the layout nor render as Markdown or HTML.
 
-use testfleet_types::messages::{AttemptReport, FinalStatus, RunReport, TestReport};
+use testfleet_types::messages::{
+    AttemptReport, CompareClass, FinalStatus, RunReport, SideTally, TestReport,
+};
 
+use super::compare;
 use super::format::{
-    counts_line, describe_final, did_not_pass, failed_attempts, flakiest, flakiness_note,
-    last_attempt, one_line, plural, rfc3339, run_duration_ms, seconds, tail_lines, test_notes,
-    verdict_cut_note,
+    cache_line, counts_line, describe_final, did_not_pass, failed_attempts, flakiest,
+    flakiness_note, last_attempt, one_line, plural, rfc3339, run_duration_ms, seconds, slowest,
+    tail_lines, test_notes, verdict_cut_note, SLOWEST_SHOWN,
 };
 use super::triage::{Group, Triage};
 
@@ -58,7 +61,14 @@ pub fn render(report: &RunReport, triage: &Triage<'_>) -> String {
 /// The summary in at most about `limit` bytes: output tails shrink first, then
 /// the lists are cut, each cut list ending with "… and N more".
 pub fn render_within(report: &RunReport, triage: &Triage<'_>, limit: usize) -> String {
-    let header = header(report) + &reasons_line(report) + &causes(triage) + &flakiest_line(report);
+    if report.comparison.is_some() {
+        return render_compared(report, limit);
+    }
+    let header = header(report)
+        + &slowest_line(report)
+        + &reasons_line(report)
+        + &causes(triage)
+        + &flakiest_line(report);
     let sections = sections(report);
     let mut shortened = false;
     for tail in TAIL_LEVELS {
@@ -69,6 +79,105 @@ pub fn render_within(report: &RunReport, triage: &Triage<'_>, limit: usize) -> S
         shortened = true;
     }
     unreachable!("the last tail level always returns")
+}
+
+/// The classes an A/B run's summary lists, in order, with their titles:
+/// passing ids are only counted.
+const COMPARED_SECTIONS: [(CompareClass, &str); 5] = [
+    (CompareClass::Regressed, "Regressed"),
+    (CompareClass::Fixed, "Fixed"),
+    (CompareClass::Flaky, "Flaky"),
+    (
+        CompareClass::Infra,
+        "Could not compare (the fleet's errors)",
+    ),
+    (CompareClass::Failing, "Failing on both sides"),
+];
+
+/// An A/B run's summary: the headline, then each class's ids, regressions
+/// first with the last output of both sides.
+fn render_compared(report: &RunReport, limit: usize) -> String {
+    let header = header(report);
+    for tail in TAIL_LEVELS {
+        let mut out = header.clone();
+        let mut cut = false;
+        for (class, title) in COMPARED_SECTIONS {
+            let ids = compare::of_class(report, class);
+            if ids.is_empty() {
+                continue;
+            }
+            out.push_str(&format!(
+                "### {title} ({})
+
+",
+                ids.len()
+            ));
+            let reserve = SHORTENED_NOTE.len() + NOTE_ROOM * COMPARED_SECTIONS.len();
+            let mut shown = 0;
+            for sides in &ids {
+                let entry = compared_entry(sides, class, tail);
+                if out.len() + entry.len() + reserve > limit {
+                    break;
+                }
+                out.push_str(&entry);
+                shown += 1;
+            }
+            if shown < ids.len() {
+                cut = true;
+                out.push_str(&format!("\n… and {} more\n", ids.len() - shown));
+            }
+            out.push('\n');
+        }
+        if !cut || tail == 0 {
+            if cut || tail < TAIL_LEVELS[0] {
+                out.push_str(SHORTENED_NOTE);
+            }
+            return out;
+        }
+    }
+    unreachable!("the last tail level always returns")
+}
+
+/// One compared id: each side's tally and the candidate's reason; for a
+/// regression, the last output of each side.
+fn compared_entry(sides: &compare::Sides<'_>, class: CompareClass, tail: usize) -> String {
+    let compared = sides.compared;
+    let id = code_span(&one_line(&compared.id, MAX_ID_CHARS));
+    let tally = |t: &SideTally| {
+        let mut parts = vec![
+            format!("passed {}", t.passed),
+            format!("failed {}", t.failed),
+        ];
+        if t.infra > 0 {
+            parts.push(format!("errors {}", t.infra));
+        }
+        parts.join(", ")
+    };
+    let reason = sides
+        .candidate
+        .and_then(|t| t.attempts.iter().rev().find(|a| did_not_pass(a)))
+        .and_then(crate::reasons::reason_of_attempt)
+        .map(|r| format!(" · {}", code_span(&r.name)))
+        .unwrap_or_default();
+    let unconfirmed = if class.differs() && !compared.confirmed {
+        " · **not confirmed** (the run ended first)"
+    } else {
+        ""
+    };
+    let mut item = format!(
+        "- {id} — baseline: {} · candidate: {}{reason}{unconfirmed}\n",
+        tally(&compared.baseline),
+        tally(&compared.candidate)
+    );
+    if class == CompareClass::Regressed && tail > 0 {
+        for (name, side) in [("Candidate", sides.candidate), ("Baseline", sides.baseline)] {
+            let last = side.and_then(|t| t.attempts.iter().rev().find(|a| a.output.is_some()));
+            if let Some(attempt) = last {
+                item.push_str(&output_details_of(name, attempt, tail));
+            }
+        }
+    }
+    item
 }
 
 /// The suite's flakiest tests over its recent runs, on one line.
@@ -170,10 +279,14 @@ fn header(report: &RunReport) -> String {
     } else {
         "❌"
     };
+    let counts = match &report.comparison {
+        Some(comparison) => compare::headline(comparison),
+        None => counts_line(report),
+    };
     let mut header = format!(
         "## {icon} {} — {}\n\nSuite {} · run `{}` · {} · {} · finished {}\n\n",
         capitalized(report.verdict.as_str()),
-        counts_line(report),
+        counts,
         code_span(&one_line(&report.suite, MAX_ID_CHARS)),
         report.run_id,
         plural(report.rounds as usize, "round"),
@@ -184,7 +297,30 @@ fn header(report: &RunReport) -> String {
     if !cut.is_empty() {
         header.push_str(&format!("> {}\n\n", code_span(&cut)));
     }
+    let cache = cache_line(report);
+    if !cache.is_empty() {
+        header.push_str(&format!("**Cache:** {cache}\n\n"));
+    }
     header
+}
+
+/// "**Slowest:** `a` 12.000 s, `b` 3.000 s": where a campaign's time went.
+fn slowest_line(report: &RunReport) -> String {
+    let slowest = slowest(report, SLOWEST_SHOWN);
+    if slowest.len() < 2 {
+        return String::new();
+    }
+    let parts: Vec<String> = slowest
+        .iter()
+        .map(|(id, ms)| {
+            format!(
+                "{} {}",
+                code_span(&one_line(id, MAX_CAUSE_ID_CHARS)),
+                seconds(*ms)
+            )
+        })
+        .collect();
+    format!("**Slowest:** {}\n\n", parts.join(", "))
 }
 
 /// "### Failure causes: 40 failures, 2 causes", then one line per cause with
@@ -350,6 +486,12 @@ fn flaky_facts(test: &TestReport) -> String {
 /// A collapsed block with the last `tail` lines of the attempt's output,
 /// indented to belong to the list item above it.
 fn output_details(attempt: &AttemptReport, tail: usize) -> String {
+    output_details_of("", attempt, tail)
+}
+
+/// [`output_details`], its summary naming whose output it is (`whose`, or
+/// nothing).
+fn output_details_of(whose: &str, attempt: &AttemptReport, tail: usize) -> String {
     let Some(output) = attempt.output.as_deref().filter(|o| !o.is_empty()) else {
         return String::new();
     };
@@ -360,6 +502,14 @@ fn output_details(attempt: &AttemptReport, tail: usize) -> String {
     } else {
         format!("Output ({})", plural(total, "line"))
     };
+    if !whose.is_empty() {
+        summary = format!(
+            "{whose} (attempt {}): {}{}",
+            attempt.attempt,
+            summary[..1].to_lowercase(),
+            &summary[1..]
+        );
+    }
     if attempt.output_truncated {
         summary.push_str(", truncated by the worker");
     }
@@ -469,8 +619,21 @@ mod tests {
             "- `gone-1` — did not run: no result before the run's deadline (timeout or drop) · attempt 2\n"
         ));
         assert!(md.contains("- `flaky-1` — failed on attempt 1, passed on attempt 2\n"));
-        assert!(!md.contains("pass-1"));
+        assert!(!md.contains("- `pass-1`"), "passed tests are not listed");
         assert!(!md.contains("…"), "nothing shortened");
+    }
+
+    #[test]
+    fn the_slowest_tests_are_named_by_their_longest_attempt() {
+        let md = render(&fixture::sample_report());
+        let line = md.lines().find(|l| l.starts_with("**Slowest:**")).unwrap();
+        assert!(
+            line.starts_with(
+                "**Slowest:** `flaky-1` 2.468 s, `fail-1` 2.468 s, `pass-1` 1.234 s, "
+            ),
+            "{line}"
+        );
+        assert_eq!(line.matches(" s").count(), SLOWEST_SHOWN, "{line}");
     }
 
     #[test]
@@ -620,5 +783,47 @@ mod tests {
         assert!(md.contains("15 failures, 15 causes"));
         assert_eq!(md.matches("- **1** × ").count(), MAX_CAUSES);
         assert!(md.contains("\n… and 5 more causes\n"), "{md}");
+    }
+
+    #[test]
+    fn an_ab_run_leads_with_its_regressions_and_both_sides_logs() {
+        let mut report = fixture::ab_report();
+        let baseline = &mut report.tests[0].attempts[2];
+        baseline.output = Some("libfoo v1 ok\n".into());
+        let text = render(&report);
+        assert!(
+            text.starts_with("## ❌ Tests failed — 1 confirmed regression of 4 ids"),
+            "{text}"
+        );
+        let regressed = text.find("### Regressed (1)").unwrap();
+        let fixed = text.find("### Fixed (1)").unwrap();
+        let failing = text.find("### Failing on both sides (1)").unwrap();
+        assert!(regressed < fixed && fixed < failing, "{text}");
+        let candidate_log = text.find("libfoo: symbol v1_api not found").unwrap();
+        let baseline_log = text.find("libfoo v1 ok").unwrap();
+        assert!(regressed < candidate_log && candidate_log < baseline_log && baseline_log < fixed);
+        assert!(text.contains("`exit:1`"));
+        assert!(!text.contains("ok-app"), "passing ids are only counted");
+        assert!(!text.contains("base::"), "ids are plain");
+    }
+
+    #[test]
+    fn a_run_of_the_cache_network_says_what_the_caches_served() {
+        use testfleet_types::messages::{CacheCounters, CacheUse};
+        let mut report = fixture::sample_report();
+        report.cache = Some(CacheUse {
+            caches: vec![CacheCounters {
+                name: "apt".into(),
+                package_hits: 6,
+                package_misses: 2,
+                ..Default::default()
+            }],
+            error: Some("pypi: no answer in 3s".into()),
+        });
+        let text = render(&report);
+        assert!(
+            text.contains("**Cache:** apt 6 of 8 packages from the cache (75 %), not asked: pypi: no answer in 3s\n"),
+            "{text}"
+        );
     }
 }

@@ -16,6 +16,7 @@ fn the_quick_benchmark_prints_every_figure_of_its_subset() {
             "scheduling",
             "recovery",
             "fairness",
+            "ab",
         ])
         // The test suite builds debug binaries; quick figures are no benchmark.
         .env("TESTFLEET_BENCH_PROFILE", "debug")
@@ -39,6 +40,8 @@ fn the_quick_benchmark_prints_every_figure_of_its_subset() {
         "behind the big run: first start, s",
         "behind the big run ÷ alone",
         "two equal runs: finish spread",
+        "spurious regressions",
+        "A/B run, s",
     ] {
         let line = stdout
             .lines()

@@ -220,6 +220,7 @@ async fn results_kept_for_an_unknown_run_are_claimed_once_it_is_known() {
         auto_quarantine_percent: None,
         quarantine: Vec::new(),
         signatures: Vec::new(),
+        ab: None,
     });
     publish(&fleet.topology().results, &encode(&announce)).await;
     let report = fleet
@@ -479,6 +480,7 @@ async fn a_dead_lettered_batch_of_a_finished_run_is_dropped() {
     job.tests.push(testfleet_types::messages::JobTest {
         id: "second".into(),
         allowance_ms: 1_000,
+        command_id: None,
     });
     job.queue = testfleet_types::messages::JobQueue::Own;
     let payload = encode(&Body::Job(job));

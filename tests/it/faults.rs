@@ -493,6 +493,8 @@ async fn a_forged_verdict_is_parked_and_the_producer_waits_for_the_real_one() {
         batches: Vec::new(),
         reports_error: None,
         flakiness: None,
+        comparison: None,
+        cache: None,
     });
     let connection = lapin::Connection::connect(BROKER, Default::default())
         .await

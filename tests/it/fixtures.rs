@@ -66,7 +66,7 @@ impl RunOutcome {
         self.stdout()
             .lines()
             .next()
-            .expect("run id on the first line")
+            .unwrap_or_else(|| panic!("no run id on the first line\n{}", self.describe()))
             .trim()
             .to_owned()
     }

@@ -3,10 +3,13 @@
 //! Run `scripts/setup.sh` first (the README's test command does). Each test starts
 //! its own fleet under its own queue prefix, so tests run in parallel on one broker.
 
+mod ab;
 mod bad_input;
 mod batches;
 mod bench_smoke;
 mod bounds;
+mod cache;
+mod campaign;
 mod ci;
 mod cluster;
 mod compose;

@@ -5,8 +5,8 @@
 
 use crate::limits::*;
 use crate::messages::{
-    BatchRecord, Batches, Body, Flakiness, Job, ResumeOutcome, RunAnnounce, RunEvent, RunEventKind,
-    RunReport, RunSpec, TestResult,
+    BatchRecord, Batches, Body, Comparison, Flakiness, Job, ResumeOutcome, RunAnnounce, RunEvent,
+    RunEventKind, RunReport, RunSpec, TestResult,
 };
 
 /// Checks every value of a decoded body against the bounds above; the `Err`
@@ -175,6 +175,7 @@ fn check_announce(announce: &RunAnnounce) -> Result<(), String> {
     check_weight(announce.weight)?;
     check_quarantine(announce)?;
     check_signatures(announce)?;
+    check_ab(announce)?;
     check_time("created_at_ms", announce.created_at_ms)?;
     check_time("deadline_ms", announce.deadline_ms)?;
     let lasts = announce.deadline_ms.saturating_sub(announce.created_at_ms);
@@ -186,6 +187,43 @@ fn check_announce(announce: &RunAnnounce) -> Result<(), String> {
         MAX_TESTS_PER_RUN as u64,
     )?;
     announce.tests.iter().try_for_each(|id| check_id(id))
+}
+
+/// An A/B run's settings, and its tests all paired.
+fn check_ab(announce: &RunAnnounce) -> Result<(), String> {
+    let Some(ab) = &announce.ab else {
+        return Ok(());
+    };
+    at_most(
+        "confirmations",
+        u64::from(ab.confirm),
+        u64::from(MAX_CONFIRM),
+    )?;
+    check_len("baseline_image", &ab.baseline_image, MAX_SPEC_BYTES)?;
+    if let Some(recorded) = &ab.recorded {
+        check_len("recorded run", &recorded.run, MAX_SPEC_BYTES)?;
+        at_most(
+            "recorded ids",
+            recorded.outcomes.len() as u64,
+            announce.tests.len() as u64 / 2,
+        )?;
+        recorded.outcomes.iter().try_for_each(|outcomes| {
+            at_most(
+                "recorded attempts of an id",
+                outcomes.len() as u64,
+                MAX_RECORDED_ATTEMPTS as u64,
+            )
+        })?;
+        // Each becomes an attempt in the aggregator's memory: no more, in
+        // all, than a run's first round on both sides would make.
+        let recorded_attempts: u64 = recorded.outcomes.iter().map(|o| o.len() as u64).sum();
+        at_most(
+            "recorded attempts in all",
+            recorded_attempts,
+            announce.tests.len() as u64,
+        )?;
+    }
+    crate::sides::check_paired(announce)
 }
 
 fn check_job(job: &Job) -> Result<(), String> {
@@ -203,6 +241,9 @@ fn check_job(job: &Job) -> Result<(), String> {
     )?;
     job.tests.iter().try_for_each(|test| {
         check_id(&test.id)?;
+        if let Some(command_id) = &test.command_id {
+            check_id(command_id)?;
+        }
         at_most("a test's allowance_ms", test.allowance_ms, MAX_TIMEOUT_MS)
     })
 }
@@ -324,6 +365,29 @@ pub fn check_spec(spec: &RunSpec) -> Result<(), String> {
     )
 }
 
+fn check_comparison(comparison: &Comparison) -> Result<(), String> {
+    at_most(
+        "confirmations",
+        u64::from(comparison.confirm),
+        u64::from(MAX_CONFIRM),
+    )?;
+    check_len("baseline_image", &comparison.baseline_image, MAX_SPEC_BYTES)?;
+    at_most(
+        "compared tests",
+        comparison.tests.len() as u64,
+        MAX_TESTS_PER_RUN as u64,
+    )?;
+    comparison.tests.iter().try_for_each(|test| {
+        check_id(&test.id)?;
+        for tally in [test.baseline, test.candidate] {
+            let attempts =
+                u64::from(tally.passed) + u64::from(tally.failed) + u64::from(tally.infra);
+            at_most("attempts of a side", attempts, u64::from(MAX_ROUNDS))?;
+        }
+        Ok(())
+    })
+}
+
 fn check_report(report: &RunReport) -> Result<(), String> {
     check_time("created_at_ms", report.created_at_ms)?;
     check_time("finished_at_ms", report.finished_at_ms)?;
@@ -332,6 +396,18 @@ fn check_report(report: &RunReport) -> Result<(), String> {
     report.batches.iter().try_for_each(check_batch)?;
     if let Some(flakiness) = &report.flakiness {
         check_flakiness(flakiness)?;
+    }
+    if let Some(comparison) = &report.comparison {
+        check_comparison(comparison)?;
+    }
+    if let Some(cache) = &report.cache {
+        at_most("caches", cache.caches.len() as u64, MAX_CACHES as u64)?;
+        for counters in &cache.caches {
+            check_len("a cache's name", &counters.name, MAX_TEST_ID_BYTES)?;
+        }
+        if let Some(error) = &cache.error {
+            check_len("a cache's error", error, MAX_REASON_BYTES)?;
+        }
     }
     for test in &report.tests {
         check_id(&test.id)?;
@@ -543,6 +619,40 @@ mod tests {
         spec = sample_spec();
         spec.retry.threshold = f64::NAN;
         assert!(check_spec(&spec).is_err());
+    }
+
+    /// A `--compare` record's attempts become attempts in the aggregator's
+    /// memory: at most as many in all as the run has tests.
+    #[test]
+    fn a_compared_runs_record_is_bounded_in_all() {
+        use crate::messages::{AbRun, JobQueue, RecordedSide, RunAnnounce};
+        let announce = |outcomes: Vec<Vec<Outcome>>| RunAnnounce {
+            run_id: uuid::Uuid::nil(),
+            suite: "s".into(),
+            created_at_ms: 1,
+            deadline_ms: 2,
+            spec: sample_spec(),
+            tests: crate::sides::paired(vec!["a".into(), "b".into()]),
+            verdict_token: None,
+            queue: JobQueue::Own,
+            weight: 1,
+            auto_quarantine_percent: None,
+            quarantine: Vec::new(),
+            signatures: Vec::new(),
+            ab: Some(AbRun {
+                baseline_image: "run r".into(),
+                confirm: 1,
+                recorded: Some(RecordedSide {
+                    run: "r".into(),
+                    outcomes,
+                }),
+            }),
+        };
+        let two = vec![Outcome::Failed, Outcome::Passed];
+        check(&Body::Run(announce(vec![two.clone(), two.clone()]))).unwrap();
+        let over = announce(vec![vec![Outcome::Failed; 3], two]);
+        let reason = check(&Body::Run(over)).unwrap_err();
+        assert!(reason.contains("recorded attempts in all"), "{reason}");
     }
 
     #[test]

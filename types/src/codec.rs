@@ -224,6 +224,7 @@ mod tests {
                 auto_quarantine_percent: None,
                 quarantine: Vec::new(),
                 signatures: Vec::new(),
+                ab: None,
             }),
             Body::Job(Job {
                 run_id,
@@ -231,10 +232,12 @@ mod tests {
                     JobTest {
                         id: "t1".into(),
                         allowance_ms: 5,
+                        command_id: None,
                     },
                     JobTest {
                         id: "t2".into(),
                         allowance_ms: 7,
+                        command_id: None,
                     },
                 ],
                 attempt: 1,
@@ -304,6 +307,8 @@ mod tests {
                 batches: vec![batch],
                 reports_error: Some("disk full".into()),
                 flakiness: None,
+                comparison: None,
+                cache: None,
             }),
         ]
         .into_iter()

@@ -13,13 +13,14 @@
 //! - [`parts`]: messages too big for one, split and joined again.
 //! - [`batch`]: cutting a run's tests into batches, and a batch's timeout.
 //! - [`order`]: longest-first ordering of a run's jobs from past durations.
+//! - [`sides`]: the two sides of an A/B run, as test ids and jobs.
 //! - [`triage`]: the validated failure-triage rule the reports group by,
 //!   and a run's log-signature rules, compiled.
 //! - `strategies` (tests, feature `strategies`): proptest strategies for the
 //!   message types, which `properties` and the other crates' property tests use.
 //!
 //! Imports run one way: `limits` ← `batch` ← `vocabulary` ← `messages` ←
-//! `checks` ← `codec` ← `parts`.
+//! `sides` ← `checks` ← `codec` ← `parts`.
 
 pub mod batch;
 pub mod checks;
@@ -30,6 +31,7 @@ pub mod order;
 pub mod parts;
 #[cfg(test)]
 mod properties;
+pub mod sides;
 #[cfg(any(test, feature = "strategies"))]
 pub mod strategies;
 pub mod triage;

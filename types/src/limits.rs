@@ -63,3 +63,11 @@ pub const MAX_SIGNATURE_PATTERN_BYTES: usize = 1 << 10;
 pub const MAX_FLAKINESS_TESTS: usize = 10_000;
 /// Runs in one queue notice (the aggregator's whole list is cut there).
 pub const MAX_RUNS_PER_NOTICE: usize = 10_000;
+/// Confirmations of an A/B run's differences (`--confirm`), at most.
+pub const MAX_CONFIRM: u32 = 10;
+/// An earlier run's attempts of one id that `--compare` carries, at most
+/// (its last ones): each becomes an attempt in the aggregator's memory,
+/// many times its bytes on the wire.
+pub const MAX_RECORDED_ATTEMPTS: usize = 8;
+/// Caches a run's report names (`aggregator.caches`), at most.
+pub const MAX_CACHES: usize = 16;

@@ -11,7 +11,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use crate::vocabulary::{AttemptStatus, FinalStatus, Outcome, RuntimeReason, VerdictKind};
+pub use crate::vocabulary::{
+    AttemptStatus, CompareClass, FinalStatus, Outcome, RuntimeReason, SideTally, VerdictKind,
+};
+
+/// The network mode (`run.network`) of a job that may reach the fleet's
+/// package caches and nothing else (`worker.cache`).
+pub const CACHE_NETWORK: &str = "cache";
 
 /// The aggregator's retry rule for one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +258,37 @@ pub struct RunAnnounce {
     /// an attempt failed. Appended with a default (none).
     #[serde(default)]
     pub signatures: Vec<SignatureRule>,
+    /// An A/B run: every id runs on the baseline image as `base::<id>` and
+    /// on the run's image as `cand::<id>` (`crate::sides`), and ids whose
+    /// sides differ are confirmed. Appended with a default (none).
+    #[serde(default)]
+    pub ab: Option<AbRun>,
+}
+
+/// What makes a run an A/B run (`--baseline-image`, `--confirm`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbRun {
+    /// The image the baseline side runs in; the candidate's is the spec's.
+    /// With `recorded`, what the baseline was (`run <id>`): nothing runs in it.
+    pub baseline_image: String,
+    /// More attempts on each side for an id whose sides differ (on the
+    /// candidate's alone with `recorded`).
+    pub confirm: u32,
+    /// The baseline as an earlier run recorded it (`--compare`): its side
+    /// is never run, only compared with. Appended with a default.
+    #[serde(default)]
+    pub recorded: Option<RecordedSide>,
+}
+
+/// An earlier run's outcomes of each id, the baseline of `--compare`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedSide {
+    /// The earlier run, as the user named it.
+    pub run: String,
+    /// Per baseline id of the announcement, in its order, that id's
+    /// attempts in the earlier run (an error of the fleet's for what was
+    /// missing or dead-lettered); empty: the earlier run did not have it.
+    pub outcomes: Vec<Vec<Outcome>>,
 }
 
 /// A failure whose output matches `pattern` (a regex) is named `name`; a
@@ -352,6 +389,19 @@ pub struct Job {
 pub struct JobTest {
     pub id: String,
     pub allowance_ms: u64,
+    /// The id the command is given (`{id}`, `{ids}`, the ids file,
+    /// `TEST_ID`) and the runner's report names, when it is not `id`: an
+    /// A/B run's `base::X` and `cand::X` both run `X`. Appended with a
+    /// default (`id`).
+    #[serde(default)]
+    pub command_id: Option<String>,
+}
+
+impl JobTest {
+    /// The id the command runs.
+    pub fn command_id(&self) -> &str {
+        self.command_id.as_deref().unwrap_or(&self.id)
+    }
 }
 
 impl Job {
@@ -369,6 +419,7 @@ impl Job {
             tests: vec![JobTest {
                 id: test_id,
                 allowance_ms,
+                command_id: None,
             }],
             attempt,
             deadline_ms,
@@ -381,6 +432,11 @@ impl Job {
     /// The job's ids, in running order.
     pub fn ids(&self) -> impl ExactSizeIterator<Item = &str> {
         self.tests.iter().map(|t| t.id.as_str())
+    }
+
+    /// The ids its command runs, in running order (`JobTest::command_id`).
+    pub fn command_ids(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.tests.iter().map(JobTest::command_id)
     }
 
     /// How long the whole job may run: the per-test timeout for a test alone,
@@ -544,6 +600,101 @@ pub struct RunReport {
     /// with a default.
     #[serde(default)]
     pub flakiness: Option<Flakiness>,
+    /// An A/B run's comparison of its two sides, id by id. Appended with a
+    /// default (none: not an A/B run).
+    #[serde(default)]
+    pub comparison: Option<Comparison>,
+    /// What the fleet's package caches served during a run of the cache
+    /// network, as the caches count it. Appended with a default (none).
+    #[serde(default)]
+    pub cache: Option<CacheUse>,
+}
+
+/// The fleet's caches' traffic over a run's time (from every client: exact
+/// for one campaign at a time, an upper bound when runs overlap).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheUse {
+    pub caches: Vec<CacheCounters>,
+    /// Why a cache could not be asked, if one could not.
+    pub error: Option<String>,
+}
+
+/// One cache's counts over a run's time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheCounters {
+    /// As `aggregator.caches` names it (`apt`, `pypi`).
+    pub name: String,
+    /// Packages served from the cache, and fetched upstream first.
+    pub package_hits: u64,
+    pub package_misses: u64,
+    /// Index and metadata requests (package lists, project pages).
+    pub index_requests: u64,
+    pub bytes_served: u64,
+    pub bytes_fetched: u64,
+}
+
+impl CacheCounters {
+    /// Packages served, hits and misses: the cache's own counts, so summed
+    /// without trusting them to fit.
+    pub fn packages_served(&self) -> u64 {
+        self.package_hits.saturating_add(self.package_misses)
+    }
+
+    /// Hits of all packages served, in percent; `None` when none was.
+    pub fn hit_percent(&self) -> Option<f64> {
+        let served = self.packages_served();
+        (served > 0).then(|| self.package_hits as f64 * 100.0 / served as f64)
+    }
+}
+
+/// How each id of an A/B run compares across its sides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub baseline_image: String,
+    pub confirm: u32,
+    /// Every id (plain, without its side's prefix), in the run's order.
+    pub tests: Vec<ComparedTest>,
+}
+
+/// One id's comparison: the class and the tallies it was decided from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComparedTest {
+    pub id: String,
+    pub class: CompareClass,
+    /// A difference run `confirm` more times on each side with the same
+    /// result; `false` for a difference the run's end left unconfirmed
+    /// (still reported, and still failing the verdict) and for every class
+    /// that is no difference.
+    pub confirmed: bool,
+    pub baseline: SideTally,
+    pub candidate: SideTally,
+}
+
+impl ComparedTest {
+    /// Whether this id fails its A/B run: a regression, or a side the fleet
+    /// ran and could not decide (nothing was compared). Failures on both
+    /// sides fail nothing, nor does a baseline an earlier run did not record.
+    pub fn fails_the_run(&self) -> bool {
+        self.class == CompareClass::Regressed
+            || self.baseline.undecided()
+            || self.candidate.undecided()
+    }
+}
+
+impl Comparison {
+    /// The ids that fail the run ([`ComparedTest::fails_the_run`]).
+    pub fn failing_the_run(&self) -> impl Iterator<Item = &ComparedTest> {
+        self.tests.iter().filter(|t| t.fails_the_run())
+    }
+
+    /// The ids of one class, in the run's order.
+    pub fn of_class(&self, class: CompareClass) -> impl Iterator<Item = &ComparedTest> {
+        self.tests.iter().filter(move |t| t.class == class)
+    }
+
+    pub fn count(&self, class: CompareClass) -> usize {
+        self.of_class(class).count()
+    }
 }
 
 /// Flaky and failing tests across a suite's recent runs.
@@ -939,6 +1090,22 @@ mod tests {
     use super::*;
     use crate::strategies::sample_spec;
 
+    /// A cache's counts are its own answer, untrusted: counts that do not
+    /// fit when summed give a figure, not a panic.
+    #[test]
+    fn a_caches_counts_near_the_limit_give_a_hit_rate() {
+        let counters = CacheCounters {
+            name: "apt".into(),
+            package_hits: u64::MAX,
+            package_misses: 1,
+            index_requests: 0,
+            bytes_served: 0,
+            bytes_fetched: 0,
+        };
+        assert_eq!(counters.packages_served(), u64::MAX);
+        assert!(counters.hit_percent().unwrap() > 99.0);
+    }
+
     /// A job of one test alone keeps the per-test timeout; a batch gets
     /// the batch rule's.
     #[test]
@@ -952,10 +1119,12 @@ mod tests {
                 JobTest {
                     id: "a".into(),
                     allowance_ms: 1_000,
+                    command_id: None,
                 },
                 JobTest {
                     id: "b".into(),
                     allowance_ms: 2_000,
+                    command_id: None,
                 },
             ],
             ..alone

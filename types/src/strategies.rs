@@ -294,6 +294,8 @@ pub fn run_report() -> impl Strategy<Value = RunReport> {
                 batches: Vec::new(),
                 reports_error: None,
                 flakiness: None,
+                comparison: None,
+                cache: None,
             },
         )
 }

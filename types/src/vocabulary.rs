@@ -276,11 +276,22 @@ impl FinalStatus {
         FinalStatus::Error,
     ];
 
-    /// A test's status from its last attempt and how many it had: passed
-    /// after a failure is flaky.
-    pub fn of_last_attempt(last: AttemptStatus, attempts: usize) -> FinalStatus {
+    /// A test's status from its attempts' statuses, oldest first: passed
+    /// after an attempt that did not pass is flaky (passes alone, as the
+    /// confirmations of an A/B run's side are, are a pass); none is missing.
+    pub fn of_attempts(statuses: &[AttemptStatus]) -> FinalStatus {
+        let passed = AttemptStatus::Ran(Outcome::Passed);
+        match statuses.split_last() {
+            None => FinalStatus::Missing,
+            Some((&last, earlier)) if last == passed && earlier.iter().any(|s| *s != passed) => {
+                FinalStatus::Flaky
+            }
+            Some((&last, _)) => FinalStatus::of_last_attempt(last),
+        }
+    }
+
+    fn of_last_attempt(last: AttemptStatus) -> FinalStatus {
         match last {
-            AttemptStatus::Ran(Outcome::Passed) if attempts > 1 => FinalStatus::Flaky,
             AttemptStatus::Ran(Outcome::Passed) => FinalStatus::Passed,
             AttemptStatus::Ran(Outcome::Failed) => FinalStatus::Failed,
             AttemptStatus::Ran(Outcome::TimedOut) => FinalStatus::TimedOut,
@@ -308,6 +319,131 @@ impl FinalStatus {
             FinalStatus::Failed | FinalStatus::TimedOut | FinalStatus::DeadLettered
         )
     }
+}
+
+/// How an id of an A/B run compares, its baseline's attempts against its
+/// candidate's: crater's comparison, decided from repetition as well as
+/// from reasons (a fleet fault is an error, retried, and never decides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompareClass {
+    /// The baseline passed every time, the candidate failed every time.
+    Regressed,
+    /// The candidate passed every time, the baseline failed every time.
+    Fixed,
+    /// A side both passed and failed.
+    Flaky,
+    /// A side has no attempt that passed or failed: errors of the fleet,
+    /// missing or dead-lettered, after its retries.
+    Infra,
+    /// Failed every time on both sides.
+    Failing,
+    /// Passed every time on both sides.
+    Passing,
+}
+
+impl CompareClass {
+    /// Every class, in the order reports list them: what a change broke first.
+    pub const ORDER: [CompareClass; 6] = [
+        CompareClass::Regressed,
+        CompareClass::Fixed,
+        CompareClass::Flaky,
+        CompareClass::Infra,
+        CompareClass::Failing,
+        CompareClass::Passing,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CompareClass::Regressed => "regressed",
+            CompareClass::Fixed => "fixed",
+            CompareClass::Flaky => "flaky",
+            CompareClass::Infra => "infra",
+            CompareClass::Failing => "failing",
+            CompareClass::Passing => "passing",
+        }
+    }
+
+    /// A difference between the sides, which confirmation runs again.
+    pub fn differs(self) -> bool {
+        matches!(self, CompareClass::Regressed | CompareClass::Fixed)
+    }
+}
+
+/// One side's attempts at one id, folded: what decides its class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideTally {
+    pub passed: u32,
+    /// Failed or timed out: the test's doing.
+    pub failed: u32,
+    /// Errors of the fleet, missing and dead-lettered attempts.
+    pub infra: u32,
+}
+
+impl SideTally {
+    pub fn add(&mut self, status: AttemptStatus) {
+        match status {
+            AttemptStatus::Ran(Outcome::Passed) => self.passed += 1,
+            AttemptStatus::Ran(Outcome::Failed | Outcome::TimedOut) => self.failed += 1,
+            // A comparison must not call "killed its worker" a regression.
+            AttemptStatus::Ran(Outcome::Error)
+            | AttemptStatus::Missing
+            | AttemptStatus::DeadLettered { .. } => self.infra += 1,
+        }
+    }
+
+    pub fn of(statuses: impl IntoIterator<Item = AttemptStatus>) -> SideTally {
+        let mut tally = SideTally::default();
+        statuses.into_iter().for_each(|s| tally.add(s));
+        tally
+    }
+
+    /// Attempts that passed or failed: what says something about the code.
+    pub fn decisive(&self) -> u32 {
+        self.passed.saturating_add(self.failed)
+    }
+
+    /// The fleet ran this side and could not decide it: its attempts are
+    /// all errors of the fleet's (an empty side, a baseline an earlier run
+    /// did not record, is not).
+    pub fn undecided(&self) -> bool {
+        self.decisive() == 0 && self.infra > 0
+    }
+
+    /// The side disagrees with itself.
+    pub fn mixed(&self) -> bool {
+        self.passed > 0 && self.failed > 0
+    }
+}
+
+/// The class of an id from its two sides' tallies.
+pub fn classify(baseline: SideTally, candidate: SideTally) -> CompareClass {
+    if baseline.decisive() == 0 || candidate.decisive() == 0 {
+        return CompareClass::Infra;
+    }
+    if baseline.mixed() || candidate.mixed() {
+        return CompareClass::Flaky;
+    }
+    match (baseline.passed > 0, candidate.passed > 0) {
+        (true, true) => CompareClass::Passing,
+        (false, false) => CompareClass::Failing,
+        (true, false) => CompareClass::Regressed,
+        (false, true) => CompareClass::Fixed,
+    }
+}
+
+/// Whether a difference stands after `confirm` more attempts on each side
+/// (1 + `confirm` decisive attempts on each, none disagreeing).
+pub fn confirmed(baseline: SideTally, candidate: SideTally, confirm: u32) -> bool {
+    classify(baseline, candidate).differs()
+        && baseline.decisive() > confirm
+        && candidate.decisive() > confirm
+}
+
+/// Whether a difference with a baseline an earlier run recorded stands
+/// after `confirm` more attempts on the candidate's side, the only one run.
+pub fn confirmed_against_record(baseline: SideTally, candidate: SideTally, confirm: u32) -> bool {
+    classify(baseline, candidate).differs() && candidate.decisive() > confirm
 }
 
 #[cfg(test)]
@@ -411,7 +547,67 @@ mod tests {
             ]
         );
         let passed = AttemptStatus::Ran(Outcome::Passed);
-        assert_eq!(FinalStatus::of_last_attempt(passed, 1), FinalStatus::Passed);
-        assert_eq!(FinalStatus::of_last_attempt(passed, 3), FinalStatus::Flaky);
+        let failed = AttemptStatus::Ran(Outcome::Failed);
+        assert_eq!(FinalStatus::of_attempts(&[]), FinalStatus::Missing);
+        assert_eq!(FinalStatus::of_attempts(&[passed]), FinalStatus::Passed);
+        assert_eq!(
+            FinalStatus::of_attempts(&[failed, passed]),
+            FinalStatus::Flaky
+        );
+        assert_eq!(
+            FinalStatus::of_attempts(&[AttemptStatus::Missing, passed]),
+            FinalStatus::Flaky
+        );
+        assert_eq!(
+            FinalStatus::of_attempts(&[passed, passed, passed]),
+            FinalStatus::Passed
+        );
+        assert_eq!(
+            FinalStatus::of_attempts(&[passed, failed]),
+            FinalStatus::Failed
+        );
+    }
+
+    #[test]
+    fn each_shape_of_two_sides_is_classified() {
+        let t = |passed, failed, infra| SideTally {
+            passed,
+            failed,
+            infra,
+        };
+        use CompareClass::*;
+        let cases = [
+            (t(1, 0, 0), t(1, 0, 0), Passing),
+            (t(0, 1, 0), t(0, 1, 0), Failing),
+            (t(1, 0, 0), t(0, 1, 0), Regressed),
+            (t(0, 1, 0), t(1, 0, 0), Fixed),
+            (t(2, 1, 0), t(0, 3, 0), Flaky),
+            (t(3, 0, 0), t(1, 2, 0), Flaky),
+            (t(0, 0, 2), t(1, 0, 0), Infra),
+            (t(1, 0, 0), t(0, 0, 1), Infra),
+            (t(1, 0, 3), t(0, 1, 2), Regressed),
+        ];
+        for (baseline, candidate, class) in cases {
+            assert_eq!(
+                classify(baseline, candidate),
+                class,
+                "{baseline:?} {candidate:?}"
+            );
+        }
+        assert!(!confirmed(t(1, 0, 0), t(0, 1, 0), 2));
+        assert!(!confirmed(t(3, 0, 0), t(0, 2, 0), 2));
+        assert!(confirmed(t(3, 0, 0), t(0, 3, 0), 2));
+        assert!(
+            !confirmed(t(3, 0, 0), t(3, 0, 0), 2),
+            "no difference to confirm"
+        );
+        assert_eq!(
+            SideTally::of([
+                AttemptStatus::Ran(Outcome::TimedOut),
+                AttemptStatus::Ran(Outcome::Error),
+                AttemptStatus::DeadLettered { deliveries: 3 },
+            ]),
+            t(0, 1, 2)
+        );
     }
 }

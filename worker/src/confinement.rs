@@ -7,6 +7,7 @@
 //! each of its tests an `Error` that names the setting to change.
 
 use std::collections::BTreeSet;
+pub use testfleet_types::messages::CACHE_NETWORK;
 
 use testfleet_types::messages::RunSpec;
 
@@ -40,6 +41,15 @@ impl Liftable {
             Liftable::NoNewPrivileges => "no_new_privileges",
         }
     }
+}
+
+/// What a job of `run.network = "cache"` is given on this worker
+/// (`worker.cache`): the Docker network the caches are on, and the
+/// variables that point package managers at them, before the spec's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheAccess {
+    pub network: String,
+    pub env: Vec<(String, String)>,
 }
 
 /// A worker's rules for what its test containers may be given.

@@ -7,6 +7,7 @@
 //! engine we cannot reach is an `Err` (the job then goes back to the queue).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::capture::OutputCapture;
-use crate::confinement::capability;
+use crate::confinement::{capability, CacheAccess, CACHE_NETWORK};
 use crate::job::{
     argv, collect_output, error_outcome, host_out_of_memory, ids_file_contents, needs_files,
     no_output, report_file_name, test_env, timed_out, Cleanup, LastOutput, Observed, Paths, Ran,
@@ -51,7 +52,7 @@ const KEEP_ALIVE: [&str; 2] = ["sleep", "2147483647"];
 /// How long output may keep arriving after the container has exited.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(10);
 /// How long a container killed by SIGKILL is asked whether memory did it.
-const OOM_NEWS_GRACE: Duration = Duration::from_secs(3);
+const OOM_NEWS_GRACE: Duration = Duration::from_secs(10);
 
 /// A connection to one Docker engine, shared by every slot of a worker.
 #[derive(Clone)]
@@ -63,6 +64,8 @@ pub struct DockerExecutor {
     leftovers: mpsc::UnboundedSender<String>,
     /// Warm mode's kept containers (see `warm.rs`).
     warm: WarmPool,
+    /// Where jobs of `run.network = "cache"` go (`worker.cache`).
+    cache: Option<Arc<CacheAccess>>,
 }
 
 impl DockerExecutor {
@@ -74,8 +77,17 @@ impl DockerExecutor {
             worker_id,
             leftovers,
             warm: WarmPool::default(),
+            cache: None,
         };
         (executor, receiver)
+    }
+
+    /// The same executor, giving jobs of `run.network = "cache"` this access.
+    pub fn with_cache(self, cache: Option<CacheAccess>) -> Self {
+        DockerExecutor {
+            cache: cache.map(Arc::new),
+            ..self
+        }
     }
 
     /// Connects to the local engine and waits until it answers, with backoff:
@@ -354,7 +366,7 @@ impl DockerExecutor {
         let clock = std::time::Instant::now();
         let options = CreateExecOptions {
             cmd: Some(argv(job, paths)),
-            env: Some(env_lines(job, paths)),
+            env: Some(env_lines(job, paths, self.cache_of(job))),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             ..Default::default()
@@ -521,7 +533,7 @@ impl DockerExecutor {
     }
 
     async fn try_create(&self, job: &Job, paths: &Paths) -> Result<String, DockerError> {
-        let body = container_body(job, paths, &self.worker_id);
+        let body = container_body(job, paths, &self.worker_id, self.cache_of(job));
         let created = self
             .docker
             .create_container(
@@ -729,10 +741,15 @@ fn executable(options: &str) -> String {
 }
 
 /// The container's full definition: argv without a shell, labels, confinement.
-fn container_body(job: &Job, paths: &Paths, worker_id: &str) -> ContainerCreateBody {
+fn container_body(
+    job: &Job,
+    paths: &Paths,
+    worker_id: &str,
+    cache: Option<&CacheAccess>,
+) -> ContainerCreateBody {
     let spec = &job.spec;
     let (cmd, env) = match spec.container_mode {
-        ContainerMode::Fresh => (argv(job, paths), env_lines(job, paths)),
+        ContainerMode::Fresh => (argv(job, paths), env_lines(job, paths, cache)),
         // PID 1 of a kept container only keeps it alive; tests come as execs,
         // each with its own argv and environment.
         ContainerMode::Warm => (KEEP_ALIVE.iter().map(|s| s.to_string()).collect(), vec![]),
@@ -762,7 +779,10 @@ fn container_body(job: &Job, paths: &Paths, worker_id: &str) -> ContainerCreateB
         labels: Some(labels),
         user: spec.user.clone(),
         host_config: Some(HostConfig {
-            network_mode: Some(spec.container.network.clone()),
+            network_mode: Some(match cache {
+                Some(cache) => cache.network.clone(),
+                None => spec.container.network.clone(),
+            }),
             tmpfs: Some(tmpfs),
             memory: spec.container.memory_bytes,
             // No swap beyond the memory limit (the engine's default doubles it).
@@ -796,12 +816,27 @@ fn container_body(job: &Job, paths: &Paths, worker_id: &str) -> ContainerCreateB
     }
 }
 
-/// The job's environment as the engine takes it, `KEY=value`.
-fn env_lines(job: &Job, paths: &Paths) -> Vec<String> {
-    test_env(job, paths)
-        .into_iter()
+/// The job's environment as the engine takes it, `KEY=value`: the cache's
+/// variables first (a job of the cache network), so that the spec's own
+/// override them (the engine keeps a name's last value).
+fn env_lines(job: &Job, paths: &Paths, cache: Option<&CacheAccess>) -> Vec<String> {
+    let cache_env = cache.map(|c| c.env.as_slice()).unwrap_or_default();
+    cache_env
+        .iter()
+        .cloned()
+        .chain(test_env(job, paths))
         .map(|(k, v)| format!("{k}={v}"))
         .collect()
+}
+
+impl DockerExecutor {
+    /// The cache access a job gets: this worker's, for a job of the cache
+    /// network (which confinement let through only where there is one).
+    fn cache_of(&self, job: &Job) -> Option<&CacheAccess> {
+        (job.spec.container.network == CACHE_NETWORK)
+            .then_some(self.cache.as_deref())
+            .flatten()
+    }
 }
 
 /// Where a container's command finds its files: under `/testfleet`, or a
@@ -967,13 +1002,16 @@ pub fn is_unreachable(error: &DockerError) -> bool {
     )
 }
 
+/// A 404 from creating a container: its image is missing, unless what the
+/// engine could not find is the network (the cache's, say, not created on
+/// this engine), which no pull brings.
 fn is_missing_image(error: &DockerError) -> bool {
     matches!(
         error,
         DockerError::DockerResponseServerError {
             status_code: 404,
-            ..
-        }
+            message,
+        } if !message.starts_with("network ")
     )
 }
 
@@ -981,6 +1019,18 @@ fn is_missing_image(error: &DockerError) -> bool {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn a_missing_network_is_no_missing_image() {
+        let not_found = |message: &str| DockerError::DockerResponseServerError {
+            status_code: 404,
+            message: message.into(),
+        };
+        assert!(is_missing_image(&not_found("No such image: x:latest")));
+        assert!(!is_missing_image(&not_found(
+            "network testfleet-cache not found"
+        )));
+    }
 
     fn job(test_id: &str) -> Job {
         let mut spec = testfleet_common::config::default_spec();
@@ -992,7 +1042,7 @@ mod tests {
     }
 
     fn body(job: &Job) -> ContainerCreateBody {
-        container_body(job, &paths(job, None), "w")
+        container_body(job, &paths(job, None), "w", None)
     }
 
     #[test]
@@ -1025,6 +1075,7 @@ mod tests {
         batch.tests.push(testfleet_types::messages::JobTest {
             id: "b c".into(),
             allowance_ms: 1,
+            command_id: None,
         });
         let paths = paths(&batch, Some(uuid::Uuid::nil()));
         let tar = staging_tar(&batch, &paths).unwrap();
@@ -1051,6 +1102,36 @@ mod tests {
         );
         assert_eq!(paths.report, format!("/{folder}/report/report.xml"));
         assert_eq!(first_file_in(&tar), Some(b"a\nb c\n".to_vec()));
+    }
+
+    #[test]
+    fn a_job_of_the_cache_network_runs_on_the_workers_with_its_variables_first() {
+        let mut cached = job("t1");
+        cached.spec.container.network = CACHE_NETWORK.into();
+        cached
+            .spec
+            .env
+            .insert("http_proxy".into(), "http://mine:1".into());
+        let cache = CacheAccess {
+            network: "fleet-cache".into(),
+            env: vec![
+                ("http_proxy".into(), "http://apt-cache:3142".into()),
+                (
+                    "PIP_INDEX_URL".into(),
+                    "http://pypi-cache:5000/index/".into(),
+                ),
+            ],
+        };
+        let created = container_body(&cached, &paths(&cached, None), "w", Some(&cache));
+        let host = created.host_config.unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("fleet-cache"));
+        let env = created.env.unwrap();
+        let position = |line: &str| env.iter().position(|e| e == line).unwrap();
+        assert!(
+            position("http_proxy=http://apt-cache:3142") < position("http_proxy=http://mine:1"),
+            "the spec's own value comes last, and wins: {env:?}"
+        );
+        assert!(env.contains(&"PIP_INDEX_URL=http://pypi-cache:5000/index/".to_owned()));
     }
 
     #[test]

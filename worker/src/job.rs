@@ -176,17 +176,18 @@ pub struct Paths {
 }
 
 /// The job's argv; never a shell line. Inside each element `{id}` becomes the
-/// first (for a job of one, the only) test id, `{report}` and `{ids_file}`
+/// first (for a job of one, the only) test id the command runs
+/// (`JobTest::command_id`: an A/B run's `base::X` runs `X`), `{report}` and `{ids_file}`
 /// the paths, and `{ids_regex}` an anchored regex of the ids
 /// (`^(TestA|TestB)$`, each escaped, for `go test -run`). An element that is
 /// exactly `{ids}` becomes one element per id.
 pub fn argv(job: &Job, paths: &Paths) -> Vec<String> {
-    let first = job.ids().next().unwrap_or_default();
+    let first = job.command_ids().next().unwrap_or_default();
     let regex = ids_regex(job);
     let mut argv = Vec::with_capacity(job.spec.command.len() + job.tests.len());
     for element in &job.spec.command {
         if element == "{ids}" {
-            argv.extend(job.ids().map(str::to_owned));
+            argv.extend(job.command_ids().map(str::to_owned));
             continue;
         }
         argv.push(
@@ -221,7 +222,7 @@ pub fn report_file_name(job: &Job) -> &'static str {
 }
 
 fn ids_regex(job: &Job) -> String {
-    let alternatives: Vec<String> = job.ids().map(regex_escape).collect();
+    let alternatives: Vec<String> = job.command_ids().map(regex_escape).collect();
     format!("^({})$", alternatives.join("|"))
 }
 
@@ -238,7 +239,7 @@ fn regex_escape(text: &str) -> String {
 
 /// The ids file's contents: one id per line.
 pub fn ids_file_contents(job: &Job) -> String {
-    job.ids().map(|id| format!("{id}\n")).collect()
+    job.command_ids().map(|id| format!("{id}\n")).collect()
 }
 
 /// The variables a test gets on top of its executor's: the spec's, then the
@@ -252,7 +253,7 @@ pub fn test_env(job: &Job, paths: &Paths) -> Vec<(String, String)> {
         .collect();
     env.push((
         "TEST_ID".into(),
-        job.ids().next().unwrap_or_default().to_owned(),
+        job.command_ids().next().unwrap_or_default().to_owned(),
     ));
     env.push(("TESTFLEET_RUN_ID".into(), job.run_id.to_string()));
     env.push(("TESTFLEET_ATTEMPT".into(), job.attempt.to_string()));
@@ -296,6 +297,7 @@ mod tests {
                 .map(|id| JobTest {
                     id: id.to_string(),
                     allowance_ms: 1,
+                    command_id: None,
                 })
                 .collect(),
             attempt: 2,
@@ -311,6 +313,21 @@ mod tests {
             ids_file: "/tf/ids".into(),
             report: "/tf/report/r.xml".into(),
         }
+    }
+
+    #[test]
+    fn a_sides_job_gives_its_command_the_plain_ids() {
+        let mut job = job(
+            &["base::a", "base::b"],
+            &["run", "{id}", "{ids}", "{ids_regex}"],
+        );
+        for test in &mut job.tests {
+            test.command_id = Some(test.id["base::".len()..].to_owned());
+        }
+        assert_eq!(argv(&job, &paths()), ["run", "a", "a", "b", "^(a|b)$"]);
+        assert_eq!(ids_file_contents(&job), "a\nb\n");
+        let env = test_env(&job, &paths());
+        assert!(env.contains(&("TEST_ID".into(), "a".into())));
     }
 
     #[test]

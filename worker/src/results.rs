@@ -62,7 +62,7 @@ pub fn settle(job: &Job, observed: Observed, settling: &Settling) -> Yield {
         parts,
         host_busy_permille,
     } = *settling;
-    let ids: Vec<String> = job.ids().map(str::to_owned).collect();
+    let ids: Vec<String> = job.command_ids().map(str::to_owned).collect();
     let (read, report_problem) = read_report(job, &observed, &ids);
     let Observed {
         ran,
@@ -322,6 +322,7 @@ mod tests {
                 .map(|id| JobTest {
                     id: id.to_string(),
                     allowance_ms: 1_000,
+                    command_id: None,
                 })
                 .collect(),
             attempt: 1,

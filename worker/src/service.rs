@@ -139,6 +139,7 @@ impl Worker {
                     let id = settings.worker_id.clone();
                     let timeout = settings.docker_timeout;
                     let (docker, receiver) = DockerExecutor::connect(timeout, id, shutdown).await?;
+                    let docker = docker.with_cache(settings.cache.clone());
                     let removed = docker
                         .sweep(Sweep::ExpiredOrOwnedBy(&settings.worker_id))
                         .await;

@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use testfleet_common::broker::Brokers;
-use testfleet_common::config::{ConfigError, RawConfig};
+use testfleet_common::config::{ConfigError, RawConfig, WorkerConfig};
 use testfleet_common::topology::Topology;
 use testfleet_types::messages::ExecutorKind;
 
-use crate::confinement::{Ceilings, Confinement, Liftable};
+use crate::confinement::{CacheAccess, Ceilings, Confinement, Liftable, CACHE_NETWORK};
 
 /// Validated settings of one worker.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct WorkerSettings {
     pub confinement: Confinement,
     /// How long without a job before the worker exits; `None`: never.
     pub exit_when_idle: Option<Duration>,
+    /// The fleet's package cache, if this worker has one.
+    pub cache: Option<CacheAccess>,
 }
 
 impl WorkerSettings {
@@ -56,6 +58,7 @@ impl WorkerSettings {
             prefetch_extra: raw.worker.prefetch_extra as u16,
             executors: dedup(raw.worker.executors.clone()),
             confinement: confinement(&raw.worker)?,
+            cache: cache_access(&raw.worker)?,
             exit_when_idle: (raw.worker.exit_when_idle_secs > 0)
                 .then(|| Duration::from_secs(raw.worker.exit_when_idle_secs)),
         })
@@ -63,9 +66,32 @@ impl WorkerSettings {
 }
 
 /// The worker's rules for its test containers, each name checked.
-fn confinement(
-    worker: &testfleet_common::config::WorkerConfig,
-) -> Result<Confinement, ConfigError> {
+/// The cache a job of `run.network = "cache"` reaches, if the worker has
+/// one; a worker that allows such jobs must say where its cache is.
+fn cache_access(worker: &WorkerConfig) -> Result<Option<CacheAccess>, ConfigError> {
+    let network = worker.cache.network.trim();
+    let allows_cache = worker.allowed_networks.iter().any(|n| n == CACHE_NETWORK);
+    if network.is_empty() {
+        return match allows_cache {
+            true => Err(ConfigError::Invalid {
+                key: "worker.cache.network",
+                problem: "must name the Docker network of the fleet's caches: worker.allowed_networks lists \"cache\"".into(),
+            }),
+            false => Ok(None),
+        };
+    }
+    Ok(Some(CacheAccess {
+        network: network.to_owned(),
+        env: worker
+            .cache
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }))
+}
+
+fn confinement(worker: &WorkerConfig) -> Result<Confinement, ConfigError> {
     let mut liftable = BTreeSet::new();
     for name in &worker.liftable_limits {
         let Some(limit) = Liftable::parse(name) else {
@@ -154,6 +180,25 @@ mod tests {
         assert!(
             error.contains("worker.liftable_limits") && error.contains("\"seccomp\""),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_worker_allowing_the_cache_network_must_name_its_cache() {
+        let mut raw = testfleet_common::config::defaults();
+        raw.worker.allowed_networks = vec!["none".into(), "cache".into()];
+        let error = WorkerSettings::from_config(&raw).unwrap_err().to_string();
+        assert!(error.contains("worker.cache.network"), "{error}");
+        raw.worker.cache.network = "fleet-cache".into();
+        raw.worker
+            .cache
+            .env
+            .insert("http_proxy".into(), "http://apt-cache:3142".into());
+        let cache = WorkerSettings::from_config(&raw).unwrap().cache.unwrap();
+        assert_eq!(cache.network, "fleet-cache");
+        assert_eq!(
+            cache.env,
+            [("http_proxy".into(), "http://apt-cache:3142".into())]
         );
     }
 

@@ -62,7 +62,25 @@ pub struct RunProgress {
     pub failed: u32,
     pub created_at_ms: u64,
     pub deadline_ms: u64,
+    /// An A/B run's regressions so far, as of its last round's close.
+    pub compared: Option<ComparedProgress>,
 }
+
+/// An A/B run's regressions as they are confirmed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ComparedProgress {
+    /// Ids whose sides differ as a regression, confirmed or not yet.
+    pub regressed: u32,
+    /// Of those, confirmed.
+    pub confirmed: u32,
+    /// Differences (either way) still being confirmed.
+    pub confirming: u32,
+    /// The first regressions' ids, confirmed ones first.
+    pub first: Vec<String>,
+}
+
+/// Regression ids a dashboard snapshot names, at most.
+pub const MAX_REGRESSIONS_SHOWN: usize = 20;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerView {
@@ -104,6 +122,8 @@ pub struct FinishedView {
     pub finished_at_ms: u64,
     /// The aggregator's `report.html` of it, when it wrote one.
     pub report: Option<String>,
+    /// Of an A/B run, its regressions.
+    pub regressed: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -180,6 +200,10 @@ impl FinishedRun {
                 duration_secs: duration_ms as f64 / 1000.0,
                 finished_at_ms: report.finished_at_ms,
                 report: report_link,
+                regressed: report
+                    .comparison
+                    .as_ref()
+                    .map(|c| c.count(testfleet_types::messages::CompareClass::Regressed)),
             },
             verdict: report.verdict,
             flakiest,
@@ -403,6 +427,7 @@ mod tests {
             failed: 0,
             created_at_ms: 0,
             deadline_ms: 1_000_000,
+            compared: None,
         };
         let view = run_view(progress.clone(), 10_000);
         assert_eq!(view.eta_secs, Some(30));
@@ -433,6 +458,7 @@ mod tests {
                     duration_secs: secs,
                     finished_at_ms: 0,
                     report: None,
+                    regressed: None,
                 },
                 verdict: VerdictKind::Passed,
                 flakiest: Vec::new(),
@@ -468,6 +494,7 @@ mod tests {
                     duration_secs: 1.0,
                     finished_at_ms: 0,
                     report: None,
+                    regressed: None,
                 },
                 verdict: VerdictKind::Passed,
                 flakiest: vec![TestFlakiness {

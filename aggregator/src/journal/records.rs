@@ -13,8 +13,8 @@
 use serde::{Deserialize, Serialize};
 use testfleet_types::limits::MAX_PARTED_BYTES;
 use testfleet_types::messages::{
-    BatchRecord, JobQueue, Outcome, Quarantine, RunAnnounce, RunSpec, RuntimeReason, SignatureRule,
-    TestResult,
+    AbRun, BatchRecord, JobQueue, Outcome, Quarantine, RecordedSide, RunAnnounce, RunSpec,
+    RuntimeReason, SignatureRule, TestResult,
 };
 use uuid::Uuid;
 
@@ -81,6 +81,26 @@ pub struct AnnounceRecord {
     /// Appended with a default (none).
     #[serde(default)]
     pub signatures: Vec<SignatureRecord>,
+    /// Appended with a default (none: not an A/B run).
+    #[serde(default)]
+    pub ab: Option<AbRecord>,
+}
+
+/// What makes a run an A/B run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbRecord {
+    pub baseline_image: String,
+    pub confirm: u32,
+    /// Appended with a default (none: both sides run).
+    #[serde(default)]
+    pub recorded: Option<RecordedSideRecord>,
+}
+
+/// The earlier run a `--compare` run's baseline is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedSideRecord {
+    pub run: String,
+    pub outcomes: Vec<Vec<RecordedOutcome>>,
 }
 
 /// A test the run does not fail for, and why, until when.
@@ -206,6 +226,18 @@ impl From<&RunAnnounce> for AnnounceRecord {
                     fleet_fault: rule.fleet_fault,
                 })
                 .collect(),
+            ab: announce.ab.as_ref().map(|ab| AbRecord {
+                baseline_image: ab.baseline_image.clone(),
+                confirm: ab.confirm,
+                recorded: ab.recorded.as_ref().map(|r| RecordedSideRecord {
+                    run: r.run.clone(),
+                    outcomes: r
+                        .outcomes
+                        .iter()
+                        .map(|o| o.iter().map(|&o| o.into()).collect())
+                        .collect(),
+                }),
+            }),
         }
     }
 }
@@ -244,6 +276,18 @@ impl From<AnnounceRecord> for RunAnnounce {
                     fleet_fault: rule.fleet_fault,
                 })
                 .collect(),
+            ab: record.ab.map(|ab| AbRun {
+                baseline_image: ab.baseline_image,
+                confirm: ab.confirm,
+                recorded: ab.recorded.map(|r| RecordedSide {
+                    run: r.run,
+                    outcomes: r
+                        .outcomes
+                        .into_iter()
+                        .map(|o| o.into_iter().map(Outcome::from).collect())
+                        .collect(),
+                }),
+            }),
         }
     }
 }
@@ -418,6 +462,14 @@ mod tests {
                     reason: "flaky".into(),
                     expires_ms: 15,
                 }],
+                ab: Some(AbRecord {
+                    baseline_image: "old".into(),
+                    confirm: 3,
+                    recorded: Some(RecordedSideRecord {
+                        run: "r1".into(),
+                        outcomes: vec![vec![RecordedOutcome::Failed, RecordedOutcome::Passed]],
+                    }),
+                }),
             })),
             Record::Result(ResultRecord {
                 run_id,
@@ -470,7 +522,7 @@ mod tests {
     /// were the message types): a change to a record's encoding fails here
     /// before it reaches a user.
     const GOLDEN: [&str; 6] = [
-        "81a8416e6e6f756e63659cc4100123456789abcdef0123456789abcdefa573756974650102dc0010b874657374666c6565742f62757379626f783a6c617465737493a27368a22d63d92b6563686f206e6f20636f6d6d616e6420636f6e6669677572656420666f72207b69647d3b2065786974203181a141a162ce000493e0ce0010000092cb3fb999999999999a0397a46e6f6e6591a42f746d70ce40000000c0cd0400c390a6646f636b6572c0a5667265736832c092a56a756e6974a6707974657374c090c092a161a162c41000000000000000000000000000000009a34f776e029193a162a5666c616b790f1e9193a86e6f2d7370616365ad4e6f207370616365206c656674c3",
+        "81a8416e6e6f756e63659dc4100123456789abcdef0123456789abcdefa573756974650102dc0010b874657374666c6565742f62757379626f783a6c617465737493a27368a22d63d92b6563686f206e6f20636f6d6d616e6420636f6e6669677572656420666f72207b69647d3b2065786974203181a141a162ce000493e0ce0010000092cb3fb999999999999a0397a46e6f6e6591a42f746d70ce40000000c0cd0400c390a6646f636b6572c0a5667265736832c092a56a756e6974a6707974657374c090c092a161a162c41000000000000000000000000000000009a34f776e029193a162a5666c616b790f1e9193a86e6f2d7370616365ad4e6f207370616365206c656674c393a36f6c640392a272319192a64661696c6564a6506173736564",
         "81a6526573756c749fc4100123456789abcdef0123456789abcdefa16102a854696d65644f7574cc8903a1770405a36f7574c3a16d06c4100000000000000000000000000000000781a65369676e616c09",
         "81aa446561644c657474657293a1620105",
         "81ab526f756e64436c6f7365649108",
@@ -480,6 +532,13 @@ mod tests {
 
     /// An announcement as format 3 wrote it before queue and weight.
     const ANNOUNCE_BEFORE_QUEUES: &str = "81a8416e6e6f756e636597c4100123456789abcdef0123456789abcdefa5737569746501029fb874657374666c6565742f62757379626f783a6c617465737493a27368a22d63d92b6563686f206e6f20636f6d6d616e6420636f6e6669677572656420666f72207b69647d3b2065786974203181a141a162ce000493e0ce0010000092cb3fb999999999999a0397a46e6f6e6591a42f746d70ce40000000c0cd0400c390a6646f636b6572c0a5667265736832c092a56a756e6974a6707974657374c09092a161a162c41000000000000000000000000000000009";
+
+    /// An announcement as format 3 wrote it before A/B runs.
+    const ANNOUNCE_BEFORE_AB: &str = "81a8416e6e6f756e63659cc4100123456789abcdef0123456789abcdefa573756974650102dc0010b874657374666c6565742f62757379626f783a6c617465737493a27368a22d63d92b6563686f206e6f20636f6d6d616e6420636f6e6669677572656420666f72207b69647d3b2065786974203181a141a162ce000493e0ce0010000092cb3fb999999999999a0397a46e6f6e6591a42f746d70ce40000000c0cd0400c390a6646f636b6572c0a5667265736832c092a56a756e6974a6707974657374c090c092a161a162c41000000000000000000000000000000009a34f776e029193a162a5666c616b790f1e9193a86e6f2d7370616365ad4e6f207370616365206c656674c3";
+
+    /// An announcement as format 3 wrote it before `--compare` (an A/B run
+    /// with both sides run).
+    const ANNOUNCE_BEFORE_RECORDED: &str = "81a8416e6e6f756e63659dc4100123456789abcdef0123456789abcdefa573756974650102dc0010b874657374666c6565742f62757379626f783a6c617465737493a27368a22d63d92b6563686f206e6f20636f6d6d616e6420636f6e6669677572656420666f72207b69647d3b2065786974203181a141a162ce000493e0ce0010000092cb3fb999999999999a0397a46e6f6e6591a42f746d70ce40000000c0cd0400c390a6646f636b6572c0a5667265736832c092a56a756e6974a6707974657374c090c092a161a162c41000000000000000000000000000000009a34f776e029193a162a5666c616b790f1e9193a86e6f2d7370616365ad4e6f207370616365206c656674c392a36f6c6403";
 
     /// A result as format 3 wrote it before results named a reason.
     const RESULT_BEFORE_REASONS: &str = "81a6526573756c749ec4100123456789abcdef0123456789abcdefa16102a854696d65644f7574cc8903a1770405a36f7574c3a16d06c41000000000000000000000000000000007";
@@ -523,6 +582,38 @@ mod tests {
                 ..now
             }
         );
+    }
+
+    /// A journal written before A/B runs still reads: its runs are not A/B.
+    #[test]
+    fn an_announcement_from_before_ab_runs_reads_without_one() {
+        let Record::Announce(announce) = rmp_serde::from_slice(&unhex(ANNOUNCE_BEFORE_AB)).unwrap()
+        else {
+            panic!("an announcement");
+        };
+        let Record::Announce(now) = samples().remove(0) else {
+            panic!("an announcement");
+        };
+        assert_eq!(*announce, AnnounceRecord { ab: None, ..*now });
+    }
+
+    /// A journal written before `--compare` still reads: its A/B runs run
+    /// both sides.
+    #[test]
+    fn an_ab_announcement_from_before_compare_reads_without_a_recorded_side() {
+        let Record::Announce(announce) =
+            rmp_serde::from_slice(&unhex(ANNOUNCE_BEFORE_RECORDED)).unwrap()
+        else {
+            panic!("an announcement");
+        };
+        let Record::Announce(now) = samples().remove(0) else {
+            panic!("an announcement");
+        };
+        let ab = now.ab.clone().map(|ab| AbRecord {
+            recorded: None,
+            ..ab
+        });
+        assert_eq!(*announce, AnnounceRecord { ab, ..*now });
     }
 
     /// A journal written before runs had queues of their own still reads:

@@ -413,6 +413,7 @@ mod tests {
             auto_quarantine_percent: None,
             quarantine: Vec::new(),
             signatures: Vec::new(),
+            ab: None,
         }))
     }
 

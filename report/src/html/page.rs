@@ -5,10 +5,13 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use testfleet_types::messages::{AttemptReport, FinalStatus, RunReport, TestReport};
+use testfleet_types::messages::{
+    AttemptReport, CompareClass, FinalStatus, RunReport, SideTally, TestReport,
+};
 
 use super::markup::{attempt_class, esc, final_class, output_tail, text};
 use super::{batches, durations, timeline};
+use crate::compare;
 use crate::format::{
     attempt_status_str, counts_line, describe_attempt, describe_final, did_not_pass,
     failed_attempts, flakiest, flakiness_note, last_attempt, one_line, plural, rfc3339,
@@ -50,6 +53,7 @@ pub fn render(report: &RunReport, triage: &Triage<'_>) -> String {
     let mut page = head(report);
     page.push_str(&verdict(report));
     page.push_str("<main>\n");
+    page.push_str(&comparison(report));
     page.push_str(&counts(report));
     page.push_str(&causes(&anchors, triage));
     page.push_str(&failures(report, &anchors, triage));
@@ -144,6 +148,83 @@ fn counts(report: &RunReport) -> String {
          <a href=\"#timeline\">timeline</a><a href=\"#durations\">durations</a>\
          <a href=\"#passed\">passed</a></nav>\n</section>\n",
     );
+    out
+}
+
+/// Compared ids of a class an A/B run's page lists, at most; regressions
+/// are each shown with both sides' last output.
+const MAX_COMPARED_LISTED: usize = 200;
+
+/// An A/B run's comparison, first on its page: the headline, each
+/// regression with both sides' last output side by side, then the other
+/// differences by class.
+fn comparison(report: &RunReport) -> String {
+    let Some(comparison) = &report.comparison else {
+        return String::new();
+    };
+    let mut body = format!(
+        "<p class=\"meta\">Baseline <code>{}</code> against candidate <code>{}</code>: {}.</p>\n",
+        text(&comparison.baseline_image, 200),
+        text(&report.spec.image, 200),
+        esc(&compare::headline(comparison))
+    );
+    for class in compare::DIFFERENCES {
+        let ids = compare::of_class(report, class);
+        if ids.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            body,
+            "<h3 data-class=\"{}\">{} ({})</h3>",
+            class.name(),
+            capitalized(class.name()),
+            ids.len()
+        );
+        for sides in ids.iter().take(MAX_COMPARED_LISTED) {
+            body.push_str(&compared_entry(report, sides, class));
+        }
+        if ids.len() > MAX_COMPARED_LISTED {
+            let _ = writeln!(
+                body,
+                "<p class=\"note\">… and {} more: see <code>report.json</code>.</p>",
+                ids.len() - MAX_COMPARED_LISTED
+            );
+        }
+    }
+    section("comparison", "Comparison", "", &body)
+}
+
+/// One compared id: each side's tally, and for a regression the last
+/// output each side kept.
+fn compared_entry(report: &RunReport, sides: &compare::Sides<'_>, class: CompareClass) -> String {
+    let tally = |t: &SideTally| {
+        format!(
+            "passed {}, failed {}, errors {}",
+            t.passed, t.failed, t.infra
+        )
+    };
+    let compared = sides.compared;
+    let unconfirmed = if class.differs() && !compared.confirmed {
+        " · not confirmed"
+    } else {
+        ""
+    };
+    let mut out = format!(
+        "<details class=\"compared\" data-class=\"{}\"><summary><code class=\"id\">{}</code>\
+         <span class=\"facts\">baseline: {} · candidate: {}{unconfirmed}</span></summary>\n",
+        class.name(),
+        text(&compared.id, ID_CHARS),
+        tally(&compared.baseline),
+        tally(&compared.candidate),
+    );
+    for (name, side) in [("Candidate", sides.candidate), ("Baseline", sides.baseline)] {
+        let last = side.and_then(|t| t.attempts.iter().rev().find(|a| a.output.is_some()));
+        if let Some(attempt) = last {
+            let _ = writeln!(out, "<h4>{name}</h4>");
+            out.push_str(&attempt_block(report, attempt, true));
+        }
+    }
+    out.push_str("</details>\n");
     out
 }
 
@@ -679,5 +760,23 @@ mod tests {
         assert!(html.contains("Showing 5000 of 400000 attempts"));
         assert_eq!(html.matches("<pre>").count(), MAX_FAILURE_OUTPUTS);
         assert!(html.contains("<summary>Show the other 980 listed failures</summary>"));
+    }
+
+    #[test]
+    fn an_ab_run_leads_with_its_comparison() {
+        let mut report = fixture::ab_report();
+        report.tests[0].attempts[2].output = Some("baseline <ok>\n".into());
+        let html = render(&report, &crate::triage::triage(&report, &[]));
+        let comparison = html.find("<section id=\"comparison\">").unwrap();
+        let counts = html.find("<section id=\"counts\"").unwrap();
+        assert!(comparison < counts, "first on the page");
+        let regressed = html
+            .find("<h3 data-class=\"regressed\">Regressed (1)</h3>")
+            .unwrap();
+        let fixed = html.find("<h3 data-class=\"fixed\">").unwrap();
+        let candidate = html.find("libfoo: symbol v1_api not found").unwrap();
+        let baseline = html.find("baseline &lt;ok&gt;").unwrap();
+        assert!(regressed < candidate && candidate < baseline && baseline < fixed);
+        assert!(html.contains("1 confirmed regression of 4 ids"));
     }
 }

@@ -8,8 +8,11 @@ pub mod schema;
 use std::io::{self, Write};
 use std::marker::PhantomData;
 
+use std::collections::HashMap;
+
 use serde::{Serialize, Serializer};
-use testfleet_types::messages::RunReport;
+use testfleet_types::messages::{Comparison, RunReport, TestReport};
+use testfleet_types::sides::{self, Side};
 
 /// The schema version `report.json` carries (`docs/REPORT.md`).
 pub const SCHEMA: u32 = 2;
@@ -29,6 +32,10 @@ pub fn write(report: &RunReport, mut out: impl Write) -> io::Result<()> {
         report,
         Converted::<_, schema::Test>::new(&report.tests),
         Converted::<_, schema::Batch>::new(&report.batches),
+        report
+            .comparison
+            .as_ref()
+            .map(|comparison| ComparedSides::new(report, comparison)),
     );
     serde_json::to_writer_pretty(&mut out, &document)?;
     out.write_all(b"\n")
@@ -62,6 +69,48 @@ where
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.items.iter().map(To::from))
     }
+}
+
+/// An A/B run's compared ids, each written with its sides' attempts as it
+/// goes; the sides are found by id in the report's tests.
+struct ComparedSides<'a> {
+    comparison: &'a Comparison,
+    tests: HashMap<&'a str, &'a TestReport>,
+}
+
+impl<'a> ComparedSides<'a> {
+    fn new(report: &'a RunReport, comparison: &'a Comparison) -> Self {
+        let tests = report.tests.iter().map(|t| (t.id.as_str(), t)).collect();
+        ComparedSides { comparison, tests }
+    }
+
+    /// The sides of every compared id, found the same way for every caller.
+    pub fn each(&self) -> impl Iterator<Item = schema::ComparedTest> + '_ {
+        self.comparison.tests.iter().map(|test| {
+            let side = |side| {
+                let id = sides::side_id(side, &test.id);
+                self.tests.get(id.as_str()).copied()
+            };
+            schema::ComparedTest::of(test, side(Side::Baseline), side(Side::Candidate))
+        })
+    }
+}
+
+impl Serialize for ComparedSides<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.each())
+    }
+}
+
+/// An A/B run's compared ids with their sides' attempts, as `report.json`
+/// writes them (tests and readers that want them whole).
+pub fn compared_tests(report: &RunReport) -> Vec<schema::ComparedTest> {
+    report
+        .comparison
+        .as_ref()
+        .map_or_else(Vec::new, |comparison| {
+            ComparedSides::new(report, comparison).each().collect()
+        })
 }
 
 #[cfg(test)]
@@ -147,13 +196,45 @@ mod tests {
         let back = read(&bytes).unwrap();
         let tests = report.tests.iter().map(schema::Test::from).collect();
         let batches = report.batches.iter().map(schema::Batch::from).collect();
-        assert_eq!(back, schema::Report::of(&report, tests, batches));
+        let compared = report.comparison.as_ref().map(|_| compared_tests(&report));
+        assert_eq!(back, schema::Report::of(&report, tests, batches, compared));
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.contains("\"DeadLettered\""));
         assert!(text.starts_with("{\n  \"schema\": 2,"), "versioned first");
         assert!(text.contains("\"deliveries\": 5"));
         assert!(text.contains("first try"), "earlier attempts are kept");
         assert!(text.ends_with("}\n"));
+    }
+
+    #[test]
+    fn an_ab_run_compares_every_id_with_both_sides_attempts() {
+        let report = fixture::ab_report();
+        let text = String::from_utf8(render(&report).unwrap()).unwrap();
+        assert!(text.contains("\"class\": \"regressed\""), "{text}");
+        let comparison = read(text.as_bytes()).unwrap().comparison.unwrap();
+        assert_eq!(comparison.baseline_image, "testfleet/busybox:old");
+        let counts = comparison.counts;
+        assert_eq!(
+            (
+                counts.regressed,
+                counts.fixed,
+                counts.failing,
+                counts.passing
+            ),
+            (1, 1, 1, 1)
+        );
+        let regressed = &comparison.tests[0];
+        assert_eq!(
+            (regressed.id.as_str(), regressed.class, regressed.confirmed),
+            ("lib-user", schema::Class::Regressed, true)
+        );
+        assert_eq!(
+            (regressed.baseline.len(), regressed.candidate.len()),
+            (3, 3)
+        );
+        let failed = &regressed.candidate[2];
+        assert_eq!(failed.reason.as_deref(), Some("exit:1"));
+        assert_eq!(failed.output, None, "outputs are under tests, once");
     }
 
     /// Schema 2 as it was written when the document was the message type

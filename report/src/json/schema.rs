@@ -17,7 +17,7 @@ use uuid::Uuid;
 /// The whole document. `T` and `B` are its lists of tests and batches: owned
 /// when read, converted one by one as they are written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Report<T = Vec<Test>, B = Vec<Batch>> {
+pub struct Report<T = Vec<Test>, B = Vec<Batch>, C = Vec<ComparedTest>> {
     pub schema: u32,
     pub run_id: Uuid,
     pub suite: String,
@@ -35,6 +35,153 @@ pub struct Report<T = Vec<Test>, B = Vec<Batch>> {
     /// The tests that did not pass, by their last attempt's reason.
     #[serde(default)]
     pub reasons: Vec<ReasonCount>,
+    /// An A/B run's comparison of its sides, id by id.
+    #[serde(default)]
+    pub comparison: Option<Comparison<C>>,
+    /// A run of the cache network: the fleet's caches' traffic over its time.
+    #[serde(default)]
+    pub cache: Option<Cache>,
+}
+
+/// The fleet's package caches over a run's time, as they count it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cache {
+    pub caches: Vec<CacheFigures>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheFigures {
+    pub name: String,
+    pub package_hits: u64,
+    pub package_misses: u64,
+    /// Of the packages served, the share the cache had, in percent.
+    pub hit_percent: Option<f64>,
+    pub index_requests: u64,
+    pub bytes_served: u64,
+    pub bytes_fetched: u64,
+}
+
+impl From<&message::CacheUse> for Cache {
+    fn from(cache: &message::CacheUse) -> Self {
+        Cache {
+            caches: cache
+                .caches
+                .iter()
+                .map(|c| CacheFigures {
+                    name: c.name.clone(),
+                    package_hits: c.package_hits,
+                    package_misses: c.package_misses,
+                    hit_percent: c.hit_percent(),
+                    index_requests: c.index_requests,
+                    bytes_served: c.bytes_served,
+                    bytes_fetched: c.bytes_fetched,
+                })
+                .collect(),
+            error: cache.error.clone(),
+        }
+    }
+}
+
+/// How an A/B run's ids compare, its baseline against its candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison<C = Vec<ComparedTest>> {
+    pub baseline_image: String,
+    pub confirm: u32,
+    pub counts: ClassCounts,
+    /// Every id, in the run's order.
+    pub tests: C,
+}
+
+/// How many ids of each class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassCounts {
+    pub regressed: usize,
+    pub fixed: usize,
+    pub flaky: usize,
+    pub infra: usize,
+    pub failing: usize,
+    pub passing: usize,
+}
+
+/// One id: its class, and each side's attempts (their outputs are those of
+/// `tests`, under `base::<id>` and `cand::<id>`, and are not repeated here).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComparedTest {
+    pub id: String,
+    pub class: Class,
+    pub confirmed: bool,
+    pub baseline: Vec<Attempt>,
+    pub candidate: Vec<Attempt>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    Regressed,
+    Fixed,
+    Flaky,
+    Infra,
+    Failing,
+    Passing,
+}
+
+impl From<message::CompareClass> for Class {
+    fn from(class: message::CompareClass) -> Self {
+        match class {
+            message::CompareClass::Regressed => Class::Regressed,
+            message::CompareClass::Fixed => Class::Fixed,
+            message::CompareClass::Flaky => Class::Flaky,
+            message::CompareClass::Infra => Class::Infra,
+            message::CompareClass::Failing => Class::Failing,
+            message::CompareClass::Passing => Class::Passing,
+        }
+    }
+}
+
+impl ClassCounts {
+    pub fn of(comparison: &message::Comparison) -> Self {
+        let mut counts = ClassCounts::default();
+        for test in &comparison.tests {
+            *match test.class {
+                message::CompareClass::Regressed => &mut counts.regressed,
+                message::CompareClass::Fixed => &mut counts.fixed,
+                message::CompareClass::Flaky => &mut counts.flaky,
+                message::CompareClass::Infra => &mut counts.infra,
+                message::CompareClass::Failing => &mut counts.failing,
+                message::CompareClass::Passing => &mut counts.passing,
+            } += 1;
+        }
+        counts
+    }
+}
+
+impl ComparedTest {
+    /// `test` with its sides' attempts (`None`: a side the report left
+    /// out), outputs left out.
+    pub fn of(
+        test: &message::ComparedTest,
+        baseline: Option<&message::TestReport>,
+        candidate: Option<&message::TestReport>,
+    ) -> Self {
+        let attempts = |side: Option<&message::TestReport>| -> Vec<Attempt> {
+            side.map(|t| t.attempts.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .map(|a| Attempt {
+                    output: None,
+                    ..Attempt::from(a)
+                })
+                .collect()
+        };
+        ComparedTest {
+            id: test.id.clone(),
+            class: test.class.into(),
+            confirmed: test.confirmed,
+            baseline: attempts(baseline),
+            candidate: attempts(candidate),
+        }
+    }
 }
 
 /// A reason, and the tests whose last attempt it ended.
@@ -250,9 +397,10 @@ pub struct Batch {
     pub split_into: u32,
 }
 
-impl<T, B> Report<T, B> {
-    /// The document of `report`, with `tests` and `batches` as given.
-    pub fn of(report: &message::RunReport, tests: T, batches: B) -> Self {
+impl<T, B, C> Report<T, B, C> {
+    /// The document of `report`, with `tests`, `batches` and the
+    /// comparison's tests (for an A/B run) as given.
+    pub fn of(report: &message::RunReport, tests: T, batches: B, compared: Option<C>) -> Self {
         Report {
             schema: super::SCHEMA,
             run_id: report.run_id,
@@ -276,6 +424,17 @@ impl<T, B> Report<T, B> {
                     tests: group.tests.into_iter().map(str::to_owned).collect(),
                 })
                 .collect(),
+            comparison: report
+                .comparison
+                .as_ref()
+                .zip(compared)
+                .map(|(comparison, tests)| Comparison {
+                    baseline_image: comparison.baseline_image.clone(),
+                    confirm: comparison.confirm,
+                    counts: ClassCounts::of(comparison),
+                    tests,
+                }),
+            cache: report.cache.as_ref().map(Cache::from),
         }
     }
 }
