@@ -47,6 +47,13 @@ pub enum BrokerError {
     NotConfirmed { routing_key: String },
     #[error("the channel carrying a delivery is gone; the broker will redeliver it")]
     ChannelGone,
+    /// The broker neither acked nor nacked a publish in time; the session
+    /// ends, and what waited on it is done again on the next one.
+    #[error("the broker did not confirm a message published to {routing_key:?} within {waited:?}")]
+    ConfirmTimedOut {
+        routing_key: String,
+        waited: Duration,
+    },
     /// Refused before it reached the broker, which would close the channel.
     #[error("a {kind} message of {bytes} bytes is over the {max}-byte message bound")]
     TooBig {
@@ -99,6 +106,12 @@ impl BrokerError {
 
 /// How long closing a connection may take: the broker's close-ok, or the
 /// connection's end, whichever comes; past it the socket is dropped anyway.
+/// How long a publish waits for the broker's confirm. A confirm can fail to
+/// come at all (a stream's or quorum queue's leader lost on a cluster node
+/// with the message in flight): without a bound, what waits on it (a journal
+/// commit, a verdict) would wait for ever on a connection that looks healthy.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
+
 const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Closes `connection` saying `reason`, waiting at most [`CLOSE_PATIENCE`]:
@@ -421,7 +434,7 @@ pub async fn broadcast(
     }
     drop(payloads);
     for confirm in confirms {
-        if !confirm.await?.is_ack() {
+        if !confirmed(confirm, routing_key).await?.is_ack() {
             return Err(BrokerError::NotConfirmed {
                 routing_key: routing_key.to_owned(),
             });
@@ -462,7 +475,7 @@ pub async fn publish_parted(
         confirms.push(confirm);
     }
     for confirm in confirms {
-        check_confirm(confirm.await?, routing_key)?;
+        check_confirm(confirmed(confirm, routing_key).await?, routing_key)?;
     }
     Ok(())
 }
@@ -481,7 +494,7 @@ pub async fn publish_event(channel: &Channel, exchange: &str, routing_key: &str,
     match publish_with(channel, exchange, routing_key, body, false, TRANSIENT).await {
         Ok(confirm) => {
             tokio::spawn(async move {
-                let _ = confirm.await;
+                let _ = tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await;
             });
         }
         Err(error) => {
@@ -659,7 +672,29 @@ pub async fn publish(
     body: &Body,
 ) -> Result<(), BrokerError> {
     let confirm = publish_unconfirmed(channel, exchange, routing_key, body).await?;
-    check_confirm(confirm.await?, routing_key)
+    check_confirm(confirmed(confirm, routing_key).await?, routing_key)
+}
+
+/// The broker's answer to a publish, waited for at most [`CONFIRM_TIMEOUT`].
+pub async fn confirmed(
+    confirm: lapin::PublisherConfirm,
+    routing_key: &str,
+) -> Result<lapin::Confirmation, BrokerError> {
+    confirmed_within(confirm, routing_key, CONFIRM_TIMEOUT).await
+}
+
+async fn confirmed_within(
+    confirm: impl std::future::Future<Output = lapin::Result<lapin::Confirmation>>,
+    routing_key: &str,
+    waited: Duration,
+) -> Result<lapin::Confirmation, BrokerError> {
+    match tokio::time::timeout(waited, confirm).await {
+        Ok(confirmation) => Ok(confirmation?),
+        Err(_) => Err(BrokerError::ConfirmTimedOut {
+            routing_key: routing_key.to_owned(),
+            waited,
+        }),
+    }
 }
 
 /// Fails unless the broker acked the message and routed it to a queue.
@@ -743,7 +778,7 @@ async fn await_confirms(
 ) -> Result<usize, BrokerError> {
     let count = pending.len();
     for confirm in pending.drain(..) {
-        check_confirm(confirm.await?, routing_key)?;
+        check_confirm(confirmed(confirm, routing_key).await?, routing_key)?;
     }
     Ok(count)
 }
@@ -914,7 +949,7 @@ async fn park_payload(
     let confirm = publish
         .basic_publish(exchange.into(), key.into(), options, payload, properties)
         .await?;
-    check_confirm(confirm.await?, key)
+    check_confirm(confirmed(confirm, key).await?, key)
 }
 
 /// How many messages `queue` holds, or `None` if it does not exist; asked on
@@ -977,6 +1012,29 @@ pub async fn nack(delivery: &Delivery, requeue: bool) -> Result<(), BrokerError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A confirm that never comes ends the wait with an error that names
+    /// the queue, so the session ends instead of hanging (a journal commit
+    /// or a verdict would otherwise wait for ever).
+    #[tokio::test]
+    async fn a_confirm_that_never_comes_is_an_error_in_time() {
+        let never = std::future::pending();
+        let waited = Duration::from_millis(20);
+        let bounded = confirmed_within(never, "it.journal", waited);
+        let error = tokio::time::timeout(Duration::from_secs(5), bounded)
+            .await
+            .expect("the wait for a confirm is bounded")
+            .unwrap_err();
+        assert!(
+            matches!(error, BrokerError::ConfirmTimedOut { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("it.journal"), "{error}");
+        assert!(!error.is_fatal(), "the session reconnects");
+        let acked = std::future::ready(Ok(lapin::Confirmation::Ack(None)));
+        let answer = confirmed_within(acked, "it.journal", waited).await.unwrap();
+        assert!(answer.is_ack());
+    }
 
     #[test]
     fn passwords_are_redacted() {

@@ -290,7 +290,7 @@ async fn publish(
         }
     }
     for (confirm, queue, run_id, tests, own) in job_confirms {
-        match broker::routed(confirm.await?, &queue)? {
+        match broker::routed(broker::confirmed(confirm, &queue).await?, &queue)? {
             Routed::ToQueue => {}
             Routed::NoQueue if own => {
                 warn!(run = %run_id, tests, %queue, "dropping follow-up jobs of a run that is over: its queue is gone");
@@ -299,7 +299,7 @@ async fn publish(
         }
     }
     for (confirm, queue) in confirms {
-        broker::check_confirm(confirm.await?, &queue)?;
+        broker::check_confirm(broker::confirmed(confirm, &queue).await?, &queue)?;
     }
     Ok(())
 }
