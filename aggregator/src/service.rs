@@ -145,17 +145,20 @@ pub async fn run(settings: AggregatorSettings, shutdown: Shutdown) -> Result<(),
                 let pause = backoff.after(began.elapsed());
                 warn!(%error, retry_in = ?pause, "lost the broker connection, reconnecting");
                 broker::close(&connection, "reconnecting").await;
+                brokers.move_on();
                 shutdown.sleep(pause).await;
             }
-            // A state dir that takes no writes (a full disk): nothing is
-            // acked that is not on disk, so closing the connection gives the
+            // A journal that takes no writes or cannot be read (a full disk,
+            // a stream whose copy on this node stalls): nothing is acked
+            // that is not durable, so closing the connection gives the
             // broker back every delivery not yet settled, and the lock with
-            // them (a standby may do better). The next session reloads the
-            // journals as they are on disk, and tries again.
+            // them (a standby may do better). The next session, on the next
+            // node, reloads the journals as they are, and tries again.
             Err(AggregatorError::State(error)) => {
                 let pause = backoff.after(began.elapsed());
-                error!(%error, retry_in = ?pause, "cannot keep the aggregator's state: results wait in the broker until the state dir takes writes again");
-                broker::close(&connection, "state dir unwritable").await;
+                error!(%error, retry_in = ?pause, "cannot keep the aggregator's journal: results wait in the broker until it takes writes again");
+                broker::close(&connection, "journal unwritable").await;
+                brokers.move_on();
                 shutdown.sleep(pause).await;
             }
         }

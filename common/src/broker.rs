@@ -5,6 +5,7 @@
 //! re-declares the topology. Unacked deliveries of the dead connection are
 //! redelivered by the broker, so nothing is lost in between.
 
+use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -49,7 +50,7 @@ pub enum BrokerError {
     ChannelGone,
     /// The broker neither acked nor nacked a publish in time; the session
     /// ends, and what waited on it is done again on the next one.
-    #[error("the broker did not confirm a message published to {routing_key:?} within {waited:?}")]
+    #[error("the broker did not take and confirm what was published to {routing_key:?} within {waited:?}")]
     ConfirmTimedOut {
         routing_key: String,
         waited: Duration,
@@ -272,6 +273,8 @@ pub fn redact(url: &str) -> String {
 pub struct Brokers {
     urls: Vec<String>,
     current: usize,
+    /// Whether the next [`connect`] starts with the node after `current`.
+    move_on: bool,
 }
 
 impl Brokers {
@@ -284,7 +287,26 @@ impl Brokers {
             .map(str::to_owned)
             .collect();
         let current = (uuid::Uuid::new_v4().as_u128() % urls.len().max(1) as u128) as usize;
-        Brokers { urls, current }
+        Brokers {
+            urls,
+            current,
+            move_on: false,
+        }
+    }
+
+    /// Makes the next [`connect`] try the node after the one joined last
+    /// first, and that one last: a session that failed on a node can fail
+    /// there again (the aggregator replays its journal from that node's
+    /// copy of the stream, which may lag), and every node serves as well.
+    pub fn move_on(&mut self) {
+        self.move_on = true;
+    }
+
+    /// The nodes' indexes in the order the next [`connect`] tries them.
+    fn order(&mut self) -> Vec<usize> {
+        let first = self.current + usize::from(std::mem::take(&mut self.move_on));
+        let count = self.urls.len();
+        (0..count).map(|step| (first + step) % count).collect()
     }
 
     /// The broker user of the node joined last, as the broker knows it
@@ -325,8 +347,8 @@ pub async fn connect(
     let started = Instant::now();
     let mut backoff = FIRST_BACKOFF;
     loop {
-        for step in 0..brokers.urls.len() {
-            let at = (brokers.current + step) % brokers.urls.len();
+        let order = brokers.order();
+        for (step, &at) in order.iter().enumerate() {
             let url = &brokers.urls[at];
             let error = match attempt(url).await {
                 Ok(connection) => {
@@ -347,8 +369,8 @@ pub async fn connect(
                     cause: error,
                 });
             }
-            if step + 1 < brokers.urls.len() {
-                warn!(broker = %redact(url), %error, next = %redact(&brokers.urls[(at + 1) % brokers.urls.len()]), "broker unreachable, trying the next node");
+            if let Some(&next) = order.get(step + 1) {
+                warn!(broker = %redact(url), %error, next = %redact(&brokers.urls[next]), "broker unreachable, trying the next node");
                 continue;
             }
             let retry_in = remaining.map_or(backoff, |r| backoff.min(r));
@@ -399,6 +421,17 @@ pub async fn publish_unconfirmed(
 /// freed once encoded, before the broker client makes its copy of the bytes.
 /// With `tokens`, every message carries them in [`VERDICT_TOKEN_HEADER`].
 pub async fn broadcast(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: Body,
+    tokens: &[uuid::Uuid],
+) -> Result<(), BrokerError> {
+    let publishing = broadcast_unbounded(channel, exchange, routing_key, body, tokens);
+    within(CONFIRM_TIMEOUT, routing_key, publishing).await
+}
+
+async fn broadcast_unbounded(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
@@ -684,12 +717,27 @@ pub async fn confirmed(
 }
 
 async fn confirmed_within(
-    confirm: impl std::future::Future<Output = lapin::Result<lapin::Confirmation>>,
+    confirm: impl Future<Output = lapin::Result<lapin::Confirmation>>,
     routing_key: &str,
     waited: Duration,
 ) -> Result<lapin::Confirmation, BrokerError> {
-    match tokio::time::timeout(waited, confirm).await {
-        Ok(confirmation) => Ok(confirmation?),
+    within(waited, routing_key, confirm).await
+}
+
+/// `work` (publishing to `routing_key`, up to its confirms) if it ends
+/// within `waited`, else [`BrokerError::ConfirmTimedOut`]. A broker that
+/// stops reading a connection (a channel blocked by its credit flow) holds
+/// the publish itself, not only its confirm.
+async fn within<T, E>(
+    waited: Duration,
+    routing_key: &str,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, BrokerError>
+where
+    BrokerError: From<E>,
+{
+    match tokio::time::timeout(waited, work).await {
+        Ok(done) => Ok(done?),
         Err(_) => Err(BrokerError::ConfirmTimedOut {
             routing_key: routing_key.to_owned(),
             waited,
@@ -760,6 +808,16 @@ pub async fn publish_all(
 /// persistent and mandatory, with their confirms pipelined: for records a
 /// service keeps in a stream of its own.
 pub async fn publish_encoded(
+    channel: &Channel,
+    queue: &str,
+    kind: &str,
+    payloads: &[Vec<u8>],
+) -> Result<(), BrokerError> {
+    let publishing = publish_encoded_unbounded(channel, queue, kind, payloads);
+    within(CONFIRM_TIMEOUT, queue, publishing).await
+}
+
+async fn publish_encoded_unbounded(
     channel: &Channel,
     queue: &str,
     kind: &str,
@@ -1012,6 +1070,21 @@ pub async fn nack(delivery: &Delivery, requeue: bool) -> Result<(), BrokerError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After a failed session the next connection tries the next node
+    /// first and the node it left last; otherwise it starts where it was.
+    #[test]
+    fn a_failed_session_moves_on_to_the_next_node() {
+        let mut brokers = Brokers::new("amqp://a,amqp://b,amqp://c");
+        brokers.current = 2;
+        assert_eq!(brokers.order(), [2, 0, 1]);
+        brokers.move_on();
+        assert_eq!(brokers.order(), [0, 1, 2]);
+        assert_eq!(brokers.order(), [2, 0, 1], "once, not for ever");
+        let mut single = Brokers::new("amqp://a");
+        single.move_on();
+        assert_eq!(single.order(), [0]);
+    }
 
     /// A confirm that never comes ends the wait with an error that names
     /// the queue, so the session ends instead of hanging (a journal commit
