@@ -4,7 +4,7 @@
 # tools side by side on this machine, and prints one table of figures, each with
 # its target and whether it is met. Every figure is measured in this run.
 #
-#   scripts/bench.sh [--quick] [throughput] [warm] [overhead] [scale] [scheduling] [recovery] [fairness] [suites] [ab] [campaign]
+#   scripts/bench.sh [--quick] [throughput] [warm] [overhead] [wide] [scale] [scheduling] [recovery] [fairness] [suites] [ab] [campaign]
 #
 # No benchmark named: all of them but campaign, which downloads from Debian's
 # mirror and so runs only when named. --quick shrinks every size for a smoke test
@@ -13,14 +13,14 @@
 # the test suite builds those); benchmarks proper use release binaries.
 # TESTFLEET_BENCH_SUITES="six pygments" runs only those of the suites
 # benchmark (six, go, sleep, pygments, networkx).
-# TESTFLEET_BENCH_BASELINE=REV also runs the overhead benchmark on REV's
+# TESTFLEET_BENCH_BASELINE=REV also runs the overhead and wide benchmarks on REV's
 # release binaries (built in target/bench-baseline/), alternating with this
 # tree's, and prints this tree's rate over REV's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-all=(throughput warm overhead scale scheduling recovery fairness suites ab)
+all=(throughput warm overhead wide scale scheduling recovery fairness suites ab)
 usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 quick=0
@@ -29,7 +29,7 @@ for arg in "$@"; do
   case $arg in
     --quick) quick=1 ;;
     -h | --help) usage; exit 0 ;;
-    throughput | warm | overhead | scale | scheduling | recovery | fairness | suites | ab | campaign) selected+=("$arg") ;;
+    throughput | warm | overhead | wide | scale | scheduling | recovery | fairness | suites | ab | campaign) selected+=("$arg") ;;
     *) echo "bench: unknown argument '$arg'" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -38,10 +38,10 @@ done
 # Sizes: the issue's, or a few seconds' worth in quick mode.
 if [ "$quick" = 1 ]; then
   containers=12 overhead_n=300 scale_n=1000 sched_scale=0.15 warm_reuse=5 sleep_n=100
-  big_n=200 small_n=10 equal_n=40 campaign_n=12 ab_n=40
+  big_n=200 small_n=10 equal_n=40 campaign_n=12 ab_n=40 wide_n=200 wide_slots=50
 else
   containers=200 overhead_n=20000 scale_n=400000 sched_scale=1 warm_reuse=50 sleep_n=1000
-  big_n=2000 small_n=20 equal_n=400 campaign_n=200 ab_n=300
+  big_n=2000 small_n=20 equal_n=400 campaign_n=200 ab_n=300 wide_n=5000 wide_slots=1000
 fi
 slots=4 # concurrency on both sides of every comparison
 DOCKER=/usr/bin/docker
@@ -313,6 +313,40 @@ overhead_against_baseline() {
   row overhead "this tree, 2 runs: tests/s" "$(rate $((2 * overhead_n)) "$ours")"
   row overhead "baseline $baseline_rev, 2 runs: tests/s" "$(rate $((2 * overhead_n)) "$theirs")"
   row overhead "this tree ÷ baseline" "$(ratio "$theirs" "$ours")" ">=" 0.9
+}
+
+# ---------------------------------------------------------------- wide
+# Many slots: one worker of $wide_slots slots runs $wide_n tests that each
+# sleep a second, against xargs -P $wide_slots over the same ids. Sleeping
+# costs no CPU, so what this times is how fast the worker fills free slots
+# (its taker) and the fleet's round trip per test.
+bench_wide() {
+  seq -f 'w%06g' "$wide_n" >"$work/wide.txt"
+  local started seed fleet
+  log "wide: xargs -P $wide_slots, $wide_n ids that sleep 1 s"
+  started=$(now_ms)
+  xargs -P "$wide_slots" -n 1 sh -c 'sleep 1' wide <"$work/wide.txt"
+  seed=$(($(now_ms) - started))
+  fleet=$(wide_fleet "$bin" wide)
+  row wide "xargs -P$wide_slots sleep 1, s" "$(ratio "$seed" 1000 1)"
+  row wide "testfleet, $wide_slots slots, s" "$(ratio "$fleet" 1000 1)"
+  row wide "testfleet ÷ xargs (time)" "$(ratio "$fleet" "$seed")" "<=" 1.5
+  if [ -n "$baseline_bin" ]; then
+    local theirs
+    theirs=$(wide_fleet "$baseline_bin" "wide-$baseline_rev")
+    row wide "baseline $baseline_rev ÷ xargs (time)" "$(ratio "$theirs" "$seed")"
+  fi
+}
+
+wide_fleet() { # BIN NAME: ms of the wide run on BIN's binaries, every test passed
+  local saved_bin=$bin ms
+  bin=$1
+  log "wide: testfleet ($2), one worker of $wide_slots slots"
+  fleet_ready "$2" 1 "$wide_slots" --executors process
+  ms=$(produce --tests "$work/wide.txt" --executor process --timeout 60 --wait -- sh -c 'sleep 1' '{id}')
+  fleet_stop
+  bin=$saved_bin
+  echo "$ms"
 }
 
 # ---------------------------------------------------------------- (d) scale

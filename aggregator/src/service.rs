@@ -156,7 +156,7 @@ pub async fn run(settings: AggregatorSettings, shutdown: Shutdown) -> Result<(),
             // node, reloads the journals as they are, and tries again.
             Err(AggregatorError::State(error)) => {
                 let pause = backoff.after(began.elapsed());
-                error!(%error, retry_in = ?pause, "cannot keep the aggregator's journal: results wait in the broker until it takes writes again");
+                error!(%error, retry_in = ?pause, "cannot keep the aggregator's state (its journal): results wait in the broker until it takes writes again");
                 broker::close(&connection, "journal unwritable").await;
                 brokers.move_on();
                 shutdown.sleep(pause).await;

@@ -132,6 +132,8 @@ pub struct WorkerConfig {
     pub executors: Vec<ExecutorKind>,
     /// Jobs held beyond the slots while results are confirmed (see defaults).
     pub prefetch_extra: u32,
+    /// How many `basic.get`s the worker's taker has under way at once.
+    pub gets_in_flight: u32,
     /// Network modes a Docker job may ask for.
     pub allowed_networks: Vec<String>,
     /// Limits a Docker job may turn off (`memory`, `pids`, `no_new_privileges`).
@@ -563,6 +565,10 @@ impl ReportConfig {
     }
 }
 
+/// The most gets a worker's taker may have under way: each is a channel of
+/// its own per source on the broker.
+pub const MAX_GETS_IN_FLIGHT: u32 = 64;
+
 impl WorkerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.concurrency == 0 {
@@ -575,6 +581,12 @@ impl WorkerConfig {
             return invalid(
                 "worker.id",
                 &format!("must be at most {MAX_WORKER_ID_BYTES} bytes"),
+            );
+        }
+        if !(1..=MAX_GETS_IN_FLIGHT).contains(&self.gets_in_flight) {
+            return invalid(
+                "worker.gets_in_flight",
+                &format!("must be from 1 to {MAX_GETS_IN_FLIGHT}"),
             );
         }
         if u64::from(self.concurrency) + u64::from(self.prefetch_extra) > u64::from(u16::MAX) {
@@ -724,6 +736,20 @@ mod tests {
     fn bad_value_is_named() {
         let err = load_file("[worker]\nconcurrency = \"many\"\n", vec![]).unwrap_err();
         assert!(err.to_string().contains("worker.concurrency"), "{err}");
+    }
+
+    #[test]
+    fn gets_in_flight_out_of_range_are_named() {
+        for toml in [
+            "[worker]\ngets_in_flight = 0\n",
+            "[worker]\ngets_in_flight = 65\n",
+        ] {
+            let raw = load_file(toml, vec![]).unwrap();
+            let err = raw.worker.validate().unwrap_err();
+            assert!(err.to_string().contains("worker.gets_in_flight"), "{err}");
+        }
+        let raw = load_file("[worker]\ngets_in_flight = 64\n", vec![]).unwrap();
+        assert!(raw.worker.validate().is_ok());
     }
 
     #[test]

@@ -15,16 +15,20 @@ use serde_json::Value;
 use crate::fixtures::{scripted_command, tests, Fleet, BUSYBOX};
 
 /// Plays a test by its id prefix.
+/// The memory hogs wait a second before they start: the engine may not
+/// mark a container killed for memory in its first instants, its OOM
+/// watcher not yet set up (containerd/containerd#8180); these tests check
+/// the fleet's rules, not that race.
 const SCRIPT: &str = r#"
 case "$1" in
-  oom-*) echo "all is well"; dd if=/dev/zero of=/dev/null bs=300M count=1 ;;
+  oom-*) echo "all is well"; sleep 1; dd if=/dev/zero of=/dev/null bs=300M count=1 ;;
   quiet-*) echo "started"; sleep 120 ;;
   chatty-*) for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo "tick $i"; sleep 0.5; done ;;
   signal-*) sh -c 'kill -SEGV $$' ;;
   fail-*) exit 3 ;;
   nospace-*) echo "cp: write error: No space left on device" >&2; exit 1 ;;
   resolver-*) echo "E: Unable to correct problems, you have held broken packages."; exit 100 ;;
-  oomtext-*) echo "No space left on device"; dd if=/dev/zero of=/dev/null bs=300M count=1 ;;
+  oomtext-*) echo "No space left on device"; sleep 1; dd if=/dev/zero of=/dev/null bs=300M count=1 ;;
   pass-*) exit 0 ;;
 esac
 "#;

@@ -241,6 +241,7 @@ impl Session {
         let setup = TakerSetup {
             topology: settings.topology.clone(),
             permits: Arc::new(Semaphore::new(usize::from(held))),
+            gets_in_flight: settings.gets_in_flight,
             taking: taking_rx,
             taken: taken_tx,
         };

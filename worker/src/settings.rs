@@ -26,6 +26,8 @@ pub struct WorkerSettings {
     /// Deliveries beyond the slots, so a slot can start a test while its last
     /// result is being confirmed; 0 keeps prefetch equal to slots.
     pub prefetch_extra: u16,
+    /// How many gets the taker has under way at once (validated 1–64).
+    pub gets_in_flight: usize,
     /// What a Docker job may loosen here.
     pub confinement: Confinement,
     /// How long without a job before the worker exits; `None`: never.
@@ -56,6 +58,7 @@ impl WorkerSettings {
             docker_timeout: Duration::from_secs(raw.worker.docker_timeout_secs),
             // Validated: concurrency + prefetch_extra fits the AMQP prefetch (u16).
             prefetch_extra: raw.worker.prefetch_extra as u16,
+            gets_in_flight: raw.worker.gets_in_flight as usize,
             executors: dedup(raw.worker.executors.clone()),
             confinement: confinement(&raw.worker)?,
             cache: cache_access(&raw.worker)?,

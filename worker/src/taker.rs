@@ -19,12 +19,20 @@
 //! its run is no longer followed and none of its jobs is still running.
 //! When every source is empty the taker waits, a little longer each time up
 //! to [`IDLE_MAX`], or until a notice says a run has jobs.
+//!
+//! Free slots take at once: up to `worker.gets_in_flight` gets are under way
+//! together, each on a channel of its own (a source keeps a few), because
+//! the broker answers one channel's gets one after another, each dequeue
+//! committed to the quorum queue's log before its answer. After finding
+//! every source empty, one get looks at a time until one finds a job.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -39,7 +47,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::follows::Follows;
-use crate::turns::Turns;
+use crate::turns::{Offer, Turns};
 
 /// The longest wait between two looks at empty sources.
 pub const IDLE_MAX: Duration = Duration::from_millis(500);
@@ -83,7 +91,10 @@ struct Source {
     weight: u32,
     /// The run's deadline (`u64::MAX` for the shared queue).
     deadline_ms: u64,
-    channel: Option<Channel>,
+    /// Its channels not in use by a get; one more is opened when a get
+    /// finds none. A channel stays open while a job it delivered runs.
+    channels: Vec<Channel>,
+    /// Held by each job taken from it and each get under way on it.
     lease: Arc<()>,
 }
 
@@ -93,7 +104,7 @@ impl Source {
             queue,
             weight,
             deadline_ms,
-            channel: None,
+            channels: Vec::new(),
             lease: Arc::new(()),
         }
     }
@@ -101,6 +112,54 @@ impl Source {
     fn jobs_running(&self) -> bool {
         Arc::strong_count(&self.lease) > 1
     }
+
+    /// A get of one job from this source, on one of its channels; the
+    /// channel comes back with the answer.
+    fn get(&mut self, connection: &Arc<Connection>) -> BoxFuture<'static, Got> {
+        let idle = self.channels.pop();
+        let (connection, queue) = (connection.clone(), self.queue.clone());
+        let lease = Lease(self.lease.clone());
+        async move {
+            let channel = match idle {
+                Some(channel) if channel.status().connected() => channel,
+                _ => match connection.create_channel().await {
+                    Ok(channel) => channel,
+                    Err(error) => {
+                        let answer = Err(error.into());
+                        let channel = None;
+                        return Got {
+                            channel,
+                            answer,
+                            lease,
+                        };
+                    }
+                },
+            };
+            let answer = broker::get(&channel, &queue).await;
+            let channel = Some(channel);
+            Got {
+                channel,
+                answer,
+                lease,
+            }
+        }
+        .boxed()
+    }
+}
+
+/// A get's answer, with the channel it was asked on.
+struct Got {
+    channel: Option<Channel>,
+    answer: Result<Option<Delivery>, BrokerError>,
+    lease: Lease,
+}
+
+/// A turn under way: the permit of the free slot it is for, and the
+/// sources still offered it.
+struct Turn {
+    permit: OwnedSemaphorePermit,
+    offer: Offer<Key>,
+    key: Key,
 }
 
 /// What the taker needs to start.
@@ -109,6 +168,8 @@ pub struct TakerSetup {
     /// A permit per job the worker may hold (its slots, plus
     /// `worker.prefetch_extra`).
     pub permits: Arc<Semaphore>,
+    /// How many gets may be under way at once (`worker.gets_in_flight`).
+    pub gets_in_flight: usize,
     pub taking: watch::Receiver<Taking>,
     pub taken: mpsc::Sender<Taken>,
 }
@@ -123,7 +184,13 @@ pub struct Taker {
     /// Sources no longer followed whose jobs still run: closed after them.
     retired: Vec<Source>,
     turns: Turns<Key>,
+    /// Gets under way, each with its turn.
+    in_flight: FuturesUnordered<BoxFuture<'static, (Turn, Got)>>,
+    /// The wait after every source was last found empty; zero once a get
+    /// finds a job.
     idle: Duration,
+    /// No get starts before this, after every source was found empty.
+    idle_until: tokio::time::Instant,
 }
 
 impl Taker {
@@ -136,10 +203,8 @@ impl Taker {
     ) -> Result<tokio::task::JoinHandle<Result<(), BrokerError>>, BrokerError> {
         let notices = notices(&connection, &setup.topology).await?;
         let mut sources = HashMap::new();
-        sources.insert(
-            Key::Shared,
-            Source::new(setup.topology.jobs.clone(), 1, u64::MAX),
-        );
+        let shared = Source::new(setup.topology.jobs.clone(), 1, u64::MAX);
+        sources.insert(Key::Shared, shared);
         let taker = Taker {
             connection,
             setup,
@@ -147,7 +212,9 @@ impl Taker {
             follows: Follows::default(),
             retired: Vec::new(),
             turns: Turns::default(),
+            in_flight: FuturesUnordered::new(),
             idle: Duration::ZERO,
+            idle_until: tokio::time::Instant::now(),
         };
         Ok(tokio::spawn(taker.run(notices)))
     }
@@ -162,86 +229,135 @@ impl Taker {
         let mut taking = self.setup.taking.clone();
         loop {
             let state = *taking.borrow_and_update();
-            if state == Taking::Stopped {
+            if state == Taking::Stopped && self.in_flight.is_empty() {
                 return Ok(());
             }
             let permits = self.setup.permits.clone();
-            let permit = tokio::select! {
+            let may_start = state == Taking::On && self.in_flight.len() < self.gets_allowed();
+            let idle_until = self.idle_until;
+            let resting = idle_until > tokio::time::Instant::now();
+            tokio::select! {
                 changed = taking.changed() => {
                     if changed.is_err() {
                         return Ok(());
                     }
-                    continue;
                 }
-                notice = notices.next() => {
-                    self.on_notice(notice)?;
-                    continue;
-                }
-                permit = permits.acquire_owned(), if state == Taking::On => {
-                    permit.expect("the semaphore is never closed")
-                }
-            };
-            self.forget_ended().await;
-            match self.take_one().await? {
-                Some((delivery, lease)) => {
-                    self.idle = Duration::ZERO;
-                    let taken = Taken {
-                        delivery,
-                        permit,
-                        lease,
-                    };
-                    if self.setup.taken.send(taken).await.is_err() {
+                notice = notices.next() => self.on_notice(notice)?,
+                Some((turn, got)) = self.in_flight.next() => {
+                    if !self.on_got(turn, got).await? {
                         return Ok(());
                     }
                 }
-                None => {
-                    drop(permit);
-                    self.wait_idle(notices, &mut taking).await?;
+                () = tokio::time::sleep_until(idle_until), if may_start && resting => {}
+                permit = permits.acquire_owned(), if may_start && !resting => {
+                    let permit = permit.expect("the semaphore is never closed");
+                    self.forget_ended().await;
+                    self.start_turn(permit);
                 }
             }
         }
     }
 
-    /// Sleeps after finding every source empty, longer each time, or until
-    /// a notice (a run with jobs) or a change of `taking` comes.
-    async fn wait_idle(
-        &mut self,
-        notices: &mut Consumer,
-        taking: &mut watch::Receiver<Taking>,
-    ) -> Result<(), BrokerError> {
-        self.idle = (self.idle * 2).clamp(IDLE_MIN, IDLE_MAX);
-        tokio::select! {
-            () = tokio::time::sleep(self.idle) => Ok(()),
-            notice = notices.next() => self.on_notice(notice),
-            _ = taking.changed() => Ok(()),
+    /// How many gets may be under way: one while the sources were last
+    /// found empty, so that an idle worker looks once, not once per slot.
+    fn gets_allowed(&self) -> usize {
+        match self.idle.is_zero() {
+            true => self.setup.gets_in_flight,
+            false => 1,
         }
     }
 
-    /// Takes one job from whose turn it is, passing over empty sources.
-    async fn take_one(&mut self) -> Result<Option<(Delivery, Lease)>, BrokerError> {
+    /// Starts a turn for a free slot: a get from the source whose turn it is.
+    fn start_turn(&mut self, permit: OwnedSemaphorePermit) {
         let candidates: Vec<(Key, u32)> = self
             .sources
             .iter()
             .map(|(key, source)| (*key, source.weight))
             .collect();
-        let mut offer = self.turns.offer(&candidates);
+        let offer = self.turns.offer(&candidates);
+        self.go_on(permit, offer);
+    }
+
+    /// Asks the next source offered the turn, or, when every one refused,
+    /// gives the permit back and waits a little before looking again.
+    fn go_on(&mut self, permit: OwnedSemaphorePermit, mut offer: Offer<Key>) {
         while let Some(key) = self.turns.next(&mut offer) {
-            let source = self
-                .sources
-                .get_mut(&key)
-                .expect("offered sources are followed");
-            match get(&self.connection, source).await {
-                Ok(Some(delivery)) => return Ok(Some((delivery, Lease(source.lease.clone())))),
-                Ok(None) => self.turns.refused(&mut offer, key),
-                Err(error) if key != Key::Shared && error.is_not_found() => {
-                    info!(queue = %source.queue, "a run's queue is gone: its run has ended");
-                    self.turns.refused(&mut offer, key);
+            let Some(source) = self.sources.get_mut(&key) else {
+                self.turns.refused(&mut offer, key);
+                continue;
+            };
+            let get = source.get(&self.connection);
+            let turn = Turn { permit, offer, key };
+            self.in_flight.push(get.map(move |got| (turn, got)).boxed());
+            return;
+        }
+        drop(permit);
+        self.idle = (self.idle * 2).clamp(IDLE_MIN, IDLE_MAX);
+        self.idle_until = tokio::time::Instant::now() + self.idle;
+    }
+
+    /// A get answered: a job goes to the session, an empty or gone source
+    /// passes the turn on. `false` when the session no longer takes jobs.
+    async fn on_got(&mut self, turn: Turn, got: Got) -> Result<bool, BrokerError> {
+        let Turn {
+            permit,
+            mut offer,
+            key,
+        } = turn;
+        let Got {
+            channel,
+            answer,
+            lease,
+        } = got;
+        match answer {
+            Ok(Some(delivery)) => {
+                self.give_back(key, channel);
+                self.idle = Duration::ZERO;
+                let taken = Taken {
+                    delivery,
+                    permit,
+                    lease,
+                };
+                return Ok(self.setup.taken.send(taken).await.is_ok());
+            }
+            Ok(None) => self.give_back(key, channel),
+            Err(error) if key != Key::Shared && error.is_not_found() => {
+                if self.sources.contains_key(&key) {
+                    info!(queue = %self.sources[&key].queue, "a run's queue is gone: its run has ended");
                     self.retire(key);
                 }
-                Err(error) => return Err(error),
             }
+            Err(error) => return Err(error),
         }
-        Ok(None)
+        self.turns.refused(&mut offer, key);
+        if *self.setup.taking.borrow() == Taking::On {
+            self.go_on(permit, offer);
+        }
+        Ok(true)
+    }
+
+    /// Returns a get's channel to its source, followed or retired: it may
+    /// carry a job that is running.
+    fn give_back(&mut self, key: Key, channel: Option<Channel>) {
+        let Some(channel) = channel else {
+            return;
+        };
+        if let Some(source) = self.sources.get_mut(&key) {
+            source.channels.push(channel);
+            return;
+        }
+        let queue = self.queue_of(key);
+        match self.retired.iter_mut().find(|source| source.queue == queue) {
+            Some(source) => source.channels.push(channel),
+            None => drop(tokio::spawn(close_channel(channel))),
+        }
+    }
+
+    fn queue_of(&self, key: Key) -> String {
+        match key {
+            Key::Shared => self.setup.topology.jobs.clone(),
+            Key::Run(run) => self.setup.topology.run_jobs_queue(&run.to_string()),
+        }
     }
 
     fn on_notice(&mut self, notice: Option<lapin::Result<Delivery>>) -> Result<(), BrokerError> {
@@ -274,7 +390,7 @@ impl Taker {
                 source.deadline_ms = run.deadline_ms;
             } else if added.contains(&run.run_id) {
                 debug!(run = %run.run_id, weight = run.weight, "taking jobs from a run's own queue");
-                let queue = self.setup.topology.run_jobs_queue(&run.run_id.to_string());
+                let queue = self.queue_of(key);
                 self.sources
                     .insert(key, Source::new(queue, run.weight, run.deadline_ms));
             } else {
@@ -283,6 +399,7 @@ impl Taker {
         }
         // A notice of runs with jobs: look at once.
         self.idle = Duration::ZERO;
+        self.idle_until = tokio::time::Instant::now();
     }
 
     /// Stops taking from runs past their deadline, and closes the channels
@@ -328,27 +445,15 @@ impl Taker {
     }
 }
 
-/// A job of `source`, on its channel (opened on first use).
-async fn get(
-    connection: &Connection,
-    source: &mut Source,
-) -> Result<Option<Delivery>, BrokerError> {
-    let channel = match &source.channel {
-        Some(channel) if channel.status().connected() => channel.clone(),
-        _ => {
-            let channel = connection.create_channel().await?;
-            source.channel = Some(channel.clone());
-            channel
-        }
-    };
-    broker::get(&channel, &source.queue).await
+async fn close(source: Source) {
+    for channel in source.channels {
+        close_channel(channel).await;
+    }
 }
 
-async fn close(source: Source) {
-    if let Some(channel) = source.channel {
-        if channel.status().connected() {
-            let _ = channel.close(200, "run no longer followed".into()).await;
-        }
+async fn close_channel(channel: Channel) {
+    if channel.status().connected() {
+        let _ = channel.close(200, "run no longer followed".into()).await;
     }
 }
 

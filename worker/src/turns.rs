@@ -10,6 +10,10 @@
 //! found empty is taken out of the pick as if it had not been offered: the
 //! turn goes to the next, and the empty one earns nothing meanwhile, since
 //! it wanted nothing.
+//!
+//! Several turns may be under way at once (the taker has gets in flight
+//! for several free slots): a refusal undoes exactly its own pick, so it
+//! does not disturb the picks made since.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -32,8 +36,8 @@ impl<K> Default for Turns<K> {
 #[derive(Debug)]
 pub struct Offer<K> {
     offered: Vec<(K, i64)>,
-    /// The credit before the last `next`, restored if its source refuses.
-    before: Option<HashMap<K, i64>>,
+    /// The source the last `next` picked, whose pick a refusal undoes.
+    picked: Option<K>,
 }
 
 impl<K: Copy + Eq + Hash> Turns<K> {
@@ -45,7 +49,7 @@ impl<K: Copy + Eq + Hash> Turns<K> {
                 .iter()
                 .map(|&(key, weight)| (key, i64::from(weight.max(1))))
                 .collect(),
-            before: None,
+            picked: None,
         }
     }
 
@@ -55,15 +59,16 @@ impl<K: Copy + Eq + Hash> Turns<K> {
         if offer.offered.is_empty() {
             return None;
         }
-        offer.before = Some(self.credit.clone());
-        Some(self.pick(&offer.offered))
+        let key = self.pick(&offer.offered);
+        offer.picked = Some(key);
+        Some(key)
     }
 
     /// The source `next` named took nothing: the turn is as if it had not
     /// been offered to it.
     pub fn refused(&mut self, offer: &mut Offer<K>, key: K) {
-        if let Some(before) = offer.before.take() {
-            self.credit = before;
+        if offer.picked.take() == Some(key) {
+            self.unpick(&offer.offered, key);
         }
         offer.offered.retain(|(candidate, _)| *candidate != key);
     }
@@ -86,6 +91,21 @@ impl<K: Copy + Eq + Hash> Turns<K> {
         let (key, _) = best.expect("offered is not empty");
         *self.credit.get_mut(&key).expect("credited above") -= total;
         key
+    }
+
+    /// The inverse of `pick(offered)` having chosen `key`: credit is only
+    /// added to, so it commutes with the picks of other turns made since.
+    /// A source forgotten meanwhile stays forgotten.
+    fn unpick(&mut self, offered: &[(K, i64)], key: K) {
+        let total: i64 = offered.iter().map(|(_, weight)| weight).sum();
+        for (candidate, weight) in offered {
+            if let Some(credit) = self.credit.get_mut(candidate) {
+                *credit -= weight;
+            }
+        }
+        if let Some(credit) = self.credit.get_mut(&key) {
+            *credit += total;
+        }
     }
 }
 
@@ -152,6 +172,31 @@ mod tests {
         let seq = turns(&mut t, &[('a', 1), ('n', 1)], 4);
         assert!(seq.starts_with('n') || seq.starts_with("an"), "{seq}");
         assert_eq!(seq.matches('n').count(), 2);
+    }
+
+    /// Turns given at once (gets in flight for several slots) share as
+    /// turns given one by one do, whatever order their answers come in.
+    #[test]
+    fn turns_under_way_at_once_share_as_one_by_one() {
+        let mut t = Turns::default();
+        let candidates = [('a', 2), ('b', 1), ('c', 1)];
+        let mut taken = String::new();
+        for _ in 0..30 {
+            // Three turns at once; c is empty, and says so last.
+            let mut offers: Vec<Offer<char>> = (0..3).map(|_| t.offer(&candidates)).collect();
+            let picks: Vec<char> = offers.iter_mut().map(|o| t.next(o).unwrap()).collect();
+            for (offer, key) in offers.iter_mut().zip(picks).rev() {
+                let mut key = key;
+                while key == 'c' {
+                    t.refused(offer, key);
+                    key = t.next(offer).unwrap();
+                }
+                taken.push(key);
+            }
+        }
+        assert_eq!(taken.matches('a').count(), 60, "{taken}");
+        assert_eq!(taken.matches('b').count(), 30, "{taken}");
+        assert!(t.credit.values().all(|c| c.abs() <= 8), "{:?}", t.credit);
     }
 
     #[test]
