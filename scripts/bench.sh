@@ -328,9 +328,14 @@ bench_wide() {
   xargs -P "$wide_slots" -n 1 sh -c 'sleep 1' wide <"$work/wide.txt"
   seed=$(($(now_ms) - started))
   fleet=$(wide_fleet "$bin" wide)
+  # The same worker taking one job at a time, as before gets_in_flight.
+  local one
+  one=$(TESTFLEET_WORKER__GETS_IN_FLIGHT=1 wide_fleet "$bin" wide-one)
   row wide "xargs -P$wide_slots sleep 1, s" "$(ratio "$seed" 1000 1)"
   row wide "testfleet, $wide_slots slots, s" "$(ratio "$fleet" 1000 1)"
   row wide "testfleet ÷ xargs (time)" "$(ratio "$fleet" "$seed")" "<=" 1.5
+  row wide "gets_in_flight=1: s" "$(ratio "$one" 1000 1)"
+  row wide "gets_in_flight=1 ÷ xargs (time)" "$(ratio "$one" "$seed")"
   if [ -n "$baseline_bin" ]; then
     local theirs
     theirs=$(wide_fleet "$baseline_bin" "wide-$baseline_rev")

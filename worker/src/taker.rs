@@ -21,10 +21,12 @@
 //! to [`IDLE_MAX`], or until a notice says a run has jobs.
 //!
 //! Free slots take at once: up to `worker.gets_in_flight` gets are under way
-//! together, each on a channel of its own (a source keeps a few), because
-//! the broker answers one channel's gets one after another, each dequeue
-//! committed to the quorum queue's log before its answer. After finding
-//! every source empty, one get looks at a time until one finds a job.
+//! together, each on a channel of its own where it can (a source keeps as
+//! many as its gets under way needed, within [`MAX_EXTRA_CHANNELS`] in
+//! all), because the broker answers one channel's gets one after another,
+//! each dequeue committed to the quorum queue's log before its answer.
+//! After finding every source empty, one get looks at a time until one
+//! finds a job.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -53,6 +55,10 @@ use crate::turns::{Offer, Turns};
 pub const IDLE_MAX: Duration = Duration::from_millis(500);
 /// The first wait after finding every source empty; it doubles up to `IDLE_MAX`.
 const IDLE_MIN: Duration = Duration::from_millis(10);
+/// The most channels all sources may hold beyond one each: with one per
+/// followed run (`follows::MAX_FOLLOWED`) and the worker's few others, a
+/// connection stays under RabbitMQ's 2,047 channels.
+const MAX_EXTRA_CHANNELS: usize = 512;
 /// How long a run named by a notice is followed without an aggregator's
 /// whole list naming it.
 const GRACE: Duration = Duration::from_secs(60);
@@ -91,11 +97,19 @@ struct Source {
     weight: u32,
     /// The run's deadline (`u64::MAX` for the shared queue).
     deadline_ms: u64,
-    /// Its channels not in use by a get; one more is opened when a get
-    /// finds none. A channel stays open while a job it delivered runs.
-    channels: Vec<Channel>,
+    /// Its channels, each with its gets under way. A channel stays open
+    /// while a job it delivered runs.
+    lanes: Vec<Lane>,
+    /// Channels being opened for a get.
+    opening: usize,
     /// Held by each job taken from it and each get under way on it.
     lease: Arc<()>,
+}
+
+/// A channel of a source, and how many gets are under way on it.
+struct Lane {
+    channel: Channel,
+    gets: usize,
 }
 
 impl Source {
@@ -104,7 +118,8 @@ impl Source {
             queue,
             weight,
             deadline_ms,
-            channels: Vec::new(),
+            lanes: Vec::new(),
+            opening: 0,
             lease: Arc::new(()),
         }
     }
@@ -113,43 +128,83 @@ impl Source {
         Arc::strong_count(&self.lease) > 1
     }
 
-    /// A get of one job from this source, on one of its channels; the
-    /// channel comes back with the answer.
-    fn get(&mut self, connection: &Arc<Connection>) -> BoxFuture<'static, Got> {
-        let idle = self.channels.pop();
-        let (connection, queue) = (connection.clone(), self.queue.clone());
-        let lease = Lease(self.lease.clone());
-        async move {
-            let channel = match idle {
-                Some(channel) if channel.status().connected() => channel,
-                _ => match connection.create_channel().await {
-                    Ok(channel) => channel,
-                    Err(error) => {
-                        let answer = Err(error.into());
-                        let channel = None;
-                        return Got {
-                            channel,
-                            answer,
-                            lease,
-                        };
+    /// Its channels, open or being opened.
+    fn channels(&self) -> usize {
+        self.lanes.len() + self.opening
+    }
+
+    /// A get of one job from this source: on a channel with no get under
+    /// way, else on a new one if `may_open`, else after the fewest gets on
+    /// one of its channels (the broker answers them in turn).
+    fn get(&mut self, connection: &Arc<Connection>, may_open: bool) -> BoxFuture<'static, Got> {
+        self.lanes.retain(|lane| lane.channel.status().connected());
+        let (queue, lease) = (self.queue.clone(), Lease(self.lease.clone()));
+        let free = self.lanes.iter_mut().min_by_key(|lane| lane.gets);
+        match free {
+            Some(lane) if lane.gets == 0 || !may_open => {
+                lane.gets += 1;
+                let channel = lane.channel.clone();
+                async move {
+                    let answer = broker::get(&channel, &queue).await;
+                    let lane = LaneOf::Existing(channel.id());
+                    Got {
+                        lane,
+                        answer,
+                        lease,
                     }
-                },
-            };
-            let answer = broker::get(&channel, &queue).await;
-            let channel = Some(channel);
-            Got {
-                channel,
-                answer,
-                lease,
+                }
+                .boxed()
+            }
+            _ => {
+                self.opening += 1;
+                let connection = connection.clone();
+                async move {
+                    let (lane, answer) = match connection.create_channel().await {
+                        Ok(channel) => {
+                            let answer = broker::get(&channel, &queue).await;
+                            (LaneOf::Opened(Some(channel)), answer)
+                        }
+                        Err(error) => (LaneOf::Opened(None), Err(error.into())),
+                    };
+                    Got {
+                        lane,
+                        answer,
+                        lease,
+                    }
+                }
+                .boxed()
             }
         }
-        .boxed()
     }
+
+    /// A get on `lane` has answered.
+    fn got(&mut self, lane: LaneOf) {
+        match lane {
+            LaneOf::Existing(id) => {
+                if let Some(lane) = self.lanes.iter_mut().find(|l| l.channel.id() == id) {
+                    lane.gets = lane.gets.saturating_sub(1);
+                }
+            }
+            LaneOf::Opened(channel) => {
+                self.opening = self.opening.saturating_sub(1);
+                if let Some(channel) = channel {
+                    self.lanes.push(Lane { channel, gets: 0 });
+                }
+            }
+        }
+    }
+}
+
+/// The channel a get was asked on: one of its source's, or one opened
+/// for it (none if that failed).
+enum LaneOf {
+    Existing(u16),
+    Opened(Option<Channel>),
 }
 
 /// A get's answer, with the channel it was asked on.
 struct Got {
-    channel: Option<Channel>,
+    lane: LaneOf,
     answer: Result<Option<Delivery>, BrokerError>,
     lease: Lease,
 }
@@ -286,7 +341,10 @@ impl Taker {
                 self.turns.refused(&mut offer, key);
                 continue;
             };
-            let get = source.get(&self.connection);
+            let may_open = source.channels() < self.setup.gets_in_flight
+                && extra_channels(self.sources.values().chain(&self.retired)) < MAX_EXTRA_CHANNELS;
+            let source = self.sources.get_mut(&key).expect("found above");
+            let get = source.get(&self.connection, may_open);
             let turn = Turn { permit, offer, key };
             self.in_flight.push(get.map(move |got| (turn, got)).boxed());
             return;
@@ -305,13 +363,15 @@ impl Taker {
             key,
         } = turn;
         let Got {
-            channel,
+            lane,
             answer,
             lease,
         } = got;
+        if let Some(source) = self.source_mut(key) {
+            source.got(lane);
+        }
         match answer {
             Ok(Some(delivery)) => {
-                self.give_back(key, channel);
                 self.idle = Duration::ZERO;
                 let taken = Taken {
                     delivery,
@@ -320,7 +380,7 @@ impl Taker {
                 };
                 return Ok(self.setup.taken.send(taken).await.is_ok());
             }
-            Ok(None) => self.give_back(key, channel),
+            Ok(None) => {}
             Err(error) if key != Key::Shared && error.is_not_found() => {
                 if self.sources.contains_key(&key) {
                     info!(queue = %self.sources[&key].queue, "a run's queue is gone: its run has ended");
@@ -336,21 +396,13 @@ impl Taker {
         Ok(true)
     }
 
-    /// Returns a get's channel to its source, followed or retired: it may
-    /// carry a job that is running.
-    fn give_back(&mut self, key: Key, channel: Option<Channel>) {
-        let Some(channel) = channel else {
-            return;
-        };
-        if let Some(source) = self.sources.get_mut(&key) {
-            source.channels.push(channel);
-            return;
+    /// A source, followed or retired (a get may answer after its run ended).
+    fn source_mut(&mut self, key: Key) -> Option<&mut Source> {
+        if self.sources.contains_key(&key) {
+            return self.sources.get_mut(&key);
         }
         let queue = self.queue_of(key);
-        match self.retired.iter_mut().find(|source| source.queue == queue) {
-            Some(source) => source.channels.push(channel),
-            None => drop(tokio::spawn(close_channel(channel))),
-        }
+        self.retired.iter_mut().find(|source| source.queue == queue)
     }
 
     fn queue_of(&self, key: Key) -> String {
@@ -446,15 +498,21 @@ impl Taker {
 }
 
 async fn close(source: Source) {
-    for channel in source.channels {
-        close_channel(channel).await;
+    for lane in source.lanes {
+        if lane.channel.status().connected() {
+            let _ = lane
+                .channel
+                .close(200, "run no longer followed".into())
+                .await;
+        }
     }
 }
 
-async fn close_channel(channel: Channel) {
-    if channel.status().connected() {
-        let _ = channel.close(200, "run no longer followed".into()).await;
-    }
+/// The channels sources hold beyond one each.
+fn extra_channels<'a>(sources: impl Iterator<Item = &'a Source>) -> usize {
+    sources
+        .map(|source| source.channels().saturating_sub(1))
+        .sum()
 }
 
 /// This worker's own queue of notices: exclusive to its connection, so it
