@@ -105,14 +105,14 @@ impl BrokerError {
     }
 }
 
-/// How long closing a connection may take: the broker's close-ok, or the
-/// connection's end, whichever comes; past it the socket is dropped anyway.
 /// How long a publish waits for the broker's confirm. A confirm can fail to
 /// come at all (a stream's or quorum queue's leader lost on a cluster node
 /// with the message in flight): without a bound, what waits on it (a journal
 /// commit, a verdict) would wait for ever on a connection that looks healthy.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long closing a connection may take: the broker's close-ok, or the
+/// connection's end, whichever comes; past it the socket is dropped anyway.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Closes `connection` saying `reason`, waiting at most [`CLOSE_PATIENCE`]:
